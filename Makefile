@@ -1,0 +1,34 @@
+# Developer entry points.  `make test` runs the whole test suite (lint + pytest);
+# CI runs it via .ci/run.  Pass pytest options with PYTEST_ARGS='-k lock -x'.
+
+PYTHON      ?= python3
+VENV        := .venv
+CLUSTER_DIR ?= $(CURDIR)/.data/redis-cluster
+
+.PHONY: venv lint test demo cluster-up cluster-down
+
+venv: $(VENV)/.installed
+
+# Re-install only when pyproject.toml is newer than the stamp.
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv lint
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/ade demo
+
+# Prints the cluster URL, e.g. for ADE_TEST_REDIS_CLUSTER_URL.
+cluster-up:
+	@bash .ci/redis-cluster start $(CLUSTER_DIR)
+
+cluster-down:
+	@bash .ci/redis-cluster stop $(CLUSTER_DIR)

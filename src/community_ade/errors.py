@@ -1,0 +1,73 @@
+"""Domain errors. They carry a stable ``code`` and no HTTP knowledge; ``api/`` maps codes
+to status codes, the CLI prints the message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AdeError(Exception):
+    """Base of every error Community ADE raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(AdeError):
+    """The caller asked for something malformed; nothing was done."""
+
+    code = "validation_failed"
+
+
+class NotFound(AdeError):
+    code = "not_found"
+
+
+class ServiceUnavailable(AdeError):
+    """A backing service (Redis, the database) could not be reached or started."""
+
+    code = "service_unavailable"
+
+
+class LockError(AdeError):
+    """Base of the lock manager's errors."""
+
+    code = "lock_error"
+
+
+class LockTimeout(LockError):
+    """The request was not granted within its timeout; it left every queue."""
+
+    code = "lock_timeout"
+
+
+class DeadlockDetected(LockError):
+    """This request was chosen as the victim of a waits-for cycle and left every queue."""
+
+    code = "deadlock_detected"
+
+    def __init__(self, message: str, cycle: list[dict[str, Any]]) -> None:
+        super().__init__(message, cycle=cycle)
+        self.cycle = cycle
+
+
+class LockLost(LockError):
+    """The grant ended while its holder still believed it held it (lease expired,
+    force release): work under it must stop."""
+
+    code = "lock_lost"
+
+
+class FenceRejected(LockError):
+    """A write carried a fencing token older than one the target has already seen."""
+
+    code = "fence_rejected"
+
+    def __init__(self, message: str, fence: int, newest: int) -> None:
+        super().__init__(message, fence=fence, newest=newest)
+        self.fence = fence
+        self.newest = newest

@@ -1,0 +1,6 @@
+"""Clean apply locks on Redis (DESIGN §5)."""
+
+from community_ade.locks.manager import Grant, LockManager
+from community_ade.locks.model import LockConfig, LockRequest, Mode
+
+__all__ = ["Grant", "LockConfig", "LockManager", "LockRequest", "Mode"]

@@ -1,0 +1,101 @@
+-- acquire.lua: ask, in one atomic step, for a set of resources for one task on behalf
+-- of one agent; or, called again with the same request id, report (and retry) it.
+--
+-- KEYS[1]   the domain's key prefix (the keys under it: see _lib.lua)
+-- ARGV[1-3] events cap, lock-delay ms, default capacity (see _lib.lua)
+-- ARGV[4]   request id, chosen by the client, unique
+-- ARGV[5]   task id
+-- ARGV[6]   agent id
+-- ARGV[7]   client id: wake-ups go to channel ade:lock:wake:<client>
+-- ARGV[8]   the agent's session lease in ms: this call renews the session (0: the
+--           client's heartbeat renewed it recently, leave it)
+-- ARGV[9]   wait: -1 without limit, 0 do not queue (try once), > 0 give up after that many ms
+-- ARGV[10]  resources as JSON, [[rid, "x" | "s"], ...]
+-- ARGV[11]  "1" on the client's first call for this request id (nothing to look up)
+--
+-- Returns one of
+--   {"granted", fence}
+--   {"waiting", ticket, hint_ms}  hint_ms: when a time-based blocker (a holder's lease,
+--                                 a lock-delay) may clear; -1 when none is known
+--   {"busy"}                      wait was 0 and it could not be granted at once
+--   {state, reason, cycle}        the request ended: "expired", "aborted" (deadlock
+--                                 victim; cycle is its JSON), "revoked", or "gone"
+
+local req, task, agent, client = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local lease_ms, wait_ms, first = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[11] == '1'
+
+-- Milliseconds until the earliest time-based blocker of r may clear.
+local function hint(r)
+  local best = -1
+  for _, item in ipairs(r.res) do
+    for _, h in ipairs(redis.call('ZRANGEBYSCORE', lkey(item[1]), 0, 1, 'LIMIT', 0, 8)) do
+      local v = redis.call('HMGET', rkey(h), 'state', 'agent')
+      local member = (v[1] == 'granted') and ('s|' .. tostring(v[2])) or ('d|' .. h)
+      local deadline = redis.call('ZSCORE', P .. 'dl', member)
+      if deadline then
+        local ms = math.max(0, tonumber(deadline) - now())
+        if best < 0 or ms < best then best = ms end
+      end
+    end
+  end
+  return best
+end
+
+renew(agent, lease_ms)
+if first then
+  local r = {id = req, task = task, agent = agent, client = client, state = 'new',
+             res_json = ARGV[10], res = cjson.decode(ARGV[10])}
+  if idle_for(r) then
+    r.ticket = next_ticket()
+    grant(r, false)
+    return {'granted', r.fence}
+  end
+end
+
+local freed, agents = {}, {}
+reap(freed, agents)
+hand_off(freed, agents)
+
+local r = (not first) and load(req) or nil
+if r then
+  if r.state == 'granted' then
+    return {'granted', r.fence}
+  end
+  if r.state ~= 'waiting' then
+    local v = redis.call('HMGET', rkey(req), 'reason', 'cycle')
+    return {r.state, v[1] or '', v[2] or ''}
+  end
+  if can_grant(r) then
+    grant(r, true)
+    return {'granted', r.fence}
+  end
+  return {'waiting', r.ticket, hint(r)}
+end
+if not first then
+  return {'gone', '', ''}
+end
+
+r = {id = req, task = task, agent = agent, client = client, state = 'new',
+     ticket = next_ticket(), res_json = ARGV[10], res = cjson.decode(ARGV[10])}
+if can_grant(r) then
+  grant(r, false)
+  return {'granted', r.fence}
+end
+if wait_ms == 0 then
+  return {'busy'}
+end
+
+redis.call('HSET', rkey(req), 'task', task, 'agent', agent, 'client', client,
+  'ticket', r.ticket, 'res', ARGV[10], 'enq', int(now()), 'state', 'waiting')
+r.state = 'waiting'
+for _, item in ipairs(r.res) do
+  redis.call('ZADD', lkey(item[1]), r.ticket, req)
+  if item[2] == 'x' then redis.call('ZADD', P .. 'qx:' .. item[1], r.ticket, req) end
+end
+redis.call('ZADD', P .. 'aw:' .. agent, r.ticket, req)
+redis.call('ZADD', P .. 'tw:' .. task, r.ticket, req)
+if wait_ms > 0 then
+  redis.call('ZADD', P .. 'dl', int(now() + wait_ms), 'w|' .. req)
+end
+emit('lock:queued', r, '"ticket":"' .. r.ticket .. '"')
+return {'waiting', r.ticket, hint(r)}

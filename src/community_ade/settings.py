@@ -1,0 +1,75 @@
+"""Settings, read once from the environment (prefix ``ADE_``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory: ``$XDG_DATA_HOME/community-ade`` or ``~/.local/share/...``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "community-ade"
+
+
+class Settings(BaseSettings):
+    """Every setting of Community ADE. The README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_prefix="ADE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the embedded Redis (and later the SQLite database) keep their files.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use (redis://, rediss://, unix://). Unset: an embedded Redis "
+        "started in the data directory. A Cluster node's URL selects Cluster mode.",
+    )
+    lock_domain: str = Field(
+        default="default",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Default lock domain: the Cluster hash tag all of a request's keys share.",
+    )
+    lock_lease_seconds: float = Field(
+        default=30.0, gt=0, description="Agent session lease; a missed lease frees the grants."
+    )
+    lock_renew_seconds: float | None = Field(
+        default=None, gt=0, description="Heartbeat interval; default lease / 3."
+    )
+    lock_delay_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a grant ends by expiry or force release (not release), the next grant "
+        "of its resources waits this long.",
+    )
+    lock_deadlock_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="How long a request waits before it searches for a deadlock."
+    )
+    lock_default_capacity: int = Field(
+        default=4, ge=1, description="Concurrent grants per agent unless set for that agent."
+    )
+    lock_backstop_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest a waiter sleeps without a wake-up before it re-checks its request.",
+    )
+    lock_events_maxlen: int = Field(
+        default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @model_validator(mode="after")
+    def _renewal_shorter_than_lease(self) -> Settings:
+        renew = self.lock_renew_seconds
+        if renew is not None and renew >= self.lock_lease_seconds:
+            raise ValueError(
+                f"ADE_LOCK_RENEW_SECONDS ({self.lock_renew_seconds}) must be shorter than "
+                f"ADE_LOCK_LEASE_SECONDS ({self.lock_lease_seconds})"
+            )
+        return self
