@@ -1,5 +1,6 @@
 # Developer entry points.  `make test` runs the whole test suite (lint + pytest);
-# CI runs it via .ci/run.  Pass pytest options with PYTEST_ARGS='-k lock -x'.
+# CI runs it via .ci/run.  Pass pytest options with PYTEST_ARGS='-k lock -x', demo options
+# with DEMO_ARGS='--hold 60'.
 
 PYTHON      ?= python3
 VENV        := .venv
@@ -24,7 +25,7 @@ test: venv lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: venv
-	$(VENV)/bin/ade demo
+	$(VENV)/bin/ade demo $(DEMO_ARGS)
 
 # Prints the cluster URL, e.g. for ADE_TEST_REDIS_CLUSTER_URL.
 cluster-up:

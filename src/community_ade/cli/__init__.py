@@ -1,1 +1,20 @@
-def main() -> None: ...
+"""The ``ade`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from community_ade.cli import demo, locks
+
+app = typer.Typer(
+    name="ade",
+    help="Community ADE: preview, review and cleanly apply the changes agents ask for.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(locks.app, name="locks")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()

@@ -44,6 +44,7 @@ def _list(value: Any) -> Any:
 
 class ResourceState(BaseModel):
     resource: str
+    now: int = 0
     holders: list[HolderInfo]
     queue: list[WaiterInfo]
     lock_delay_ms: int = 0
@@ -53,6 +54,7 @@ class ResourceState(BaseModel):
 
 class AgentState(BaseModel):
     agent: str
+    now: int = 0
     lease_deadline: int | None = None
     capacity: int
     in_use: int

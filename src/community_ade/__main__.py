@@ -1,0 +1,3 @@
+from community_ade.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""What every command shares: opening the Runtime and turning domain errors into
+messages and exit codes (never a traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
+from community_ade.runtime import Runtime
+from community_ade.settings import Settings
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes: 1 the request was refused or failed, 2 bad usage, 3 a service is unreachable.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ADE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        err_console.print(f"[red]error:[/red] invalid configuration: {problems}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def run(action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Open the Runtime, run ``action`` with it, close it; report errors plainly."""
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+
+    async def main() -> T:
+        async with Runtime.open(settings) as runtime:
+            return await action(runtime)
+
+    try:
+        return asyncio.run(main())
+    except InvalidInput as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ServiceUnavailable as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except AdeError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(EXIT_FAILED) from None
