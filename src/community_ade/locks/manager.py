@@ -23,7 +23,14 @@ import redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from community_ade.errors import DeadlockDetected, InvalidInput, LockLost, LockTimeout
+from community_ade.errors import (
+    DeadlockDetected,
+    FenceRejected,
+    InvalidInput,
+    LockLost,
+    LockTimeout,
+    ServiceUnavailable,
+)
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import deadlock, keys
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState, parse
@@ -36,7 +43,7 @@ log = logging.getLogger(__name__)
 _DRIFT = 0.01
 _DRIFT_FIXED_S = 0.002
 _GRAPH_LIMIT = 512
-_REDIS_ERRORS = (redis.RedisError, OSError)
+_REDIS_ERRORS = (redis.RedisError, OSError, ServiceUnavailable)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -67,6 +74,33 @@ class Grant:
                 request=self.request_id,
                 fence=self.fence,
             )
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run the block, cancelling it as soon as the grant is lost (then ``LockLost``).
+
+        ``async with grant.guard(): await apply(...)`` stops the work under a lost lock
+        at its next await instead of letting it run on unprotected.
+        """
+        self.check()
+        current = asyncio.current_task()
+        assert current is not None, "guard() must run inside a task"
+
+        async def watch() -> None:
+            await self.lost.wait()
+            current.cancel()
+
+        watcher = asyncio.create_task(watch(), name=f"ade-lock-guard-{self.request_id}")
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self.lost.is_set() and current.uncancel() == 0:
+                self.check()
+            raise
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     def _mark_lost(self, reason: str) -> None:
         if not self.lost.is_set() and not self.released:
@@ -112,6 +146,8 @@ class LockManager:
         )
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._waiters: dict[str, asyncio.Event] = {}
+        # Fences that hand-off messages delivered to waiting requests.
+        self._handed_off: dict[str, int] = {}
         self._held: dict[str, Grant] = {}
         self._known_domains: set[str] = set()
         self._pubsub: Any = None
@@ -161,6 +197,7 @@ class LockManager:
         finally:
             session.waiting -= 1
             self._waiters.pop(req_id, None)
+            self._handed_off.pop(req_id, None)
             if not granted:
                 # Shielded: a cancelled acquire must still leave every queue.
                 await asyncio.shield(self._withdraw(domain, req_id))
@@ -261,8 +298,6 @@ class LockManager:
             LockLost: the grant is known lost locally.
             FenceRejected: a newer grant already wrote there.
         """
-        from community_ade.errors import FenceRejected
-
         grant.check()
         ok, newest = await self._scripts.fenced_write(
             keys=[key], args=[str(grant.fence), field_name, value]
@@ -351,6 +386,10 @@ class LockManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), pause)
             wake.clear()
+            fence = self._handed_off.pop(req_id, None)
+            if fence is not None:
+                # Granted by a release's hand-off; the message carried the fence.
+                return self._granted(domain, request, req_id, fence, session)
 
     def _raise_ended(self, request: LockRequest, state: str, reply: list[Any]) -> None:
         reason = reply[1] if len(reply) > 1 else ""
@@ -490,9 +529,11 @@ class LockManager:
                 continue
             if not message or message.get("type") != "message":
                 continue
-            req_id = message["data"]
+            req_id, _, fence = str(message["data"]).partition(" ")
             event = self._waiters.get(req_id)
             if event is not None:
+                if fence:
+                    self._handed_off[req_id] = int(fence)
                 event.set()
                 continue
             held = self._held.get(req_id)
@@ -516,10 +557,13 @@ class LockManager:
     async def _run(self, script: AsyncScript, domain: str, *args: Any) -> Any:
         prefix = keys.domain_prefix(domain)
         try:
-            return await self.redis.evalsha(script.sha, 1, prefix, *self._common, *args)
-        except NoScriptError:
-            # The server restarted or failed over: the script object loads itself again.
-            return await script(keys=[prefix], args=[*self._common, *args])
+            try:
+                return await self.redis.evalsha(script.sha, 1, prefix, *self._common, *args)
+            except NoScriptError:
+                # The server restarted or failed over: the script object loads itself again.
+                return await script(keys=[prefix], args=[*self._common, *args])
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

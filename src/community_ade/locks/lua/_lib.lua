@@ -25,7 +25,7 @@
 --   ARGV[3]  default agent capacity
 --
 -- Wake-ups go to the channel "ade:lock:wake:<client>" (a channel, not a key) of the
--- process that owns the woken request. Numbers that may exceed 2^31 are formatted with
+-- process that owns the woken request: "<req> <fence>" when it was granted, else "<req>". Numbers that may exceed 2^31 are formatted with
 -- int() before they reach redis.call, since Lua's own conversion keeps only 14 digits.
 
 local P = KEYS[1]
@@ -77,8 +77,12 @@ end
 local function fence_field(fence) return '"fence":"' .. fence .. '"' end
 local function reason_field(reason) return '"reason":' .. cjson.encode(reason) end
 
+-- A granted waiter's message carries its fence, so it needs no further round trip;
+-- any other wake-up is the request id alone ("look at your request").
 local function wake(r)
-  redis.call('PUBLISH', 'ade:lock:wake:' .. r.client, r.id)
+  local message = r.id
+  if r.state == 'granted' then message = message .. ' ' .. r.fence end
+  redis.call('PUBLISH', 'ade:lock:wake:' .. r.client, message)
 end
 
 -- Strictly increasing, and never below server time x 1024, so a restart or failover
