@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The pattern lives in settings (not locks.model) so settings import nothing of the domain.
+DOMAIN_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
 
 def default_data_dir() -> Path:
     """Per-user data directory: ``$XDG_DATA_HOME/community-ade`` or ``~/.local/share/...``."""
@@ -31,9 +34,7 @@ class Settings(BaseSettings):
     )
     lock_domain: str = Field(
         default="default",
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_.:-]+$",
+        pattern=DOMAIN_PATTERN,
         description="Default lock domain: the Cluster hash tag all of a request's keys share.",
     )
     lock_lease_seconds: float = Field(

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from community_ade.errors import ServiceUnavailable
 
@@ -66,7 +68,10 @@ class EmbeddedRedis:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5)
+        # No retries: SHUTDOWN's expected disconnect must not be retried.
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path), socket_timeout=5, retry=Retry(NoBackoff(), 0)
+        )
 
     def _answers(self) -> bool:
         if not self.socket_path.exists():

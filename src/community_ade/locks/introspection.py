@@ -22,6 +22,8 @@ class RequestInfo(BaseModel):
     fence: int | None = None
     enqueued_at: int | None = None
     granted_at: int | None = None
+    client: str | None = None
+    lease_deadline: int | None = None  # of the session (client process, agent) it belongs to
 
     @field_validator("*", mode="before")
     @classmethod
@@ -31,7 +33,6 @@ class RequestInfo(BaseModel):
 
 class HolderInfo(RequestInfo):
     mode: str
-    lease_deadline: int | None = None
 
 
 class WaiterInfo(RequestInfo):

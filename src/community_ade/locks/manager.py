@@ -34,7 +34,7 @@ from community_ade.errors import (
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import deadlock, keys
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState, parse
-from community_ade.locks.model import LockConfig, LockRequest, Mode, ResourceSpec
+from community_ade.locks.model import LockConfig, LockRequest, Mode, ResourceSpec, check_domain
 from community_ade.locks.scripts import LockScripts
 
 log = logging.getLogger(__name__)
@@ -189,18 +189,18 @@ class LockManager:
         session.waiting += 1
         self._ensure_heartbeat(session)
         wake = self._waiters[req_id] = asyncio.Event()
-        granted = False
         try:
-            grant = await self._wait(domain, request, req_id, timeout, wake, session)
-            granted = True
-            return grant
+            return await self._wait(domain, request, req_id, timeout, wake, session)
+        except BaseException as exc:
+            if not (isinstance(exc, LockTimeout) and exc.details.get("queued") is False):
+                reason = "timeout" if isinstance(exc, LockTimeout) else "cancelled"
+                # Shielded: a cancelled acquire must still leave every queue.
+                await asyncio.shield(self._withdraw(domain, req_id, reason))
+            raise
         finally:
             session.waiting -= 1
             self._waiters.pop(req_id, None)
             self._handed_off.pop(req_id, None)
-            if not granted:
-                # Shielded: a cancelled acquire must still leave every queue.
-                await asyncio.shield(self._withdraw(domain, req_id))
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -363,7 +363,9 @@ class LockManager:
             if state == "granted":
                 return self._granted(domain, request, req_id, int(reply[1]), session)
             if state == "busy":
-                raise LockTimeout(f"resources busy for task {request.task} (timeout 0)")
+                raise LockTimeout(
+                    f"resources busy for task {request.task} (timeout 0)", queued=False
+                )
             if state != "waiting":
                 self._raise_ended(request, state, reply)
             now = time.monotonic()
@@ -423,9 +425,9 @@ class LockManager:
         self._held[req_id] = grant
         return grant
 
-    async def _withdraw(self, domain: str, req_id: str) -> None:
+    async def _withdraw(self, domain: str, req_id: str, reason: str) -> None:
         try:
-            await self._run(self._scripts.cancel, domain, req_id, "cancelled")
+            await self._run(self._scripts.cancel, domain, req_id, reason)
         except _REDIS_ERRORS as exc:
             # The agent session's expiry (or the wait deadline) removes it later.
             log.warning("could not withdraw lock request %s: %s", req_id, exc)
@@ -466,28 +468,32 @@ class LockManager:
         renew = self.config.renew_ms / 1000
         pause = renew
         while session.busy() and not self._closed:
+            if session.grants:
+                # Wake no later than the local validity deadline, whatever else happens.
+                pause = min(pause, max(0.0, session.valid_until - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.kick.wait(), pause * random.uniform(0.9, 1.0))
             session.kick.clear()
-            if not session.grants and session.waiting == 0:
+            if not session.busy():
                 break
-            now = time.monotonic()
-            if session.grants and now > session.valid_until:
-                # Paused or cut off past the lease: the server may have given it away.
-                for grant in list(session.grants.values()):
-                    grant._mark_lost("lease expired before it could be renewed")
-                    self._forget(grant)
+            self._expire_locally(session)
             sent = time.monotonic()
             try:
-                lost = await self._run(
-                    self._scripts.heartbeat,
-                    session.domain,
-                    session.agent,
-                    self.config.lease_ms,
-                    *session.grants.keys(),
+                # A hung connection must not outlast the lease: bound the call by it.
+                limit = max(
+                    0.05, min(renew, session.valid_until - sent) if session.grants else renew
                 )
-            except _REDIS_ERRORS as exc:
-                log.warning("heartbeat of agent %s failed: %s", session.agent, exc)
+                async with asyncio.timeout(limit):
+                    lost = await self._run(
+                        self._scripts.heartbeat,
+                        session.domain,
+                        session.agent,
+                        self.client_id,
+                        self.config.lease_ms,
+                        *session.grants.keys(),
+                    )
+            except (*_REDIS_ERRORS, TimeoutError) as exc:
+                log.warning("heartbeat of agent %s failed: %s", session.agent, exc or "timed out")
                 pause = min(renew, max(0.05, renew / 5))
                 continue
             session.valid_until = self._validity(sent)
@@ -498,6 +504,13 @@ class LockManager:
                     gone._mark_lost(f"{lost[i + 1]}: {lost[i + 2]}".rstrip(": "))
                     self._forget(gone)
         session.task = None
+
+    def _expire_locally(self, session: _Session) -> None:
+        """Past the local validity deadline the server may have given the grants away."""
+        if session.grants and time.monotonic() > session.valid_until:
+            for grant in list(session.grants.values()):
+                grant._mark_lost("lease expired before it could be renewed")
+                self._forget(grant)
 
     def _forget(self, grant: Grant) -> None:
         self._held.pop(grant.request_id, None)
@@ -544,10 +557,7 @@ class LockManager:
     # -- plumbing -------------------------------------------------------------------
 
     def _domain(self, domain: str | None) -> str:
-        value = domain or self.domain
-        if not value or any(c in value for c in "{} \t\n") or len(value) > 64:
-            raise InvalidInput(f"invalid lock domain {value!r}")
-        return value
+        return check_domain(domain or self.domain)
 
     async def _register_domain(self, domain: str) -> None:
         if domain not in self._known_domains:

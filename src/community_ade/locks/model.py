@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from community_ade.errors import InvalidInput
-from community_ade.settings import Settings
+from community_ade.settings import DOMAIN_PATTERN, Settings
 
 MAX_RESOURCE_NAME = 256
 MAX_RESOURCES = 64
-_NAME_RE = re.compile(r"^[^\s{}]+$")
+_NAME_RE = re.compile(r"[^\s{}]+")
 
 
 class Mode(StrEnum):
@@ -46,7 +46,7 @@ def _check_name(kind: str, value: str, limit: int = MAX_RESOURCE_NAME) -> str:
         raise InvalidInput(f"{kind} must be a non-empty string")
     if len(value) > limit:
         raise InvalidInput(f"{kind} {value[:40]!r}… is longer than {limit} characters")
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise InvalidInput(f"{kind} {value!r} may not contain whitespace or braces")
     return value
 
@@ -77,6 +77,15 @@ def _normalize(items: tuple[tuple[str, Mode | str], ...]) -> tuple[tuple[str, Mo
     if len(chosen) > MAX_RESOURCES:
         raise InvalidInput(f"a lock request may name at most {MAX_RESOURCES} resources")
     return tuple(sorted(chosen.items()))
+
+
+def check_domain(domain: str) -> str:
+    """A lock domain becomes a Redis Cluster hash tag: letters, digits and ``_.:-`` only."""
+    if not isinstance(domain, str) or not re.fullmatch(DOMAIN_PATTERN, domain):
+        raise InvalidInput(
+            f"invalid lock domain {domain!r}: 1-64 letters, digits, '_', '.', ':' or '-'"
+        )
+    return domain
 
 
 @dataclass(frozen=True)

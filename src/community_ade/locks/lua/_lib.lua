@@ -11,7 +11,8 @@
 --              l:<rid>      ZSET    resource rid: holders (score 1 exclusive, 0 shared)
 --                                   and waiters (score = ticket, always > 1), FIFO
 --              qx:<rid>     ZSET    the exclusive waiters of rid: req -> ticket
---              dl           ZSET    deadlines (server ms): "s|<agent>" session lease,
+--              dl           ZSET    deadlines (server ms): "s|<client> <agent>" the
+--                                   session lease of one agent in one client process,
 --                                   "w|<req>" a waiter gives up, "d|<req>" lock-delay
 --                                   of an expired or revoked grant ends
 --              cap          HASH    agent -> capacity (absent: the default)
@@ -105,11 +106,17 @@ end
 -- do (upgrades, re-entry); a grant in its lock-delay conflicts with everyone.
 local function held_against(rid, mode, task)
   local holders = redis.call('ZRANGEBYSCORE', lkey(rid), (mode == 'x') and 0 or 1, 1)
+  local conflict = false
   for _, h in ipairs(holders) do
     local v = redis.call('HMGET', rkey(h), 'state', 'task')
-    if v[1] ~= 'granted' or v[2] ~= task then return true end
+    if not v[1] then
+      -- A holder entry whose record is gone holds nothing: clear it.
+      redis.call('ZREM', lkey(rid), h)
+    elseif v[1] ~= 'granted' or v[2] ~= task then
+      conflict = true
+    end
   end
-  return false
+  return conflict
 end
 
 -- Is a conflicting request queued ahead of this ticket on rid?
@@ -227,14 +234,18 @@ local function vacate(r, rid, freed)
   freed[rid] = true
 end
 
--- End a request's record: deleted when its owner ended it, otherwise kept a while
--- with its end state so the owner can learn what happened.
-local function finish(r, state, reason, by_owner)
+-- End a request's record: deleted when its owner ended it, otherwise kept with its end
+-- state so the owner can learn what happened. `lingers`: the grant keeps its resources
+-- for the lock-delay; its record then expires only once they are vacated (reap).
+local function finish(r, state, reason, by_owner, lingers)
+  r.state = state
   if by_owner then
     redis.call('DEL', rkey(r.id))
-  else
-    redis.call('HSET', rkey(r.id), 'state', state, 'reason', reason or '')
-    redis.call('PEXPIRE', rkey(r.id), TOMBSTONE_MS + LOCK_DELAY_MS)
+    return
+  end
+  redis.call('HSET', rkey(r.id), 'state', state, 'reason', reason or '')
+  if not lingers then
+    redis.call('PEXPIRE', rkey(r.id), TOMBSTONE_MS)
   end
 end
 
@@ -244,12 +255,13 @@ end
 local function free_grant(r, how, reason, freed, agents)
   redis.call('ZREM', P .. 'ag:' .. r.agent, r.id)
   agents[r.agent] = true
-  if how ~= 'released' and LOCK_DELAY_MS > 0 then
+  local lingers = how ~= 'released' and LOCK_DELAY_MS > 0
+  if lingers then
     redis.call('ZADD', P .. 'dl', int(now() + LOCK_DELAY_MS), 'd|' .. r.id)
   else
     for _, item in ipairs(r.res) do vacate(r, item[1], freed) end
   end
-  finish(r, how, reason, how == 'released')
+  finish(r, how, reason, how == 'released', lingers)
 end
 
 -- Take a waiting request out of every queue. state: 'cancelled' (by its owner),
@@ -261,19 +273,27 @@ local function drop_waiter(r, state, reason, freed)
   if state ~= 'cancelled' then wake(r) end
 end
 
-local function expire_session(agent, freed, agents)
+-- The session of an agent in one client process: it keeps that process's grants and
+-- waiting requests of the agent alive (a crashed process's grants expire even while
+-- another process of the same agent lives on).
+local function session_member(client, agent)
+  return 's|' .. client .. ' ' .. agent
+end
+
+local function expire_session(client, agent, freed, agents)
   for _, req in ipairs(redis.call('ZRANGE', P .. 'ag:' .. agent, 0, -1)) do
     local r = load(req)
-    if r then
+    if not r then
+      redis.call('ZREM', P .. 'ag:' .. agent, req)
+    elseif r.client == client then
       free_grant(r, 'expired', 'session lease expired', freed, agents)
       emit('lock:expired', r, fence_field(r.fence) .. ',' .. reason_field('session lease expired'))
       wake(r)
     end
   end
-  redis.call('DEL', P .. 'ag:' .. agent)
   for _, req in ipairs(redis.call('ZRANGE', P .. 'aw:' .. agent, 0, -1)) do
     local r = load(req)
-    if r then
+    if r and r.client == client then
       drop_waiter(r, 'expired', 'session lease expired', freed)
       emit('lock:expired', r, reason_field('session lease expired'))
     end
@@ -287,7 +307,8 @@ local function reap(freed, agents)
     redis.call('ZREM', P .. 'dl', member)
     local kind, id = string.sub(member, 1, 1), string.sub(member, 3)
     if kind == 's' then
-      expire_session(id, freed, agents)
+      local client, agent = string.match(id, '^(%S+) (.+)$')
+      expire_session(client, agent, freed, agents)
     else
       local r = load(id)
       if kind == 'w' and r and r.state == 'waiting' then
@@ -295,15 +316,23 @@ local function reap(freed, agents)
         emit('lock:cancelled', r, reason_field('wait timed out'))
       elseif kind == 'd' and r then
         for _, item in ipairs(r.res) do vacate(r, item[1], freed) end
+        redis.call('PEXPIRE', rkey(id), TOMBSTONE_MS)
       end
     end
   end
 end
 
--- Extend (never shorten) the agent's session. A lease of 0 leaves it as it is (the
--- client knows its heartbeat renewed it recently).
-local function renew(agent, lease_ms)
+-- Extend (never shorten) the agent's session. A session already past its lease is
+-- expired first, never revived: its grants belong to a holder that may be gone. A
+-- lease of 0 leaves the session as it is (the client's heartbeat renewed it lately).
+local function renew(client, agent, lease_ms, freed, agents)
   if lease_ms > 0 then
-    redis.call('ZADD', P .. 'dl', 'GT', int(now() + lease_ms), 's|' .. agent)
+    local member = session_member(client, agent)
+    local deadline = redis.call('ZSCORE', P .. 'dl', member)
+    if deadline and tonumber(deadline) <= now() then
+      redis.call('ZREM', P .. 'dl', member)
+      expire_session(client, agent, freed, agents)
+    end
+    redis.call('ZADD', P .. 'dl', 'GT', int(now() + lease_ms), member)
   end
 end

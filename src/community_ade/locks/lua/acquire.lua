@@ -7,11 +7,12 @@
 -- ARGV[5]   task id
 -- ARGV[6]   agent id
 -- ARGV[7]   client id: wake-ups go to channel ade:lock:wake:<client>
--- ARGV[8]   the agent's session lease in ms: this call renews the session (0: the
---           client's heartbeat renewed it recently, leave it)
+-- ARGV[8]   session lease in ms: this call renews the session of (client, agent)
+--           (0: the client's heartbeat renewed it lately, leave it)
 -- ARGV[9]   wait: -1 without limit, 0 do not queue (try once), > 0 give up after that many ms
 -- ARGV[10]  resources as JSON, [[rid, "x" | "s"], ...]
--- ARGV[11]  "1" on the client's first call for this request id (nothing to look up)
+-- ARGV[11]  "1" on the client's first call for this request id: an idle resource set
+--           is then granted without looking the request up
 --
 -- Returns one of
 --   {"granted", fence}
@@ -29,8 +30,9 @@ local function hint(r)
   local best = -1
   for _, item in ipairs(r.res) do
     for _, h in ipairs(redis.call('ZRANGEBYSCORE', lkey(item[1]), 0, 1, 'LIMIT', 0, 8)) do
-      local v = redis.call('HMGET', rkey(h), 'state', 'agent')
-      local member = (v[1] == 'granted') and ('s|' .. tostring(v[2])) or ('d|' .. h)
+      local v = redis.call('HMGET', rkey(h), 'state', 'agent', 'client')
+      local member = (v[1] == 'granted') and session_member(tostring(v[3]), tostring(v[2]))
+                     or ('d|' .. h)
       local deadline = redis.call('ZSCORE', P .. 'dl', member)
       if deadline then
         local ms = math.max(0, tonumber(deadline) - now())
@@ -41,8 +43,9 @@ local function hint(r)
   return best
 end
 
-renew(agent, lease_ms)
-if first then
+local freed, agents = {}, {}
+renew(client, agent, lease_ms, freed, agents)
+if first and not next(agents) then
   local r = {id = req, task = task, agent = agent, client = client, state = 'new',
              res_json = ARGV[10], res = cjson.decode(ARGV[10])}
   if idle_for(r) then
@@ -52,11 +55,11 @@ if first then
   end
 end
 
-local freed, agents = {}, {}
 reap(freed, agents)
 hand_off(freed, agents)
 
-local r = (not first) and load(req) or nil
+-- Loaded even on a first call: a retry after a lost reply finds its own request.
+local r = load(req)
 if r then
   if r.state == 'granted' then
     return {'granted', r.fence}
@@ -74,6 +77,7 @@ end
 if not first then
   return {'gone', '', ''}
 end
+
 
 r = {id = req, task = task, agent = agent, client = client, state = 'new',
      ticket = next_ticket(), res_json = ARGV[10], res = cjson.decode(ARGV[10])}

@@ -16,9 +16,14 @@ reap(freed, agents)
 hand_off(freed, agents)
 
 local function request(req)
-  local v = redis.call('HMGET', rkey(req), 'task', 'agent', 'ticket', 'fence', 'enq', 'granted_at', 'state')
-  return {request = req, task = v[1], agent = v[2], ticket = v[3], fence = v[4],
-          enqueued_at = v[5], granted_at = v[6], state = v[7]}
+  local v = redis.call('HMGET', rkey(req), 'task', 'agent', 'ticket', 'fence', 'enq',
+    'granted_at', 'state', 'client')
+  local info = {request = req, task = v[1], agent = v[2], ticket = v[3], fence = v[4],
+                enqueued_at = v[5], granted_at = v[6], state = v[7], client = v[8]}
+  if v[8] and v[2] then
+    info.lease_deadline = redis.call('ZSCORE', P .. 'dl', session_member(v[8], v[2])) or nil
+  end
+  return info
 end
 
 local function resource(rid)
@@ -28,9 +33,8 @@ local function resource(rid)
   for i = 1, #h, 2 do
     local info = request(h[i])
     info.mode = (h[i + 1] == '1') and 'exclusive' or 'shared'
-    if info.state == 'granted' then
-      info.lease_deadline = redis.call('ZSCORE', P .. 'dl', 's|' .. tostring(info.agent)) or nil
-    else
+    if info.state ~= 'granted' then
+      info.lease_deadline = nil
       local ends = redis.call('ZSCORE', P .. 'dl', 'd|' .. h[i])
       if ends then delay_ms = math.max(delay_ms, tonumber(ends) - now()) end
     end
@@ -53,7 +57,16 @@ local function agent(id)
   for _, req in ipairs(redis.call('ZRANGE', P .. 'aw:' .. id, 0, -1)) do
     waiting[#waiting + 1] = request(req)
   end
-  return {agent = id, lease_deadline = redis.call('ZSCORE', P .. 'dl', 's|' .. id) or nil,
+  -- The agent's lease: the latest of its processes' sessions that hold or wait.
+  local lease
+  for _, list in ipairs({grants, waiting}) do
+    for _, info in ipairs(list) do
+      if info.lease_deadline and (not lease or tonumber(info.lease_deadline) > tonumber(lease)) then
+        lease = info.lease_deadline
+      end
+    end
+  end
+  return {agent = id, lease_deadline = lease,
           capacity = capacity(id), in_use = in_use(id), grants = grants, waiting = waiting}
 end
 
@@ -65,7 +78,7 @@ elseif what == 'agent' then
 else
   -- Active resources are those of live requests (sessions' grants and waiters) and of
   -- grants in their lock-delay: all reachable from the deadline set, without SCAN.
-  local resources, sessions, seen, session_count = {}, {}, {}, 0
+  local resources, sessions, seen, agents_seen, session_count = {}, {}, {}, {}, 0
   local function add_resources(req)
     local raw = redis.call('HGET', rkey(req), 'res')
     if not raw then return end
@@ -78,9 +91,11 @@ else
   end
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'dl', int(now()), '+inf')) do
     local kind, id = string.sub(member, 1, 1), string.sub(member, 3)
-    if kind == 's' then
+    local agent_id = (kind == 's') and string.match(id, '^%S+ (.+)$')
+    if agent_id and not agents_seen[agent_id] then
+      agents_seen[agent_id] = true
       session_count = session_count + 1
-      local info = agent(id)
+      local info = agent(agent_id)
       if session_count <= limit then sessions[#sessions + 1] = info end
       for _, g in ipairs(info.grants) do add_resources(g.request) end
       for _, w in ipairs(info.waiting) do add_resources(w.request) end

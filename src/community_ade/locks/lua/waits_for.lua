@@ -50,9 +50,8 @@ while i <= #todo do
       else
         ahead = redis.call('ZRANGEBYSCORE', P .. 'qx:' .. rid, '-inf', '(' .. r.ticket)
       end
-      for _, w in ipairs(ahead) do
-        if task_of(w) ~= r.task then edge(req, w, 'queued', rid) end
-      end
+      -- An earlier waiter blocks this one even when both are the same task's.
+      for _, w in ipairs(ahead) do edge(req, w, 'queued', rid) end
     end
     if in_use(r.agent) >= capacity(r.agent) then
       for _, g in ipairs(redis.call('ZRANGE', P .. 'ag:' .. r.agent, 0, -1)) do

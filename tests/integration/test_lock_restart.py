@@ -1,0 +1,111 @@
+"""Fencing tokens keep increasing across a Redis restart that lost the counter.
+
+Runs its own ``redis-server`` on a free loopback port (never the shared one)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FAST, unavailable
+from lockutil import PrivateRedis
+
+from community_ade.errors import FenceRejected, LockLost
+from community_ade.infra.redis_client import AnyRedis, open_redis
+from community_ade.locks import Grant, LockManager
+
+X = "exclusive"
+CONFIG = dataclasses.replace(FAST, lease_ms=3000, renew_ms=500, lock_delay_ms=200)
+KEY = "ade:test:{restart}:target"
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if PrivateRedis.binary() is None:
+        unavailable("no redis-server binary to run a private server")
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def open_manager(private_redis: PrivateRedis) -> AsyncIterator[Callable[..., Any]]:
+    """``await open_manager()`` → a LockManager on a new client of the private server."""
+    opened: list[tuple[AnyRedis, LockManager]] = []
+
+    async def make() -> LockManager:
+        client = await open_redis(private_redis.url)
+        manager = LockManager(client, CONFIG, domain="restart")
+        opened.append((client, manager))
+        return manager
+
+    yield make
+    for client, manager in opened:
+        await manager.close()
+        await client.aclose()
+
+
+async def hold_some(locks: LockManager) -> list[Grant]:
+    grants = [await locks.acquire(f"t{i}", "agent-1", {f"res-{i}": X}) for i in range(3)]
+    assert [g.fence for g in grants] == sorted({g.fence for g in grants})
+    await locks.fenced_write(KEY, grants[0], "writer", "old")
+    return grants
+
+
+@pytest.mark.slow
+async def test_fences_increase_across_a_restart_that_lost_the_counter(
+    private_redis: PrivateRedis, open_manager: Callable[..., Any]
+) -> None:
+    old = await open_manager()
+    before = await hold_some(old)
+    f1 = max(g.fence for g in before)
+
+    private_redis.shutdown_nosave()
+    private_redis.start()  # same port, empty: the counter is gone
+
+    locks = await open_manager()  # a new client and manager, as after a process restart
+    assert await locks.redis.dbsize() == 0
+    after = await locks.acquire("t9", "agent-2", {"res-0": X}, timeout=10)
+    assert after.fence > f1
+    again = await locks.acquire("t10", "agent-3", {"res-1": X}, timeout=10)
+    assert again.fence > after.fence
+
+    # The new holder writes; a write with the pre-restart fence is refused.
+    await locks.fenced_write(KEY, after, "writer", "new")
+    stale = dataclasses.replace(before[0], lost=asyncio.Event(), lost_reason=None)
+    with pytest.raises(FenceRejected) as info:
+        await locks.fenced_write(KEY, stale, "writer", "stale")
+    assert info.value.newest == after.fence
+    assert await locks.redis.hget(KEY, "writer") == "new"
+    assert await locks.release(after) is True
+    assert await locks.release(again) is True
+
+
+@pytest.mark.slow
+async def test_the_same_manager_survives_a_restart(
+    private_redis: PrivateRedis, open_manager: Callable[..., Any]
+) -> None:
+    """A restart is transient: once Redis is back, the same client and manager work again
+    (reconnect, scripts reloaded on NOSCRIPT) and the grants it lost are reported lost."""
+    locks = await open_manager()
+    before = await hold_some(locks)
+    f1 = max(g.fence for g in before)
+
+    private_redis.shutdown_nosave()
+    private_redis.start()
+
+    after = await locks.acquire("t9", "agent-2", {"res-0": X}, timeout=10)
+    assert after.fence > f1
+    await asyncio.wait_for(asyncio.gather(*(g.lost.wait() for g in before)), 10)
+    assert not after.lost.is_set()
+    with pytest.raises(LockLost):
+        await locks.fenced_write(KEY, before[0], "writer", "stale")
+    await locks.fenced_write(KEY, after, "writer", "new")
+    assert await locks.release(after) is True
