@@ -385,8 +385,10 @@ class LockManager:
                 pause = min(pause, hint_ms / 1000 + 0.001)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - now))
+            # asyncio.timeout, not wait_for: no extra task on the hand-off path.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await wake.wait()
             wake.clear()
             fence = self._handed_off.pop(req_id, None)
             if fence is not None:
