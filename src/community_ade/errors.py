@@ -27,6 +27,25 @@ class NotFound(AdeError):
     code = "not_found"
 
 
+class InvalidTransition(AdeError):
+    """A task was asked to move along an edge its lifecycle does not have."""
+
+    code = "invalid_transition"
+
+
+class NotEligible(AdeError):
+    """The actor may not take this decision (not a required reviewer, out of scope)."""
+
+    code = "not_eligible"
+
+
+class SelfReview(NotEligible):
+    """Separation of duties: a submitter (or the owner of the submitting agent) may not
+    approve its own task, directly or through delegation."""
+
+    code = "self_review"
+
+
 class ServiceUnavailable(AdeError):
     """A backing service (Redis, the database) could not be reached or started."""
 

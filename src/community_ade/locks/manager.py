@@ -34,7 +34,14 @@ from community_ade.errors import (
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import deadlock, keys
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState, parse
-from community_ade.locks.model import LockConfig, LockRequest, Mode, ResourceSpec, check_domain
+from community_ade.locks.model import (
+    LockConfig,
+    LockRequest,
+    Mode,
+    ResourceSpec,
+    check_domain,
+    check_name,
+)
 from community_ade.locks.scripts import LockScripts
 
 log = logging.getLogger(__name__)
@@ -239,7 +246,7 @@ class LockManager:
         self, agent: str, capacity: int | None, *, domain: str | None = None
     ) -> int:
         """Set how many grants ``agent`` may hold at once (None: back to the default)."""
-        LockRequest.build("capacity", agent, {"x": Mode.SHARED})
+        check_name("agent", agent)
         if capacity is not None and capacity < 1:
             raise InvalidInput(f"capacity must be at least 1, not {capacity}")
         value = "default" if capacity is None else str(capacity)
@@ -251,7 +258,7 @@ class LockManager:
         self, resource: str, reason: str, *, actor: str = "operator", domain: str | None = None
     ) -> list[str]:
         """End every grant on ``resource``; their holders see ``lost``. Needs a reason."""
-        LockRequest.build("force-release", "operator", {resource: Mode.SHARED})
+        check_name("resource", resource)
         if not reason or not reason.strip():
             raise InvalidInput("a force release needs a reason")
         ended = await self._run(
@@ -260,10 +267,12 @@ class LockManager:
         return list(ended)
 
     async def inspect_resource(self, resource: str, *, domain: str | None = None) -> ResourceState:
+        check_name("resource", resource)
         raw = await self._run(self._scripts.inspect, self._domain(domain), "resource", resource, 0)
         return ResourceState.model_validate(parse(raw))
 
     async def inspect_agent(self, agent: str, *, domain: str | None = None) -> AgentState:
+        check_name("agent", agent)
         raw = await self._run(self._scripts.inspect, self._domain(domain), "agent", agent, 0)
         return AgentState.model_validate(parse(raw))
 

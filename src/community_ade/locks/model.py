@@ -41,7 +41,8 @@ class Mode(StrEnum):
 ResourceSpec = Mapping[str, "Mode | str"] | Iterable[tuple[str, "Mode | str"]]
 
 
-def _check_name(kind: str, value: str, limit: int = MAX_RESOURCE_NAME) -> str:
+def check_name(kind: str, value: str, limit: int = MAX_RESOURCE_NAME) -> str:
+    """A task, agent or resource id: non-empty, bounded, no whitespace or braces."""
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{kind} must be a non-empty string")
     if len(value) > limit:
@@ -68,7 +69,7 @@ def _normalize(items: tuple[tuple[str, Mode | str], ...]) -> tuple[tuple[str, Mo
     # Services ask for the same few resource sets again and again: validate each once.
     chosen: dict[str, Mode] = {}
     for name, mode in items:
-        _check_name("resource", name)
+        check_name("resource", name)
         parsed = Mode.parse(mode)
         if chosen.get(name) is not Mode.EXCLUSIVE:
             chosen[name] = parsed
@@ -99,8 +100,8 @@ class LockRequest:
     @classmethod
     def build(cls, task: str, agent: str, resources: ResourceSpec) -> LockRequest:
         return cls(
-            task=_check_name("task", task),
-            agent=_check_name("agent", agent),
+            task=check_name("task", task),
+            agent=check_name("agent", agent),
             resources=normalize_resources(resources),
         )
 
