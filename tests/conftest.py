@@ -190,3 +190,52 @@ async def make_manager(
 def worker_script() -> Path:
     """The helper that child processes run (``python lock_worker.py MODE ...``)."""
     return Path(__file__).parent / "integration" / "lock_worker.py"
+
+
+# -- databases ----------------------------------------------------------------------------
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DATABASES = ("sqlite", "postgresql")
+
+
+async def _fresh_postgres_database(server_url: str) -> tuple[str, Callable[[], Any]]:
+    """Create an empty database on the PostgreSQL server of ``server_url``; return its URL
+    and a coroutine function that drops it."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url).set(drivername="postgresql")
+    admin_dsn = url.set(database="postgres").render_as_string(hide_password=False)
+    name = f"ade_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(admin_dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable(f"no PostgreSQL answers at {admin_dsn} ({exc}); set ADE_TEST_DATABASE_URL")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(params=DATABASES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a SQLite file, or a fresh database on the PostgreSQL server at
+    ``ADE_TEST_DATABASE_URL`` (default: the local server), dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    server = os.environ.get("ADE_TEST_DATABASE_URL") or DEFAULT_DATABASE_URL
+    url, drop = await _fresh_postgres_database(server)
+    try:
+        yield url
+    finally:
+        await drop()

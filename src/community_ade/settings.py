@@ -25,12 +25,17 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="Where the embedded Redis (and later the SQLite database) keep their files.",
+        description="Where the embedded Redis and the default SQLite database keep their files.",
     )
     redis_url: str | None = Field(
         default=None,
         description="Redis to use (redis://, rediss://, unix://). Unset: an embedded Redis "
         "started in the data directory. A Cluster node's URL selects Cluster mode.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Database (postgresql://… or sqlite:///…). Unset: the SQLite file "
+        "ade.db in the data directory, migrated automatically.",
     )
     lock_domain: str = Field(
         default="default",

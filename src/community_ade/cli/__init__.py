@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import demo, locks
+from community_ade.cli import database, demo, locks
 
 app = typer.Typer(
     name="ade",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(locks.app, name="locks")
+app.add_typer(database.app, name="db")
 app.command("demo")(demo.demo)
 
 

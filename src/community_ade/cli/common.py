@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -49,14 +49,19 @@ def run(action: Callable[[Runtime], Awaitable[T]]) -> T:
         async with Runtime.open(settings) as runtime:
             return await action(runtime)
 
+    return run_plain(main)
+
+
+def run_plain(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine function; a domain error becomes its message and exit code."""
     try:
         return asyncio.run(main())
-    except InvalidInput as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except ServiceUnavailable as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
     except AdeError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(EXIT_FAILED) from None
+        if isinstance(exc, InvalidInput):
+            code = EXIT_USAGE
+        elif isinstance(exc, ServiceUnavailable):
+            code = EXIT_UNAVAILABLE
+        else:
+            code = EXIT_FAILED
+        raise typer.Exit(code) from None

@@ -1,0 +1,105 @@
+"""The schema: migrations against real SQLite and PostgreSQL, models matching them, and the
+Runtime's automatic upgrade of the default database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, select
+
+from community_ade.errors import ServiceUnavailable
+from community_ade.runtime import Runtime
+from community_ade.settings import Settings
+from community_ade.storage import db
+from community_ade.storage.models import Base, Task, User
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names()) - {"alembic_version"}
+
+
+def _schema_drift(connection: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+
+async def test_upgrade_creates_the_models_schema_and_downgrade_removes_it(
+    database_url: str,
+) -> None:
+    engine = db.create_engine(database_url)
+    try:
+        assert await db.current_revision(engine) is None
+        await db.upgrade(engine)
+        assert await db.current_revision(engine) == db.head_revision()
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_tables) == set(Base.metadata.tables)
+            # The migrations and the models describe the same schema.
+            assert await connection.run_sync(_schema_drift) == []
+        await db.downgrade(engine, "base")
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_tables) == set()
+        await db.upgrade(engine)
+        assert await db.current_revision(engine) == db.head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_rows_round_trip_with_json_uuids_and_aware_timestamps(database_url: str) -> None:
+    engine = db.create_engine(database_url)
+    try:
+        await db.upgrade(engine)
+        sessions = db.sessionmaker(engine)
+        user_id = uuid.uuid4()
+        async with sessions.begin() as session:
+            session.add(User(id=user_id, username="ada", role="submitter"))
+            await session.flush()
+            session.add(
+                Task(
+                    type="files.write",
+                    title="write a file",
+                    submitter_id=user_id,
+                    payload={"files": [{"path": "a.txt", "content": "ü"}]},
+                    resources=[{"type": "storage", "id": "ws-1", "actions": ["write"]}],
+                )
+            )
+        async with sessions() as session:
+            task = (await session.execute(select(Task))).scalar_one()
+            assert task.submitter_id == user_id
+            assert task.payload["files"][0]["content"] == "ü"
+            assert task.resources[0]["actions"] == ["write"]
+            assert (task.state, task.version, task.priority) == ("DRAFT", 1, 100)
+            # Aware UTC on both backends (SQLite would hand back naive values).
+            assert task.created_at.tzinfo is not None
+            assert abs(task.created_at - datetime.now(UTC)).total_seconds() < 60
+    finally:
+        await engine.dispose()
+
+
+async def test_an_unknown_role_is_refused_by_the_database(database_url: str) -> None:
+    engine = db.create_engine(database_url)
+    try:
+        await db.upgrade(engine)
+        with pytest.raises(Exception, match=r"(?i)check|constraint"):
+            async with db.sessionmaker(engine).begin() as session:
+                session.add(User(username="eve", role="superuser"))
+    finally:
+        await engine.dispose()
+
+
+async def test_the_runtime_migrates_the_default_database(tmp_path: Path) -> None:
+    async with Runtime.open(Settings(data_dir=tmp_path, redis_url=None)) as rt:
+        assert await db.current_revision(rt.engine) == db.head_revision()
+    assert (tmp_path / "ade.db").exists()
+
+
+async def test_the_runtime_refuses_an_explicit_database_that_is_not_migrated(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, redis_url=None, database_url=database_url)
+    with pytest.raises(ServiceUnavailable, match="ade db upgrade"):
+        async with Runtime.open(settings):
+            pass
