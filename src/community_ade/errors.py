@@ -27,6 +27,24 @@ class NotFound(AdeError):
     code = "not_found"
 
 
+class Unauthenticated(AdeError):
+    """No valid credentials (missing, unknown, expired or revoked token; wrong password)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(AdeError):
+    """Authenticated, but the role lacks the permission for this action."""
+
+    code = "forbidden"
+
+
+class Conflict(AdeError):
+    """The request clashes with the current state (a duplicate name, a concurrent edit)."""
+
+    code = "conflict"
+
+
 class InvalidTransition(AdeError):
     """A task was asked to move along an edge its lifecycle does not have."""
 

@@ -261,9 +261,12 @@ class IdempotencyKey(Base):
 
 
 class AuditEvent(Base):
-    """The tamper-evident log: each row's hash covers its content and the previous hash."""
+    """The tamper-evident log: each row's hash covers its content and the previous hash.
+    A hash has at most one successor (unique ``prev_hash``), so concurrent appends can
+    never fork the chain: the loser's insert fails and is retried."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (UniqueConstraint("prev_hash"),)
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     ts: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

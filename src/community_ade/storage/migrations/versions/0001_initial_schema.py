@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_log")),
         sa.UniqueConstraint("hash", name=op.f("uq_audit_log_hash")),
+        sa.UniqueConstraint("prev_hash", name=op.f("uq_audit_log_prev_hash")),
     )
     op.create_index(op.f("ix_audit_log_subject"), "audit_log", ["subject"], unique=False)
     op.create_index(op.f("ix_audit_log_type"), "audit_log", ["type"], unique=False)
