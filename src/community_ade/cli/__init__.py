@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import database, demo, locks
+from community_ade.cli import database, demo, locks, serve
 
 app = typer.Typer(
     name="ade",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.add_typer(locks.app, name="locks")
 app.add_typer(database.app, name="db")
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -1,0 +1,93 @@
+"""Domain errors to ``application/problem+json`` (RFC 9457), in one table.
+
+The domain raises errors with a stable ``code``; this module alone knows which HTTP
+status each code means. Anything else is a bug: logged, answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from community_ade.errors import AdeError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_CODE: dict[str, int] = {
+    "validation_failed": 422,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "invalid_transition": 409,
+    "stale_preview": 409,
+    "already_decided": 409,
+    "lock_conflict": 409,
+    "not_eligible": 403,
+    "self_review": 403,
+    "lock_timeout": 409,
+    "deadlock_detected": 409,
+    "lock_lost": 409,
+    "fence_rejected": 409,
+    "service_unavailable": 503,
+}
+
+TITLES: dict[int, str] = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem(
+    status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"type": code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into a problem document."""
+
+    @app.exception_handler(AdeError)
+    async def domain_error(request: Request, exc: AdeError) -> JSONResponse:
+        status = STATUS_BY_CODE.get(exc.code, 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        details = {k: v for k, v in exc.details.items() if _json_safe(v)}
+        return problem(status, exc.code, exc.message, headers=headers, **details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return problem(422, "validation_failed", "the request is not valid", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _json_safe(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | list | dict) or value is None
