@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         description="Database (postgresql://… or sqlite:///…). Unset: the SQLite file "
         "ade.db in the data directory, migrated automatically.",
     )
+    workspace_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories executors may change (files.write roots, git.patch "
+        'repositories), as a JSON list, e.g. ["/srv/repos"]. Default: <data dir>/workspaces.',
+    )
     lock_domain: str = Field(
         default="default",
         pattern=DOMAIN_PATTERN,
@@ -69,6 +74,10 @@ class Settings(BaseSettings):
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @property
+    def allowed_workspace_roots(self) -> tuple[Path, ...]:
+        return tuple(self.workspace_roots) or (self.data_dir / "workspaces",)
 
     @model_validator(mode="after")
     def _renewal_shorter_than_lease(self) -> Settings:
