@@ -51,6 +51,18 @@ class InvalidTransition(AdeError):
     code = "invalid_transition"
 
 
+class StalePreview(AdeError):
+    """A decision named a preview digest that is no longer the task's current one."""
+
+    code = "stale_preview"
+
+
+class AlreadyDecided(AdeError):
+    """The task is decided, or this reviewer already decided otherwise on this preview."""
+
+    code = "already_decided"
+
+
 class NotEligible(AdeError):
     """The actor may not take this decision (not a required reviewer, out of scope)."""
 

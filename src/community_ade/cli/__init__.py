@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import database, demo, locks, serve
+from community_ade.cli import database, demo, locks, serve, users
 
 app = typer.Typer(
     name="ade",
@@ -14,6 +14,9 @@ app = typer.Typer(
 )
 app.add_typer(locks.app, name="locks")
 app.add_typer(database.app, name="db")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.groups_app, name="groups")
+app.add_typer(users.tokens_app, name="tokens")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 

@@ -1,0 +1,158 @@
+"""Who is acting and what they may do: the principal, the permissions and the role matrix.
+
+Pure: no database, no HTTP. The API layer turns a bearer token into a ``Principal``
+(``auth.service.authenticate_token``) and calls ``require`` before every use case.
+
+Roles and permissions (``x`` = granted)::
+
+    permission        viewer  submitter  reviewer  admin   what it allows
+    task_read           x        x          x        x     read tasks, previews, approvals
+    agent_read          x        x          x        x     read agents and their health
+    delegation_read     x        x          x        x     read delegations
+    policy_read         x        x          x        x     read policies, evaluate a task
+    audit_read          x        x          x        x     read and verify the audit log
+    lock_read           x        x          x        x     inspect apply locks
+    task_write                   x          x        x     create, edit, submit, cancel own tasks
+    lock_lease                   x          x        x     hold apply-lock leases over HTTP
+    agent_write                  x*         x*       x     register and configure own agents
+    review                                  x*       x*    approve, reject, ask changes, delegate
+    delegation_write                        x*       x*    create and revoke own delegations
+    policy_write                                     x*    edit policies
+    lock_admin                                       x*    force-release locks
+    user_admin                                       x*    users, groups, tokens
+
+Each role holds everything of the role to its left (viewer ⊂ submitter ⊂ reviewer ⊂
+admin); ``admin`` holds every permission.
+
+Agents authenticate with their own tokens and act with role ``submitter``: they may
+create and submit tasks and read, never review. The permissions marked ``*`` are
+*human only*: an agent principal never holds them, whatever its role says. An agent never
+holds more than its owner either (``auth.service`` gives the agent of a ``viewer`` the
+role ``viewer``).
+
+Ownership ("own tasks", "own agents") and separation of duties (no approving one's own
+task, DESIGN §4) are not permissions: the services check them against the principal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from community_ade.errors import Forbidden
+
+PrincipalKind = Literal["human", "agent"]
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    SUBMITTER = "submitter"
+    VIEWER = "viewer"
+
+
+class Permission(StrEnum):
+    TASK_READ = "task_read"
+    AGENT_READ = "agent_read"
+    DELEGATION_READ = "delegation_read"
+    POLICY_READ = "policy_read"
+    AUDIT_READ = "audit_read"
+    LOCK_READ = "lock_read"
+    TASK_WRITE = "task_write"
+    LOCK_LEASE = "lock_lease"
+    AGENT_WRITE = "agent_write"
+    REVIEW = "review"
+    DELEGATION_WRITE = "delegation_write"
+    POLICY_WRITE = "policy_write"
+    LOCK_ADMIN = "lock_admin"
+    USER_ADMIN = "user_admin"
+
+
+_VIEWER = frozenset(
+    {
+        Permission.TASK_READ,
+        Permission.AGENT_READ,
+        Permission.DELEGATION_READ,
+        Permission.POLICY_READ,
+        Permission.AUDIT_READ,
+        Permission.LOCK_READ,
+    }
+)
+_SUBMITTER = _VIEWER | {Permission.TASK_WRITE, Permission.LOCK_LEASE, Permission.AGENT_WRITE}
+_REVIEWER = _SUBMITTER | {Permission.REVIEW, Permission.DELEGATION_WRITE}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: _VIEWER,
+    Role.SUBMITTER: _SUBMITTER,
+    Role.REVIEWER: _REVIEWER,
+    Role.ADMIN: frozenset(Permission),
+}
+
+# Never held by an agent principal, whatever its role.
+HUMAN_ONLY: frozenset[Permission] = frozenset(
+    {
+        Permission.AGENT_WRITE,
+        Permission.REVIEW,
+        Permission.DELEGATION_WRITE,
+        Permission.POLICY_WRITE,
+        Permission.LOCK_ADMIN,
+        Permission.USER_ADMIN,
+    }
+)
+
+# The role an agent acts with (lowered to its owner's role when that is weaker).
+AGENT_ROLE = Role.SUBMITTER
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated actor: a human user, or an agent acting for its owner."""
+
+    id: uuid.UUID
+    kind: PrincipalKind
+    name: str
+    role: str
+    groups: frozenset[str]
+    owner_id: uuid.UUID | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLE_PERMISSIONS:
+            raise ValueError(f"unknown role {self.role!r}")
+        if self.kind == "agent" and self.owner_id is None:
+            raise ValueError("an agent principal needs its owner")
+        if self.kind == "human" and self.owner_id is not None:
+            raise ValueError("a human principal has no owner")
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """The human accountable for this principal's acts: itself, or an agent's owner
+        (the task's ``submitter_id`` when an agent submits)."""
+        if self.owner_id is not None:
+            return self.owner_id
+        return self.id
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        granted = ROLE_PERMISSIONS[Role(self.role)]
+        return granted - HUMAN_ONLY if self.kind == "agent" else granted
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+def require(principal: Principal, permission: Permission) -> None:
+    """Raise ``Forbidden`` naming the missing permission and the role unless granted."""
+    if principal.can(permission):
+        return
+    if principal.kind == "agent" and permission in HUMAN_ONLY:
+        why = f"agents never hold {permission.value!r}"
+    else:
+        why = f"role {principal.role!r} lacks the permission {permission.value!r}"
+    raise Forbidden(
+        f"{principal.kind} {principal.name!r} (role {principal.role}) may not do this: {why}",
+        permission=permission.value,
+        role=principal.role,
+        kind=principal.kind,
+    )
