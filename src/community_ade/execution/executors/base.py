@@ -1,0 +1,249 @@
+"""The executor protocol and the values it exchanges.
+
+An executor owns one task type. The approval side needs only ``validate`` (pure: is this
+payload well formed?) and ``plan`` (read the world, write nothing: what exactly would
+change?). The execution side additionally needs ``snapshot``, ``apply`` and ``rollback``;
+they form a separate protocol, ``ApplyingExecutor``, so an executor that can only preview
+is a complete, honest object rather than one with methods that raise.
+
+The plan's ``preview`` is the *stash* of DESIGN §3: the canonical, content-addressed
+change set that reviewers approve by its ``digest``. ``precondition_fingerprint`` names
+the state of the world the preview was computed against; the worker plans again before
+applying and compares both, so a change is only ever applied to the world it was
+reviewed against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from community_ade.errors import InvalidInput
+
+PreviewFormat = Literal["diff", "text", "json"]
+"""How a dashboard should render a preview: a unified diff, plain text, or a JSON document."""
+
+RollbackOutcome = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"]
+"""The outcomes DESIGN §3 records for a failed apply."""
+
+Payload = Mapping[str, Any]
+"""A task's payload as submitted (decoded JSON); each executor parses its own shape."""
+
+_MAX_ERRORS_IN_MESSAGE = 5
+
+
+def digest_of(preview: str) -> str:
+    """sha256 (hex) of the UTF-8 encoding of a canonical preview: the preview's identity.
+
+    Reviews name the digest they saw, so the same change must always hash the same:
+    executors canonicalise the preview (order, line endings) before it gets here.
+    """
+    return hashlib.sha256(preview.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field; ``path`` locates it, e.g. ``changes[3].path``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Every problem found in a payload, not just the first, so a client can fix them in
+    one round trip (the API answers 422 with this report)."""
+
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @classmethod
+    def of(cls, errors: Iterable[FieldError]) -> ValidationReport:
+        return cls(tuple(errors))
+
+    def raise_if_invalid(self, task_type: str) -> None:
+        """Turn a failed report into the domain error the API maps to 422."""
+        if self.errors:
+            raise invalid(task_type, self.errors)
+
+
+def invalid(task_type: str, errors: Iterable[FieldError], **details: Any) -> InvalidInput:
+    """An ``InvalidInput`` whose message lists the first few problems and whose details
+    carry all of them as ``errors`` (a list of ``{"path", "message"}``)."""
+    found = tuple(errors)
+    shown = "; ".join(str(e) for e in found[:_MAX_ERRORS_IN_MESSAGE])
+    more = len(found) - _MAX_ERRORS_IN_MESSAGE
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return InvalidInput(
+        f"invalid {task_type} task: {shown}{suffix}",
+        task_type=task_type,
+        errors=[{"path": e.path, "message": e.message} for e in found],
+        **details,
+    )
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a plan may touch, derived from settings by the caller.
+
+    ``allowed_roots`` are the workspace roots (``ADE_WORKSPACE_ROOTS``): every path a task
+    names must resolve, symlinks followed, inside one of them. Without any root nothing
+    can be planned, which is the safe default for a misconfigured deployment.
+    """
+
+    allowed_roots: tuple[Path, ...]
+    command_timeout_seconds: float = 30.0
+    git_executable: str = "git"
+
+    def __post_init__(self) -> None:
+        for root in self.allowed_roots:
+            if not root.is_absolute():
+                raise ValueError(f"workspace root {root} must be an absolute path")
+        if not self.command_timeout_seconds > 0:
+            raise ValueError("command_timeout_seconds must be positive")
+
+    def confine(self, path: str, *, task_type: str, field_path: str) -> Path:
+        """The real path of an existing ``path`` if it lies inside an allowed root
+        (or is one); else ``InvalidInput``. Roots are resolved too, so a root reached
+        through a symlink (``/tmp`` on some systems) still matches."""
+
+        def refuse(message: str) -> InvalidInput:
+            return invalid(task_type, [FieldError(field_path, message)])
+
+        if not self.allowed_roots:
+            raise refuse("no workspace roots are configured (ADE_WORKSPACE_ROOTS)")
+        try:
+            real = Path(path).resolve(strict=True)
+        except FileNotFoundError:
+            raise refuse(f"{path} does not exist") from None
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise refuse(f"{path} cannot be resolved: {exc}") from None
+        for root in self.allowed_roots:
+            allowed = root.resolve()
+            if real == allowed or real.is_relative_to(allowed):
+                return real
+        roots = ", ".join(str(r) for r in self.allowed_roots)
+        raise refuse(f"{path} is outside the workspace roots ({roots})")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The preview of one task and what it was computed against.
+
+    ``digest`` is always ``digest_of(preview)``: it is checked on construction, so a plan
+    rebuilt from storage with a tampered preview cannot be mistaken for the approved one.
+    ``lines_changed`` feeds the risk magnitude (DESIGN §4); ``summary`` is one line for
+    lists and notifications and is not part of the digest.
+    """
+
+    preview: str
+    format: PreviewFormat
+    digest: str
+    precondition_fingerprint: str
+    lines_changed: int
+    summary: str
+
+    def __post_init__(self) -> None:
+        if self.digest != digest_of(self.preview):
+            raise ValueError("plan digest does not match its preview")
+        if self.lines_changed < 0:
+            raise ValueError("lines_changed must not be negative")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        preview: str,
+        format: PreviewFormat,
+        precondition_fingerprint: str,
+        lines_changed: int,
+        summary: str,
+    ) -> Plan:
+        """A plan whose digest is computed from its preview."""
+        return cls(
+            preview=preview,
+            format=format,
+            digest=digest_of(preview),
+            precondition_fingerprint=precondition_fingerprint,
+            lines_changed=lines_changed,
+            summary=summary,
+        )
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """The part of an executor the approval lifecycle uses at submit.
+
+    ``validate`` is pure (no filesystem, no network) so it can run on every edit of a
+    draft. ``plan`` validates again, then reads the world to compute the preview, and
+    must have no side effects: it runs at submit, before anyone approved anything, and
+    again at apply to detect that the world moved. A payload that cannot be planned
+    (bad path, patch that does not apply) raises ``InvalidInput``.
+    """
+
+    @property
+    def task_type(self) -> str: ...
+
+    def validate(self, payload: Payload) -> ValidationReport: ...
+
+    async def plan(self, payload: Payload, context: PlanContext) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What an apply runs under: the plan's confinement, the task, and the fencing token
+    of the lock grant (DESIGN §5), which the executor passes to the target so that a
+    holder whose grant was lost cannot write after a newer one did."""
+
+    plan_context: PlanContext
+    task_id: str
+    fence: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What an apply is about to overwrite, taken before it starts.
+
+    ``data`` must be JSON-serialisable: the worker stores the snapshot before applying,
+    so a rollback can still run after the worker that applied has died.
+    """
+
+    task_type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What an apply did, for the task's record (e.g. the new commit)."""
+
+    summary: str
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ApplyingExecutor(Executor, Protocol):
+    """An executor that can also carry out what it planned (the execution side).
+
+    The worker re-plans and compares digest and fingerprint, then calls ``snapshot``,
+    persists it, calls ``apply`` with the approved ``plan`` (the stash, not a
+    recomputation), and on failure ``rollback`` with the stored snapshot.
+    """
+
+    async def snapshot(self, payload: Payload, plan: Plan, context: ApplyContext) -> Snapshot: ...
+
+    async def apply(
+        self, payload: Payload, plan: Plan, snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult: ...
+
+    async def rollback(
+        self, payload: Payload, snapshot: Snapshot, context: ApplyContext
+    ) -> RollbackOutcome: ...

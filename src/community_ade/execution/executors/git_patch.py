@@ -1,0 +1,344 @@
+"""``git.patch``: a unified diff committed onto a branch of a local git repository.
+
+Payload::
+
+    {"repo": "/abs/repo", "branch": "main", "patch": "<unified diff>", "message": "..."}
+
+The preview is the patch itself (canonicalised only in ways that cannot change what it
+does), so the stash reviewers approve is byte for byte what gets applied. The plan proves
+the patch applies to the branch tip without touching the repository: git runs against a
+temporary index outside it (``GIT_INDEX_FILE``), loaded from the branch's commit, and
+``git apply --cached --check`` reads that index and the object store only. The working
+tree, the real index and every ref stay as they were. The fingerprint is the branch's
+commit: if the branch moves before apply, the preview no longer describes the change.
+
+git runs without a shell, with a timeout, in a scrubbed environment: no system or global
+configuration, no prompts, no replace objects, no optional locks, no fsmonitor (a
+repository's own config could otherwise run a program), and discovery confined to the
+named directory (``GIT_CEILING_DIRECTORIES``), so a path inside some other repository is
+not mistaken for that repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
+from community_ade.execution.executors.base import (
+    Executor,
+    FieldError,
+    Payload,
+    Plan,
+    PlanContext,
+    ValidationReport,
+    invalid,
+)
+
+TASK_TYPE = "git.patch"
+MAX_PATCH_BYTES = 5 * 1024 * 1024
+MAX_MESSAGE_CHARS = 64 * 1024
+MAX_BRANCH_CHARS = 200
+APPLY_ARGS = ("apply", "--cached")
+"""How the patch is applied to an index; apply must use the same arguments as the check."""
+GIT_CONFIG_ARGS = ("-c", "core.fsmonitor=false")
+
+# A conservative subset of `git check-ref-format --branch`: slash-separated segments of
+# ASCII letters, digits and `_ . + -`, each starting with a letter, digit or `_` and not
+# ending with `.` or `.lock`; no `..`. Everything accepted here git accepts too.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_PAYLOAD_KEYS = frozenset({"repo", "branch", "patch", "message"})
+
+
+class GitFailed(AdeError):
+    """git failed where it should not have (not the task's fault): an internal error."""
+
+    code = "git_failed"
+
+
+@dataclass(frozen=True)
+class GitPatch:
+    """A validated payload; ``patch`` is already canonical."""
+
+    repo: str
+    branch: str
+    patch: str
+    message: str
+
+
+def branch_problem(branch: object) -> str | None:
+    """Why ``branch`` is not an acceptable branch name, or None."""
+    if not isinstance(branch, str) or not branch:
+        return "must be a non-empty string"
+    if len(branch) > MAX_BRANCH_CHARS:
+        return f"must be at most {MAX_BRANCH_CHARS} characters"
+    if branch == "HEAD":
+        return "HEAD is not a branch name"
+    for segment in branch.split("/"):
+        if not _SEGMENT.fullmatch(segment):
+            return (
+                "must be /-separated segments of letters, digits, '_', '.', '+' and '-', "
+                "each starting with a letter, digit or '_'"
+            )
+        if ".." in segment or segment.endswith((".", ".lock")):
+            return "must not contain '..' or have a segment ending with '.' or '.lock'"
+    return None
+
+
+def canonical_patch(patch: str) -> str:
+    """The patch as stored and applied: CRLF line endings turned into LF when *every*
+    line has them (a transport artefact; a patch that mixes them is patching CRLF files
+    and is kept as is), and a final newline added if missing.
+
+    Trailing whitespace is deliberately not stripped: a hunk's last line may be an empty
+    context line and a binary patch ends with a blank line; git refuses either patch
+    once that is stripped ("corrupt patch").
+    """
+    newlines = patch.count("\n")
+    if newlines and patch.count("\r\n") == newlines and not patch.endswith("\r"):
+        patch = patch.replace("\r\n", "\n")
+    return patch if patch.endswith("\n") else patch + "\n"
+
+
+def _text_problem(value: object, *, limit: int, unit: str) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "must be a non-empty string"
+    if "\x00" in value:
+        return "must not contain NUL"
+    try:
+        size = len(value.encode("utf-8")) if unit == "bytes" else len(value)
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    if size > limit:
+        return f"must be at most {limit} {unit}"
+    return None
+
+
+def repo_problem(repo: object) -> str | None:
+    """Why ``repo`` is not an acceptable repository path, or None."""
+    if not isinstance(repo, str) or not repo:
+        return "must be a non-empty string"
+    if "\x00" in repo or not os.path.isabs(repo):
+        return "must be an absolute path"
+    return None
+
+
+def _patch_problem(patch: object) -> str | None:
+    return _text_problem(patch, limit=MAX_PATCH_BYTES, unit="bytes")
+
+
+def _message_problem(message: object) -> str | None:
+    return _text_problem(message, limit=MAX_MESSAGE_CHARS, unit="characters")
+
+
+_CHECKS = (
+    ("repo", repo_problem),
+    ("branch", branch_problem),
+    ("patch", _patch_problem),
+    ("message", _message_problem),
+)
+
+
+def parse(payload: object) -> tuple[GitPatch | None, tuple[FieldError, ...]]:
+    """The validated payload, or None and every problem found. Pure: no filesystem."""
+    if not isinstance(payload, Mapping):
+        return None, (FieldError("", "payload must be an object"),)
+    errors = [FieldError(str(key), "unknown field") for key in payload if key not in _PAYLOAD_KEYS]
+    values: dict[str, str] = {}
+    for name, problem_of in _CHECKS:
+        value = payload.get(name)
+        problem = problem_of(value)
+        if problem is not None:
+            errors.append(FieldError(name, problem))
+        elif isinstance(value, str):  # every check refuses a non-string
+            values[name] = value
+    if errors:
+        return None, tuple(errors)
+    patch = canonical_patch(values["patch"])
+    return GitPatch(values["repo"], values["branch"], patch, values["message"]), ()
+
+
+@dataclass(frozen=True)
+class GitResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Git:
+    """git in one repository directory, with a scrubbed environment and a timeout."""
+
+    executable: str
+    cwd: Path
+    home: Path
+    timeout: float
+
+    @classmethod
+    def locate(cls, context: PlanContext, cwd: Path, home: Path) -> Git:
+        path = os.environ.get("PATH", os.defpath)
+        found = shutil.which(context.git_executable, path=path)
+        if found is None:
+            raise ServiceUnavailable(f"git executable {context.git_executable!r} not found")
+        return cls(found, cwd, home, context.command_timeout_seconds)
+
+    def environment(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": str(self.home),
+            "LC_ALL": "C",
+            "LANG": "C",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_OPTIONAL_LOCKS": "0",
+            "GIT_NO_REPLACE_OBJECTS": "1",
+            "GIT_CEILING_DIRECTORIES": str(self.cwd.parent),
+        }
+        env.update(extra)
+        return env
+
+    async def run(
+        self, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> GitResult:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.executable,
+                *GIT_CONFIG_ARGS,
+                *args,
+                cwd=self.cwd,
+                env=self.environment(env or {}),
+                stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ServiceUnavailable(f"cannot run git: {exc}") from exc
+        try:
+            async with asyncio.timeout(self.timeout):
+                out, err = await process.communicate(stdin)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"git {args[0]} did not finish within {self.timeout:g} s"
+            ) from None
+        finally:
+            if process.returncode is None:  # timed out or cancelled: do not leave it running
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        assert process.returncode is not None
+        return GitResult(
+            process.returncode,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace").strip(),
+        )
+
+    async def must(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+        """stdout of a command that only fails if something is wrong with git itself."""
+        result = await self.run(*args, env=env)
+        if result.returncode != 0:
+            raise GitFailed(f"git {args[0]} failed: {result.stderr}", stderr=result.stderr)
+        return result.stdout
+
+
+def _refuse(field_path: str, message: str, **details: str) -> InvalidInput:
+    return invalid(TASK_TYPE, [FieldError(field_path, message)], **details)
+
+
+class GitPatchExecutor:
+    """Validate and plan ``git.patch`` tasks (applying is the execution side's)."""
+
+    task_type = TASK_TYPE
+
+    def validate(self, payload: Payload) -> ValidationReport:
+        return ValidationReport.of(parse(payload)[1])
+
+    async def plan(self, payload: Payload, context: PlanContext) -> Plan:
+        spec, errors = parse(payload)
+        if spec is None:
+            raise invalid(TASK_TYPE, errors)
+        repo = context.confine(spec.repo, task_type=TASK_TYPE, field_path="repo")
+        if not repo.is_dir():
+            raise _refuse("repo", f"{spec.repo} is not a directory")
+        with tempfile.TemporaryDirectory(prefix="ade-git-plan-") as scratch:
+            git = Git.locate(context, repo, Path(scratch))
+            await _check_repository(git, spec.repo)
+            commit = await _branch_commit(git, spec.branch)
+            index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            await git.must("read-tree", commit, env=index)
+            stdin = spec.patch.encode("utf-8")
+            check = await git.run(*APPLY_ARGS, "--check", "-", stdin=stdin, env=index)
+            if check.returncode != 0:
+                raise _refuse(
+                    "patch",
+                    f"does not apply to {spec.branch} at {commit[:12]}: {check.stderr}",
+                    git_stderr=check.stderr,
+                )
+            stat = await git.run(*APPLY_ARGS, "--numstat", "-", stdin=stdin, env=index)
+            if stat.returncode != 0:
+                raise GitFailed(f"git apply --numstat failed: {stat.stderr}", stderr=stat.stderr)
+        files, added, removed, binary = numstat_totals(stat.stdout.splitlines())
+        subject = spec.message.strip().splitlines()[0]
+        return Plan.build(
+            preview=spec.patch,
+            format="diff",
+            precondition_fingerprint=commit,
+            lines_changed=added + removed + binary,
+            summary=(
+                f"{files} file(s) on {spec.branch} at {commit[:12]} in {repo} "
+                f"(+{added} -{removed}{f', {binary} binary' if binary else ''}): {subject}"
+            ),
+        )
+
+
+if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
+    _conforms: Executor = GitPatchExecutor()
+
+
+async def _check_repository(git: Git, shown: str) -> None:
+    """The directory is a repository itself: a bare one (its own git dir), or the top of
+    a work tree; never a directory somewhere inside one."""
+    probe = await git.run(
+        "rev-parse", "--is-bare-repository", "--is-inside-git-dir", "--absolute-git-dir"
+    )
+    if probe.returncode != 0:
+        raise _refuse("repo", f"{shown} is not a git repository: {probe.stderr}")
+    bare, inside_git_dir, git_dir = probe.stdout.splitlines()
+    if bare == "true" and Path(git_dir) == git.cwd:
+        return
+    top = await git.run("rev-parse", "--show-toplevel")
+    if inside_git_dir == "true" or top.returncode != 0 or Path(top.stdout.strip()) != git.cwd:
+        raise _refuse("repo", f"{shown} is not the top directory of a git repository")
+
+
+async def _branch_commit(git: Git, branch: str) -> str:
+    found = await git.run("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+    if found.returncode != 0:
+        raise _refuse("branch", f"no branch {branch!r} in the repository")
+    return found.stdout.strip()
+
+
+def numstat_totals(lines: Sequence[str]) -> tuple[int, int, int, int]:
+    """Files, added lines, removed lines and binary files of ``git apply --numstat``.
+    A binary file counts as one changed line so a binary-only patch is not "empty"."""
+    files = added = removed = binary = 0
+    for line in lines:
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            continue
+        files += 1
+        if fields[0] == "-" or fields[1] == "-":
+            binary += 1
+        else:
+            added += int(fields[0])
+            removed += int(fields[1])
+    return files, added, removed, binary

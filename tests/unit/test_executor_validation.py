@@ -1,0 +1,350 @@
+"""Pure validation of the built-in executors' payloads and the plan value types.
+
+No filesystem and no git here: ``validate`` must decide from the payload alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from community_ade.errors import InvalidInput
+from community_ade.execution.executors import (
+    ApplyingExecutor,
+    Executor,
+    FieldError,
+    Plan,
+    PlanContext,
+    ValidationReport,
+    digest_of,
+)
+from community_ade.execution.executors import files_write as fw
+from community_ade.execution.executors import git_patch as gp
+
+FILES = fw.FilesWriteExecutor()
+GIT = gp.GitPatchExecutor()
+ROOT = "/srv/workspaces/project"
+
+
+def files_payload(*changes: dict[str, Any], root: str = ROOT) -> dict[str, Any]:
+    return {"root": root, "changes": list(changes)}
+
+
+def write(path: str, content: str = "x\n") -> dict[str, Any]:
+    return {"path": path, "action": "write", "content": content}
+
+
+def delete(path: str) -> dict[str, Any]:
+    return {"path": path, "action": "delete"}
+
+
+def error_paths(report: ValidationReport) -> list[str]:
+    return [e.path for e in report.errors]
+
+
+# --- value types ------------------------------------------------------------------------
+
+
+def test_digest_is_the_sha256_of_the_utf8_preview() -> None:
+    preview = "--- a/é\n+++ b/é\n"
+    assert digest_of(preview) == hashlib.sha256(preview.encode("utf-8")).hexdigest()
+
+
+def test_plan_build_computes_the_digest_and_a_wrong_digest_is_refused() -> None:
+    plan = Plan.build(
+        preview="p\n", format="diff", precondition_fingerprint="f", lines_changed=1, summary="s"
+    )
+    assert plan.digest == digest_of("p\n")
+    with pytest.raises(ValueError, match="digest"):
+        Plan("p\n", "diff", digest_of("other"), "f", 1, "s")
+    with pytest.raises(ValueError, match="negative"):
+        Plan("p\n", "diff", digest_of("p\n"), "f", -1, "s")
+
+
+def test_report_ok_and_raise_if_invalid_carries_every_error() -> None:
+    assert ValidationReport().ok
+    report = ValidationReport.of(FieldError(f"f{i}", "bad") for i in range(7))
+    assert not report.ok
+    with pytest.raises(InvalidInput) as caught:
+        report.raise_if_invalid("files.write")
+    assert caught.value.code == "validation_failed"
+    assert "and 2 more" in caught.value.message
+    assert caught.value.details["errors"] == [{"path": f"f{i}", "message": "bad"} for i in range(7)]
+
+
+def test_plan_context_wants_absolute_roots_and_a_positive_timeout() -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        PlanContext(allowed_roots=(Path("relative"),))
+    with pytest.raises(ValueError, match="timeout"):
+        PlanContext(allowed_roots=(), command_timeout_seconds=0)
+
+
+def test_builtins_satisfy_the_executor_protocol_but_not_yet_the_applying_one() -> None:
+    for executor in (FILES, GIT):
+        assert isinstance(executor, Executor)
+        assert not isinstance(executor, ApplyingExecutor)
+    assert (FILES.task_type, GIT.task_type) == ("files.write", "git.patch")
+
+
+# --- files.write ------------------------------------------------------------------------
+
+
+def test_files_write_accepts_a_well_formed_payload() -> None:
+    payload = files_payload(write("a.txt"), write("dir/b.txt", ""), delete("old/c.txt"))
+    assert FILES.validate(payload).ok
+
+
+def test_files_write_delete_may_carry_an_explicit_null_content() -> None:
+    assert FILES.validate(files_payload({"path": "a", "action": "delete", "content": None})).ok
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "/etc/passwd",
+        "..",
+        "../x",
+        "a/../../x",
+        "a/..",
+        "./a",
+        "a/./b",
+        "a//b",
+        "a/",
+        ".",
+        "a\x00b",
+        "a\\..\\b",
+        "a\nb",
+        "a\rb",
+        "evil\u202etxt.exe",
+        "a\u2028b",
+        "x" * 256,
+        "a/" * 2100,
+    ],
+)
+def test_files_write_refuses_bad_paths(path: str) -> None:
+    report = FILES.validate(files_payload(write(path)))
+    assert error_paths(report) == ["changes[0].path"]
+
+
+@pytest.mark.parametrize("path", ["a", "a/b/c.txt", ".hidden", "a..b", "...", "dir/.env", "é/ü"])
+def test_files_write_accepts_normal_paths(path: str) -> None:
+    assert FILES.validate(files_payload(write(path))).ok
+
+
+@pytest.mark.parametrize("root", ["relative/root", "", "./x", "/a\x00b", None, 3])
+def test_files_write_refuses_a_root_that_is_not_an_absolute_path(root: Any) -> None:
+    assert error_paths(FILES.validate(files_payload(write("a"), root=root))) == ["root"]
+
+
+def test_files_write_content_is_required_for_write_and_forbidden_for_delete() -> None:
+    report = FILES.validate(
+        files_payload(
+            {"path": "a", "action": "write"},
+            {"path": "b", "action": "write", "content": 3},
+            {"path": "c", "action": "delete", "content": "x"},
+            {"path": "d", "action": "write", "content": "\ud800"},
+        )
+    )
+    assert error_paths(report) == [
+        "changes[0].content",
+        "changes[1].content",
+        "changes[2].content",
+        "changes[3].content",
+    ]
+
+
+def test_files_write_refuses_duplicates_and_paths_inside_a_written_file() -> None:
+    report = FILES.validate(files_payload(write("a"), delete("a"), write("a/b"), write("c/d")))
+    assert error_paths(report) == ["changes[1].path", "changes[2].path"]
+    assert "duplicates changes[0]" in report.errors[0].message
+
+
+def test_files_write_refuses_unknown_fields_and_actions() -> None:
+    payload = files_payload({"path": "a", "action": "chmod", "mode": 7})
+    payload["extra"] = 1
+    report = FILES.validate(payload)
+    assert sorted(error_paths(report)) == ["changes[0].action", "changes[0].mode", "extra"]
+
+
+@pytest.mark.parametrize(
+    "changes", [[], "a.txt", None, {"path": "a"}, [3], [[write("a")]]], ids=repr
+)
+def test_files_write_refuses_a_malformed_change_list(changes: Any) -> None:
+    report = FILES.validate({"root": ROOT, "changes": changes})
+    assert not report.ok
+    assert all(path.startswith("changes") for path in error_paths(report))
+
+
+def test_files_write_bounds_the_number_of_changes_and_the_total_size() -> None:
+    too_many = files_payload(*(write(f"f{i}") for i in range(fw.MAX_CHANGES + 1)))
+    assert error_paths(FILES.validate(too_many)) == ["changes"]
+    at_limit = files_payload(*(write(f"f{i}") for i in range(fw.MAX_CHANGES)))
+    assert FILES.validate(at_limit).ok
+    half = "é" * (fw.MAX_TOTAL_BYTES // 4)  # 2 bytes each: two halves = the limit exactly
+    assert FILES.validate(files_payload(write("a", half), write("b", half))).ok
+    assert error_paths(FILES.validate(files_payload(write("a", half), write("b", half + "x")))) == [
+        "changes"
+    ]
+
+
+def test_files_write_refuses_a_payload_that_is_not_an_object() -> None:
+    assert error_paths(FILES.validate(["root"])) == [""]  # type: ignore[arg-type]
+
+
+def test_files_write_reports_every_problem_at_once() -> None:
+    report = FILES.validate(files_payload(write("../a"), delete("/b"), root="rel"))
+    assert error_paths(report) == ["root", "changes[0].path", "changes[1].path"]
+
+
+async def test_files_write_plan_refuses_an_invalid_payload_before_touching_anything() -> None:
+    context = PlanContext(allowed_roots=(Path("/nonexistent-root-for-test"),))
+    with pytest.raises(InvalidInput) as caught:
+        await FILES.plan(files_payload(write("../escape")), context)
+    assert caught.value.details["errors"][0]["path"] == "changes[0].path"
+
+
+# Arbitrary text, and text built from the pieces that make paths dangerous.
+_PIECES = st.sampled_from(["a", "b.txt", ".", "..", "", "/", "\\", " ", "\x00", "~", "\u202e"])
+_tricky = st.lists(_PIECES, max_size=8).map("".join)
+_segments = st.lists(st.sampled_from(["a", ".", "..", "", "x y", "..."]), min_size=1, max_size=6)
+
+
+@given(path=st.one_of(st.text(max_size=40), _tricky, _segments.map("/".join)))
+@example(path="a/../../b")
+@example(path="..")
+def test_no_accepted_path_escapes_the_root(path: str) -> None:
+    report = FILES.validate(files_payload(write(path)))
+    if not report.ok:
+        return
+    joined = posixpath.normpath(posixpath.join(ROOT, path))
+    assert joined.startswith(ROOT + "/")
+    assert joined == posixpath.join(ROOT, path)  # already normalised: what you see is it
+    assert ".." not in path.split("/")
+
+
+# --- git.patch --------------------------------------------------------------------------
+
+PATCH = "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"
+_MISSING = object()
+
+
+def git_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "repo": "/srv/repos/app",
+        "branch": "main",
+        "patch": PATCH,
+        "message": "Fix f",
+    }
+    payload.update(overrides)
+    return {k: v for k, v in payload.items() if v is not _MISSING}
+
+
+def test_git_patch_accepts_a_well_formed_payload() -> None:
+    assert GIT.validate(git_payload()).ok
+
+
+@pytest.mark.parametrize("field", ["repo", "branch", "patch", "message"])
+def test_git_patch_requires_every_field(field: str) -> None:
+    assert error_paths(GIT.validate(git_payload(**{field: _MISSING}))) == [field]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("repo", "relative/repo"),
+        ("repo", "/a\x00b"),
+        ("patch", ""),
+        ("patch", " \n\t\n"),
+        ("patch", "--- a\x00"),
+        ("patch", "x" * (gp.MAX_PATCH_BYTES + 1)),
+        ("message", ""),
+        ("message", "   \n"),
+        ("message", "a\x00b"),
+        ("message", "m" * (gp.MAX_MESSAGE_CHARS + 1)),
+        ("message", 42),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_git_patch_refuses_bad_fields(field: str, value: Any) -> None:
+    assert error_paths(GIT.validate(git_payload(**{field: value}))) == [field]
+
+
+def test_git_patch_limit_is_in_bytes_and_inclusive() -> None:
+    assert GIT.validate(git_payload(patch="x" * gp.MAX_PATCH_BYTES)).ok
+    assert not GIT.validate(git_payload(patch="é" * (gp.MAX_PATCH_BYTES // 2 + 1))).ok
+
+
+def test_git_patch_refuses_unknown_fields() -> None:
+    assert error_paths(GIT.validate(git_payload(force=True))) == ["force"]
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        "",
+        "HEAD",
+        "-main",
+        "a..b",
+        "a/.b",
+        ".a",
+        "a.",
+        "a.lock",
+        "a/b.lock/c",
+        "a//b",
+        "/a",
+        "a/",
+        "a b",
+        "a~1",
+        "a^",
+        "a:b",
+        "a?",
+        "a*",
+        "a[b",
+        "a\\b",
+        "a@{1}",
+        "@",
+        "a\x7f",
+        "a\nb",
+        "x" * 201,
+    ],
+)
+def test_git_patch_refuses_bad_branch_names(branch: str) -> None:
+    assert error_paths(GIT.validate(git_payload(branch=branch))) == ["branch"]
+
+
+@pytest.mark.parametrize(
+    "branch", ["main", "feature/x-1", "release/1.2.3", "user_a/fix+b", "a.b", "_x", "9"]
+)
+def test_git_patch_accepts_ordinary_branch_names(branch: str) -> None:
+    assert GIT.validate(git_payload(branch=branch)).ok
+
+
+@given(st.text(alphabet="ab./-_@{}~^: \\*.lock", max_size=20))
+def test_accepted_branch_names_avoid_every_git_forbidden_form(branch: str) -> None:
+    if gp.branch_problem(branch) is not None:
+        return
+    assert not branch.startswith(("-", "/", "."))
+    assert not branch.endswith(("/", ".", ".lock"))
+    for forbidden in ("..", "//", "@{", "/.", ".lock/", " ", "~", "^", ":", "\\", "*", "{"):
+        assert forbidden not in branch
+
+
+def test_canonical_patch_normalises_transport_crlf_only() -> None:
+    assert gp.canonical_patch(PATCH.replace("\n", "\r\n")) == PATCH
+    mixed = "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\r\n+b\r\n"
+    assert gp.canonical_patch(mixed) == mixed  # patching a CRLF file: kept byte for byte
+    assert gp.canonical_patch(PATCH.rstrip("\n")) == PATCH
+    with_blank_context = PATCH + " \n"
+    assert gp.canonical_patch(with_blank_context) == with_blank_context
+
+
+def test_numstat_totals_count_binary_files_as_one_line() -> None:
+    lines = ["3\t1\tsrc/a.py", "-\t-\timg.png", "0\t5\tb => c", "garbage"]
+    assert gp.numstat_totals(lines) == (3, 3, 6, 1)
