@@ -178,6 +178,9 @@ class Task(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(Timestamp)
     decided_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
+    # Every UPDATE checks and bumps ``version``; a lost race raises StaleDataError.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
 
 class Preview(Base):
     """The stash: the exact change set held between submit and apply, content-addressed."""

@@ -1,0 +1,72 @@
+"""The stored (and, later, HTTP) form of a policy: a JSON document with TTLs in seconds.
+
+``PolicyDocument.to_policy`` turns it into the pure ``Policy`` and so runs every rule's
+validation; a document that cannot become a policy is refused with ``InvalidInput``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from community_ade.approvals.policy import GroupRequirement, Policy, PolicyRule
+from community_ade.approvals.risk import ResourceType
+
+
+class GroupRequirementDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(min_length=1, max_length=64)
+    count: int = Field(default=1, ge=1, le=20)
+
+
+class RuleDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    task_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    resource_types: list[ResourceType] = Field(default_factory=list)
+    risk_min: float = Field(default=0.0, ge=0, le=100)
+    risk_max: float = Field(default=100.0, ge=0, le=100)
+    groups: list[GroupRequirementDocument] = Field(default_factory=list)
+    min_total: int = Field(default=0, ge=0, le=20)
+    review_ttl_seconds: int | None = Field(default=None, gt=0)
+    approval_ttl_seconds: int | None = Field(default=None, gt=0)
+    auto_approve_below: float | None = Field(default=None, ge=0, le=100)
+    auto_apply: bool = False
+
+    def to_rule(self) -> PolicyRule:
+        return PolicyRule(
+            name=self.name,
+            task_types=tuple(self.task_types),
+            resource_types=frozenset(self.resource_types),
+            risk_min=self.risk_min,
+            risk_max=self.risk_max,
+            groups=tuple(GroupRequirement(g.group, g.count) for g in self.groups),
+            min_total=self.min_total,
+            review_ttl=_ttl(self.review_ttl_seconds),
+            approval_ttl=_ttl(self.approval_ttl_seconds),
+            auto_approve_below=self.auto_approve_below,
+            auto_apply=self.auto_apply,
+        )
+
+
+class PolicyDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[RuleDocument] = Field(default_factory=list, max_length=500)
+    default_review_ttl_seconds: int = Field(default=86_400, gt=0)
+    default_approval_ttl_seconds: int = Field(default=86_400, gt=0)
+
+    def to_policy(self, version: int) -> Policy:
+        return Policy(
+            version=version,
+            rules=tuple(rule.to_rule() for rule in self.rules),
+            default_review_ttl=timedelta(seconds=self.default_review_ttl_seconds),
+            default_approval_ttl=timedelta(seconds=self.default_approval_ttl_seconds),
+        )
+
+
+def _ttl(seconds: int | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)

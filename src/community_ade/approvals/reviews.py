@@ -1,0 +1,396 @@
+"""Review decisions over storage: approve, reject, request changes, delegate.
+
+A decision names the preview digest its reviewer saw; the engine checks it, enforces
+separation of duties and eligibility, records the vote (plus one per delegator whose
+delegation it triggers, depth 1), accounts every current vote against the requirements
+and moves the task when they are met or vetoed — all in the caller's transaction, with
+the task row locked, so concurrent decisions serialise into one outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from community_ade.approvals.accounting import Accounting, Decision, Vote, account
+from community_ade.approvals.delegation import Delegation, applicable_delegations
+from community_ade.approvals.policy import (
+    ActorKind,
+    GroupRequirement,
+    Requirements,
+    check_can_vote,
+    check_eligible,
+    is_eligible,
+)
+from community_ade.approvals.risk import ResourceRef
+from community_ade.approvals.service import actor_of, flush_or_conflict
+from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState, Trigger, next_state
+from community_ade.audit import log as audit
+from community_ade.audit.chain import Actor
+from community_ade.auth.principal import Permission, Principal, require
+from community_ade.errors import AlreadyDecided, InvalidInput, NotFound, StalePreview
+from community_ade.storage.models import (
+    Agent,
+    Group,
+    GroupMember,
+    Review,
+    Task,
+    User,
+    utcnow,
+)
+from community_ade.storage.models import (
+    Delegation as DelegationRow,
+)
+
+
+class ReviewAction(StrEnum):
+    """The brief's review actions; only approve and reject are votes."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    REQUEST_CHANGES = "request_changes"
+    DELEGATE = "delegate"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one decision did: the vote(s) recorded, the accounting after it, and the state
+    the task is in now."""
+
+    task: Task
+    review: Review
+    delegated_for: tuple[str, ...]
+    accounting: Accounting | None
+    repeated: bool = False
+
+
+def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requirements:
+    return Requirements(
+        policy_version=int(doc["policy_version"]),
+        task_type=task_type,
+        risk=float(doc["risk"]),
+        matched_rules=tuple(doc["matched_rules"]),
+        groups=tuple(GroupRequirement(g["group"], int(g["count"])) for g in doc["groups"]),
+        quorum=int(doc["quorum"]),
+        min_total=int(doc["min_total"]),
+        review_ttl=timedelta(seconds=int(doc["review_ttl_seconds"])),
+        approval_ttl=timedelta(seconds=int(doc["approval_ttl_seconds"])),
+        auto_approve_threshold=doc.get("auto_approve_threshold"),
+        auto_approve=bool(doc["auto_approve"]),
+        auto_apply=bool(doc["auto_apply"]),
+    )
+
+
+class ReviewService:
+    def __init__(self, session: AsyncSession, *, now: Callable[[], datetime] = utcnow) -> None:
+        self.session = session
+        self.now = now
+
+    async def decide(
+        self,
+        principal: Principal,
+        task_id: uuid.UUID,
+        action: ReviewAction,
+        digest: str,
+        *,
+        comment: str = "",
+        delegate_to: uuid.UUID | None = None,
+    ) -> Outcome:
+        require(principal, Permission.REVIEW)
+        task = await self.session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        actor = str(principal.id)
+        previous = await self._own_current_vote(task, actor)
+        if previous is not None and previous.decision == action.value:
+            # The same decision again (a retry): the original result, nothing new.
+            return Outcome(task, previous, (), await self._account(task), repeated=True)
+        if TaskState(task.state) not in OPEN_FOR_REVIEW:
+            raise AlreadyDecided(f"task {task.id} is {task.state}: it is no longer under review")
+        if previous is not None:
+            raise AlreadyDecided(
+                f"you already decided {previous.decision!r} on this preview; "
+                "request changes to start a new round"
+            )
+        if digest != task.preview_digest:
+            raise StalePreview(
+                "the preview changed since you saw it: review the current one",
+                current_digest=task.preview_digest,
+            )
+        submitter, owner = await self._parties(task)
+        check_can_vote(actor, submitter, owner, ActorKind.HUMAN)
+        requirements = requirements_from_document(task.requirements or {}, task.type)
+        if action is ReviewAction.REQUEST_CHANGES:
+            return await self._request_changes(principal, task, comment)
+        if action is ReviewAction.DELEGATE:
+            return await self._delegate(principal, task, delegate_to, comment)
+        decision = Decision(action.value)
+        delegations = await self._triggered(task, actor, requirements, submitter, owner)
+        directory = await self._directory({actor, *(d.delegator for d in delegations)})
+        groups, roles = directory
+        check_eligible(requirements, actor, groups, roles, [d.delegator for d in delegations])
+        review = self._record(task, actor, decision, comment)
+        for d in delegations if decision is Decision.APPROVE else ():
+            self._record(task, actor, decision, comment, via=d.delegator)
+        await self.session.flush()
+        await self._log_vote(principal, task, review, [d.delegator for d in delegations])
+        accounting = await self._account(task)
+        await self._settle(task, accounting, requirements)
+        return Outcome(task, review, tuple(d.delegator for d in delegations), accounting)
+
+    async def accounting(self, task: Task) -> Accounting | None:
+        """The approval view: which vote filled which slot, and what still blocks."""
+        return await self._account(task)
+
+    # -- the pieces -------------------------------------------------------------------
+
+    async def _request_changes(self, principal: Principal, task: Task, comment: str) -> Outcome:
+        review = self._record(task, str(principal.id), ReviewAction.REQUEST_CHANGES, comment)
+        await self.session.flush()
+        # Every vote of this round is dismissed: the next submit starts afresh.
+        await self.session.execute(
+            update(Review).where(Review.task_id == task.id).values(stale=True)
+        )
+        await self._move(
+            task, Trigger.REQUEST_CHANGES, principal, "approval:changes_requested", comment
+        )
+        return Outcome(task, review, (), None)
+
+    async def _delegate(
+        self, principal: Principal, task: Task, delegate_to: uuid.UUID | None, comment: str
+    ) -> Outcome:
+        if delegate_to is None or delegate_to == principal.id:
+            raise InvalidInput("delegate needs another user in delegate_to")
+        if await self.session.get(User, delegate_to) is None:
+            raise NotFound(f"no user {delegate_to}")
+        review = self._record(task, str(principal.id), ReviewAction.DELEGATE, comment)
+        review.delegate_to = delegate_to
+        await self.session.flush()
+        await audit.append(
+            self.session,
+            type="delegation:created",
+            actor=actor_of(principal),
+            subject=f"task:{task.id}",
+            data={"delegate": str(delegate_to), "scope": "this task", "comment": comment},
+        )
+        return Outcome(task, review, (), await self._account(task))
+
+    def _record(
+        self,
+        task: Task,
+        actor: str,
+        decision: Decision | ReviewAction,
+        comment: str,
+        *,
+        via: str | None = None,
+    ) -> Review:
+        review = Review(
+            task_id=task.id,
+            actor_id=uuid.UUID(actor),
+            decision=decision.value,
+            digest=task.preview_digest or "",
+            comment=comment,
+            via_delegation_for=uuid.UUID(via) if via else None,
+            created_at=self.now(),
+        )
+        self.session.add(review)
+        return review
+
+    async def _own_current_vote(self, task: Task, actor: str) -> Review | None:
+        return await self.session.scalar(
+            select(Review)
+            .where(
+                Review.task_id == task.id,
+                Review.actor_id == uuid.UUID(actor),
+                Review.via_delegation_for.is_(None),
+                Review.stale.is_(False),
+                Review.digest == task.preview_digest,
+                Review.decision.in_(("approve", "reject")),
+            )
+            .order_by(Review.created_at.desc())
+            .limit(1)
+        )
+
+    async def _parties(self, task: Task) -> tuple[str, str | None]:
+        """The submitter and, for an agent's task, the agent's owner."""
+        owner = None
+        if task.agent_id is not None:
+            agent = await self.session.get(Agent, task.agent_id)
+            owner = str(agent.owner_id) if agent else None
+        return str(task.submitter_id), owner
+
+    async def _triggered(
+        self,
+        task: Task,
+        voter: str,
+        requirements: Requirements,
+        submitter: str,
+        owner: str | None,
+    ) -> list[Delegation]:
+        """Standing delegations to the voter, plus this task's per-task delegations."""
+        now = self.now()
+        rows = await self.session.scalars(
+            select(DelegationRow).where(DelegationRow.delegate_id == uuid.UUID(voter))
+        )
+        standing = [
+            Delegation(
+                id=str(r.id),
+                delegator=str(r.delegator_id),
+                delegate=str(r.delegate_id),
+                task_types=tuple(r.task_types) or ("*",),
+                resource_types=frozenset(r.resource_types),
+                max_risk=r.max_risk,
+                valid_from=r.valid_from,
+                valid_until=r.valid_until,
+                revoked_at=r.revoked_at,
+            )
+            for r in rows
+        ]
+        per_task = await self.session.scalars(
+            select(Review).where(
+                Review.task_id == task.id,
+                Review.decision == "delegate",
+                Review.delegate_to == uuid.UUID(voter),
+                Review.stale.is_(False),
+            )
+        )
+        deadline = task.review_deadline or now + timedelta(days=1)
+        standing += [
+            Delegation(
+                id=f"review:{r.id}",
+                delegator=str(r.actor_id),
+                delegate=voter,
+                task_types=(task.type,),
+                valid_from=r.created_at,
+                valid_until=max(deadline, r.created_at + timedelta(seconds=1)),
+            )
+            for r in per_task
+        ]
+        resources = [ResourceRef(**r) for r in task.resources]
+        candidates = applicable_delegations(
+            standing, voter, task.type, resources, requirements.risk, now, submitter, owner
+        )
+        groups, roles = await self._directory({d.delegator for d in candidates})
+        return [
+            d
+            for d in candidates
+            if is_eligible(requirements, groups.get(d.delegator, ()), roles.get(d.delegator, ()))
+        ]
+
+    async def _directory(
+        self, users: Iterable[str]
+    ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+        """Groups and roles of these users, as the pure policy code expects them."""
+        ids = [uuid.UUID(u) for u in set(users)]
+        if not ids:
+            return {}, {}
+        groups: dict[str, set[str]] = {str(i): set() for i in ids}
+        rows = await self.session.execute(
+            select(GroupMember.user_id, Group.name)
+            .join(Group, Group.id == GroupMember.group_id)
+            .where(GroupMember.user_id.in_(ids))
+        )
+        for user_id, name in rows:
+            groups[str(user_id)].add(name)
+        roles = await self.session.execute(
+            select(User.id, User.role).where(User.id.in_(ids), User.disabled_at.is_(None))
+        )
+        return (
+            {u: frozenset(g) for u, g in groups.items()},
+            {str(u): frozenset({role}) for u, role in roles},
+        )
+
+    async def _account(self, task: Task) -> Accounting | None:
+        if not task.requirements:
+            return None
+        rows = list(
+            await self.session.scalars(
+                select(Review)
+                .where(
+                    Review.task_id == task.id,
+                    Review.stale.is_(False),
+                    Review.digest == task.preview_digest,
+                    Review.decision.in_(("approve", "reject")),
+                )
+                .order_by(Review.created_at, Review.id)
+            )
+        )
+        votes = [
+            Vote(
+                actor=str(r.actor_id),
+                decision=Decision(r.decision),
+                via_delegation_for=str(r.via_delegation_for) if r.via_delegation_for else None,
+                at=r.created_at,
+            )
+            for r in rows
+        ]
+        people: set[str] = set()
+        for v in votes:
+            people.add(v.actor)
+            if v.via_delegation_for:
+                people.add(v.via_delegation_for)
+        groups, roles = await self._directory(people)
+        submitter, owner = await self._parties(task)
+        requirements = requirements_from_document(task.requirements, task.type)
+        return account(
+            requirements, votes, submitter=submitter, agent_owner=owner, groups=groups, roles=roles
+        )
+
+    async def _settle(
+        self, task: Task, accounting: Accounting | None, requirements: Requirements
+    ) -> None:
+        if accounting is None:
+            return
+        system = Actor(kind="system", id="system")
+        data = {"blocked_by": list(accounting.blocked_by), "approvals": accounting.approvals}
+        if accounting.vetoed:
+            task.decided_at = self.now()
+            await self._move(task, Trigger.REJECT, system, "approval:rejected", data)
+        elif accounting.satisfied:
+            now = self.now()
+            task.decided_at = now
+            task.approval_deadline = requirements.approval_deadline(now)
+            await self._move(task, Trigger.REQUIREMENTS_MET, system, "approval:approved", data)
+        elif task.state == TaskState.SUBMITTED:
+            await self._move(task, Trigger.FIRST_REVIEW, system, "task:reviewing", data)
+
+    async def _move(
+        self, task: Task, trigger: Trigger, actor: Actor | Principal, event: str, data: Any
+    ) -> None:
+        before = task.state
+        task.state = next_state(TaskState(before), trigger).value
+        await flush_or_conflict(self.session)
+        payload = data if isinstance(data, dict) else {"comment": data}
+        await audit.append(
+            self.session,
+            type=event,
+            actor=actor if isinstance(actor, Actor) else actor_of(actor),
+            subject=f"task:{task.id}",
+            data={**payload, "from": before, "to": task.state},
+        )
+
+    async def _log_vote(
+        self, principal: Principal, task: Task, review: Review, delegators: Collection[str]
+    ) -> None:
+        await audit.append(
+            self.session,
+            type="approval:decision",
+            actor=actor_of(principal),
+            subject=f"task:{task.id}",
+            data={"decision": review.decision, "digest": review.digest, "comment": review.comment},
+        )
+        for delegator in delegators:
+            await audit.append(
+                self.session,
+                type="approval:decision",
+                actor=Actor(kind="human", id=str(principal.id), via_delegation=True),
+                subject=f"task:{task.id}",
+                data={"decision": review.decision, "digest": review.digest, "for": delegator},
+            )

@@ -1,0 +1,356 @@
+"""Task use cases over storage: create, edit, read, list, submit, cancel.
+
+Every state change goes through ``_move``: the pure table decides whether the edge exists,
+the row's version is checked and bumped by the UPDATE (optimistic concurrency, with the
+row locked on PostgreSQL), and the audit event is appended in the same transaction. The
+service flushes; the caller (one request, one CLI command) commits or rolls back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from community_ade.approvals.policy import Policy, Requirements, compute_requirements
+from community_ade.approvals.policy_document import PolicyDocument
+from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
+from community_ade.approvals.states import TaskState, Trigger, next_state
+from community_ade.audit import log as audit
+from community_ade.audit.chain import Actor
+from community_ade.auth.principal import Permission, Principal, require
+from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
+from community_ade.execution.executors import get_executor
+from community_ade.execution.executors.base import Plan, PlanContext
+from community_ade.storage.models import PolicyVersion, Preview, Task, utcnow
+
+SortField = Literal["created_at", "updated_at", "risk_score", "state"]
+FAILURE_WINDOW = 50
+SYSTEM = Actor(kind="system", id="system")
+
+
+@dataclass(frozen=True)
+class TaskDraft:
+    type: str
+    title: str
+    description: str = ""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    resources: Sequence[ResourceRef] = ()
+    priority: int = 100
+
+
+@dataclass(frozen=True)
+class TaskChanges:
+    """Fields to change on a DRAFT task; None leaves a field as it is."""
+
+    title: str | None = None
+    description: str | None = None
+    payload: Mapping[str, Any] | None = None
+    resources: Sequence[ResourceRef] | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    task: Task
+    plan: Plan
+    risk: RiskScore
+    requirements: Requirements
+
+    @property
+    def auto_approved(self) -> bool:
+        return self.task.state == TaskState.APPROVED
+
+
+def resource_document(ref: ResourceRef) -> dict[str, Any]:
+    return {
+        "type": ref.type.value,
+        "id": ref.id,
+        "name": ref.name,
+        "scope": ref.scope.value,
+        "namespace": ref.namespace,
+        "actions": [a.value for a in ref.actions],
+    }
+
+
+def requirements_document(req: Requirements) -> dict[str, Any]:
+    """What submit answers and stores: which rules matched and what is needed."""
+    return {
+        "policy_version": req.policy_version,
+        "risk": req.risk,
+        "auto_approve_threshold": req.auto_approve_threshold,
+        "matched_rules": list(req.matched_rules),
+        "groups": [{"group": g.group, "count": g.count} for g in req.groups],
+        "quorum": req.quorum,
+        "min_total": req.min_total,
+        "approvals_needed": req.approvals_needed,
+        "review_ttl_seconds": int(req.review_ttl.total_seconds()),
+        "approval_ttl_seconds": int(req.approval_ttl.total_seconds()),
+        "auto_approve": req.auto_approve,
+        "auto_apply": req.auto_apply,
+    }
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    if not value.strip() or len(value) > limit:
+        raise InvalidInput(f"{name} must be 1-{limit} characters")
+
+
+def _check_priority(priority: int) -> None:
+    if not 0 <= priority <= 1000:
+        raise InvalidInput("priority must be between 0 and 1000 (lower runs first)")
+
+
+class TaskService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        plan_context: PlanContext,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.session = session
+        self.plan_context = plan_context
+        self.now = now
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, principal: Principal, task_id: uuid.UUID) -> Task:
+        require(principal, Permission.TASK_READ)
+        task = await self.session.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        return task
+
+    async def list_tasks(
+        self,
+        principal: Principal,
+        *,
+        state: TaskState | None = None,
+        task_type: str | None = None,
+        page: int = 1,
+        limit: int = 20,
+        sort_by: SortField = "created_at",
+        sort_order: Literal["asc", "desc"] = "desc",
+    ) -> tuple[list[Task], int]:
+        """One page of tasks and the total that match."""
+        require(principal, Permission.TASK_READ)
+        if page < 1 or not 1 <= limit <= 100:
+            raise InvalidInput("page must be >= 1 and limit between 1 and 100")
+        query = select(Task)
+        if state is not None:
+            query = query.where(Task.state == state.value)
+        if task_type is not None:
+            query = query.where(Task.type == task_type)
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        column = getattr(Task, sort_by)
+        order = column.asc() if sort_order == "asc" else column.desc()
+        rows = await self.session.scalars(
+            query.order_by(order, Task.id).offset((page - 1) * limit).limit(limit)
+        )
+        return list(rows), int(total or 0)
+
+    # -- drafting ---------------------------------------------------------------------
+
+    async def create(self, principal: Principal, draft: TaskDraft) -> Task:
+        require(principal, Permission.TASK_WRITE)
+        get_executor(draft.type)  # an unknown type is refused now, not at submit
+        _check_text("title", draft.title, 300)
+        _check_priority(draft.priority)
+        is_agent = principal.kind == "agent"
+        task = Task(
+            type=draft.type,
+            title=draft.title.strip(),
+            description=draft.description,
+            payload=dict(draft.payload),
+            resources=[resource_document(r) for r in draft.resources],
+            priority=draft.priority,
+            submitter_id=principal.owner_id if is_agent else principal.id,
+            agent_id=principal.id if is_agent else None,
+        )
+        self.session.add(task)
+        await self.session.flush()
+        await self._audit("task:created", principal, task, {"type": task.type, "title": task.title})
+        return task
+
+    async def update(self, principal: Principal, task_id: uuid.UUID, changes: TaskChanges) -> Task:
+        task = await self._owned(principal, task_id)
+        if task.state != TaskState.DRAFT:
+            raise Conflict(f"only a DRAFT task can be edited; this one is {task.state}")
+        if changes.title is not None:
+            _check_text("title", changes.title, 300)
+            task.title = changes.title.strip()
+        if changes.description is not None:
+            task.description = changes.description
+        if changes.payload is not None:
+            task.payload = dict(changes.payload)
+        if changes.resources is not None:
+            task.resources = [resource_document(r) for r in changes.resources]
+        if changes.priority is not None:
+            _check_priority(changes.priority)
+            task.priority = changes.priority
+        await self._flush()
+        await self._audit("task:updated", principal, task, {"version": task.version})
+        return task
+
+    # -- transitions ------------------------------------------------------------------
+
+    async def submit(self, principal: Principal, task_id: uuid.UUID) -> Submission:
+        """Validate, preview (no side effects), score, route; or auto-approve by policy.
+
+        A task that fails validation or whose preview cannot be computed stays DRAFT and
+        the error (``validation_failed``) carries the report.
+        """
+        task = await self._owned(principal, task_id, lock=True)
+        next_state(TaskState(task.state), Trigger.SUBMIT)  # refuse early, before planning
+        executor = get_executor(task.type)
+        executor.validate(task.payload).raise_if_invalid(task.type)
+        plan = await executor.plan(task.payload, self.plan_context)
+        resources = [ResourceRef(**r) for r in task.resources]
+        risk = score_task(resources, plan.lines_changed, await self._recent_failures(task.type))
+        requirements = compute_requirements(await self.policy(), task.type, resources, risk)
+        await self._store_preview(task, plan)
+        now = self.now()
+        task.preview_digest = plan.digest
+        task.precondition_fingerprint = plan.precondition_fingerprint
+        task.risk_score = risk.total
+        task.risk_inputs = dataclasses.asdict(risk.inputs) | {"level": risk.level.value}
+        task.requirements = requirements_document(requirements)
+        task.policy_version = requirements.policy_version
+        task.submitted_at = now
+        submitted = {"digest": plan.digest, "risk": risk.total, "summary": plan.summary}
+        if requirements.auto_approve:
+            task.approval_deadline = requirements.approval_deadline(now)
+            task.decided_at = now
+            await self._move(
+                task, Trigger.AUTO_APPROVE, actor_of(principal), "task:submitted", submitted
+            )
+            await audit.append(
+                self.session,
+                type="approval:approved",
+                actor=SYSTEM,
+                subject=f"task:{task.id}",
+                data={
+                    "policy_version": requirements.policy_version,
+                    "reason": f"risk {risk.total} below the auto-approve threshold "
+                    f"{requirements.auto_approve_threshold}",
+                },
+            )
+        else:
+            task.review_deadline = requirements.review_deadline(now)
+            await self._move(task, Trigger.SUBMIT, actor_of(principal), "task:submitted", submitted)
+            await audit.append(
+                self.session,
+                type="approval:requested",
+                actor=SYSTEM,
+                subject=f"task:{task.id}",
+                data={
+                    "requirements": task.requirements,
+                    "deadline": task.review_deadline.isoformat(),
+                },
+            )
+        return Submission(task=task, plan=plan, risk=risk, requirements=requirements)
+
+    async def cancel(self, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
+        task = await self._owned(principal, task_id, lock=True)
+        _check_text("reason", reason, 1000)
+        await self._move(
+            task, Trigger.CANCEL, actor_of(principal), "task:cancelled", {"reason": reason}
+        )
+        return task
+
+    async def policy(self) -> Policy:
+        """The policy in force: the newest stored version, else the built-in version 0."""
+        row = await self.session.scalar(
+            select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1)
+        )
+        if row is None:
+            return Policy(version=0)
+        return PolicyDocument.model_validate(row.document).to_policy(row.version)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _owned(self, principal: Principal, task_id: uuid.UUID, *, lock: bool = False) -> Task:
+        require(principal, Permission.TASK_WRITE)
+        query = select(Task).where(Task.id == task_id)
+        task = await self.session.scalar(query.with_for_update() if lock else query)
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        mine = principal.id in (task.submitter_id, task.agent_id)
+        if not mine and principal.role != "admin":
+            raise Forbidden("only the task's submitter (or an admin) may change it")
+        return task
+
+    async def _move(
+        self, task: Task, trigger: Trigger, actor: Actor, event: str, data: Mapping[str, Any]
+    ) -> None:
+        before = TaskState(task.state)
+        task.state = next_state(before, trigger).value
+        await self._flush()
+        await audit.append(
+            self.session,
+            type=event,
+            actor=actor,
+            subject=f"task:{task.id}",
+            data={**data, "from": before.value, "to": task.state, "trigger": trigger.value},
+        )
+
+    async def _flush(self) -> None:
+        await flush_or_conflict(self.session)
+
+    async def _audit(
+        self, event: str, principal: Principal, task: Task, data: Mapping[str, Any]
+    ) -> None:
+        await audit.append(
+            self.session,
+            type=event,
+            actor=actor_of(principal),
+            subject=f"task:{task.id}",
+            data=data,
+        )
+
+    async def _store_preview(self, task: Task, plan: Plan) -> None:
+        existing = await self.session.scalar(
+            select(Preview).where(Preview.task_id == task.id, Preview.digest == plan.digest)
+        )
+        if existing is None:
+            self.session.add(
+                Preview(
+                    task_id=task.id,
+                    digest=plan.digest,
+                    format=plan.format,
+                    content=plan.preview,
+                    precondition_fingerprint=plan.precondition_fingerprint,
+                    lines_changed=plan.lines_changed,
+                )
+            )
+
+    async def _recent_failures(self, task_type: str) -> list[bool]:
+        """Outcomes of the last applies of this type, oldest first (True = failed)."""
+        states = await self.session.scalars(
+            select(Task.state)
+            .where(Task.type == task_type, Task.state.in_(("COMPLETED", "FAILED")))
+            .order_by(Task.decided_at.desc())
+            .limit(FAILURE_WINDOW)
+        )
+        return [state == "FAILED" for state in reversed(list(states))]
+
+
+async def flush_or_conflict(session: AsyncSession) -> None:
+    """Flush; a task row changed by someone else since it was read is a ``Conflict``."""
+    try:
+        await session.flush()
+    except StaleDataError:
+        raise Conflict("the task changed meanwhile; reload it and try again") from None
+
+
+def actor_of(principal: Principal) -> Actor:
+    """The audit actor for a principal."""
+    return Actor(kind="agent" if principal.kind == "agent" else "human", id=str(principal.id))

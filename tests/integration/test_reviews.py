@@ -1,0 +1,304 @@
+"""Review decisions on real SQLite and PostgreSQL: quorum, veto, stale previews,
+separation of duties (also through delegation), delegated votes, request changes,
+repeated decisions, and 20 concurrent decisions ending in one outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.risk import ResourceRef
+from community_ade.approvals.service import TaskDraft, TaskService
+from community_ade.audit import log as audit
+from community_ade.auth.principal import Principal
+from community_ade.errors import (
+    AdeError,
+    AlreadyDecided,
+    Conflict,
+    NotEligible,
+    SelfReview,
+    StalePreview,
+)
+from community_ade.execution.executors.base import PlanContext
+from community_ade.storage import db
+from community_ade.storage.models import (
+    AuditEvent,
+    Delegation,
+    Group,
+    GroupMember,
+    PolicyVersion,
+    Review,
+    Task,
+    User,
+    utcnow,
+)
+
+APPROVE, REJECT = ReviewAction.APPROVE, ReviewAction.REJECT
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine: AsyncEngine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    yield db.sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "app.conf").write_text("debug = false\n")
+    return root
+
+
+async def user(sessions: async_sessionmaker[AsyncSession], role: str, *groups: str) -> Principal:
+    row = User(username=f"{role}-{uuid.uuid4().hex[:8]}", role=role)
+    async with sessions.begin() as session:
+        session.add(row)
+        await session.flush()
+        for name in groups:
+            group = await session.scalar(select(Group).where(Group.name == name))
+            if group is None:
+                group = Group(name=name)
+                session.add(group)
+                await session.flush()
+            session.add(GroupMember(group_id=group.id, user_id=row.id))
+    return Principal(
+        id=row.id, kind="human", name=row.username, role=role, groups=frozenset(groups)
+    )
+
+
+async def set_policy(sessions: async_sessionmaker[AsyncSession], document: dict[str, Any]) -> None:
+    async with sessions.begin() as session:
+        latest = await session.scalar(select(func.max(PolicyVersion.version)))
+        session.add(PolicyVersion(version=(latest or 0) + 1, document=document))
+
+
+async def submitted_task(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path, submitter: Principal
+) -> Task:
+    draft = TaskDraft(
+        type="files.write",
+        title="turn on debug",
+        payload={
+            "root": str(workspace),
+            "changes": [{"path": "app.conf", "action": "write", "content": "debug = true\n"}],
+        },
+        resources=[ResourceRef(type="configuration", id="app", actions=("write",))],
+    )
+    async with sessions.begin() as session:
+        service = TaskService(session, plan_context=PlanContext(allowed_roots=(workspace,)))
+        task = await service.create(submitter, draft)
+        await service.submit(submitter, task.id)
+    return task
+
+
+async def decide(
+    sessions: async_sessionmaker[AsyncSession],
+    who: Principal,
+    task: Task,
+    action: ReviewAction,
+    digest: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    async with sessions.begin() as session:
+        fresh = await session.get(Task, task.id)
+        assert fresh is not None
+        return await ReviewService(session).decide(
+            who, task.id, action, digest or fresh.preview_digest or "", **kwargs
+        )
+
+
+async def state(sessions: async_sessionmaker[AsyncSession], task: Task) -> str:
+    async with sessions() as session:
+        fresh = await session.get(Task, task.id)
+        assert fresh is not None
+        return fresh.state
+
+
+async def events(
+    sessions: async_sessionmaker[AsyncSession], task: Task, kind: str
+) -> list[AuditEvent]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.subject == f"task:{task.id}", AuditEvent.type == kind
+            )
+        )
+        return list(rows)
+
+
+async def test_one_eligible_approval_meets_a_low_risk_quorum(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    alice = await user(sessions, "submitter")
+    bob = await user(sessions, "reviewer")
+    task = await submitted_task(sessions, workspace, alice)
+    outcome = await decide(sessions, bob, task, APPROVE, comment="looks right")
+    assert outcome.accounting.satisfied
+    assert await state(sessions, task) == "APPROVED"
+    assert len(await events(sessions, task, "approval:decision")) == 1
+    assert len(await events(sessions, task, "approval:approved")) == 1
+    async with sessions() as session:
+        assert (await audit.verify_log(session)).ok
+
+
+async def test_a_stale_digest_is_refused(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    alice = await user(sessions, "submitter")
+    bob = await user(sessions, "reviewer")
+    task = await submitted_task(sessions, workspace, alice)
+    with pytest.raises(StalePreview):
+        await decide(sessions, bob, task, APPROVE, digest="0" * 64)
+    assert await state(sessions, task) == "SUBMITTED"
+
+
+async def test_an_eligible_reject_is_a_veto(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    alice = await user(sessions, "submitter")
+    bob = await user(sessions, "reviewer")
+    task = await submitted_task(sessions, workspace, alice)
+    await decide(sessions, bob, task, REJECT, comment="no debug in prod")
+    assert await state(sessions, task) == "REJECTED"
+    assert len(await events(sessions, task, "approval:rejected")) == 1
+
+
+async def test_submitters_never_approve_their_own_task_not_even_through_delegation(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    alice = await user(sessions, "reviewer", "db-owners")  # a reviewer, submitting
+    dave = await user(sessions, "reviewer", "db-owners")
+    task = await submitted_task(sessions, workspace, alice)
+    with pytest.raises(SelfReview):
+        await decide(sessions, alice, task, APPROVE)
+    # Alice delegated to Dave: Dave's approval counts for Dave only, never for Alice.
+    now = utcnow()
+    async with sessions.begin() as session:
+        session.add(
+            Delegation(
+                delegator_id=alice.id,
+                delegate_id=dave.id,
+                valid_from=now - timedelta(hours=1),
+                valid_until=now + timedelta(hours=1),
+            )
+        )
+    outcome = await decide(sessions, dave, task, APPROVE)
+    assert outcome.delegated_for == ()
+    async with sessions() as session:
+        for_alice = await session.scalar(
+            select(func.count()).where(
+                Review.task_id == task.id, Review.via_delegation_for == alice.id
+            )
+        )
+    assert for_alice == 0
+
+
+async def test_a_delegated_vote_fills_the_delegators_group_slot(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    await set_policy(
+        sessions,
+        {
+            "rules": [
+                {"name": "db owners", "task_types": ["files.*"], "groups": [{"group": "db-owners"}]}
+            ]
+        },
+    )
+    alice = await user(sessions, "submitter")
+    owner = await user(sessions, "reviewer", "db-owners")
+    stand_in = await user(sessions, "reviewer")  # not a db-owner
+    task = await submitted_task(sessions, workspace, alice)
+    with pytest.raises(NotEligible):
+        await decide(sessions, stand_in, task, APPROVE)
+    now = utcnow()
+    async with sessions.begin() as session:
+        session.add(
+            Delegation(
+                delegator_id=owner.id,
+                delegate_id=stand_in.id,
+                task_types=["files.*"],
+                valid_from=now - timedelta(minutes=1),
+                valid_until=now + timedelta(days=1),
+            )
+        )
+    outcome = await decide(sessions, stand_in, task, APPROVE)
+    assert outcome.delegated_for == (str(owner.id),)
+    assert [f.via_delegation for f in outcome.accounting.fills] == [True]
+    assert await state(sessions, task) == "APPROVED"
+    marked = [e for e in await events(sessions, task, "approval:decision") if e.via_delegation]
+    assert len(marked) == 1
+
+
+async def test_request_changes_dismisses_votes_and_returns_to_draft(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    await set_policy(sessions, {"rules": [{"name": "two", "task_types": ["*"], "min_total": 2}]})
+    alice = await user(sessions, "submitter")
+    bob = await user(sessions, "reviewer")
+    carol = await user(sessions, "reviewer")
+    task = await submitted_task(sessions, workspace, alice)
+    await decide(sessions, bob, task, APPROVE)
+    assert await state(sessions, task) == "REVIEWING"
+    await decide(sessions, carol, task, ReviewAction.REQUEST_CHANGES, comment="split it")
+    assert await state(sessions, task) == "DRAFT"
+    async with sessions() as session:
+        live = await session.scalar(
+            select(func.count()).where(Review.task_id == task.id, Review.stale.is_(False))
+        )
+    assert live == 0
+
+
+async def test_a_repeated_decision_is_idempotent_and_a_changed_one_refused(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    await set_policy(sessions, {"rules": [{"name": "two", "task_types": ["*"], "min_total": 2}]})
+    alice = await user(sessions, "submitter")
+    bob = await user(sessions, "reviewer")
+    task = await submitted_task(sessions, workspace, alice)
+    first = await decide(sessions, bob, task, APPROVE)
+    again = await decide(sessions, bob, task, APPROVE)
+    assert again.repeated
+    assert again.review.id == first.review.id
+    with pytest.raises(AlreadyDecided):
+        await decide(sessions, bob, task, REJECT)
+
+
+async def test_twenty_concurrent_decisions_end_in_one_outcome(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    await set_policy(sessions, {"rules": [{"name": "three", "task_types": ["*"], "min_total": 3}]})
+    alice = await user(sessions, "submitter")
+    reviewers = [await user(sessions, "reviewer") for _ in range(20)]
+    task = await submitted_task(sessions, workspace, alice)
+    actions = [REJECT if i % 4 == 3 else APPROVE for i in range(20)]
+    results = await asyncio.gather(
+        *(decide(sessions, r, task, a) for r, a in zip(reviewers, actions, strict=True)),
+        return_exceptions=True,
+    )
+    unexpected = [
+        r for r in results if isinstance(r, BaseException) and not isinstance(r, AdeError)
+    ]
+    assert unexpected == []
+    refused = [r for r in results if isinstance(r, AdeError)]
+    assert all(isinstance(r, AlreadyDecided | Conflict) for r in refused)
+    final = await state(sessions, task)
+    assert final in ("APPROVED", "REJECTED")
+    outcomes = await events(sessions, task, "approval:approved") + await events(
+        sessions, task, "approval:rejected"
+    )
+    assert len(outcomes) == 1
+    assert outcomes[0].type == ("approval:approved" if final == "APPROVED" else "approval:rejected")
+    async with sessions() as session:
+        assert (await audit.verify_log(session)).ok
