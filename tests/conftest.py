@@ -19,13 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
+from community_ade.api.app import create_app
+from community_ade.auth import service as auth
 from community_ade.infra.embedded_redis import EmbeddedRedis
 from community_ade.infra.redis_client import AnyRedis, open_redis
 from community_ade.locks import LockConfig, LockManager
 from community_ade.locks import keys as lock_keys
+from community_ade.runtime import Runtime
+from community_ade.settings import Settings
+from community_ade.storage import db
 
 DEFAULT_SERVER_URL = "redis://127.0.0.1:6379/15"
 BACKENDS = ("server", "embedded", "cluster")
@@ -239,3 +245,55 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
     finally:
         await drop()
+
+
+# -- the HTTP API -------------------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    runtime: Runtime
+    workspace: Path
+    tokens: dict[str, str]
+    ids: dict[str, str]
+
+    def as_(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+ROLES = {
+    "admin": "admin",
+    "alice": "submitter",
+    "bob": "reviewer",
+    "carol": "reviewer",
+    "vic": "viewer",
+}
+
+
+@pytest.fixture
+async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    await engine.dispose()
+    workspace = tmp_path / "workspaces" / "demo"
+    workspace.mkdir(parents=True)
+    (workspace / "app.conf").write_text("debug = false\n")
+    settings = Settings(
+        data_dir=tmp_path, database_url=database_url, workspace_roots=[tmp_path / "workspaces"]
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime: Runtime = app.state.runtime
+        tokens, ids = {}, {}
+        async with runtime.sessions.begin() as session:
+            group = await auth.create_group(session, "db-owners")
+            for name, role in ROLES.items():
+                user = await auth.create_user(session, name, role)
+                ids[name] = str(user.id)
+                tokens[name], _ = await auth.create_token(session, name="tests", user_id=user.id)
+                if name == "carol":
+                    await auth.add_member(session, group.id, user.id)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ade") as client:
+            yield Api(client, runtime, workspace, tokens, ids)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from community_ade import __version__
 from community_ade.api import errors
-from community_ade.api.routes import health
+from community_ade.api.routes import approvals, audit, governance, health, tasks
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -33,4 +33,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
+    for module in (tasks, approvals, governance, audit):
+        app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -6,10 +6,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from community_ade.approvals.governance import Governance
+from community_ade.approvals.reviews import ReviewService
+from community_ade.approvals.service import TaskService
+from community_ade.auth.principal import Principal
+from community_ade.auth.service import authenticate_token
+from community_ade.errors import Unauthenticated
+from community_ade.execution.executors.base import PlanContext
 from community_ade.runtime import Runtime
+from community_ade.storage.models import utcnow
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -28,3 +36,39 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_principal(
+    session: SessionDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send an API token as 'Authorization: Bearer <token>'")
+    return await authenticate_token(session, token.strip(), now=utcnow())
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
+    roots = PlanContext(allowed_roots=runtime.settings.allowed_workspace_roots)
+    return TaskService(session, plan_context=roots)
+
+
+TasksDep = Annotated[TaskService, Depends(get_tasks)]
+
+
+def get_reviews(session: SessionDep) -> ReviewService:
+    return ReviewService(session)
+
+
+ReviewsDep = Annotated[ReviewService, Depends(get_reviews)]
+
+
+def get_governance(session: SessionDep, tasks: TasksDep) -> Governance:
+    return Governance(session, tasks)
+
+
+GovernanceDep = Annotated[Governance, Depends(get_governance)]

@@ -145,6 +145,55 @@ class ReviewService:
         await self._settle(task, accounting, requirements)
         return Outcome(task, review, tuple(d.delegator for d in delegations), accounting)
 
+    async def open_for_review(
+        self, principal: Principal, *, awaiting_me: bool, page: int, limit: int
+    ) -> tuple[list[Task], int]:
+        """Tasks under review, oldest first; ``awaiting_me``: only those the principal may
+        still decide (eligible, not a party to, and not yet voted on this preview)."""
+        require(principal, Permission.TASK_READ)
+        if page < 1 or not 1 <= limit <= 100:
+            raise InvalidInput("page must be >= 1 and limit between 1 and 100")
+        open_tasks = list(
+            await self.session.scalars(
+                select(Task)
+                .where(Task.state.in_([s.value for s in OPEN_FOR_REVIEW]))
+                .order_by(Task.submitted_at, Task.id)
+            )
+        )
+        if awaiting_me:
+            voted = set(
+                await self.session.scalars(
+                    select(Review.task_id).where(
+                        Review.actor_id == principal.id,
+                        Review.stale.is_(False),
+                        Review.via_delegation_for.is_(None),
+                    )
+                )
+            )
+            me = str(principal.id)
+            roles = frozenset({principal.role})
+            open_tasks = [
+                t
+                for t in open_tasks
+                if t.id not in voted
+                and principal.kind == "human"
+                and me not in await self._parties(t)
+                and is_eligible(
+                    requirements_from_document(t.requirements or {}, t.type),
+                    principal.groups,
+                    roles,
+                )
+            ]
+        start = (page - 1) * limit
+        return open_tasks[start : start + limit], len(open_tasks)
+
+    async def reviews_of(self, task: Task) -> list[Review]:
+        return list(
+            await self.session.scalars(
+                select(Review).where(Review.task_id == task.id).order_by(Review.created_at)
+            )
+        )
+
     async def accounting(self, task: Task) -> Accounting | None:
         """The approval view: which vote filled which slot, and what still blocks."""
         return await self._account(task)

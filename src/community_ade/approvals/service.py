@@ -214,7 +214,7 @@ class TaskService:
         executor.validate(task.payload).raise_if_invalid(task.type)
         plan = await executor.plan(task.payload, self.plan_context)
         resources = [ResourceRef(**r) for r in task.resources]
-        risk = score_task(resources, plan.lines_changed, await self._recent_failures(task.type))
+        risk = score_task(resources, plan.lines_changed, await self.recent_failures(task.type))
         requirements = compute_requirements(await self.policy(), task.type, resources, risk)
         await self._store_preview(task, plan)
         now = self.now()
@@ -332,7 +332,7 @@ class TaskService:
                 )
             )
 
-    async def _recent_failures(self, task_type: str) -> list[bool]:
+    async def recent_failures(self, task_type: str) -> list[bool]:
         """Outcomes of the last applies of this type, oldest first (True = failed)."""
         states = await self.session.scalars(
             select(Task.state)

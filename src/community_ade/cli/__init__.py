@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import database, demo, locks, serve, users
+from community_ade.cli import audit, database, demo, locks, serve, users
 
 app = typer.Typer(
     name="ade",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(locks.app, name="locks")
 app.add_typer(database.app, name="db")
+app.add_typer(audit.app, name="audit")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.groups_app, name="groups")
 app.add_typer(users.tokens_app, name="tokens")

@@ -1,0 +1,130 @@
+"""Tasks: create, read, edit while DRAFT, submit (preview + routing), cancel, preview."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
+
+from community_ade.api.deps import PrincipalDep, SessionDep, TasksDep
+from community_ade.api.schemas import (
+    CancelBody,
+    Page,
+    PreviewOut,
+    RiskOut,
+    SortBy,
+    SortOrder,
+    SubmitOut,
+    TaskCreate,
+    TaskOut,
+    TaskUpdate,
+)
+from community_ade.approvals.service import TaskChanges, TaskDraft
+from community_ade.approvals.states import TaskState
+from community_ade.errors import NotFound
+from community_ade.storage.models import Preview
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.post("", response_model=TaskOut, status_code=status.HTTP_201_CREATED)
+async def create_task(body: TaskCreate, principal: PrincipalDep, tasks: TasksDep) -> TaskOut:
+    """Create a DRAFT task. Agents create tasks on their owner's behalf."""
+    task = await tasks.create(
+        principal,
+        TaskDraft(
+            type=body.type,
+            title=body.title,
+            description=body.description,
+            payload=body.payload,
+            resources=[r.to_domain() for r in body.resources],
+            priority=body.priority,
+        ),
+    )
+    return TaskOut.model_validate(task)
+
+
+@router.get("", response_model=Page[TaskOut])
+async def list_tasks(
+    principal: PrincipalDep,
+    tasks: TasksDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    sort_by: SortBy = "created_at",
+    sort_order: SortOrder = "desc",
+    state: TaskState | None = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+) -> Page[TaskOut]:
+    items, total = await tasks.list_tasks(
+        principal,
+        state=state,
+        task_type=type,
+        page=page,
+        limit=limit,
+        sort_by=sort_by,
+        sort_order=sort_order,
+    )
+    return Page(
+        items=[TaskOut.model_validate(t) for t in items], page=page, limit=limit, total=total
+    )
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+async def get_task(task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep) -> TaskOut:
+    return TaskOut.model_validate(await tasks.get(principal, task_id))
+
+
+@router.patch("/{task_id}", response_model=TaskOut)
+async def update_task(
+    task_id: uuid.UUID, body: TaskUpdate, principal: PrincipalDep, tasks: TasksDep
+) -> TaskOut:
+    """Edit a DRAFT task (its submitter, or an admin)."""
+    task = await tasks.update(
+        principal,
+        task_id,
+        TaskChanges(
+            title=body.title,
+            description=body.description,
+            payload=body.payload,
+            resources=None if body.resources is None else [r.to_domain() for r in body.resources],
+            priority=body.priority,
+        ),
+    )
+    return TaskOut.model_validate(task)
+
+
+@router.post("/{task_id}/submit", response_model=SubmitOut)
+async def submit_task(task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep) -> SubmitOut:
+    """Validate, preview without side effects, and route for review (or auto-approve)."""
+    submission = await tasks.submit(principal, task_id)
+    return SubmitOut(
+        task=TaskOut.model_validate(submission.task),
+        preview_digest=submission.plan.digest,
+        summary=submission.plan.summary,
+        risk=RiskOut.of(submission.risk),
+        requirements=submission.task.requirements or {},
+        auto_approved=submission.auto_approved,
+    )
+
+
+@router.post("/{task_id}/cancel", response_model=TaskOut)
+async def cancel_task(
+    task_id: uuid.UUID, body: CancelBody, principal: PrincipalDep, tasks: TasksDep
+) -> TaskOut:
+    return TaskOut.model_validate(await tasks.cancel(principal, task_id, body.reason))
+
+
+@router.get("/{task_id}/preview", response_model=PreviewOut)
+async def get_preview(
+    task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep, session: SessionDep
+) -> PreviewOut:
+    """The stash: exactly the change set that will be applied once approved."""
+    task = await tasks.get(principal, task_id)
+    preview = await session.scalar(
+        select(Preview).where(Preview.task_id == task.id, Preview.digest == task.preview_digest)
+    )
+    if preview is None:
+        raise NotFound(f"task {task_id} has no preview yet: submit it first")
+    return PreviewOut.model_validate(preview)

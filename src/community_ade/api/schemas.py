@@ -1,0 +1,289 @@
+"""Pydantic models for every body the API reads or writes (DESIGN §8, REFERENCE.md)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from community_ade.approvals.accounting import Accounting
+from community_ade.approvals.risk import Action, ResourceRef, ResourceType, RiskScore, Scope
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    page: int
+    limit: int
+    total: int
+
+
+class ResourceRefModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ResourceType
+    id: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    scope: Scope = Scope.NAMESPACE
+    namespace: str | None = Field(default=None, max_length=200)
+    actions: list[Action] = Field(default_factory=lambda: [Action.READ], min_length=1)
+
+    def to_domain(self) -> ResourceRef:
+        return ResourceRef(
+            type=self.type,
+            id=self.id,
+            name=self.name,
+            scope=self.scope,
+            namespace=self.namespace,
+            actions=tuple(self.actions),
+        )
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100, examples=["files.write"])
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=20_000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    resources: list[ResourceRefModel] = Field(default_factory=list, max_length=100)
+    priority: int = Field(default=100, ge=0, le=1000, description="Lower runs first.")
+
+
+class TaskUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=20_000)
+    payload: dict[str, Any] | None = None
+    resources: list[ResourceRefModel] | None = Field(default=None, max_length=100)
+    priority: int | None = Field(default=None, ge=0, le=1000)
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: str
+    title: str
+    description: str
+    payload: dict[str, Any]
+    resources: list[dict[str, Any]]
+    priority: int
+    state: str
+    version: int
+    submitter_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    preview_digest: str | None
+    risk_score: float | None
+    risk_inputs: dict[str, Any] | None
+    requirements: dict[str, Any] | None
+    policy_version: int | None
+    review_deadline: datetime | None
+    approval_deadline: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    decided_at: datetime | None
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class PreviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    digest: str
+    format: str
+    content: str
+    precondition_fingerprint: str
+    lines_changed: int
+
+
+class RiskOut(BaseModel):
+    total: float
+    level: str
+    criticality: float
+    magnitude: float
+    blast_radius: float
+    failure_rate: float
+
+    @classmethod
+    def of(cls, risk: RiskScore) -> RiskOut:
+        i = risk.inputs
+        return cls(
+            total=risk.total,
+            level=risk.level.value,
+            criticality=i.criticality,
+            magnitude=i.magnitude,
+            blast_radius=i.blast_radius,
+            failure_rate=i.failure_rate,
+        )
+
+
+class SubmitOut(BaseModel):
+    task: TaskOut
+    preview_digest: str
+    summary: str
+    risk: RiskOut
+    requirements: dict[str, Any]
+    auto_approved: bool
+
+
+class SlotFillOut(BaseModel):
+    slot: str
+    actor: str
+    counted_as: str
+    via_delegation: bool
+
+
+class AccountingOut(BaseModel):
+    satisfied: bool
+    vetoed: bool
+    approvals: int
+    needed: int
+    fills: list[SlotFillOut]
+    open_slots: list[str]
+    blocked_by: list[str]
+    ignored: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, accounting: Accounting) -> AccountingOut:
+        return cls(
+            satisfied=accounting.satisfied,
+            vetoed=accounting.vetoed,
+            approvals=accounting.approvals,
+            needed=accounting.needed,
+            fills=[
+                SlotFillOut(
+                    slot=f.slot.label,
+                    actor=f.vote.actor,
+                    counted_as=f.counted_as,
+                    via_delegation=f.via_delegation,
+                )
+                for f in accounting.fills
+            ],
+            open_slots=[s.label for s in accounting.open_slots],
+            blocked_by=list(accounting.blocked_by),
+            ignored=[{"actor": i.vote.actor, "reason": i.reason} for i in accounting.ignored],
+        )
+
+
+class ReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    actor_id: uuid.UUID
+    decision: str
+    digest: str
+    via_delegation_for: uuid.UUID | None
+    delegate_to: uuid.UUID | None
+    comment: str
+    stale: bool
+    created_at: datetime
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    digest: str = Field(
+        min_length=64, max_length=64, description="The preview digest the reviewer saw."
+    )
+    comment: str = Field(default="", max_length=5000)
+
+
+class DelegateBody(DecisionBody):
+    delegate_to: uuid.UUID
+
+
+class DecisionOut(BaseModel):
+    task: TaskOut
+    review: ReviewOut
+    delegated_for: list[str]
+    accounting: AccountingOut | None
+    repeated: bool
+
+
+class ApprovalOut(BaseModel):
+    task: TaskOut
+    accounting: AccountingOut | None
+    reviews: list[ReviewOut]
+
+
+class EvaluateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100)
+    resources: list[ResourceRefModel] = Field(default_factory=list, max_length=100)
+    lines_changed: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class EvaluateOut(BaseModel):
+    risk: RiskOut
+    requirements: dict[str, Any]
+    eligible_by_group: dict[str, list[str]]
+    eligible_any: list[str]
+    shortfalls: list[str]
+
+
+class PolicyOut(BaseModel):
+    version: int
+    document: dict[str, Any]
+
+
+class DelegationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delegate: uuid.UUID
+    valid_from: datetime
+    valid_until: datetime
+    task_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
+    resource_types: list[ResourceType] = Field(default_factory=list)
+    max_risk: float = Field(default=100.0, ge=0, le=100)
+
+
+class DelegationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    delegator_id: uuid.UUID
+    delegate_id: uuid.UUID
+    task_types: list[str]
+    resource_types: list[str]
+    max_risk: float
+    valid_from: datetime
+    valid_until: datetime
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class AuditEventOut(BaseModel):
+    seq: int
+    ts: datetime
+    type: str
+    actor: dict[str, Any]
+    subject: str
+    data: dict[str, Any]
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_before_seq: int | None
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    problem: str | None
+
+
+SortBy = Literal["created_at", "updated_at", "risk_score", "state"]
+SortOrder = Literal["asc", "desc"]

@@ -1,0 +1,245 @@
+"""Policies and delegations over storage, and the sweep that expires overdue decisions.
+
+Policies are versioned: every edit stores a new version (audited as ``policy:updated``)
+and tasks record the version that routed them. ``evaluate`` answers "who would have to
+approve this?" without creating anything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from community_ade.approvals.accounting import EligibleReviewers, eligible_reviewers
+from community_ade.approvals.delegation import Delegation as DelegationRule
+from community_ade.approvals.policy import Requirements, compute_requirements
+from community_ade.approvals.policy_document import PolicyDocument
+from community_ade.approvals.risk import ResourceRef, ResourceType, RiskScore, score_task
+from community_ade.approvals.service import TaskService, actor_of, flush_or_conflict
+from community_ade.approvals.states import TaskState, Trigger, next_state
+from community_ade.audit import log as audit
+from community_ade.audit.chain import Actor
+from community_ade.auth.principal import Permission, Principal, require
+from community_ade.errors import Forbidden, InvalidInput, NotFound
+from community_ade.execution.executors import get_executor
+from community_ade.storage.models import (
+    Delegation,
+    Group,
+    GroupMember,
+    PolicyVersion,
+    Task,
+    User,
+    utcnow,
+)
+
+SYSTEM = Actor(kind="system", id="system")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    risk: RiskScore
+    requirements: Requirements
+    reviewers: EligibleReviewers
+
+
+class Governance:
+    def __init__(
+        self, session: AsyncSession, tasks: TaskService, *, now: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.session = session
+        self.tasks = tasks
+        self.now = now
+
+    # -- policies ---------------------------------------------------------------------
+
+    async def current_policy(self, principal: Principal) -> tuple[int, PolicyDocument]:
+        require(principal, Permission.POLICY_READ)
+        row = await self.session.scalar(
+            select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1)
+        )
+        if row is None:
+            return 0, PolicyDocument()
+        return row.version, PolicyDocument.model_validate(row.document)
+
+    async def put_policy(self, principal: Principal, document: PolicyDocument) -> int:
+        """Store a new version; its rules are validated by building the policy first."""
+        require(principal, Permission.POLICY_WRITE)
+        latest = await self.session.scalar(select(func.max(PolicyVersion.version))) or 0
+        version = latest + 1
+        document.to_policy(version)  # refuses an invalid document before anything is stored
+        self.session.add(
+            PolicyVersion(
+                version=version,
+                document=document.model_dump(mode="json"),
+                created_by=principal.id if principal.kind == "human" else None,
+            )
+        )
+        await flush_or_conflict(self.session)
+        await audit.append(
+            self.session,
+            type="policy:updated",
+            actor=actor_of(principal),
+            subject=f"policy:{version}",
+            data={"version": version, "rules": [r.name for r in document.rules]},
+        )
+        return version
+
+    async def evaluate(
+        self,
+        principal: Principal,
+        task_type: str,
+        resources: Sequence[ResourceRef],
+        *,
+        lines_changed: int = 0,
+    ) -> Evaluation:
+        """The requirement set and the eligible reviewers a task like this would get."""
+        require(principal, Permission.POLICY_READ)
+        get_executor(task_type)
+        if lines_changed < 0:
+            raise InvalidInput("lines_changed must not be negative")
+        failures = await self.tasks.recent_failures(task_type)
+        risk = score_task(resources, lines_changed, failures)
+        requirements = compute_requirements(await self.tasks.policy(), task_type, resources, risk)
+        groups, roles = await self._directory()
+        reviewers = eligible_reviewers(
+            requirements, groups, roles, submitter=str(principal.user_id)
+        )
+        return Evaluation(risk=risk, requirements=requirements, reviewers=reviewers)
+
+    async def _directory(self) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+        users = await self.session.execute(
+            select(User.id, User.role).where(User.disabled_at.is_(None))
+        )
+        roles = {str(uid): {role} for uid, role in users}
+        groups: dict[str, set[str]] = {uid: set() for uid in roles}
+        rows = await self.session.execute(
+            select(GroupMember.user_id, Group.name).join(Group, Group.id == GroupMember.group_id)
+        )
+        for uid, name in rows:
+            groups.setdefault(str(uid), set()).add(name)
+        return groups, roles
+
+    # -- delegations ------------------------------------------------------------------
+
+    async def create_delegation(
+        self,
+        principal: Principal,
+        *,
+        delegate: uuid.UUID,
+        valid_from: datetime,
+        valid_until: datetime,
+        task_types: Sequence[str] = ("*",),
+        resource_types: Sequence[ResourceType] = (),
+        max_risk: float = 100.0,
+    ) -> Delegation:
+        """``principal`` consents that ``delegate``'s approvals count as theirs."""
+        require(principal, Permission.DELEGATION_WRITE)
+        if await self.session.get(User, delegate) is None:
+            raise NotFound(f"no user {delegate}")
+        # The pure rule validates scope, window and parties.
+        DelegationRule(
+            id="new",
+            delegator=str(principal.id),
+            delegate=str(delegate),
+            task_types=tuple(task_types),
+            resource_types=frozenset(resource_types),
+            max_risk=max_risk,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+        row = Delegation(
+            delegator_id=principal.id,
+            delegate_id=delegate,
+            task_types=list(task_types),
+            resource_types=[ResourceType(t).value for t in resource_types],
+            max_risk=max_risk,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+        self.session.add(row)
+        await flush_or_conflict(self.session)
+        await audit.append(
+            self.session,
+            type="delegation:created",
+            actor=actor_of(principal),
+            subject=f"delegation:{row.id}",
+            data={
+                "delegate": str(delegate),
+                "task_types": row.task_types,
+                "resource_types": row.resource_types,
+                "max_risk": max_risk,
+                "valid_from": valid_from.isoformat(),
+                "valid_until": valid_until.isoformat(),
+            },
+        )
+        return row
+
+    async def list_delegations(self, principal: Principal) -> list[Delegation]:
+        """The delegations the principal gave or received (admins see all)."""
+        require(principal, Permission.DELEGATION_READ)
+        query = select(Delegation).order_by(Delegation.created_at.desc())
+        if principal.role != "admin":
+            query = query.where(
+                or_(Delegation.delegator_id == principal.id, Delegation.delegate_id == principal.id)
+            )
+        return list(await self.session.scalars(query))
+
+    async def revoke_delegation(self, principal: Principal, delegation_id: uuid.UUID) -> Delegation:
+        require(principal, Permission.DELEGATION_WRITE)
+        row = await self.session.get(Delegation, delegation_id)
+        if row is None:
+            raise NotFound(f"no delegation {delegation_id}")
+        if row.delegator_id != principal.id and principal.role != "admin":
+            raise Forbidden("only the delegator (or an admin) may revoke a delegation")
+        if row.revoked_at is None:
+            row.revoked_at = self.now()
+            await flush_or_conflict(self.session)
+            await audit.append(
+                self.session,
+                type="delegation:revoked",
+                actor=actor_of(principal),
+                subject=f"delegation:{row.id}",
+                data={},
+            )
+        return row
+
+    # -- expiry -----------------------------------------------------------------------
+
+    async def sweep_expired(self, limit: int = 500) -> list[uuid.UUID]:
+        """Expire tasks whose review or approval deadline has passed (DESIGN §3)."""
+        now = self.now()
+        overdue = await self.session.scalars(
+            select(Task)
+            .where(
+                or_(
+                    Task.state.in_((TaskState.SUBMITTED.value, TaskState.REVIEWING.value))
+                    & (Task.review_deadline < now),
+                    (Task.state == TaskState.APPROVED.value) & (Task.approval_deadline < now),
+                )
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        expired = []
+        for task in overdue:
+            before = TaskState(task.state)
+            trigger = (
+                Trigger.APPROVAL_EXPIRED if before is TaskState.APPROVED else Trigger.REVIEW_EXPIRED
+            )
+            task.state = next_state(before, trigger).value
+            task.decided_at = task.decided_at or now
+            await flush_or_conflict(self.session)
+            await audit.append(
+                self.session,
+                type="approval:expired",
+                actor=SYSTEM,
+                subject=f"task:{task.id}",
+                data={"from": before.value, "to": task.state, "trigger": trigger.value},
+            )
+            expired.append(task.id)
+        return expired
