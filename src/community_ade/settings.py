@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="Directories executors may change (files.write roots, git.patch "
         'repositories), as a JSON list, e.g. ["/srv/repos"]. Default: <data dir>/workspaces.',
     )
+    sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the server expires tasks past their review or approval deadline.",
+    )
     lock_domain: str = Field(
         default="default",
         pattern=DOMAIN_PATTERN,

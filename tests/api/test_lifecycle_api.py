@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from conftest import Api
@@ -145,3 +146,87 @@ async def test_policy_routes_and_evaluate(api: Api) -> None:
     body = evaluation.json()
     assert body["requirements"]["matched_rules"] == ["config needs db-owners"]
     assert body["eligible_by_group"]["db-owners"] == [api.ids["carol"]]
+
+
+async def submitted(api: Api, who: str = "alice") -> tuple[str, str]:
+    c = api.client
+    task_id = (await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_(who))).json()[
+        "id"
+    ]
+    body = (await c.post(f"/api/v1/tasks/{task_id}/submit", headers=api.as_(who))).json()
+    return task_id, body["preview_digest"]
+
+
+async def test_batch_decisions_report_each_item_and_half_apply_none(api: Api) -> None:
+    c = api.client
+    first, first_digest = await submitted(api)
+    second, _ = await submitted(api)
+    own, own_digest = await submitted(api, "carol")  # carol reviews but submitted this one
+    missing = "00000000-0000-0000-0000-000000000000"
+    items = [
+        {"task_id": first, "action": "approve", "digest": first_digest},
+        {"task_id": second, "action": "approve", "digest": "0" * 64},
+        {"task_id": own, "action": "approve", "digest": own_digest},
+        {"task_id": missing, "action": "approve", "digest": "0" * 64},
+        {"task_id": first, "action": "reject", "digest": first_digest},
+    ]
+    response = await c.post(
+        "/api/v1/approvals/batch", json={"items": items}, headers=api.as_("carol")
+    )
+    assert response.status_code == 200, response.text
+    results = [(r["result"], r["state"]) for r in response.json()["results"]]
+    assert results == [
+        ("ok", "APPROVED"),
+        ("stale_preview", None),
+        ("self_review", None),
+        ("not_found", None),
+        ("already_decided", None),
+    ]
+    view = (await c.get(f"/api/v1/approvals/{second}", headers=api.as_("vic"))).json()
+    assert view["reviews"] == []  # the refused item left nothing behind
+    assert view["task"]["state"] == "SUBMITTED"
+
+
+async def test_idempotency_key_replays_the_first_answer(api: Api) -> None:
+    c = api.client
+    headers = {**api.as_("alice"), "Idempotency-Key": "create-1"}
+    one = await c.post("/api/v1/tasks", json=task_body(api), headers=headers)
+    two = await c.post("/api/v1/tasks", json=task_body(api), headers=headers)
+    assert (one.status_code, two.status_code) == (201, 201)
+    assert one.json()["id"] == two.json()["id"]
+    listed = (await c.get("/api/v1/tasks", headers=api.as_("alice"))).json()
+    assert listed["total"] == 1
+    other = await c.post("/api/v1/tasks", json=task_body(api, "x = 1\n"), headers=headers)
+    problem(other, 409, "conflict")
+
+    task_id, digest = await submitted(api)
+    decision = {**api.as_("bob"), "Idempotency-Key": "approve-1"}
+    first = await c.post(
+        f"/api/v1/approvals/{task_id}/approve", json={"digest": digest}, headers=decision
+    )
+    again = await c.post(
+        f"/api/v1/approvals/{task_id}/approve", json={"digest": digest}, headers=decision
+    )
+    assert first.status_code == again.status_code == 200
+    assert first.json()["review"]["id"] == again.json()["review"]["id"]
+
+
+async def test_the_sweep_expires_overdue_reviews(api: Api) -> None:
+    from datetime import timedelta
+
+    from community_ade.api.app import sweep_once
+    from community_ade.storage.models import Task, utcnow
+
+    task_id, _ = await submitted(api)
+    async with api.runtime.sessions.begin() as session:
+        task = await session.get(Task, uuid.UUID(task_id))
+        assert task is not None
+        task.review_deadline = utcnow() - timedelta(seconds=1)
+    assert [str(t) for t in await sweep_once(api.runtime)] == [task_id]
+    assert await sweep_once(api.runtime) == []
+    view = (await api.client.get(f"/api/v1/tasks/{task_id}", headers=api.as_("vic"))).json()
+    assert view["state"] == "EXPIRED"
+    events = await api.client.get(
+        f"/api/v1/audit?subject=task:{task_id}&type=approval:expired", headers=api.as_("vic")
+    )
+    assert len(events.json()["items"]) == 1

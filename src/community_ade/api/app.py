@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -10,10 +13,36 @@ from fastapi import FastAPI
 from community_ade import __version__
 from community_ade.api import errors
 from community_ade.api.routes import approvals, audit, governance, health, tasks
+from community_ade.approvals.governance import Governance
+from community_ade.approvals.service import TaskService
+from community_ade.errors import AdeError
+from community_ade.execution.executors.base import PlanContext
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
+
+
+async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
+    """Expire what is overdue, in one transaction."""
+    async with runtime.sessions.begin() as session:
+        plan_context = PlanContext(allowed_roots=runtime.settings.allowed_workspace_roots)
+        governance = Governance(session, TaskService(session, plan_context=plan_context))
+        return await governance.sweep_expired()
+
+
+async def sweep_forever(runtime: Runtime) -> None:
+    """The periodic expiry of review and approval deadlines (DESIGN §3)."""
+    while True:
+        await asyncio.sleep(runtime.settings.sweep_interval_seconds)
+        try:
+            expired = await sweep_once(runtime)
+        except AdeError as exc:  # e.g. the database is briefly unreachable: try again later
+            log.warning("expiry sweep failed: %s", exc.message)
+            continue
+        if expired:
+            log.info("expired %d overdue task(s)", len(expired))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,7 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Runtime.open(settings) as runtime:
             app.state.runtime = runtime
-            yield
+            sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
 
     app = FastAPI(
         title="Community ADE",

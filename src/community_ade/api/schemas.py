@@ -202,6 +202,32 @@ class DelegateBody(DecisionBody):
     delegate_to: uuid.UUID
 
 
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: uuid.UUID
+    action: Literal["approve", "reject"]
+    digest: str = Field(min_length=64, max_length=64)
+    comment: str = Field(default="", max_length=5000)
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BatchItem] = Field(min_length=1, max_length=100)
+
+
+class BatchResult(BaseModel):
+    task_id: uuid.UUID
+    result: str = Field(description="ok, or the problem type that refused this item")
+    state: str | None = None
+    detail: str | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult]
+
+
 class DecisionOut(BaseModel):
     task: TaskOut
     review: ReviewOut

@@ -5,12 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from community_ade.api.deps import PrincipalDep, ReviewsDep, TasksDep
+from community_ade.api.deps import PrincipalDep, ReviewsDep, SessionDep, TasksDep
+from community_ade.api.idempotency import IdempotencyKeyHeader, idempotent
 from community_ade.api.schemas import (
     AccountingOut,
     ApprovalOut,
+    BatchBody,
+    BatchOut,
+    BatchResult,
     DecisionBody,
     DecisionOut,
     DelegateBody,
@@ -18,7 +24,9 @@ from community_ade.api.schemas import (
     ReviewOut,
     TaskOut,
 )
-from community_ade.approvals.reviews import Outcome, ReviewAction
+from community_ade.approvals.reviews import Outcome, ReviewAction, ReviewService
+from community_ade.auth.principal import Principal
+from community_ade.errors import AdeError
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
@@ -66,47 +74,133 @@ def _out(outcome: Outcome) -> DecisionOut:
     )
 
 
+async def _decide(
+    task_id: uuid.UUID,
+    action: ReviewAction,
+    body: DecisionBody,
+    principal: Principal,
+    reviews: ReviewService,
+    request: Request,
+    session: AsyncSession,
+    idempotency_key: str | None,
+) -> DecisionOut | JSONResponse:
+    async def run() -> DecisionOut:
+        outcome = await reviews.decide(
+            principal,
+            task_id,
+            action,
+            body.digest,
+            comment=body.comment,
+            delegate_to=body.delegate_to if isinstance(body, DelegateBody) else None,
+        )
+        return _out(outcome)
+
+    return await idempotent(idempotency_key, request, session, principal, body, run)
+
+
 @router.post("/{task_id}/approve", response_model=DecisionOut)
 async def approve(
-    task_id: uuid.UUID, body: DecisionBody, principal: PrincipalDep, reviews: ReviewsDep
-) -> DecisionOut:
-    outcome = await reviews.decide(
-        principal, task_id, ReviewAction.APPROVE, body.digest, comment=body.comment
+    task_id: uuid.UUID,
+    body: DecisionBody,
+    principal: PrincipalDep,
+    reviews: ReviewsDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DecisionOut | JSONResponse:
+    """Approve the preview named by ``digest``."""
+    return await _decide(
+        task_id, ReviewAction.APPROVE, body, principal, reviews, request, session, idempotency_key
     )
-    return _out(outcome)
 
 
 @router.post("/{task_id}/reject", response_model=DecisionOut)
 async def reject(
-    task_id: uuid.UUID, body: DecisionBody, principal: PrincipalDep, reviews: ReviewsDep
-) -> DecisionOut:
-    outcome = await reviews.decide(
-        principal, task_id, ReviewAction.REJECT, body.digest, comment=body.comment
+    task_id: uuid.UUID,
+    body: DecisionBody,
+    principal: PrincipalDep,
+    reviews: ReviewsDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DecisionOut | JSONResponse:
+    """Reject (a veto, when the reviewer is eligible)."""
+    return await _decide(
+        task_id, ReviewAction.REJECT, body, principal, reviews, request, session, idempotency_key
     )
-    return _out(outcome)
 
 
 @router.post("/{task_id}/request-changes", response_model=DecisionOut)
 async def request_changes(
-    task_id: uuid.UUID, body: DecisionBody, principal: PrincipalDep, reviews: ReviewsDep
-) -> DecisionOut:
-    outcome = await reviews.decide(
-        principal, task_id, ReviewAction.REQUEST_CHANGES, body.digest, comment=body.comment
+    task_id: uuid.UUID,
+    body: DecisionBody,
+    principal: PrincipalDep,
+    reviews: ReviewsDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DecisionOut | JSONResponse:
+    """Send the task back to DRAFT; every vote of this round is dismissed."""
+    return await _decide(
+        task_id,
+        ReviewAction.REQUEST_CHANGES,
+        body,
+        principal,
+        reviews,
+        request,
+        session,
+        idempotency_key,
     )
-    return _out(outcome)
 
 
 @router.post("/{task_id}/delegate", response_model=DecisionOut)
 async def delegate(
-    task_id: uuid.UUID, body: DelegateBody, principal: PrincipalDep, reviews: ReviewsDep
-) -> DecisionOut:
+    task_id: uuid.UUID,
+    body: DelegateBody,
+    principal: PrincipalDep,
+    reviews: ReviewsDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DecisionOut | JSONResponse:
     """Hand this review to another user: their approval also counts for you here."""
-    outcome = await reviews.decide(
-        principal,
-        task_id,
-        ReviewAction.DELEGATE,
-        body.digest,
-        comment=body.comment,
-        delegate_to=body.delegate_to,
+    return await _decide(
+        task_id, ReviewAction.DELEGATE, body, principal, reviews, request, session, idempotency_key
     )
-    return _out(outcome)
+
+
+@router.post("/batch", response_model=BatchOut)
+async def batch(
+    body: BatchBody,
+    principal: PrincipalDep,
+    reviews: ReviewsDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> BatchOut | JSONResponse:
+    """Many decisions in one request, each with the digest its reviewer saw. Every item
+    runs in its own savepoint: it is applied whole or not at all, and its result says
+    which (``ok``, ``stale_preview``, ``not_eligible``, ``already_decided``, ...)."""
+
+    async def run() -> BatchOut:
+        results = []
+        for item in body.items:
+            try:
+                async with session.begin_nested():
+                    outcome = await reviews.decide(
+                        principal,
+                        item.task_id,
+                        ReviewAction(item.action),
+                        item.digest,
+                        comment=item.comment,
+                    )
+                results.append(
+                    BatchResult(task_id=item.task_id, result="ok", state=outcome.task.state)
+                )
+            except AdeError as exc:
+                results.append(
+                    BatchResult(task_id=item.task_id, result=exc.code, detail=exc.message)
+                )
+        return BatchOut(results=results)
+
+    return await idempotent(idempotency_key, request, session, principal, body, run)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from community_ade.api.deps import PrincipalDep, SessionDep, TasksDep
+from community_ade.api.idempotency import IdempotencyKeyHeader, idempotent
 from community_ade.api.schemas import (
     CancelBody,
     Page,
@@ -30,20 +32,33 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @router.post("", response_model=TaskOut, status_code=status.HTTP_201_CREATED)
-async def create_task(body: TaskCreate, principal: PrincipalDep, tasks: TasksDep) -> TaskOut:
+async def create_task(
+    body: TaskCreate,
+    principal: PrincipalDep,
+    tasks: TasksDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> TaskOut | JSONResponse:
     """Create a DRAFT task. Agents create tasks on their owner's behalf."""
-    task = await tasks.create(
-        principal,
-        TaskDraft(
-            type=body.type,
-            title=body.title,
-            description=body.description,
-            payload=body.payload,
-            resources=[r.to_domain() for r in body.resources],
-            priority=body.priority,
-        ),
+
+    async def run() -> TaskOut:
+        task = await tasks.create(
+            principal,
+            TaskDraft(
+                type=body.type,
+                title=body.title,
+                description=body.description,
+                payload=body.payload,
+                resources=[r.to_domain() for r in body.resources],
+                priority=body.priority,
+            ),
+        )
+        return TaskOut.model_validate(task)
+
+    return await idempotent(
+        idempotency_key, request, session, principal, body, run, status_code=201
     )
-    return TaskOut.model_validate(task)
 
 
 @router.get("", response_model=Page[TaskOut])
@@ -96,17 +111,28 @@ async def update_task(
 
 
 @router.post("/{task_id}/submit", response_model=SubmitOut)
-async def submit_task(task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep) -> SubmitOut:
+async def submit_task(
+    task_id: uuid.UUID,
+    principal: PrincipalDep,
+    tasks: TasksDep,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> SubmitOut | JSONResponse:
     """Validate, preview without side effects, and route for review (or auto-approve)."""
-    submission = await tasks.submit(principal, task_id)
-    return SubmitOut(
-        task=TaskOut.model_validate(submission.task),
-        preview_digest=submission.plan.digest,
-        summary=submission.plan.summary,
-        risk=RiskOut.of(submission.risk),
-        requirements=submission.task.requirements or {},
-        auto_approved=submission.auto_approved,
-    )
+
+    async def run() -> SubmitOut:
+        submission = await tasks.submit(principal, task_id)
+        return SubmitOut(
+            task=TaskOut.model_validate(submission.task),
+            preview_digest=submission.plan.digest,
+            summary=submission.plan.summary,
+            risk=RiskOut.of(submission.risk),
+            requirements=submission.task.requirements or {},
+            auto_approved=submission.auto_approved,
+        )
+
+    return await idempotent(idempotency_key, request, session, principal, None, run)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut)
