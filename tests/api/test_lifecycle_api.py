@@ -230,3 +230,29 @@ async def test_the_sweep_expires_overdue_reviews(api: Api) -> None:
         f"/api/v1/audit?subject=task:{task_id}&type=approval:expired", headers=api.as_("vic")
     )
     assert len(events.json()["items"]) == 1
+
+
+async def test_the_queue_shows_each_reviewer_what_they_may_decide(api: Api) -> None:
+    c = api.client
+    policy = {
+        "rules": [{"name": "owners", "task_types": ["files.*"], "groups": [{"group": "db-owners"}]}]
+    }
+    assert (
+        await c.put("/api/v1/policies", json=policy, headers=api.as_("admin"))
+    ).status_code == 200
+    task_id, digest = await submitted(api)
+
+    async def queue(who: str) -> list[str]:
+        page = (await c.get("/api/v1/approvals?awaiting=me", headers=api.as_(who))).json()
+        return [t["id"] for t in page["items"]]
+
+    # Only the group slot exists: carol (db-owners) may decide, bob (reviewer) may not.
+    assert await queue("carol") == [task_id]
+    assert await queue("bob") == []
+    assert await queue("alice") == []  # the submitter never
+    all_open = (await c.get("/api/v1/approvals", headers=api.as_("vic"))).json()
+    assert [t["id"] for t in all_open["items"]] == [task_id]
+    await c.post(
+        f"/api/v1/approvals/{task_id}/approve", json={"digest": digest}, headers=api.as_("carol")
+    )
+    assert await queue("carol") == []

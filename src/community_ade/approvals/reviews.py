@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.accounting import Accounting, Decision, Vote, account
@@ -42,6 +42,7 @@ from community_ade.storage.models import (
     GroupMember,
     Review,
     Task,
+    TaskReviewGroup,
     User,
     utcnow,
 )
@@ -149,43 +150,41 @@ class ReviewService:
         self, principal: Principal, *, awaiting_me: bool, page: int, limit: int
     ) -> tuple[list[Task], int]:
         """Tasks under review, oldest first; ``awaiting_me``: only those the principal may
-        still decide (eligible, not a party to, and not yet voted on this preview)."""
+        still decide — eligible (a member of one of the task's review groups, or a
+        reviewer/admin where general slots exist), not its submitter or agent owner, and
+        without a current vote of their own. One indexed query, whatever the table size.
+        """
         require(principal, Permission.TASK_READ)
         if page < 1 or not 1 <= limit <= 100:
             raise InvalidInput("page must be >= 1 and limit between 1 and 100")
-        open_tasks = list(
-            await self.session.scalars(
-                select(Task)
-                .where(Task.state.in_([s.value for s in OPEN_FOR_REVIEW]))
-                .order_by(Task.submitted_at, Task.id)
-            )
-        )
+        query = select(Task).where(Task.state.in_([s.value for s in OPEN_FOR_REVIEW]))
         if awaiting_me:
-            voted = set(
-                await self.session.scalars(
-                    select(Review.task_id).where(
-                        Review.actor_id == principal.id,
-                        Review.stale.is_(False),
-                        Review.via_delegation_for.is_(None),
-                    )
+            if principal.kind != "human":
+                return [], 0
+            eligible: ColumnElement[bool] = Task.id.in_(
+                select(TaskReviewGroup.task_id).where(
+                    TaskReviewGroup.group_name.in_(sorted(principal.groups))
                 )
             )
-            me = str(principal.id)
-            roles = frozenset({principal.role})
-            open_tasks = [
-                t
-                for t in open_tasks
-                if t.id not in voted
-                and principal.kind == "human"
-                and me not in await self._parties(t)
-                and is_eligible(
-                    requirements_from_document(t.requirements or {}, t.type),
-                    principal.groups,
-                    roles,
-                )
-            ]
-        start = (page - 1) * limit
-        return open_tasks[start : start + limit], len(open_tasks)
+            if principal.role in ("reviewer", "admin"):
+                eligible = or_(Task.review_any, eligible)
+            voted = select(Review.task_id).where(
+                Review.actor_id == principal.id,
+                Review.stale.is_(False),
+                Review.via_delegation_for.is_(None),
+            )
+            mine = select(Agent.id).where(Agent.owner_id == principal.id)
+            query = query.where(
+                eligible,
+                Task.submitter_id != principal.id,
+                or_(Task.agent_id.is_(None), Task.agent_id.not_in(mine)),
+                Task.id.not_in(voted),
+            )
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.scalars(
+            query.order_by(Task.submitted_at, Task.id).offset((page - 1) * limit).limit(limit)
+        )
+        return list(rows), int(total or 0)
 
     async def reviews_of(self, task: Task) -> list[Review]:
         return list(

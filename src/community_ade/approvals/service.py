@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -29,7 +29,7 @@ from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
 from community_ade.execution.executors import get_executor
 from community_ade.execution.executors.base import Plan, PlanContext
-from community_ade.storage.models import PolicyVersion, Preview, Task, utcnow
+from community_ade.storage.models import PolicyVersion, Preview, Task, TaskReviewGroup, utcnow
 
 SortField = Literal["created_at", "updated_at", "risk_score", "state"]
 FAILURE_WINDOW = 50
@@ -224,6 +224,7 @@ class TaskService:
         task.risk_inputs = dataclasses.asdict(risk.inputs) | {"level": risk.level.value}
         task.requirements = requirements_document(requirements)
         task.policy_version = requirements.policy_version
+        await self._set_reviewers(task, requirements)
         task.submitted_at = now
         submitted = {"digest": plan.digest, "risk": risk.total, "summary": plan.summary}
         if requirements.auto_approve:
@@ -331,6 +332,16 @@ class TaskService:
                     lines_changed=plan.lines_changed,
                 )
             )
+
+    async def _set_reviewers(self, task: Task, requirements: Requirements) -> None:
+        """Denormalise who may review (see ``Task.review_any``) for the review queue."""
+        task.review_any = requirements.general_slots > 0
+        await self.session.execute(
+            delete(TaskReviewGroup).where(TaskReviewGroup.task_id == task.id)
+        )
+        self.session.add_all(
+            TaskReviewGroup(task_id=task.id, group_name=g.group) for g in requirements.groups
+        )
 
     async def recent_failures(self, task_type: str) -> list[bool]:
         """Outcomes of the last applies of this type, oldest first (True = failed)."""

@@ -28,6 +28,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -148,6 +149,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_state_created_at", "state", "created_at"),
         Index("ix_tasks_state_risk_score", "state", "risk_score"),
+        Index("ix_tasks_state_submitted_at", "state", "submitted_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -168,6 +170,10 @@ class Task(Base):
     risk_inputs: Mapped[dict[str, Any] | None] = mapped_column(Json)
     requirements: Mapped[dict[str, Any] | None] = mapped_column(Json)
     policy_version: Mapped[int | None] = mapped_column(Integer)
+    # Who may review, denormalised from ``requirements`` for the review queue's query:
+    # members of the task's review groups (task_review_groups) and, when general slots
+    # exist, any reviewer or admin.
+    review_any: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     review_deadline: Mapped[datetime | None] = mapped_column(Timestamp)
     approval_deadline: Mapped[datetime | None] = mapped_column(Timestamp)
     fence: Mapped[int | None] = mapped_column(BigInteger)
@@ -180,6 +186,17 @@ class Task(Base):
 
     # Every UPDATE checks and bumps ``version``; a lost race raises StaleDataError.
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class TaskReviewGroup(Base):
+    """A group whose members may review a task (see ``Task.review_any``)."""
+
+    __tablename__ = "task_review_groups"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_name: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class Preview(Base):
