@@ -6,7 +6,7 @@ PYTHON      ?= python3
 VENV        := .venv
 CLUSTER_DIR ?= $(CURDIR)/.data/redis-cluster
 
-.PHONY: venv lint test demo cluster-up cluster-down
+.PHONY: venv lint test run demo cluster-up cluster-down
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ lint: venv
 
 test: venv lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+run: venv
+	$(VENV)/bin/ade serve --demo $(SERVE_ARGS)
 
 demo: venv
 	$(VENV)/bin/ade demo $(DEMO_ARGS)

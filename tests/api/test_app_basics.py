@@ -81,3 +81,29 @@ async def test_ade_serve_answers_healthz(tmp_path: Path) -> None:
         assert await asyncio.wait_for(process.wait(), 30) in (0, -signal.SIGTERM)
     # Graceful: the lifespan closed the Runtime, which stopped the embedded Redis.
     assert not any((tmp_path / "redis").glob("*.sock"))
+
+
+async def test_demo_data_gives_each_reviewer_something_to_decide(tmp_path: Path) -> None:
+    from community_ade.cli.demo_data import seed, tokens_file
+
+    app = create_app(Settings(data_dir=tmp_path))
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        tokens = await seed(runtime)
+        assert set(tokens) == {"admin", "alice", "bob", "carol"}
+        assert await seed(runtime) == tokens  # once per data directory
+        assert tokens_file(runtime).stat().st_mode & 0o077 == 0
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ade") as client:
+
+            async def queue(who: str) -> list[str]:
+                headers = {"Authorization": f"Bearer {tokens[who]}"}
+                page = await client.get("/api/v1/approvals?awaiting=me", headers=headers)
+                return [t["title"] for t in page.json()["items"]]
+
+            assert await queue("bob") == ["turn on debug logging"]
+            assert await queue("carol") == [
+                "scale the demo service to 3",
+                "turn on debug logging",
+            ]
+            assert await queue("alice") == []

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.governance import Governance
@@ -38,15 +39,19 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+bearer = HTTPBearer(
+    auto_error=False, description="An API token, e.g. from `ade tokens create --user NAME`."
+)
+
+
 async def get_principal(
     session: SessionDep,
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The caller, from ``Authorization: Bearer <token>``."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise Unauthenticated("send an API token as 'Authorization: Bearer <token>'")
-    return await authenticate_token(session, token.strip(), now=utcnow())
+    return await authenticate_token(session, credentials.credentials.strip(), now=utcnow())
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

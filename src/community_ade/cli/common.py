@@ -44,6 +44,7 @@ def run(action: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open the Runtime, run ``action`` with it, close it; report errors plainly."""
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
 
     async def main() -> T:
         async with Runtime.open(settings) as runtime:

@@ -8,15 +8,31 @@ import typer
 import uvicorn
 
 from community_ade.api.app import create_app
-from community_ade.cli.common import load_settings
+from community_ade.cli.common import console, load_settings, run
+from community_ade.cli.demo_data import seed
 
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Seed demo people, a policy and tasks (once per data dir); print tokens."
+        ),
+    ] = False,
 ) -> None:
     """Serve the REST API; /healthz answers once Redis and the database are open."""
     settings = load_settings()
+    if demo:
+        tokens = run(seed)
+        console.print(f"[bold]Demo data[/bold] in {settings.data_dir}. Tokens (Bearer):")
+        for name, token in tokens.items():
+            console.print(f"  {name:<6} {token}")
+        console.print(
+            f"Open http://{host}:{port}/docs, press Authorize and paste a token: "
+            "bob has a task to review, carol (sre) another, alice submitted them."
+        )
     uvicorn.run(
         create_app(settings),
         host=host,
