@@ -128,9 +128,12 @@ class ReviewService:
         submitter, owner = await self._parties(task)
         check_can_vote(actor, submitter, owner, ActorKind.HUMAN)
         requirements = requirements_from_document(task.requirements or {}, task.type)
-        if action is ReviewAction.REQUEST_CHANGES:
-            return await self._request_changes(principal, task, comment)
-        if action is ReviewAction.DELEGATE:
+        if action in (ReviewAction.REQUEST_CHANGES, ReviewAction.DELEGATE):
+            # Only someone who could decide may send the task back or hand their slot on.
+            groups, roles = await self._directory({actor})
+            check_eligible(requirements, actor, groups, roles)
+            if action is ReviewAction.REQUEST_CHANGES:
+                return await self._request_changes(principal, task, comment)
             return await self._delegate(principal, task, delegate_to, comment)
         decision = Decision(action.value)
         delegations = await self._triggered(task, actor, requirements, submitter, owner)

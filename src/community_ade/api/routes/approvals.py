@@ -25,7 +25,7 @@ from community_ade.api.schemas import (
     TaskOut,
 )
 from community_ade.approvals.reviews import Outcome, ReviewAction, ReviewService
-from community_ade.auth.principal import Principal
+from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AdeError
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
@@ -181,6 +181,9 @@ async def batch(
     """Many decisions in one request, each with the digest its reviewer saw. Every item
     runs in its own savepoint: it is applied whole or not at all, and its result says
     which (``ok``, ``stale_preview``, ``not_eligible``, ``already_decided``, ...)."""
+
+    # Refused whole, not item by item: without the permission no item could succeed.
+    require(principal, Permission.REVIEW)
 
     async def run() -> BatchOut:
         results = []

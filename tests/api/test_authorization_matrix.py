@@ -1,0 +1,755 @@
+"""The authorization matrix: every route of the REST API × every kind of caller.
+
+``MATRIX_TABLE`` is the expected answer of each (route, caller) cell, written out by hand
+from the role table in the docs (deliberately *not* derived from ``ROLE_PERMISSIONS``):
+
+- ``ok``: allowed, and the route must actually do its job (the status it promises, 200 or
+  201, and a body that shows the effect: the task created, the vote recorded, ...);
+- ``403``: a ``forbidden`` problem document naming the missing permission (``needs``);
+- ``401``: an ``unauthenticated`` problem document (no token, or one that is not valid).
+
+Every cell gets a fresh precondition: the caller's own DRAFT task for edit / submit /
+cancel, a task somebody else submitted for the review routes, the caller's own delegation
+for revoke, and so on. ``SCENARIO_TABLE`` adds the cells where the answer depends on more
+than the role: ownership, separation of duties (``self_review``), policy eligibility
+(``not_eligible``), idempotency replays and dead tokens.
+
+``test_matrix_covers_every_route`` enumerates the app's routes, so a new route without a
+row here fails the suite. Everything runs on SQLite and on PostgreSQL (the ``api`` fixture).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Api
+from starlette.routing import WebSocketRoute
+
+from community_ade.api.app import create_app
+from community_ade.auth import service as auth
+
+# -- the expected matrix ----------------------------------------------------------------------
+
+OK = "ok"
+NO = "forbidden"
+AUTH = "unauthenticated"
+SELF = "self_review"
+INELIGIBLE = "not_eligible"
+
+CALLERS = ("admin", "reviewer", "submitter", "viewer", "agent", "anonymous", "bad_token")
+
+# Columns: adm admin, rev reviewer (bob), sub submitter (alice), vwr viewer (vic), agt an
+# agent of alice's, non no token, bad a well-formed token that was never issued.
+# Cells: ok = allowed and done; 403 = forbidden, naming the permission in "needs";
+# 401 = unauthenticated.
+MATRIX_TABLE = """
+method path                                         needs             adm rev sub vwr agt non bad
+GET    /healthz                                     -                 ok  ok  ok  ok  ok  ok  ok
+GET    /readyz                                      -                 ok  ok  ok  ok  ok  ok  ok
+POST   /api/v1/tasks                                task_write        ok  ok  ok  403 ok  401 401
+GET    /api/v1/tasks                                task_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/tasks/{task_id}                      task_read         ok  ok  ok  ok  ok  401 401
+PATCH  /api/v1/tasks/{task_id}                      task_write        ok  ok  ok  403 ok  401 401
+POST   /api/v1/tasks/{task_id}/submit               task_write        ok  ok  ok  403 ok  401 401
+POST   /api/v1/tasks/{task_id}/cancel               task_write        ok  ok  ok  403 ok  401 401
+GET    /api/v1/tasks/{task_id}/preview              task_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/approvals                            task_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/approvals/{task_id}                  task_read         ok  ok  ok  ok  ok  401 401
+POST   /api/v1/approvals/{task_id}/approve          review            ok  ok  403 403 403 401 401
+POST   /api/v1/approvals/{task_id}/reject           review            ok  ok  403 403 403 401 401
+POST   /api/v1/approvals/{task_id}/request-changes  review            ok  ok  403 403 403 401 401
+POST   /api/v1/approvals/{task_id}/delegate         review            ok  ok  403 403 403 401 401
+POST   /api/v1/approvals/batch                      review            ok  ok  403 403 403 401 401
+GET    /api/v1/policies                             policy_read       ok  ok  ok  ok  ok  401 401
+PUT    /api/v1/policies                             policy_write      ok  403 403 403 403 401 401
+POST   /api/v1/policies/evaluate                    policy_read       ok  ok  ok  ok  ok  401 401
+GET    /api/v1/delegations                          delegation_read   ok  ok  ok  ok  ok  401 401
+POST   /api/v1/delegations                          delegation_write  ok  ok  403 403 403 401 401
+DELETE /api/v1/delegations/{delegation_id}          delegation_write  ok  ok  403 403 403 401 401
+GET    /api/v1/audit                                audit_read        ok  ok  ok  ok  ok  401 401
+GET    /api/v1/audit/verify                         audit_read        ok  ok  ok  ok  ok  401 401
+"""
+
+CELLS = {"ok": OK, "403": NO, "401": AUTH}
+
+
+def _parse_matrix(table: str) -> dict[tuple[str, str], tuple[str | None, tuple[str, ...]]]:
+    rows = {}
+    for line in table.strip().splitlines()[1:]:
+        method, path, needs, *cells = line.split()
+        assert len(cells) == len(CALLERS), line
+        rows[(method, path)] = (None if needs == "-" else needs, tuple(CELLS[c] for c in cells))
+    return rows
+
+
+MATRIX = _parse_matrix(MATRIX_TABLE)
+
+# The framework's own documentation pages: not part of the API, no row needed.
+FRAMEWORK_ROUTES = {
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+
+# Who each caller is (the users come from the ``api`` fixture; ``agent`` is made here).
+USERS = {
+    "admin": "admin",
+    "reviewer": "bob",
+    "submitter": "alice",
+    "viewer": "vic",
+    "db_owner": "carol",  # a reviewer in the group db-owners
+}
+# Callers that may create tasks / delegations: the others act on somebody else's.
+TASK_WRITERS = {"admin", "reviewer", "submitter", "agent", "db_owner"}
+DELEGATORS = {"admin", "reviewer", "db_owner"}
+
+# A well-formed token that was never issued.
+UNKNOWN_TOKEN = "ade_u0000000_" + "A" * 43
+
+
+# -- the world a cell runs in -----------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """What a cell acts on, prepared by a precondition."""
+
+    task_id: str | None = None
+    digest: str | None = None
+    delegation_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class World:
+    """The ``api`` fixture plus an agent of alice's, and helpers to set the scene."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.tokens: dict[str, str] = {}
+        self.ids: dict[str, str] = {user: api.ids[name] for user, name in USERS.items()}
+
+    @classmethod
+    async def create(cls, api: Api) -> World:
+        world = cls(api)
+        await world.add_agent("agent", owner="submitter")
+        return world
+
+    async def add_agent(self, caller: str, *, owner: str) -> None:
+        """An agent identity owned by ``owner`` and a token for it, known as ``caller``."""
+        async with self.api.runtime.sessions.begin() as session:
+            agent = await auth.create_agent_identity(
+                session, f"{caller}-bot", uuid.UUID(self.ids[owner])
+            )
+            self.tokens[caller], _ = await auth.create_token(
+                session, name="matrix", agent_id=agent.id
+            )
+            self.ids[caller] = str(agent.id)
+
+    def headers(self, caller: str) -> dict[str, str]:
+        if caller == "anonymous":
+            return {}
+        if caller == "bad_token":
+            return {"Authorization": f"Bearer {UNKNOWN_TOKEN}"}
+        if caller in self.tokens:
+            return {"Authorization": f"Bearer {self.tokens[caller]}"}
+        return self.api.as_(USERS[caller])
+
+    async def call(
+        self, caller: str, t: Target, method: str, url: str, json: Any = None
+    ) -> httpx.Response:
+        headers = self.headers(caller) | t.headers
+        return await self.api.client.request(method, url, json=json, headers=headers)
+
+    # -- scene setting (always as someone allowed, asserting it worked) --
+
+    def task_body(self) -> dict[str, Any]:
+        return {
+            "type": "files.write",
+            "title": "turn on debug",
+            "payload": {
+                "root": str(self.api.workspace),
+                "changes": [{"path": "app.conf", "action": "write", "content": "debug = true\n"}],
+            },
+            "resources": [{"type": "configuration", "id": "app", "actions": ["write"]}],
+        }
+
+    async def draft(self, owner: str, headers: dict[str, str] | None = None) -> str:
+        t = Target(headers=headers or {})
+        r = await self.call(owner, t, "POST", "/api/v1/tasks", self.task_body())
+        assert r.status_code == 201, f"setup: {owner} creates a task: {r.text}"
+        return str(r.json()["id"])
+
+    async def submitted(self, owner: str) -> Target:
+        task_id = await self.draft(owner)
+        r = await self.call(owner, Target(), "POST", f"/api/v1/tasks/{task_id}/submit")
+        assert r.status_code == 200, f"setup: {owner} submits: {r.text}"
+        assert r.json()["task"]["state"] == "SUBMITTED", r.text
+        return Target(task_id=task_id, digest=r.json()["preview_digest"])
+
+    async def delegation(self, delegator: str, delegate: str = "db_owner") -> str:
+        body = self.delegation_body(delegate)
+        r = await self.call(delegator, Target(), "POST", "/api/v1/delegations", body)
+        assert r.status_code == 201, f"setup: {delegator} delegates: {r.text}"
+        return str(r.json()["id"])
+
+    def delegation_body(self, delegate: str) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {
+            "delegate": self.ids[delegate],
+            "valid_from": (now - timedelta(minutes=1)).isoformat(),
+            "valid_until": (now + timedelta(days=1)).isoformat(),
+        }
+
+    async def put_policy(self, document: dict[str, Any]) -> None:
+        r = await self.call("admin", Target(), "PUT", "/api/v1/policies", document)
+        assert r.status_code == 200, f"setup: admin stores a policy: {r.text}"
+
+
+# -- preconditions: (world, caller) -> the target of the cell ---------------------------------
+
+Precondition = Callable[[World, str], Awaitable[Target]]
+
+
+async def nothing(w: World, caller: str) -> Target:
+    return Target()
+
+
+async def own_draft(w: World, caller: str) -> Target:
+    """The caller's own DRAFT task; a caller that cannot create one gets alice's."""
+    return Target(task_id=await w.draft(caller if caller in TASK_WRITERS else "submitter"))
+
+
+async def submitted_by_submitter(w: World, caller: str) -> Target:
+    return await w.submitted("submitter")
+
+
+async def own_delegation(w: World, caller: str) -> Target:
+    """The caller's own delegation; a caller that cannot delegate gets bob's."""
+    delegator = caller if caller in DELEGATORS else "reviewer"
+    delegate = "reviewer" if delegator == "db_owner" else "db_owner"
+    return Target(delegation_id=await w.delegation(delegator, delegate))
+
+
+async def reviewers_delegation(w: World, caller: str) -> Target:
+    return Target(delegation_id=await w.delegation("reviewer"))
+
+
+async def submitters_draft(w: World, caller: str) -> Target:
+    return Target(task_id=await w.draft("submitter"))
+
+
+async def agents_draft(w: World, caller: str) -> Target:
+    return Target(task_id=await w.draft("agent"))
+
+
+async def db_owner_delegation(w: World, caller: str) -> Target:
+    return Target(delegation_id=await w.delegation("db_owner", "reviewer"))
+
+
+async def reviewers_task(w: World, caller: str) -> Target:
+    return await w.submitted("reviewer")
+
+
+async def admins_task(w: World, caller: str) -> Target:
+    return await w.submitted("admin")
+
+
+async def reviewer_agent_task(w: World, caller: str) -> Target:
+    await w.add_agent("reviewers_agent", owner="reviewer")
+    return await w.submitted("reviewers_agent")
+
+
+async def group_rule_task(w: World, caller: str) -> Target:
+    """Alice's task under a policy that wants one approval from db-owners (carol) and no
+    general slot: bob (a reviewer) and the admin are not eligible."""
+    await w.put_policy(
+        {
+            "rules": [
+                {
+                    "name": "config needs db-owners",
+                    "task_types": ["files.*"],
+                    "resource_types": ["configuration"],
+                    "groups": [{"group": "db-owners", "count": 1}],
+                }
+            ]
+        }
+    )
+    target = await w.submitted("submitter")
+    task = (await w.call("admin", target, "GET", f"/api/v1/tasks/{target.task_id}")).json()
+    assert task["requirements"]["groups"] == [{"group": "db-owners", "count": 1}], task
+    assert task["requirements"]["approvals_needed"] == 1, task
+    return target
+
+
+async def create_key_used(w: World, caller: str) -> Target:
+    """Alice created a task with an Idempotency-Key; the caller sends the same key."""
+    key = {"Idempotency-Key": f"create-{uuid.uuid4()}"}
+    await w.draft("submitter", headers=key)
+    return Target(headers=key)
+
+
+async def submit_key_used(w: World, caller: str) -> Target:
+    """Alice submitted her task with an Idempotency-Key; the caller sends the same key."""
+    key = {"Idempotency-Key": f"submit-{uuid.uuid4()}"}
+    task_id = await w.draft("submitter")
+    r = await w.call("submitter", Target(headers=key), "POST", f"/api/v1/tasks/{task_id}/submit")
+    assert r.status_code == 200, r.text
+    return Target(task_id=task_id, headers=key)
+
+
+async def revoked_token(w: World, caller: str) -> Target:
+    async with w.api.runtime.sessions.begin() as session:
+        user = await auth.get_user_by_name(session, "bob")
+        w.tokens[caller], row = await auth.create_token(session, name="old", user_id=user.id)
+        await auth.revoke_token(session, row.id)
+    return Target()
+
+
+async def disabled_user(w: World, caller: str) -> Target:
+    async with w.api.runtime.sessions.begin() as session:
+        user = await auth.create_user(session, "dora", "admin")
+        w.tokens[caller], _ = await auth.create_token(session, name="t", user_id=user.id)
+        await auth.disable_user(session, user.id)
+    return Target()
+
+
+async def disabled_owner(w: World, caller: str) -> Target:
+    async with w.api.runtime.sessions.begin() as session:
+        owner = await auth.create_user(session, "olaf", "submitter")
+        agent = await auth.create_agent_identity(session, "olafs-bot", owner.id)
+        w.tokens[caller], _ = await auth.create_token(session, name="t", agent_id=agent.id)
+        await auth.disable_user(session, owner.id)
+    return Target()
+
+
+# -- the routes: one request each, and what "did its job" means -------------------------------
+
+
+@dataclass
+class Reply:
+    response: httpx.Response
+    ok_status: int
+    did_its_job: Callable[[Any], bool]
+
+
+Action = Callable[[World, str, Target], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Route:
+    action: Action
+    precondition: Precondition
+
+
+ROUTES: dict[tuple[str, str], Route] = {}
+
+
+def route(
+    method: str, path: str, precondition: Precondition = nothing
+) -> Callable[[Action], Action]:
+    def register(action: Action) -> Action:
+        ROUTES[(method, path)] = Route(action, precondition)
+        return action
+
+    return register
+
+
+def decision(w: World, caller: str, b: Any, state: str, verb: str) -> bool:
+    review = b["review"]
+    mine = review["actor_id"] == w.ids[caller]
+    return bool(b["task"]["state"] == state and review["decision"] == verb and mine)
+
+
+@route("GET", "/healthz")
+async def healthz(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/healthz")
+    return Reply(r, 200, lambda b: b == {"status": "ok"})
+
+
+@route("GET", "/readyz")
+async def readyz(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/readyz")
+    return Reply(r, 200, lambda b: b["status"] == "ok")
+
+
+@route("POST", "/api/v1/tasks")
+async def create_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", "/api/v1/tasks", w.task_body())
+
+    def created(b: Any) -> bool:
+        mine = b["submitter_id"] == w.ids[caller] and b["agent_id"] is None
+        agents = b["submitter_id"] == w.ids["submitter"] and b["agent_id"] == w.ids["agent"]
+        return bool(b["state"] == "DRAFT" and (agents if caller == "agent" else mine))
+
+    return Reply(r, 201, created)
+
+
+@route("GET", "/api/v1/tasks", own_draft)
+async def list_tasks(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/tasks?limit=100")
+    return Reply(r, 200, lambda b: t.task_id in [i["id"] for i in b["items"]])
+
+
+@route("GET", "/api/v1/tasks/{task_id}", own_draft)
+async def get_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"/api/v1/tasks/{t.task_id}")
+    return Reply(r, 200, lambda b: b["id"] == t.task_id)
+
+
+@route("PATCH", "/api/v1/tasks/{task_id}", own_draft)
+async def update_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "PATCH", f"/api/v1/tasks/{t.task_id}", {"title": "edited"})
+    return Reply(r, 200, lambda b: b["title"] == "edited" and b["id"] == t.task_id)
+
+
+@route("POST", "/api/v1/tasks/{task_id}/submit", own_draft)
+async def submit_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/submit")
+    return Reply(r, 200, lambda b: b["task"]["state"] == "SUBMITTED" and len(b["preview_digest"]))
+
+
+@route("POST", "/api/v1/tasks/{task_id}/cancel", own_draft)
+async def cancel_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/cancel", {"reason": "no"})
+    return Reply(r, 200, lambda b: b["state"] == "CANCELLED")
+
+
+@route("GET", "/api/v1/tasks/{task_id}/preview", submitted_by_submitter)
+async def get_preview(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"/api/v1/tasks/{t.task_id}/preview")
+    return Reply(r, 200, lambda b: b["digest"] == t.digest and "+debug = true" in b["content"])
+
+
+@route("GET", "/api/v1/approvals", submitted_by_submitter)
+async def list_approvals(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/approvals?limit=100")
+    return Reply(r, 200, lambda b: t.task_id in [i["id"] for i in b["items"]])
+
+
+@route("GET", "/api/v1/approvals/{task_id}", submitted_by_submitter)
+async def get_approval(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"/api/v1/approvals/{t.task_id}")
+    return Reply(r, 200, lambda b: b["task"]["id"] == t.task_id and b["accounting"]["needed"] >= 1)
+
+
+@route("POST", "/api/v1/approvals/{task_id}/approve", submitted_by_submitter)
+async def approve(w: World, caller: str, t: Target) -> Reply:
+    url = f"/api/v1/approvals/{t.task_id}/approve"
+    r = await w.call(caller, t, "POST", url, {"digest": t.digest})
+    return Reply(r, 200, lambda b: decision(w, caller, b, "APPROVED", "approve"))
+
+
+@route("POST", "/api/v1/approvals/{task_id}/reject", submitted_by_submitter)
+async def reject(w: World, caller: str, t: Target) -> Reply:
+    url = f"/api/v1/approvals/{t.task_id}/reject"
+    r = await w.call(caller, t, "POST", url, {"digest": t.digest, "comment": "no"})
+    return Reply(r, 200, lambda b: decision(w, caller, b, "REJECTED", "reject"))
+
+
+@route("POST", "/api/v1/approvals/{task_id}/request-changes", submitted_by_submitter)
+async def request_changes(w: World, caller: str, t: Target) -> Reply:
+    url = f"/api/v1/approvals/{t.task_id}/request-changes"
+    r = await w.call(caller, t, "POST", url, {"digest": t.digest, "comment": "please"})
+    return Reply(r, 200, lambda b: decision(w, caller, b, "DRAFT", "request_changes"))
+
+
+@route("POST", "/api/v1/approvals/{task_id}/delegate", submitted_by_submitter)
+async def delegate(w: World, caller: str, t: Target) -> Reply:
+    stand_in = "reviewer" if caller == "db_owner" else "db_owner"
+    body = {"digest": t.digest, "delegate_to": w.ids[stand_in]}
+    r = await w.call(caller, t, "POST", f"/api/v1/approvals/{t.task_id}/delegate", body)
+    return Reply(
+        r,
+        200,
+        lambda b: (
+            decision(w, caller, b, "SUBMITTED", "delegate")
+            and b["review"]["delegate_to"] == w.ids[stand_in]
+        ),
+    )
+
+
+@route("POST", "/api/v1/approvals/batch", submitted_by_submitter)
+async def batch(w: World, caller: str, t: Target) -> Reply:
+    body = {"items": [{"task_id": t.task_id, "action": "approve", "digest": t.digest}]}
+    r = await w.call(caller, t, "POST", "/api/v1/approvals/batch", body)
+    return Reply(
+        r,
+        200,
+        lambda b: (
+            [(i["task_id"], i["result"], i["state"]) for i in b["results"]]
+            == [(t.task_id, "ok", "APPROVED")]
+        ),
+    )
+
+
+@route("GET", "/api/v1/policies")
+async def get_policy(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/policies")
+    return Reply(r, 200, lambda b: b["version"] == 0 and b["document"]["rules"] == [])
+
+
+@route("PUT", "/api/v1/policies")
+async def put_policy(w: World, caller: str, t: Target) -> Reply:
+    document = {"rules": [], "default_review_ttl_seconds": 3600}
+    r = await w.call(caller, t, "PUT", "/api/v1/policies", document)
+    return Reply(
+        r,
+        200,
+        lambda b: b["version"] == 1 and b["document"]["default_review_ttl_seconds"] == 3600,
+    )
+
+
+@route("POST", "/api/v1/policies/evaluate")
+async def evaluate_policy(w: World, caller: str, t: Target) -> Reply:
+    body = {"type": "files.write", "resources": w.task_body()["resources"], "lines_changed": 2}
+    r = await w.call(caller, t, "POST", "/api/v1/policies/evaluate", body)
+    return Reply(
+        r,
+        200,
+        lambda b: (
+            b["requirements"]["approvals_needed"] >= 1
+            and w.ids["db_owner"] in b["eligible_any"]
+            and w.ids["viewer"] not in b["eligible_any"]
+        ),
+    )
+
+
+@route("GET", "/api/v1/delegations", reviewers_delegation)
+async def list_delegations(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/delegations")
+    # Bob's delegation to carol: the admin and bob see it; the others are no party to it.
+    party = caller in {"admin", "reviewer", "db_owner"}
+    return Reply(r, 200, lambda b: (t.delegation_id in [d["id"] for d in b]) == party)
+
+
+@route("POST", "/api/v1/delegations")
+async def create_delegation(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", "/api/v1/delegations", w.delegation_body("db_owner"))
+    return Reply(
+        r,
+        201,
+        lambda b: b["delegator_id"] == w.ids[caller] and b["delegate_id"] == w.ids["db_owner"],
+    )
+
+
+@route("DELETE", "/api/v1/delegations/{delegation_id}", own_delegation)
+async def revoke_delegation(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", f"/api/v1/delegations/{t.delegation_id}")
+    return Reply(r, 200, lambda b: b["id"] == t.delegation_id and b["revoked_at"] is not None)
+
+
+@route("GET", "/api/v1/audit", own_draft)
+async def list_audit(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"/api/v1/audit?subject=task:{t.task_id}")
+    return Reply(r, 200, lambda b: [e["type"] for e in b["items"]] == ["task:created"])
+
+
+@route("GET", "/api/v1/audit/verify", own_draft)
+async def verify_audit(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/audit/verify")
+    return Reply(r, 200, lambda b: b["ok"] is True and b["checked"] >= 1)
+
+
+# -- judging one cell -------------------------------------------------------------------------
+
+
+def _show(r: httpx.Response) -> str:
+    return f"{r.status_code} {r.text[:600]}"
+
+
+def _problem(r: httpx.Response, status: int, code: str) -> str | None:
+    """None if ``r`` is the problem document (status, type); else what is wrong."""
+    if r.status_code != status:
+        return f"expected {status} {code}, got {_show(r)}"
+    if not r.headers.get("content-type", "").startswith("application/problem+json"):
+        return f"expected application/problem+json, got {r.headers.get('content-type')}"
+    body = r.json()
+    if body.get("type") != code or body.get("status") != status or not body.get("detail"):
+        return f"expected a {status} {code} problem document, got {_show(r)}"
+    return None
+
+
+def judge(expected: str, reply: Reply, permission: str | None) -> str | None:
+    """None if the reply is what the cell expects; else a description of the mismatch."""
+    r = reply.response
+    if expected == OK:
+        if r.status_code != reply.ok_status:
+            return f"expected {reply.ok_status}, got {_show(r)}"
+        if not reply.did_its_job(r.json()):
+            return f"answered {r.status_code} but did not do its job: {_show(r)}"
+        return None
+    if expected == AUTH:
+        wrong = _problem(r, 401, AUTH)
+        if wrong is None and r.headers.get("www-authenticate") != "Bearer":
+            wrong = f"401 without 'WWW-Authenticate: Bearer': {dict(r.headers)}"
+        return wrong
+    if expected.startswith("item:"):  # a batch answers per item
+        if r.status_code != 200:
+            return f"expected 200 with item result {expected[5:]}, got {_show(r)}"
+        got = [i["result"] for i in r.json()["results"]]
+        return None if got == [expected[5:]] else f"expected item result {expected[5:]}: {_show(r)}"
+    wrong = _problem(r, 403, expected)
+    if wrong is None and permission is not None and r.json().get("permission") != permission:
+        wrong = f"a 403 that does not name the missing permission {permission!r}: {_show(r)}"
+    return wrong
+
+
+async def run_cell(
+    w: World,
+    key: tuple[str, str],
+    caller: str,
+    expected: str,
+    *,
+    precondition: Precondition | None = None,
+    permission: str | None = None,
+) -> str | None:
+    spec = ROUTES[key]
+    target = await (precondition or spec.precondition)(w, caller)
+    reply = await spec.action(w, caller, target)
+    wrong = judge(expected, reply, permission)
+    return None if wrong is None else f"{key[0]} {key[1]} as {caller}: {wrong}"
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def _walk(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(method, path) of every route, including those hidden from the OpenAPI document."""
+    for r in routes:
+        path = getattr(r, "path", None)
+        methods = getattr(r, "methods", None) or ({"WS"} if isinstance(r, WebSocketRoute) else ())
+        for method in methods:
+            if method != "HEAD" and path is not None:
+                yield method, prefix + path
+        inner = getattr(r, "original_router", None)  # FastAPI keeps included routers lazy
+        if inner is not None:
+            yield from _walk(inner.routes, prefix + r.include_context.prefix)
+        elif path is not None and getattr(r, "routes", None):  # a Mount
+            yield from _walk(r.routes, prefix + path)
+
+
+def test_matrix_covers_every_route() -> None:
+    app = create_app()
+    documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    served = set(_walk(app.routes)) - FRAMEWORK_ROUTES
+    assert {k for k in served if k[1].startswith("/api/v1")}, "found no /api/v1 route to check"
+    routes = documented | served
+    assert sorted(routes - set(MATRIX)) == [], "routes without a row in the matrix"
+    assert sorted(set(MATRIX) - routes) == [], "matrix rows for routes that do not exist"
+    assert set(ROUTES) == set(MATRIX), "every matrix row needs its request in ROUTES"
+    assert all(len(row) == len(CALLERS) for _, row in MATRIX.values())
+
+
+@pytest.mark.parametrize("key", list(MATRIX), ids=lambda k: f"{k[0]} {k[1]}")
+async def test_authorization_matrix(api: Api, key: tuple[str, str]) -> None:
+    """One route × every caller; every mismatch is reported, not only the first."""
+    world = await World.create(api)
+    permission, row = MATRIX[key]
+    failures = [
+        await run_cell(world, key, caller, expected, permission=permission)
+        for caller, expected in zip(CALLERS, row, strict=True)
+    ]
+    problems = [f for f in failures if f is not None]
+    assert not problems, "\n".join(problems)
+
+
+# Cells where the answer depends on more than the role. Paths are under /api/v1; callers as
+# in CALLERS, plus db_owner (carol, a reviewer in db-owners) and three dead tokens;
+# "item:X" is a batch answering 200 with X as the item's result.
+SCENARIO_TABLE = """
+method path                                  caller     precondition        expected
+# Ownership: a DRAFT task is changed by its submitter (or the agent that made it) or an
+# admin. An agent touches only its own tasks; its owner answers for them.
+PATCH  /tasks/{task_id}                      reviewer   submitters_draft    403
+PATCH  /tasks/{task_id}                      agent      submitters_draft    403
+PATCH  /tasks/{task_id}                      admin      submitters_draft    ok
+PATCH  /tasks/{task_id}                      submitter  agents_draft        ok
+POST   /tasks/{task_id}/submit               reviewer   submitters_draft    403
+POST   /tasks/{task_id}/submit               agent      submitters_draft    403
+POST   /tasks/{task_id}/submit               admin      submitters_draft    ok
+POST   /tasks/{task_id}/submit               submitter  agents_draft        ok
+POST   /tasks/{task_id}/cancel               reviewer   submitters_draft    403
+POST   /tasks/{task_id}/cancel               agent      submitters_draft    403
+POST   /tasks/{task_id}/cancel               admin      submitters_draft    ok
+POST   /tasks/{task_id}/cancel               submitter  agents_draft        ok
+# Only the delegator (or an admin) revokes a delegation.
+DELETE /delegations/{delegation_id}          reviewer   db_owner_delegation 403
+DELETE /delegations/{delegation_id}          admin      db_owner_delegation ok
+# Separation of duties: nobody decides on a task they, or their agent, submitted.
+POST   /approvals/{task_id}/approve          reviewer   reviewers_task      self_review
+POST   /approvals/{task_id}/reject           reviewer   reviewers_task      self_review
+POST   /approvals/{task_id}/request-changes  reviewer   reviewers_task      self_review
+POST   /approvals/{task_id}/delegate         reviewer   reviewers_task      self_review
+POST   /approvals/batch                      reviewer   reviewers_task      item:self_review
+POST   /approvals/{task_id}/approve          admin      admins_task         self_review
+POST   /approvals/{task_id}/approve          reviewer   reviewer_agent_task self_review
+POST   /approvals/{task_id}/approve          db_owner   reviewers_task      ok
+# Eligibility: under a rule wanting one db-owners approval (and no general slot) only
+# carol may decide; neither the reviewer role nor the admin role fills a group slot.
+POST   /approvals/{task_id}/approve          db_owner   group_rule_task     ok
+POST   /approvals/{task_id}/approve          reviewer   group_rule_task     not_eligible
+POST   /approvals/{task_id}/approve          admin      group_rule_task     not_eligible
+POST   /approvals/{task_id}/reject           db_owner   group_rule_task     ok
+POST   /approvals/{task_id}/reject           reviewer   group_rule_task     not_eligible
+POST   /approvals/{task_id}/request-changes  db_owner   group_rule_task     ok
+POST   /approvals/{task_id}/request-changes  reviewer   group_rule_task     not_eligible
+POST   /approvals/{task_id}/delegate         reviewer   group_rule_task     not_eligible
+POST   /approvals/batch                      db_owner   group_rule_task     ok
+POST   /approvals/batch                      reviewer   group_rule_task     item:not_eligible
+# An Idempotency-Key never replays somebody else's answer past authorization.
+POST   /tasks                                viewer     create_key_used     403
+POST   /tasks                                anonymous  create_key_used     401
+POST   /tasks/{task_id}/submit               reviewer   submit_key_used     403
+# Dead tokens: revoked; of a disabled user; of an agent whose owner is disabled.
+GET    /tasks                                revoked    revoked_token       401
+GET    /tasks                                disabled   disabled_user       401
+GET    /tasks                                orphaned   disabled_owner      401
+"""
+
+PRECONDITIONS: dict[str, Precondition] = {
+    "submitters_draft": submitters_draft,
+    "agents_draft": agents_draft,
+    "db_owner_delegation": db_owner_delegation,
+    "reviewers_task": reviewers_task,
+    "admins_task": admins_task,
+    "reviewer_agent_task": reviewer_agent_task,
+    "group_rule_task": group_rule_task,
+    "create_key_used": create_key_used,
+    "submit_key_used": submit_key_used,
+    "revoked_token": revoked_token,
+    "disabled_user": disabled_user,
+    "disabled_owner": disabled_owner,
+}
+
+
+def _parse_scenarios(table: str) -> list[tuple[tuple[str, str], str, str, str]]:
+    rows = []
+    for line in table.strip().splitlines()[1:]:
+        if not line.startswith("#"):
+            method, path, caller, precondition, expected = line.split()
+            outcome = CELLS.get(expected, expected)
+            rows.append(((method, "/api/v1" + path), caller, precondition, outcome))
+    return rows
+
+
+SCENARIOS = _parse_scenarios(SCENARIO_TABLE)
+
+
+@pytest.mark.parametrize(
+    ("key", "caller", "precondition", "expected"),
+    SCENARIOS,
+    ids=[f"{k[0]} {k[1]} as {c} on {p}" for k, c, p, _ in SCENARIOS],
+)
+async def test_authorization_scenario(
+    api: Api, key: tuple[str, str], caller: str, precondition: str, expected: str
+) -> None:
+    world = await World.create(api)
+    wrong = await run_cell(world, key, caller, expected, precondition=PRECONDITIONS[precondition])
+    assert wrong is None, wrong
