@@ -515,8 +515,8 @@ async def evaluate_policy(w: World, caller: str, t: Target) -> Reply:
         200,
         lambda b: (
             b["requirements"]["approvals_needed"] >= 1
-            and w.ids["db_owner"] in b["eligible_any"]
-            and w.ids["viewer"] not in b["eligible_any"]
+            and w.ids["db_owner"] in b["eligible_reviewers"]["any_slot"]
+            and w.ids["viewer"] not in b["eligible_reviewers"]["any_slot"]
         ),
     )
 

@@ -145,7 +145,7 @@ async def test_policy_routes_and_evaluate(api: Api) -> None:
     )
     body = evaluation.json()
     assert body["requirements"]["matched_rules"] == ["config needs db-owners"]
-    assert body["eligible_by_group"]["db-owners"] == [api.ids["carol"]]
+    assert body["eligible_reviewers"]["by_group"]["db-owners"] == [api.ids["carol"]]
 
 
 async def submitted(api: Api, who: str = "alice") -> tuple[str, str]:
@@ -240,7 +240,11 @@ async def test_the_queue_shows_each_reviewer_what_they_may_decide(api: Api) -> N
     assert (
         await c.put("/api/v1/policies", json=policy, headers=api.as_("admin"))
     ).status_code == 200
-    task_id, digest = await submitted(api)
+    created = await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_("alice"))
+    task_id = created.json()["id"]
+    submit = (await c.post(f"/api/v1/tasks/{task_id}/submit", headers=api.as_("alice"))).json()
+    digest = submit["preview_digest"]
+    assert submit["eligible_reviewers"]["by_group"] == {"db-owners": [api.ids["carol"]]}
 
     async def queue(who: str) -> list[str]:
         page = (await c.get("/api/v1/approvals?awaiting=me", headers=api.as_(who))).json()
@@ -252,7 +256,19 @@ async def test_the_queue_shows_each_reviewer_what_they_may_decide(api: Api) -> N
     assert await queue("alice") == []  # the submitter never
     all_open = (await c.get("/api/v1/approvals", headers=api.as_("vic"))).json()
     assert [t["id"] for t in all_open["items"]] == [task_id]
-    await c.post(
-        f"/api/v1/approvals/{task_id}/approve", json={"digest": digest}, headers=api.as_("carol")
+    # Carol hands her review to bob: now it is in his queue, and his approval counts
+    # for her group slot.
+    handed = await c.post(
+        f"/api/v1/approvals/{task_id}/delegate",
+        json={"digest": digest, "delegate_to": api.ids["bob"]},
+        headers=api.as_("carol"),
     )
+    assert handed.status_code == 200, handed.text
+    assert await queue("bob") == [task_id]
+    approved = await c.post(
+        f"/api/v1/approvals/{task_id}/approve", json={"digest": digest}, headers=api.as_("bob")
+    )
+    assert approved.json()["task"]["state"] == "APPROVED"
+    assert approved.json()["delegated_for"] == [api.ids["carol"]]
     assert await queue("carol") == []
+    assert await queue("bob") == []

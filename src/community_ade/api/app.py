@@ -7,12 +7,14 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
 from community_ade import __version__
 from community_ade.api import errors
 from community_ade.api.routes import approvals, audit, governance, health, tasks
+from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
 from community_ade.errors import AdeError
@@ -21,6 +23,23 @@ from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
 API_PREFIX = "/api/v1"
+_PROBLEM: dict[str, Any] = {
+    "model": Problem,
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+# Every API route may answer with these problem documents (api/errors.py).
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM, "description": text}
+    for status, text in {
+        401: "No valid token (`unauthenticated`).",
+        403: "Not permitted (`forbidden`, `self_review`, `not_eligible`).",
+        404: "No such object (`not_found`).",
+        409: "Conflicts with the current state (`invalid_transition`, `stale_preview`, "
+        "`already_decided`, `conflict`).",
+        422: "The request is not valid (`validation_failed`).",
+        503: "Redis or the database is unreachable (`service_unavailable`).",
+    }.items()
+}
 log = logging.getLogger(__name__)
 
 
@@ -69,5 +88,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     for module in (tasks, approvals, governance, audit):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     return app

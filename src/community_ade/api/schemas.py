@@ -6,12 +6,21 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from community_ade.approvals.accounting import Accounting
+from community_ade.approvals.accounting import Accounting, EligibleReviewers
 from community_ade.approvals.risk import Action, ResourceRef, ResourceType, RiskScore, Scope
 
 T = TypeVar("T")
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457), served as ``application/problem+json``; ``type`` is stable."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
 
 
 class Page(BaseModel, Generic[T]):
@@ -127,12 +136,29 @@ class RiskOut(BaseModel):
         )
 
 
+class ReviewersOut(BaseModel):
+    """Who may fill the slots: by required group, the general slots, and what no one can."""
+
+    by_group: dict[str, list[str]]
+    any_slot: list[str]
+    shortfalls: list[str]
+
+    @classmethod
+    def of(cls, reviewers: EligibleReviewers) -> ReviewersOut:
+        return cls(
+            by_group={g: list(users) for g, users in reviewers.by_group},
+            any_slot=list(reviewers.any_slot),
+            shortfalls=list(reviewers.shortfalls),
+        )
+
+
 class SubmitOut(BaseModel):
     task: TaskOut
     preview_digest: str
     summary: str
     risk: RiskOut
     requirements: dict[str, Any]
+    eligible_reviewers: ReviewersOut
     auto_approved: bool
 
 
@@ -253,9 +279,7 @@ class EvaluateBody(BaseModel):
 class EvaluateOut(BaseModel):
     risk: RiskOut
     requirements: dict[str, Any]
-    eligible_by_group: dict[str, list[str]]
-    eligible_any: list[str]
-    shortfalls: list[str]
+    eligible_reviewers: ReviewersOut
 
 
 class PolicyOut(BaseModel):
@@ -267,8 +291,8 @@ class DelegationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     delegate: uuid.UUID
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime
     task_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
     resource_types: list[ResourceType] = Field(default_factory=list)
     max_risk: float = Field(default=100.0, ge=0, le=100)

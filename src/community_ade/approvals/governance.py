@@ -20,7 +20,7 @@ from community_ade.approvals.delegation import Delegation as DelegationRule
 from community_ade.approvals.policy import Requirements, compute_requirements
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, ResourceType, RiskScore, score_task
-from community_ade.approvals.service import TaskService, actor_of, flush_or_conflict
+from community_ade.approvals.service import TaskService, actor_of, directory, flush_or_conflict
 from community_ade.approvals.states import TaskState, Trigger, next_state
 from community_ade.audit import log as audit
 from community_ade.audit.chain import Actor
@@ -29,8 +29,6 @@ from community_ade.errors import Forbidden, InvalidInput, NotFound
 from community_ade.execution.executors import get_executor
 from community_ade.storage.models import (
     Delegation,
-    Group,
-    GroupMember,
     PolicyVersion,
     Task,
     User,
@@ -105,24 +103,11 @@ class Governance:
         failures = await self.tasks.recent_failures(task_type)
         risk = score_task(resources, lines_changed, failures)
         requirements = compute_requirements(await self.tasks.policy(), task_type, resources, risk)
-        groups, roles = await self._directory()
+        groups, roles = await directory(self.session)
         reviewers = eligible_reviewers(
             requirements, groups, roles, submitter=str(principal.user_id)
         )
         return Evaluation(risk=risk, requirements=requirements, reviewers=reviewers)
-
-    async def _directory(self) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-        users = await self.session.execute(
-            select(User.id, User.role).where(User.disabled_at.is_(None))
-        )
-        roles = {str(uid): {role} for uid, role in users}
-        groups: dict[str, set[str]] = {uid: set() for uid in roles}
-        rows = await self.session.execute(
-            select(GroupMember.user_id, Group.name).join(Group, Group.id == GroupMember.group_id)
-        )
-        for uid, name in rows:
-            groups.setdefault(str(uid), set()).add(name)
-        return groups, roles
 
     # -- delegations ------------------------------------------------------------------
 

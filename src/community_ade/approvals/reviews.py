@@ -110,7 +110,7 @@ class ReviewService:
             raise NotFound(f"no task {task_id}")
         actor = str(principal.id)
         previous = await self._own_current_vote(task, actor)
-        if previous is not None and previous.decision == action.value:
+        if previous is not None and previous.decision == action.value and previous.digest == digest:
             # The same decision again (a retry): the original result, nothing new.
             return Outcome(task, previous, (), await self._account(task), repeated=True)
         if TaskState(task.state) not in OPEN_FOR_REVIEW:
@@ -175,7 +175,15 @@ class ReviewService:
                 Review.actor_id == principal.id,
                 Review.stale.is_(False),
                 Review.via_delegation_for.is_(None),
+                Review.decision.in_(("approve", "reject")),
             )
+            # A reviewer handed this task's review to the principal (delegate action).
+            handed = select(Review.task_id).where(
+                Review.delegate_to == principal.id,
+                Review.decision == "delegate",
+                Review.stale.is_(False),
+            )
+            eligible = or_(eligible, Task.id.in_(handed))
             mine = select(Agent.id).where(Agent.owner_id == principal.id)
             query = query.where(
                 eligible,

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from community_ade.approvals.accounting import EligibleReviewers, eligible_reviewers
 from community_ade.approvals.policy import Policy, Requirements, compute_requirements
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
@@ -29,7 +30,16 @@ from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
 from community_ade.execution.executors import get_executor
 from community_ade.execution.executors.base import Plan, PlanContext
-from community_ade.storage.models import PolicyVersion, Preview, Task, TaskReviewGroup, utcnow
+from community_ade.storage.models import (
+    Group,
+    GroupMember,
+    PolicyVersion,
+    Preview,
+    Task,
+    TaskReviewGroup,
+    User,
+    utcnow,
+)
 
 SortField = Literal["created_at", "updated_at", "risk_score", "state"]
 FAILURE_WINDOW = 50
@@ -63,6 +73,7 @@ class Submission:
     plan: Plan
     risk: RiskScore
     requirements: Requirements
+    reviewers: EligibleReviewers
 
     @property
     def auto_approved(self) -> bool:
@@ -257,7 +268,15 @@ class TaskService:
                     "deadline": task.review_deadline.isoformat(),
                 },
             )
-        return Submission(task=task, plan=plan, risk=risk, requirements=requirements)
+        groups, roles = await directory(self.session)
+        reviewers = eligible_reviewers(
+            requirements,
+            groups,
+            roles,
+            submitter=str(task.submitter_id),
+            agent_owner=str(principal.owner_id) if principal.owner_id else None,
+        )
+        return Submission(task, plan, risk, requirements, reviewers)
 
     async def cancel(self, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
         task = await self._owned(principal, task_id, lock=True)
@@ -352,6 +371,20 @@ class TaskService:
             .limit(FAILURE_WINDOW)
         )
         return [state == "FAILED" for state in reversed(list(states))]
+
+
+async def directory(session: AsyncSession) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Every enabled user's groups and role, as the pure policy code expects them."""
+    users = await session.execute(select(User.id, User.role).where(User.disabled_at.is_(None)))
+    roles = {str(uid): {role} for uid, role in users}
+    groups: dict[str, set[str]] = {uid: set() for uid in roles}
+    rows = await session.execute(
+        select(GroupMember.user_id, Group.name).join(Group, Group.id == GroupMember.group_id)
+    )
+    for uid, name in rows:
+        if str(uid) in groups:
+            groups[str(uid)].add(name)
+    return groups, roles
 
 
 async def flush_or_conflict(session: AsyncSession) -> None:

@@ -28,8 +28,9 @@ EXIT_UNAVAILABLE = 3
 
 
 def load_settings() -> Settings:
+    """The settings, with logging configured from them (every command starts here)."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             (f"ADE_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
@@ -38,13 +39,14 @@ def load_settings() -> Settings:
         )
         err_console.print(f"[red]error:[/red] invalid configuration: {problems}")
         raise typer.Exit(EXIT_USAGE) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
+    return settings
 
 
 def run(action: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open the Runtime, run ``action`` with it, close it; report errors plainly."""
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter
 
     async def main() -> T:
         async with Runtime.open(settings) as runtime:

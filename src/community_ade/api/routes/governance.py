@@ -13,6 +13,7 @@ from community_ade.api.schemas import (
     EvaluateBody,
     EvaluateOut,
     PolicyOut,
+    ReviewersOut,
     RiskOut,
 )
 from community_ade.approvals.policy_document import PolicyDocument
@@ -51,9 +52,7 @@ async def evaluate_policy(
     return EvaluateOut(
         risk=RiskOut.of(result.risk),
         requirements=requirements_document(result.requirements),
-        eligible_by_group={g: list(users) for g, users in result.reviewers.by_group},
-        eligible_any=list(result.reviewers.any_slot),
-        shortfalls=list(result.reviewers.shortfalls),
+        eligible_reviewers=ReviewersOut.of(result.reviewers),
     )
 
 

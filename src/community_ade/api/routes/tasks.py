@@ -15,6 +15,7 @@ from community_ade.api.schemas import (
     CancelBody,
     Page,
     PreviewOut,
+    ReviewersOut,
     RiskOut,
     SortBy,
     SortOrder,
@@ -129,6 +130,7 @@ async def submit_task(
             summary=submission.plan.summary,
             risk=RiskOut.of(submission.risk),
             requirements=submission.task.requirements or {},
+            eligible_reviewers=ReviewersOut.of(submission.reviewers),
             auto_approved=submission.auto_approved,
         )
 
