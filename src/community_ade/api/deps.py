@@ -36,7 +36,9 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client never acts on an
+# answer whose transaction could still fail (or is not yet visible to its next request).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 bearer = HTTPBearer(

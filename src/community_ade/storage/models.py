@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -150,6 +151,23 @@ class Task(Base):
         Index("ix_tasks_state_created_at", "state", "created_at"),
         Index("ix_tasks_state_risk_score", "state", "risk_score"),
         Index("ix_tasks_state_submitted_at", "state", "submitted_at"),
+        # The review queue walks only open tasks, in submission order.
+        Index(
+            "ix_tasks_open_by_submitted_at",
+            "submitted_at",
+            "id",
+            postgresql_include=["review_any", "submitter_id", "agent_id"],
+            postgresql_where=text("state IN ('SUBMITTED', 'REVIEWING')"),
+            sqlite_where=text("state IN ('SUBMITTED', 'REVIEWING')"),
+        ),
+        # Risk's failure rate reads the newest finished applies of one type.
+        Index(
+            "ix_tasks_finished_by_type",
+            "type",
+            "decided_at",
+            postgresql_where=text("state IN ('COMPLETED', 'FAILED')"),
+            sqlite_where=text("state IN ('COMPLETED', 'FAILED')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -229,7 +247,7 @@ class Review(Base):
     digest: Mapped[str] = mapped_column(String(64))
     # Set when this vote was recorded for a delegator because its delegate voted.
     via_delegation_for: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
-    delegate_to: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    delegate_to: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), index=True)
     comment: Mapped[str] = mapped_column(Text, default="")
     # Votes on an older digest, or dismissed by request_changes, no longer count.
     stale: Mapped[bool] = mapped_column(Boolean, default=False)
