@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from conftest import Api
 
 
@@ -272,3 +273,21 @@ async def test_the_queue_shows_each_reviewer_what_they_may_decide(api: Api) -> N
     assert approved.json()["delegated_for"] == [api.ids["carol"]]
     assert await queue("carol") == []
     assert await queue("bob") == []
+
+
+async def test_the_queue_total_stops_at_the_cap(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from community_ade.api.routes import approvals as approval_routes
+    from community_ade.approvals import reviews
+
+    monkeypatch.setattr(reviews, "COUNT_CAP", 2)
+    monkeypatch.setattr(approval_routes, "COUNT_CAP", 2)
+    for _ in range(3):
+        await submitted(api)
+    page = (
+        await api.client.get("/api/v1/approvals?awaiting=me&limit=1", headers=api.as_("bob"))
+    ).json()
+    assert (page["total"], page["total_is_capped"], len(page["items"])) == (2, True, 1)
+    monkeypatch.setattr(reviews, "COUNT_CAP", 3)
+    monkeypatch.setattr(approval_routes, "COUNT_CAP", 3)
+    page = (await api.client.get("/api/v1/approvals?awaiting=me", headers=api.as_("bob"))).json()
+    assert (page["total"], page["total_is_capped"], len(page["items"])) == (3, False, 3)

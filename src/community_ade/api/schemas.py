@@ -28,6 +28,9 @@ class Page(BaseModel, Generic[T]):
     page: int
     limit: int
     total: int
+    total_is_capped: bool = Field(
+        default=False, description="True when there are more than ``total`` items."
+    )
 
 
 class ResourceRefModel(BaseModel):

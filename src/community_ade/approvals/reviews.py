@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.accounting import Accounting, Decision, Vote, account
@@ -49,6 +49,9 @@ from community_ade.storage.models import (
 from community_ade.storage.models import (
     Delegation as DelegationRow,
 )
+
+# The review queue reports totals up to this many, then "more than COUNT_CAP".
+COUNT_CAP = 1000
 
 
 class ReviewAction(StrEnum):
@@ -152,7 +155,8 @@ class ReviewService:
     async def open_for_review(
         self, principal: Principal, *, awaiting_me: bool, page: int, limit: int
     ) -> tuple[list[Task], int]:
-        """Tasks under review, oldest first; ``awaiting_me``: only those the principal may
+        """Tasks under review, oldest first, and their number (up to ``COUNT_CAP + 1``,
+        meaning "more than COUNT_CAP"); ``awaiting_me``: only those the principal may
         still decide — eligible (a member of one of the task's review groups, or a
         reviewer/admin where general slots exist), not its submitter or agent owner, and
         without a current vote of their own. One indexed query, whatever the table size.
@@ -164,34 +168,40 @@ class ReviewService:
         if awaiting_me:
             if principal.kind != "human":
                 return [], 0
-            eligible: ColumnElement[bool] = Task.id.in_(
-                select(TaskReviewGroup.task_id).where(
-                    TaskReviewGroup.group_name.in_(sorted(principal.groups))
-                )
+            # Correlated EXISTS probes (per open task, by primary key or task index) stay
+            # cheap however many finished tasks and reviews the tables hold.
+            eligible: ColumnElement[bool] = exists().where(
+                TaskReviewGroup.task_id == Task.id,
+                TaskReviewGroup.group_name.in_(sorted(principal.groups)),
             )
+            # A reviewer handed this task's review to the principal (delegate action).
+            handed = exists().where(
+                Review.task_id == Task.id,
+                Review.delegate_to == principal.id,
+                Review.decision == "delegate",
+                Review.stale.is_(False),
+            )
+            eligible = or_(eligible, handed)
             if principal.role in ("reviewer", "admin"):
                 eligible = or_(Task.review_any, eligible)
-            voted = select(Review.task_id).where(
+            voted = exists().where(
+                Review.task_id == Task.id,
                 Review.actor_id == principal.id,
                 Review.stale.is_(False),
                 Review.via_delegation_for.is_(None),
                 Review.decision.in_(("approve", "reject")),
             )
-            # A reviewer handed this task's review to the principal (delegate action).
-            handed = select(Review.task_id).where(
-                Review.delegate_to == principal.id,
-                Review.decision == "delegate",
-                Review.stale.is_(False),
-            )
-            eligible = or_(eligible, Task.id.in_(handed))
             mine = select(Agent.id).where(Agent.owner_id == principal.id)
             query = query.where(
                 eligible,
                 Task.submitter_id != principal.id,
                 or_(Task.agent_id.is_(None), Task.agent_id.not_in(mine)),
-                Task.id.not_in(voted),
+                ~voted,
             )
-        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        # Counting stops at COUNT_CAP: an exact total of a huge queue costs a walk over
+        # every open task on every page, and nobody pages past a thousand reviews.
+        capped = query.with_only_columns(Task.id).limit(COUNT_CAP + 1).subquery()
+        total = await self.session.scalar(select(func.count()).select_from(capped))
         rows = await self.session.scalars(
             query.order_by(Task.submitted_at, Task.id).offset((page - 1) * limit).limit(limit)
         )

@@ -24,7 +24,7 @@ from community_ade.api.schemas import (
     ReviewOut,
     TaskOut,
 )
-from community_ade.approvals.reviews import Outcome, ReviewAction, ReviewService
+from community_ade.approvals.reviews import COUNT_CAP, Outcome, ReviewAction, ReviewService
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AdeError
 
@@ -41,12 +41,17 @@ async def list_approvals(
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Page[TaskOut]:
-    """Tasks under review, oldest first."""
+    """Tasks under review, oldest first. ``total`` stops at 1000 (``total_is_capped``)."""
     items, total = await reviews.open_for_review(
         principal, awaiting_me=awaiting == "me", page=page, limit=limit
     )
+    capped = total > COUNT_CAP
     return Page(
-        items=[TaskOut.model_validate(t) for t in items], page=page, limit=limit, total=total
+        items=[TaskOut.model_validate(t) for t in items],
+        page=page,
+        limit=limit,
+        total=min(total, COUNT_CAP),
+        total_is_capped=capped,
     )
 
 
