@@ -291,3 +291,40 @@ async def test_the_queue_total_stops_at_the_cap(api: Api, monkeypatch: pytest.Mo
     monkeypatch.setattr(approval_routes, "COUNT_CAP", 3)
     page = (await api.client.get("/api/v1/approvals?awaiting=me", headers=api.as_("bob"))).json()
     assert (page["total"], page["total_is_capped"], len(page["items"])) == (3, False, 3)
+
+
+async def test_out_of_range_and_nul_input_is_refused_not_a_server_error(api: Api) -> None:
+    c = api.client
+    admin = api.as_("admin")
+    nul_title = {**task_body(api), "title": "a\u0000b"}
+    problem(await c.post("/api/v1/tasks", json=nul_title, headers=admin), 422, "validation_failed")
+    nul_payload = {**task_body(api), "payload": {"root": "\u0000"}}
+    problem(
+        await c.post("/api/v1/tasks", json=nul_payload, headers=admin), 422, "validation_failed"
+    )
+    problem(await c.get("/api/v1/tasks?type=%00", headers=admin), 422, "validation_failed")
+    problem(
+        await c.get("/api/v1/tasks?page=9223372036854775808", headers=admin),
+        422,
+        "validation_failed",
+    )
+    problem(
+        await c.get("/api/v1/audit?before_seq=9223372036854775808", headers=admin),
+        422,
+        "validation_failed",
+    )
+    huge_ttl = {"default_review_ttl_seconds": 86_399_913_600_000}
+    problem(await c.put("/api/v1/policies", json=huge_ttl, headers=admin), 422, "validation_failed")
+    far = {
+        "delegate": api.ids["bob"],
+        "valid_from": "2020-01-01T00:00:00Z",
+        "valid_until": "9999-12-31T23:59:59-01:00",
+    }
+    problem(
+        await c.post("/api/v1/delegations", json=far, headers=api.as_("carol")),
+        422,
+        "validation_failed",
+    )
+    # Text that merely mentions the escape is fine.
+    literal = task_body(api, 'note = "\\\\u0000 is not a NUL"\n')
+    assert (await c.post("/api/v1/tasks", json=literal, headers=admin)).status_code == 201

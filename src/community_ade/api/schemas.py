@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from community_ade.approvals.accounting import Accounting, EligibleReviewers
 from community_ade.approvals.risk import Action, ResourceRef, ResourceType, RiskScore, Scope
 
 T = TypeVar("T")
+
+MAX_PAGE = 100_000  # 10 million rows deep at 100 a page: further is a query, not paging
+MAX_SEQ = 2**63 - 1  # audit sequence numbers are 64-bit
+
+
+def _representable_in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
 
 
 class Problem(BaseModel):
@@ -294,8 +307,8 @@ class DelegationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     delegate: uuid.UUID
-    valid_from: AwareDatetime
-    valid_until: AwareDatetime
+    valid_from: UtcDatetime
+    valid_until: UtcDatetime
     task_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
     resource_types: list[ResourceType] = Field(default_factory=list)
     max_risk: float = Field(default=100.0, ge=0, le=100)

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from community_ade.approvals.policy import GroupRequirement, Policy, PolicyRule
 from community_ade.approvals.risk import ResourceType
 
+# Ten years: longer review or approval windows are mistakes, and far longer ones would
+# overflow date arithmetic when a deadline is computed.
+MAX_TTL_SECONDS = 10 * 365 * 86_400
+
 
 class GroupRequirementDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,8 +35,8 @@ class RuleDocument(BaseModel):
     risk_max: float = Field(default=100.0, ge=0, le=100)
     groups: list[GroupRequirementDocument] = Field(default_factory=list)
     min_total: int = Field(default=0, ge=0, le=20)
-    review_ttl_seconds: int | None = Field(default=None, gt=0)
-    approval_ttl_seconds: int | None = Field(default=None, gt=0)
+    review_ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
+    approval_ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
     auto_approve_below: float | None = Field(default=None, ge=0, le=100)
     auto_apply: bool = False
 
@@ -56,8 +60,8 @@ class PolicyDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[RuleDocument] = Field(default_factory=list, max_length=500)
-    default_review_ttl_seconds: int = Field(default=86_400, gt=0)
-    default_approval_ttl_seconds: int = Field(default=86_400, gt=0)
+    default_review_ttl_seconds: int = Field(default=86_400, gt=0, le=MAX_TTL_SECONDS)
+    default_approval_ttl_seconds: int = Field(default=86_400, gt=0, le=MAX_TTL_SECONDS)
 
     def to_policy(self, version: int) -> Policy:
         return Policy(

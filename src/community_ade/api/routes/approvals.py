@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from community_ade.api.deps import PrincipalDep, ReviewsDep, SessionDep, TasksDep
 from community_ade.api.idempotency import IdempotencyKeyHeader, idempotent
 from community_ade.api.schemas import (
+    MAX_PAGE,
     AccountingOut,
     ApprovalOut,
     BatchBody,
@@ -38,7 +39,7 @@ async def list_approvals(
     awaiting: Annotated[
         str | None, Query(pattern="^me$", description="'me': only what I may still decide")
     ] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Page[TaskOut]:
     """Tasks under review, oldest first. ``total`` stops at 1000 (``total_is_capped``)."""

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from community_ade.api.deps import PrincipalDep, SessionDep
-from community_ade.api.schemas import AuditEventOut, AuditPage, VerifyOut
+from community_ade.api.schemas import MAX_SEQ, AuditEventOut, AuditPage, VerifyOut
 from community_ade.audit import log as audit
 from community_ade.auth.principal import Permission, require
 
@@ -21,8 +21,8 @@ async def list_audit(
     type: Annotated[str | None, Query(max_length=64)] = None,
     subject: Annotated[str | None, Query(max_length=200)] = None,
     actor_id: Annotated[str | None, Query(max_length=80)] = None,
-    since_seq: Annotated[int | None, Query(ge=0)] = None,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    since_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> AuditPage:
     """Events newest first; pass ``next_before_seq`` as ``before_seq`` for the next page."""

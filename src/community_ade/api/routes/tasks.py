@@ -12,6 +12,7 @@ from sqlalchemy import select
 from community_ade.api.deps import PrincipalDep, SessionDep, TasksDep
 from community_ade.api.idempotency import IdempotencyKeyHeader, idempotent
 from community_ade.api.schemas import (
+    MAX_PAGE,
     CancelBody,
     Page,
     PreviewOut,
@@ -66,7 +67,7 @@ async def create_task(
 async def list_tasks(
     principal: PrincipalDep,
     tasks: TasksDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     sort_by: SortBy = "created_at",
     sort_order: SortOrder = "desc",
