@@ -104,59 +104,41 @@ async def _decide(
     return await idempotent(idempotency_key, request, session, principal, body, run)
 
 
-@router.post("/{task_id}/approve", response_model=DecisionOut)
-async def approve(
-    task_id: uuid.UUID,
-    body: DecisionBody,
-    principal: PrincipalDep,
-    reviews: ReviewsDep,
-    request: Request,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> DecisionOut | JSONResponse:
-    """Approve the preview named by ``digest``."""
-    return await _decide(
-        task_id, ReviewAction.APPROVE, body, principal, reviews, request, session, idempotency_key
+def _vote_route(path: str, action: ReviewAction, summary: str) -> None:
+    """Register ``POST /approvals/{task_id}/<path>``: the three decisions that take only
+    the digest and a comment share everything but their action."""
+
+    async def endpoint(
+        task_id: uuid.UUID,
+        body: DecisionBody,
+        principal: PrincipalDep,
+        reviews: ReviewsDep,
+        request: Request,
+        session: SessionDep,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> DecisionOut | JSONResponse:
+        return await _decide(
+            task_id, action, body, principal, reviews, request, session, idempotency_key
+        )
+
+    router.add_api_route(
+        f"/{{task_id}}/{path}",
+        endpoint,
+        methods=["POST"],
+        response_model=DecisionOut,
+        name=action.value,
+        summary=summary,
+        description=summary,
     )
 
 
-@router.post("/{task_id}/reject", response_model=DecisionOut)
-async def reject(
-    task_id: uuid.UUID,
-    body: DecisionBody,
-    principal: PrincipalDep,
-    reviews: ReviewsDep,
-    request: Request,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> DecisionOut | JSONResponse:
-    """Reject (a veto, when the reviewer is eligible)."""
-    return await _decide(
-        task_id, ReviewAction.REJECT, body, principal, reviews, request, session, idempotency_key
-    )
-
-
-@router.post("/{task_id}/request-changes", response_model=DecisionOut)
-async def request_changes(
-    task_id: uuid.UUID,
-    body: DecisionBody,
-    principal: PrincipalDep,
-    reviews: ReviewsDep,
-    request: Request,
-    session: SessionDep,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> DecisionOut | JSONResponse:
-    """Send the task back to DRAFT; every vote of this round is dismissed."""
-    return await _decide(
-        task_id,
-        ReviewAction.REQUEST_CHANGES,
-        body,
-        principal,
-        reviews,
-        request,
-        session,
-        idempotency_key,
-    )
+_vote_route("approve", ReviewAction.APPROVE, "Approve the preview named by digest.")
+_vote_route("reject", ReviewAction.REJECT, "Reject: a veto, when the reviewer is eligible.")
+_vote_route(
+    "request-changes",
+    ReviewAction.REQUEST_CHANGES,
+    "Send the task back to DRAFT; every vote of this round is dismissed.",
+)
 
 
 @router.post("/{task_id}/delegate", response_model=DecisionOut)
