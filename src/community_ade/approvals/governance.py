@@ -20,10 +20,16 @@ from community_ade.approvals.delegation import Delegation as DelegationRule
 from community_ade.approvals.policy import Requirements, compute_requirements
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, ResourceType, RiskScore, score_task
-from community_ade.approvals.service import TaskService, actor_of, directory, flush_or_conflict
-from community_ade.approvals.states import TaskState, Trigger, next_state
+from community_ade.approvals.service import (
+    TaskService,
+    actor_of,
+    directory,
+    flush_or_conflict,
+    move,
+)
+from community_ade.approvals.states import TaskState, Trigger
 from community_ade.audit import log as audit
-from community_ade.audit.chain import Actor
+from community_ade.audit.chain import SYSTEM
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Forbidden, InvalidInput, NotFound
 from community_ade.execution.executors import get_executor
@@ -34,8 +40,6 @@ from community_ade.storage.models import (
     User,
     utcnow,
 )
-
-SYSTEM = Actor(kind="system", id="system")
 
 
 @dataclass(frozen=True)
@@ -212,19 +216,9 @@ class Governance:
         )
         expired = []
         for task in overdue:
-            before = TaskState(task.state)
-            trigger = (
-                Trigger.APPROVAL_EXPIRED if before is TaskState.APPROVED else Trigger.REVIEW_EXPIRED
-            )
-            task.state = next_state(before, trigger).value
+            approved = task.state == TaskState.APPROVED
+            trigger = Trigger.APPROVAL_EXPIRED if approved else Trigger.REVIEW_EXPIRED
             task.decided_at = task.decided_at or now
-            await flush_or_conflict(self.session)
-            await audit.append(
-                self.session,
-                type="approval:expired",
-                actor=SYSTEM,
-                subject=f"task:{task.id}",
-                data={"from": before.value, "to": task.state, "trigger": trigger.value},
-            )
+            await move(self.session, task, trigger, SYSTEM, "approval:expired", {})
             expired.append(task.id)
         return expired

@@ -30,10 +30,10 @@ from community_ade.approvals.policy import (
     is_eligible,
 )
 from community_ade.approvals.risk import ResourceRef
-from community_ade.approvals.service import actor_of, flush_or_conflict
-from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState, Trigger, next_state
+from community_ade.approvals.service import actor_of, move
+from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState, Trigger
 from community_ade.audit import log as audit
-from community_ade.audit.chain import Actor
+from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AlreadyDecided, InvalidInput, NotFound, StalePreview
 from community_ade.storage.models import (
@@ -227,8 +227,13 @@ class ReviewService:
         await self.session.execute(
             update(Review).where(Review.task_id == task.id).values(stale=True)
         )
-        await self._move(
-            task, Trigger.REQUEST_CHANGES, principal, "approval:changes_requested", comment
+        await move(
+            self.session,
+            task,
+            Trigger.REQUEST_CHANGES,
+            actor_of(principal),
+            "approval:changes_requested",
+            {"comment": comment},
         )
         return Outcome(task, review, (), None)
 
@@ -417,33 +422,19 @@ class ReviewService:
     ) -> None:
         if accounting is None:
             return
-        system = Actor(kind="system", id="system")
         data = {"blocked_by": list(accounting.blocked_by), "approvals": accounting.approvals}
         if accounting.vetoed:
             task.decided_at = self.now()
-            await self._move(task, Trigger.REJECT, system, "approval:rejected", data)
+            await move(self.session, task, Trigger.REJECT, SYSTEM, "approval:rejected", data)
         elif accounting.satisfied:
             now = self.now()
             task.decided_at = now
             task.approval_deadline = requirements.approval_deadline(now)
-            await self._move(task, Trigger.REQUIREMENTS_MET, system, "approval:approved", data)
+            await move(
+                self.session, task, Trigger.REQUIREMENTS_MET, SYSTEM, "approval:approved", data
+            )
         elif task.state == TaskState.SUBMITTED:
-            await self._move(task, Trigger.FIRST_REVIEW, system, "task:reviewing", data)
-
-    async def _move(
-        self, task: Task, trigger: Trigger, actor: Actor | Principal, event: str, data: Any
-    ) -> None:
-        before = task.state
-        task.state = next_state(TaskState(before), trigger).value
-        await flush_or_conflict(self.session)
-        payload = data if isinstance(data, dict) else {"comment": data}
-        await audit.append(
-            self.session,
-            type=event,
-            actor=actor if isinstance(actor, Actor) else actor_of(actor),
-            subject=f"task:{task.id}",
-            data={**payload, "from": before, "to": task.state},
-        )
+            await move(self.session, task, Trigger.FIRST_REVIEW, SYSTEM, "task:reviewing", data)
 
     async def _log_vote(
         self, principal: Principal, task: Task, review: Review, delegators: Collection[str]

@@ -25,7 +25,7 @@ from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
 from community_ade.approvals.states import TaskState, Trigger, next_state
 from community_ade.audit import log as audit
-from community_ade.audit.chain import Actor
+from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
 from community_ade.execution.executors import get_executor
@@ -43,7 +43,6 @@ from community_ade.storage.models import (
 
 SortField = Literal["created_at", "updated_at", "risk_score", "state"]
 FAILURE_WINDOW = 50
-SYSTEM = Actor(kind="system", id="system")
 
 
 @dataclass(frozen=True)
@@ -311,16 +310,7 @@ class TaskService:
     async def _move(
         self, task: Task, trigger: Trigger, actor: Actor, event: str, data: Mapping[str, Any]
     ) -> None:
-        before = TaskState(task.state)
-        task.state = next_state(before, trigger).value
-        await self._flush()
-        await audit.append(
-            self.session,
-            type=event,
-            actor=actor,
-            subject=f"task:{task.id}",
-            data={**data, "from": before.value, "to": task.state, "trigger": trigger.value},
-        )
+        await move(self.session, task, trigger, actor, event, data)
 
     async def _flush(self) -> None:
         await flush_or_conflict(self.session)
@@ -385,6 +375,29 @@ async def directory(session: AsyncSession) -> tuple[dict[str, set[str]], dict[st
         if str(uid) in groups:
             groups[str(uid)].add(name)
     return groups, roles
+
+
+async def move(
+    session: AsyncSession,
+    task: Task,
+    trigger: Trigger,
+    actor: Actor,
+    event: str,
+    data: Mapping[str, Any],
+) -> None:
+    """Take the table's edge for ``trigger`` (or refuse it), bump the row's version and
+    append the audit event, all in the caller's transaction: every state change of a task
+    goes through here."""
+    before = TaskState(task.state)
+    task.state = next_state(before, trigger).value
+    await flush_or_conflict(session)
+    await audit.append(
+        session,
+        type=event,
+        actor=actor,
+        subject=f"task:{task.id}",
+        data={**data, "from": before.value, "to": task.state, "trigger": trigger.value},
+    )
 
 
 async def flush_or_conflict(session: AsyncSession) -> None:

@@ -65,6 +65,10 @@ class Actor:
             raise InvalidInput("an actor needs an id")
 
 
+# The actor of sweeps and policy decisions (auto-approval, accounting outcomes).
+SYSTEM = Actor(kind="system", id="system")
+
+
 def iso_utc(value: datetime) -> str:
     """``2026-01-02T03:04:05.000006Z``: UTC, always with microseconds (the precision both
     databases keep), so a timestamp has exactly one spelling."""
