@@ -10,7 +10,7 @@ the task row locked, so concurrent decisions serialise into one outcome.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -30,7 +30,7 @@ from community_ade.approvals.policy import (
     is_eligible,
 )
 from community_ade.approvals.risk import ResourceRef
-from community_ade.approvals.service import actor_of, move
+from community_ade.approvals.service import actor_of, directory, move
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState, Trigger
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
@@ -38,8 +38,6 @@ from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AlreadyDecided, InvalidInput, NotFound, StalePreview
 from community_ade.storage.models import (
     Agent,
-    Group,
-    GroupMember,
     Review,
     Task,
     TaskReviewGroup,
@@ -133,15 +131,15 @@ class ReviewService:
         requirements = requirements_from_document(task.requirements or {}, task.type)
         if action in (ReviewAction.REQUEST_CHANGES, ReviewAction.DELEGATE):
             # Only someone who could decide may send the task back or hand their slot on.
-            groups, roles = await self._directory({actor})
+            groups, roles = await directory(self.session, {actor})
             check_eligible(requirements, actor, groups, roles)
             if action is ReviewAction.REQUEST_CHANGES:
                 return await self._request_changes(principal, task, comment)
             return await self._delegate(principal, task, delegate_to, comment)
         decision = Decision(action.value)
         delegations = await self._triggered(task, actor, requirements, submitter, owner)
-        directory = await self._directory({actor, *(d.delegator for d in delegations)})
-        groups, roles = directory
+        voters = {actor, *(d.delegator for d in delegations)}
+        groups, roles = await directory(self.session, voters)
         check_eligible(requirements, actor, groups, roles, [d.delegator for d in delegations])
         review = self._record(task, actor, decision, comment)
         for d in delegations if decision is Decision.APPROVE else ():
@@ -351,35 +349,12 @@ class ReviewService:
         candidates = applicable_delegations(
             standing, voter, task.type, resources, requirements.risk, now, submitter, owner
         )
-        groups, roles = await self._directory({d.delegator for d in candidates})
+        groups, roles = await directory(self.session, {d.delegator for d in candidates})
         return [
             d
             for d in candidates
             if is_eligible(requirements, groups.get(d.delegator, ()), roles.get(d.delegator, ()))
         ]
-
-    async def _directory(
-        self, users: Iterable[str]
-    ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
-        """Groups and roles of these users, as the pure policy code expects them."""
-        ids = [uuid.UUID(u) for u in set(users)]
-        if not ids:
-            return {}, {}
-        groups: dict[str, set[str]] = {str(i): set() for i in ids}
-        rows = await self.session.execute(
-            select(GroupMember.user_id, Group.name)
-            .join(Group, Group.id == GroupMember.group_id)
-            .where(GroupMember.user_id.in_(ids))
-        )
-        for user_id, name in rows:
-            groups[str(user_id)].add(name)
-        roles = await self.session.execute(
-            select(User.id, User.role).where(User.id.in_(ids), User.disabled_at.is_(None))
-        )
-        return (
-            {u: frozenset(g) for u, g in groups.items()},
-            {str(u): frozenset({role}) for u, role in roles},
-        )
 
     async def _account(self, task: Task) -> Accounting | None:
         if not task.requirements:
@@ -410,7 +385,7 @@ class ReviewService:
             people.add(v.actor)
             if v.via_delegation_for:
                 people.add(v.via_delegation_for)
-        groups, roles = await self._directory(people)
+        groups, roles = await directory(self.session, people)
         submitter, owner = await self._parties(task)
         requirements = requirements_from_document(task.requirements, task.type)
         return account(

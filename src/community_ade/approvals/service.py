@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -363,15 +363,25 @@ class TaskService:
         return [state == "FAILED" for state in reversed(list(states))]
 
 
-async def directory(session: AsyncSession) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Every enabled user's groups and role, as the pure policy code expects them."""
-    users = await session.execute(select(User.id, User.role).where(User.disabled_at.is_(None)))
-    roles = {str(uid): {role} for uid, role in users}
-    groups: dict[str, set[str]] = {uid: set() for uid in roles}
-    rows = await session.execute(
-        select(GroupMember.user_id, Group.name).join(Group, Group.id == GroupMember.group_id)
+async def directory(
+    session: AsyncSession, users: Iterable[str] | None = None
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Groups and roles as the pure policy code expects them: of ``users`` (ids), or of
+    every enabled user when None. A disabled user keeps their groups but has no role."""
+    ids = None if users is None else [uuid.UUID(u) for u in set(users)]
+    if ids == []:
+        return {}, {}
+    role_query = select(User.id, User.role).where(User.disabled_at.is_(None))
+    group_query = select(GroupMember.user_id, Group.name).join(
+        Group, Group.id == GroupMember.group_id
     )
-    for uid, name in rows:
+    if ids is not None:
+        role_query = role_query.where(User.id.in_(ids))
+        group_query = group_query.where(GroupMember.user_id.in_(ids))
+    roles = {str(uid): {role} for uid, role in await session.execute(role_query)}
+    members = roles.keys() if ids is None else [str(i) for i in ids]
+    groups: dict[str, set[str]] = {uid: set() for uid in members}
+    for uid, name in await session.execute(group_query):
         if str(uid) in groups:
             groups[str(uid)].add(name)
     return groups, roles
