@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from community_ade.approvals.accounting import EligibleReviewers, eligible_reviewers
 from community_ade.approvals.delegation import Delegation as DelegationRule
-from community_ade.approvals.policy import Requirements, compute_requirements
 from community_ade.approvals.policy_document import PolicyDocument
-from community_ade.approvals.risk import ResourceRef, ResourceType, RiskScore, score_task
+from community_ade.approvals.risk import ResourceRef, ResourceType
 from community_ade.approvals.service import (
+    Routing,
     TaskService,
     actor_of,
-    directory,
     flush_or_conflict,
     move,
 )
@@ -40,13 +37,6 @@ from community_ade.storage.models import (
     User,
     utcnow,
 )
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    risk: RiskScore
-    requirements: Requirements
-    reviewers: EligibleReviewers
 
 
 class Governance:
@@ -98,20 +88,15 @@ class Governance:
         resources: Sequence[ResourceRef],
         *,
         lines_changed: int = 0,
-    ) -> Evaluation:
+    ) -> Routing:
         """The requirement set and the eligible reviewers a task like this would get."""
         require(principal, Permission.POLICY_READ)
         get_executor(task_type)
         if lines_changed < 0:
             raise InvalidInput("lines_changed must not be negative")
-        failures = await self.tasks.recent_failures(task_type)
-        risk = score_task(resources, lines_changed, failures)
-        requirements = compute_requirements(await self.tasks.policy(), task_type, resources, risk)
-        groups, roles = await directory(self.session)
-        reviewers = eligible_reviewers(
-            requirements, groups, roles, submitter=str(principal.user_id)
+        return await self.tasks.route(
+            task_type, resources, lines_changed, submitter=str(principal.user_id)
         )
-        return Evaluation(risk=risk, requirements=requirements, reviewers=reviewers)
 
     # -- delegations ------------------------------------------------------------------
 

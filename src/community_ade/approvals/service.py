@@ -67,6 +67,16 @@ class TaskChanges:
 
 
 @dataclass(frozen=True)
+class Routing:
+    """Where a task goes: its risk, the requirements the policy in force sets for it,
+    and who may fill them."""
+
+    risk: RiskScore
+    requirements: Requirements
+    reviewers: EligibleReviewers
+
+
+@dataclass(frozen=True)
 class Submission:
     task: Task
     plan: Plan
@@ -224,8 +234,14 @@ class TaskService:
         executor.validate(task.payload).raise_if_invalid(task.type)
         plan = await executor.plan(task.payload, self.plan_context)
         resources = [ResourceRef(**r) for r in task.resources]
-        risk = score_task(resources, plan.lines_changed, await self.recent_failures(task.type))
-        requirements = compute_requirements(await self.policy(), task.type, resources, risk)
+        routing = await self.route(
+            task.type,
+            resources,
+            plan.lines_changed,
+            submitter=str(task.submitter_id),
+            agent_owner=str(principal.owner_id) if principal.owner_id else None,
+        )
+        risk, requirements = routing.risk, routing.requirements
         await self._store_preview(task, plan)
         now = self.now()
         task.preview_digest = plan.digest
@@ -267,15 +283,7 @@ class TaskService:
                     "deadline": task.review_deadline.isoformat(),
                 },
             )
-        groups, roles = await directory(self.session)
-        reviewers = eligible_reviewers(
-            requirements,
-            groups,
-            roles,
-            submitter=str(task.submitter_id),
-            agent_owner=str(principal.owner_id) if principal.owner_id else None,
-        )
-        return Submission(task, plan, risk, requirements, reviewers)
+        return Submission(task, plan, risk, requirements, routing.reviewers)
 
     async def cancel(self, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
         task = await self._owned(principal, task_id, lock=True)
@@ -284,6 +292,24 @@ class TaskService:
             task, Trigger.CANCEL, actor_of(principal), "task:cancelled", {"reason": reason}
         )
         return task
+
+    async def route(
+        self,
+        task_type: str,
+        resources: Sequence[ResourceRef],
+        lines_changed: int,
+        *,
+        submitter: str,
+        agent_owner: str | None = None,
+    ) -> Routing:
+        """Score a task and route it by the policy in force (submit and evaluate)."""
+        risk = score_task(resources, lines_changed, await self.recent_failures(task_type))
+        requirements = compute_requirements(await self.policy(), task_type, resources, risk)
+        groups, roles = await directory(self.session)
+        reviewers = eligible_reviewers(
+            requirements, groups, roles, submitter=submitter, agent_owner=agent_owner
+        )
+        return Routing(risk, requirements, reviewers)
 
     async def policy(self) -> Policy:
         """The policy in force: the newest stored version, else the built-in version 0."""
