@@ -10,11 +10,10 @@ the task row locked, so concurrent decisions serialise into one outcome.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,14 +22,18 @@ from community_ade.approvals.accounting import Accounting, Decision, Vote, accou
 from community_ade.approvals.delegation import Delegation, applicable_delegations
 from community_ade.approvals.policy import (
     ActorKind,
-    GroupRequirement,
     Requirements,
     check_can_vote,
     check_eligible,
     is_eligible,
 )
 from community_ade.approvals.risk import ResourceRef
-from community_ade.approvals.service import actor_of, directory, move
+from community_ade.approvals.service import (
+    actor_of,
+    directory,
+    move,
+    requirements_from_document,
+)
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState, Trigger
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
@@ -71,23 +74,6 @@ class Outcome:
     delegated_for: tuple[str, ...]
     accounting: Accounting | None
     repeated: bool = False
-
-
-def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requirements:
-    return Requirements(
-        policy_version=int(doc["policy_version"]),
-        task_type=task_type,
-        risk=float(doc["risk"]),
-        matched_rules=tuple(doc["matched_rules"]),
-        groups=tuple(GroupRequirement(g["group"], int(g["count"])) for g in doc["groups"]),
-        quorum=int(doc["quorum"]),
-        min_total=int(doc["min_total"]),
-        review_ttl=timedelta(seconds=int(doc["review_ttl_seconds"])),
-        approval_ttl=timedelta(seconds=int(doc["approval_ttl_seconds"])),
-        auto_approve_threshold=doc.get("auto_approve_threshold"),
-        auto_approve=bool(doc["auto_approve"]),
-        auto_apply=bool(doc["auto_apply"]),
-    )
 
 
 class ReviewService:

@@ -12,7 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
@@ -20,7 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from community_ade.approvals.accounting import EligibleReviewers, eligible_reviewers
-from community_ade.approvals.policy import Policy, Requirements, compute_requirements
+from community_ade.approvals.policy import (
+    GroupRequirement,
+    Policy,
+    Requirements,
+    compute_requirements,
+)
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
 from community_ade.approvals.states import TaskState, Trigger, next_state
@@ -116,6 +121,24 @@ def requirements_document(req: Requirements) -> dict[str, Any]:
         "auto_approve": req.auto_approve,
         "auto_apply": req.auto_apply,
     }
+
+
+def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requirements:
+    """The inverse of ``requirements_document``: a task's stored requirements."""
+    return Requirements(
+        policy_version=int(doc["policy_version"]),
+        task_type=task_type,
+        risk=float(doc["risk"]),
+        matched_rules=tuple(doc["matched_rules"]),
+        groups=tuple(GroupRequirement(g["group"], int(g["count"])) for g in doc["groups"]),
+        quorum=int(doc["quorum"]),
+        min_total=int(doc["min_total"]),
+        review_ttl=timedelta(seconds=int(doc["review_ttl_seconds"])),
+        approval_ttl=timedelta(seconds=int(doc["approval_ttl_seconds"])),
+        auto_approve_threshold=doc.get("auto_approve_threshold"),
+        auto_approve=bool(doc["auto_approve"]),
+        auto_apply=bool(doc["auto_apply"]),
+    )
 
 
 def _check_text(name: str, value: str, limit: int) -> None:
