@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from community_ade.cli.common import console, run
-from community_ade.cli.locks import _print_domain
+from community_ade.cli.locks import print_domain
 from community_ade.errors import DeadlockDetected, FenceRejected
 from community_ade.locks import LockManager
 from community_ade.runtime import Runtime
@@ -126,7 +126,7 @@ def demo(
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.2)
             console.print()
-            _print_domain(await locks.inspect_domain(domain=DOMAIN))
+            print_domain(await locks.inspect_domain(domain=DOMAIN))
             console.print()
         await _deadlock(locks, time.monotonic())
         await _stale_holder(locks)

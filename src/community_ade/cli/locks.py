@@ -73,7 +73,7 @@ def _sessions_table(sessions: list[AgentState], now: int) -> Table:
     return table
 
 
-def _print_domain(state: DomainState) -> None:
+def print_domain(state: DomainState) -> None:
     console.print(
         f"[bold]domain {state.domain}[/bold]: {state.resource_count} active resource(s), "
         f"{state.session_count} agent session(s)"
@@ -97,7 +97,7 @@ def list_locks(domain: DomainOption = None, as_json: JsonOption = False) -> None
         console.print_json(data=[s.model_dump() for s in states])
         return
     for state in states:
-        _print_domain(state)
+        print_domain(state)
 
 
 @app.command("show")
