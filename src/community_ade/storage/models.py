@@ -197,6 +197,16 @@ class Task(Base):
     fence: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Execution record (DESIGN §6): what the apply overwrote (so a rollback can run after
+    # the worker that applied died), how it ended, and when.
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    rollback_outcome: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    apply_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    apply_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(Timestamp)

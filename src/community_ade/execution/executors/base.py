@@ -247,3 +247,15 @@ class ApplyingExecutor(Executor, Protocol):
     async def rollback(
         self, payload: Payload, snapshot: Snapshot, context: ApplyContext
     ) -> RollbackOutcome: ...
+
+
+class ApplyFailed(Exception):
+    """An apply (or snapshot) did not succeed. ``transient`` failures (a network blip, a
+    busy target) are retried with backoff; the others fail the task at once. ``details``
+    (e.g. ``exit_code``, ``output``) go into the task's result for the reviewer to read."""
+
+    def __init__(self, message: str, *, transient: bool = False, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+        self.details = details
