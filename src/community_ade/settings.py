@@ -79,6 +79,20 @@ class Settings(BaseSettings):
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # -- agents: leases and health --
+    agent_lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="Default length of an agent's HTTP lease (POST /api/v1/leases); an agent "
+        "with no live lease and no lock session is offline.",
+    )
+    agent_health_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the server re-assesses agents' health and publishes "
+        "agent:health when a status changes.",
+    )
 
     @property
     def allowed_workspace_roots(self) -> tuple[Path, ...]:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from community_ade import __version__
 from community_ade.api import errors
 from community_ade.api.middleware import RejectNulMiddleware
-from community_ade.api.routes import approvals, audit, governance, health, tasks
+from community_ade.api.routes import agents, approvals, audit, governance, health, leases, tasks
 from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
@@ -89,6 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
     app.include_router(health.router)
-    for module in (tasks, approvals, governance, audit):
+    for module in (tasks, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     return app

@@ -112,15 +112,66 @@ class GroupMember(Base):
 
 
 class Agent(Base):
-    """An agent's identity and owner; the agents issue adds its configuration."""
+    """An agent: its identity, its owner and its current configuration (DESIGN §9).
+
+    The configuration columns hold the newest version; ``agent_versions`` keeps every
+    version. A deleted agent keeps its row (``deleted_at``), its name and its history."""
 
     __tablename__ = "agents"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    tags: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    model: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    system_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    tools: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    capacity: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
+    allowed_task_types: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    config_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class AgentVersion(Base):
+    """One version of an agent's configuration, whole (``config``), as it was saved."""
+
+    __tablename__ = "agent_versions"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    config: Mapped[dict[str, Any]] = mapped_column()
+    author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class CatalogueModel(Base):
+    """A model the wizard offers; ``context_window`` bounds an agent's token parameters."""
+
+    __tablename__ = "catalogue_models"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(100))
+    context_window: Mapped[int] = mapped_column(Integer)
+
+
+class CatalogueTool(Base):
+    """A tool the wizard offers, grouped by ``category``; base tools are on by default."""
+
+    __tablename__ = "catalogue_tools"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    base: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ApiToken(Base):

@@ -1,0 +1,269 @@
+"""Bodies of the agent, catalogue and lease routes.
+
+Ranges (name length, temperature, top_p, token limits against the model's context window,
+capacity) are checked by the domain (``agents.config.validate``), not here, so that one
+422 answer lists every problem with its field and allowed range. These models check only
+types and generous size caps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from community_ade.agents import config as cfg
+from community_ade.agents.health import Health
+from community_ade.agents.leases import Lease
+from community_ade.api.schemas import UtcDatetime
+from community_ade.storage.models import Agent, AgentVersion
+
+_TEXT_CAP = 100_000
+_LIST_CAP = 500
+CATALOGUE_ID = r"^[A-Za-z0-9._:-]+$"
+
+
+class ParametersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(default=None, description="0 to 2")
+    top_p: float | None = Field(default=None, description="0 to 1")
+    max_tokens: int | None = Field(
+        default=None, description="1 to the context window", ge=-(2**31), le=2**31
+    )
+    context_window: int | None = Field(
+        default=None, description="1 to the model's context window", ge=-(2**31), le=2**31
+    )
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=1000, description="3 to 100 characters, unique")
+    model: str = Field(max_length=1000, description="a model id from the catalogue")
+    description: str = Field(default="", max_length=_TEXT_CAP)
+    tags: list[str] = Field(default_factory=list, max_length=_LIST_CAP)
+    system_prompt: str = Field(default="", max_length=_TEXT_CAP)
+    tools: list[str] = Field(default_factory=list, max_length=_LIST_CAP)
+    parameters: ParametersIn = Field(default_factory=ParametersIn)
+    capacity: int = Field(default=4, ge=-(2**31), le=2**31, description="1 to 100")
+    allowed_task_types: list[str] = Field(default_factory=list, max_length=_LIST_CAP)
+    owner_id: uuid.UUID | None = Field(default=None, description="admins only; default: you")
+    comment: str = Field(default="", max_length=2000)
+
+    def to_config(self) -> cfg.AgentConfig:
+        return cfg.AgentConfig(
+            name=self.name,
+            model=self.model,
+            description=self.description,
+            tags=tuple(self.tags),
+            system_prompt=self.system_prompt,
+            tools=tuple(self.tools),
+            parameters=cfg.Parameters.from_document(self.parameters.given()),
+            capacity=self.capacity,
+            allowed_task_types=tuple(self.allowed_task_types),
+        )
+
+
+class AgentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=1000)
+    model: str | None = Field(default=None, max_length=1000)
+    description: str | None = Field(default=None, max_length=_TEXT_CAP)
+    tags: list[str] | None = Field(default=None, max_length=_LIST_CAP)
+    system_prompt: str | None = Field(default=None, max_length=_TEXT_CAP)
+    tools: list[str] | None = Field(default=None, max_length=_LIST_CAP)
+    parameters: ParametersIn | None = None
+    capacity: int | None = Field(default=None, ge=-(2**31), le=2**31)
+    allowed_task_types: list[str] | None = Field(default=None, max_length=_LIST_CAP)
+    comment: str = Field(default="", max_length=2000)
+    expected_version: int | None = Field(
+        default=None, ge=1, le=2**31, description="Refuse (409) unless the agent is at it."
+    )
+
+
+class RevertBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=2**31)
+    comment: str = Field(default="", max_length=2000)
+
+
+class HealthOut(BaseModel):
+    status: str
+    reasons: list[str]
+    active_tasks: int
+    capacity: int
+    load: float
+    waiting: int
+    live_leases: int
+    success_rate: float | None
+    sample: int
+    p50_duration_ms: int | None
+    last_error: str | None
+    last_seen: datetime | None
+
+    @classmethod
+    def of(cls, health: Health) -> HealthOut:
+        return cls(
+            status=health.status.value,
+            reasons=list(health.reasons),
+            active_tasks=health.active_tasks,
+            capacity=health.capacity,
+            load=health.load,
+            waiting=health.waiting,
+            live_leases=health.live_leases,
+            success_rate=health.success_rate,
+            sample=health.sample,
+            p50_duration_ms=health.p50_duration_ms,
+            last_error=health.last_error,
+            last_seen=health.last_seen,
+        )
+
+
+class AgentOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    owner_id: uuid.UUID
+    description: str
+    tags: list[str]
+    model: str
+    system_prompt: str
+    tools: list[str]
+    parameters: dict[str, Any]
+    capacity: int
+    allowed_task_types: list[str]
+    config_version: int
+    created_at: datetime
+    updated_at: datetime
+    health: HealthOut | None = None
+
+    @classmethod
+    def of(cls, agent: Agent, health: Health | None = None) -> AgentOut:
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            owner_id=agent.owner_id,
+            description=agent.description,
+            tags=list(agent.tags),
+            model=agent.model,
+            system_prompt=agent.system_prompt,
+            tools=list(agent.tools),
+            parameters=cfg.Parameters.from_document(agent.parameters).document(),
+            capacity=agent.capacity,
+            allowed_task_types=list(agent.allowed_task_types),
+            config_version=agent.config_version,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+            health=None if health is None else HealthOut.of(health),
+        )
+
+
+class AgentVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    config: dict[str, Any]
+    author_id: uuid.UUID | None
+    comment: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: AgentVersion) -> AgentVersionOut:
+        return cls.model_validate(row)
+
+
+class DiffOut(BaseModel):
+    from_version: int
+    to_version: int
+    changes: list[dict[str, Any]]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: UtcDatetime | None = None
+
+
+class TokenOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="The token itself: shown this once, never again.")
+
+
+class CatalogueModelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    provider: str = Field(min_length=1, max_length=100)
+    context_window: int = Field(ge=1, le=100_000_000)
+
+
+class CatalogueModelCreate(CatalogueModelIn):
+    id: str = Field(min_length=1, max_length=100, pattern=CATALOGUE_ID)
+
+
+class CatalogueModelOut(CatalogueModelCreate):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class CatalogueToolIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=2000)
+    base: bool = False
+
+
+class CatalogueToolCreate(CatalogueToolIn):
+    id: str = Field(min_length=1, max_length=100, pattern=CATALOGUE_ID)
+
+
+class CatalogueToolOut(CatalogueToolCreate):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class LeaseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: uuid.UUID | None = Field(
+        default=None, description="Required unless an agent opens its own lease."
+    )
+    lease_seconds: float | None = Field(
+        default=None, description="1 to 3600; default ADE_AGENT_LEASE_SECONDS."
+    )
+
+
+class LeaseOut(BaseModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    lease_seconds: float
+    expires_at: datetime
+    renew_every_seconds: float = Field(description="Heartbeat at least this often.")
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseOut:
+        seconds = lease.lease_ms / 1000
+        return cls(
+            id=lease.id,
+            agent_id=lease.agent_id,
+            lease_seconds=seconds,
+            expires_at=lease.deadline,
+            renew_every_seconds=seconds / 3,
+        )
