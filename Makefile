@@ -8,7 +8,18 @@ CLUSTER_DIR ?= $(CURDIR)/.data/redis-cluster
 
 .PHONY: venv lint test run demo cluster-up cluster-down
 
-venv: $(VENV)/.installed
+# htmx for the dashboard, from the npm registry (git-ignored; packaged into the wheel).
+HTMX_VERSION := 2.0.11
+HTMX := src/community_ade/dashboard/static/vendor/htmx.min.js
+
+venv: $(VENV)/.installed $(HTMX)
+
+$(HTMX):
+	mkdir -p $(@D)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && \
+	   tar -xzf htmx.org-$(HTMX_VERSION).tgz package/dist/htmx.min.js) && \
+	  cp "$$tmp/package/dist/htmx.min.js" $@
 
 # Re-install only when pyproject.toml is newer than the stamp.
 $(VENV)/.installed: pyproject.toml

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The pattern lives in settings (not locks.model) so settings import nothing of the domain.
@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # -- dashboard --
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Secret for the dashboard's CSRF tokens (HMAC of the session). Unset: "
+        "generated once into <data dir>/secret.key (mode 0600). Share it between servers.",
+    )
+    dashboard_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long a dashboard login lasts."
+    )
     # -- agents: leases and health --
     agent_lease_seconds: float = Field(
         default=30.0,

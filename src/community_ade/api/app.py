@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from community_ade import __version__
+from community_ade import __version__, dashboard
 from community_ade.api import errors
 from community_ade.api.middleware import RejectNulMiddleware
 from community_ade.api.routes import agents, approvals, audit, governance, health, leases, tasks
@@ -91,4 +91,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     for module in (tasks, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
+    dashboard.install(app)
     return app

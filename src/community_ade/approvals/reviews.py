@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.accounting import Accounting, Decision, Vote, account
@@ -74,6 +74,43 @@ class Outcome:
     delegated_for: tuple[str, ...]
     accounting: Accounting | None
     repeated: bool = False
+
+
+def awaiting(principal: Principal) -> ColumnElement[bool]:
+    """The tasks a human principal may still decide: eligible (a member of one of the
+    task's review groups, handed the review, or a reviewer/admin where general slots
+    exist), not its submitter or agent owner, and without a current vote of their own.
+    The review queue filters by it; the dashboard also sorts by it."""
+    # Correlated EXISTS probes (per open task, by primary key or task index) stay
+    # cheap however many finished tasks and reviews the tables hold.
+    eligible: ColumnElement[bool] = exists().where(
+        TaskReviewGroup.task_id == Task.id,
+        TaskReviewGroup.group_name.in_(sorted(principal.groups)),
+    )
+    # A reviewer handed this task's review to the principal (delegate action).
+    handed = exists().where(
+        Review.task_id == Task.id,
+        Review.delegate_to == principal.id,
+        Review.decision == "delegate",
+        Review.stale.is_(False),
+    )
+    eligible = or_(eligible, handed)
+    if principal.role in ("reviewer", "admin"):
+        eligible = or_(Task.review_any, eligible)
+    voted = exists().where(
+        Review.task_id == Task.id,
+        Review.actor_id == principal.id,
+        Review.stale.is_(False),
+        Review.via_delegation_for.is_(None),
+        Review.decision.in_(("approve", "reject")),
+    )
+    mine = select(Agent.id).where(Agent.owner_id == principal.id)
+    return and_(
+        eligible,
+        Task.submitter_id != principal.id,
+        or_(Task.agent_id.is_(None), Task.agent_id.not_in(mine)),
+        ~voted,
+    )
 
 
 class ReviewService:
@@ -152,36 +189,7 @@ class ReviewService:
         if awaiting_me:
             if principal.kind != "human":
                 return [], 0
-            # Correlated EXISTS probes (per open task, by primary key or task index) stay
-            # cheap however many finished tasks and reviews the tables hold.
-            eligible: ColumnElement[bool] = exists().where(
-                TaskReviewGroup.task_id == Task.id,
-                TaskReviewGroup.group_name.in_(sorted(principal.groups)),
-            )
-            # A reviewer handed this task's review to the principal (delegate action).
-            handed = exists().where(
-                Review.task_id == Task.id,
-                Review.delegate_to == principal.id,
-                Review.decision == "delegate",
-                Review.stale.is_(False),
-            )
-            eligible = or_(eligible, handed)
-            if principal.role in ("reviewer", "admin"):
-                eligible = or_(Task.review_any, eligible)
-            voted = exists().where(
-                Review.task_id == Task.id,
-                Review.actor_id == principal.id,
-                Review.stale.is_(False),
-                Review.via_delegation_for.is_(None),
-                Review.decision.in_(("approve", "reject")),
-            )
-            mine = select(Agent.id).where(Agent.owner_id == principal.id)
-            query = query.where(
-                eligible,
-                Task.submitter_id != principal.id,
-                or_(Task.agent_id.is_(None), Task.agent_id.not_in(mine)),
-                ~voted,
-            )
+            query = query.where(awaiting(principal))
         # Counting stops at COUNT_CAP: an exact total of a huge queue costs a walk over
         # every open task on every page, and nobody pages past a thousand reviews.
         capped = query.with_only_columns(Task.id).limit(COUNT_CAP + 1).subquery()

@@ -25,9 +25,9 @@ from community_ade.api.schemas import (
     ReviewOut,
     TaskOut,
 )
+from community_ade.approvals.batch import BatchDecision, decide_each
 from community_ade.approvals.reviews import COUNT_CAP, Outcome, ReviewAction, ReviewService
 from community_ade.auth.principal import Permission, Principal, require
-from community_ade.errors import AdeError
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
@@ -170,28 +170,20 @@ async def batch(
     runs in its own savepoint: it is applied whole or not at all, and its result says
     which (``ok``, ``stale_preview``, ``not_eligible``, ``already_decided``, ...)."""
 
-    # Refused whole, not item by item: without the permission no item could succeed.
+    # Checked before the idempotency replay: without the permission nothing is answered.
     require(principal, Permission.REVIEW)
 
     async def run() -> BatchOut:
-        results = []
-        for item in body.items:
-            try:
-                async with session.begin_nested():
-                    outcome = await reviews.decide(
-                        principal,
-                        item.task_id,
-                        ReviewAction(item.action),
-                        item.digest,
-                        comment=item.comment,
-                    )
-                results.append(
-                    BatchResult(task_id=item.task_id, result="ok", state=outcome.task.state)
-                )
-            except AdeError as exc:
-                results.append(
-                    BatchResult(task_id=item.task_id, result=exc.code, detail=exc.message)
-                )
-        return BatchOut(results=results)
+        decisions = [
+            BatchDecision(item.task_id, ReviewAction(item.action), item.digest, item.comment)
+            for item in body.items
+        ]
+        results = await decide_each(session, reviews, principal, decisions)
+        return BatchOut(
+            results=[
+                BatchResult(task_id=r.task_id, result=r.result, state=r.state, detail=r.detail)
+                for r in results
+            ]
+        )
 
     return await idempotent(idempotency_key, request, session, principal, body, run)

@@ -1,0 +1,1 @@
+"""Page modules of the dashboard: each defines ``router`` and optionally ``nav``."""
