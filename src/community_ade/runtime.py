@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from community_ade.errors import ServiceUnavailable
+from community_ade.execution.dispatch import bind_queue
+from community_ade.execution.queue import TaskQueue
 from community_ade.infra.embedded_redis import EmbeddedRedis
 from community_ade.infra.redis_client import AnyRedis, open_redis
 from community_ade.locks import LockConfig, LockManager
@@ -25,6 +27,7 @@ class Runtime:
     locks: LockManager
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    queue: TaskQueue
     embedded: EmbeddedRedis | None = None
 
     @classmethod
@@ -53,12 +56,17 @@ class Runtime:
                 stack.push_async_callback(redis.aclose)
                 locks = LockManager(redis, lock_config, domain=settings.lock_domain)
                 stack.push_async_callback(locks.close)
+                queue = TaskQueue(redis, name=settings.queue_name)
+                stack.push_async_callback(queue.drain_background)
+                sessions = db.sessionmaker(engine)
+                bind_queue(sessions, queue)  # approved tasks are queued once committed
                 yield cls(
                     settings=settings,
                     redis=redis,
                     locks=locks,
                     engine=engine,
-                    sessions=db.sessionmaker(engine),
+                    sessions=sessions,
+                    queue=queue,
                     embedded=embedded,
                 )
         finally:

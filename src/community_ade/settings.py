@@ -79,6 +79,46 @@ class Settings(BaseSettings):
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # -- execution: queue and worker --
+    queue_name: str = Field(
+        default="tasks",
+        pattern=DOMAIN_PATTERN,
+        description="The task queue: the Cluster hash tag of its keys. Servers and workers "
+        "that should share work use the same name.",
+    )
+    worker_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Tasks one `ade worker` process applies at once."
+    )
+    worker_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Applies of one task before a transient failure fails it.",
+    )
+    worker_backoff_base_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Retry delay after the first failed attempt; doubles each time.",
+    )
+    worker_backoff_cap_seconds: float = Field(
+        default=300.0, gt=0, description="Longest retry delay (before jitter)."
+    )
+    worker_reclaim_idle_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A claimed message untouched this long belongs to a dead worker and is "
+        "reclaimed.",
+    )
+    worker_reconcile_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a worker queues approved tasks missing from the queue.",
+    )
+    worker_lock_wait_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a worker waits for a task's locks before re-queueing it.",
+    )
     # -- dashboard --
     secret_key: SecretStr | None = Field(
         default=None,

@@ -12,10 +12,11 @@ No IO: callers pass the policy, the memberships and the times.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from types import MappingProxyType
 
 from community_ade.approvals.risk import (
     Action,
@@ -39,6 +40,7 @@ __all__ = [
     "REVIEWER_ROLES",
     "Action",
     "ActorKind",
+    "ApplyMode",
     "GroupRequirement",
     "Policy",
     "PolicyRule",
@@ -50,6 +52,7 @@ __all__ = [
     "RiskTable",
     "Scope",
     "Slot",
+    "apply_mode",
     "check_can_vote",
     "check_eligible",
     "compute_requirements",
@@ -61,6 +64,27 @@ __all__ = [
 DEFAULT_TTL = timedelta(hours=24)
 REVIEWER_ROLES = frozenset({"reviewer", "admin"})
 """Roles whose holders may fill the slots that are not tied to a group."""
+
+
+class ApplyMode(StrEnum):
+    """Whether an approved task applies on its own (``auto``) or waits for someone to ask
+    (``manual``: ``POST /tasks/{id}/apply``)."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+def apply_mode(modes: Mapping[str, ApplyMode], task_type: str) -> ApplyMode:
+    """The apply mode of a task type: the entry naming it exactly; else ``manual`` if any
+    matching glob says so (the cautious choice when globs disagree); else ``auto``."""
+    exact = modes.get(task_type)
+    if exact is not None:
+        return ApplyMode(exact)
+    manual = any(
+        ApplyMode(mode) is ApplyMode.MANUAL and task_type_matches((glob,), task_type)
+        for glob, mode in modes.items()
+    )
+    return ApplyMode.MANUAL if manual else ApplyMode.AUTO
 
 
 class ActorKind(StrEnum):
@@ -133,7 +157,6 @@ class PolicyRule:
     review_ttl: timedelta | None = None
     approval_ttl: timedelta | None = None
     auto_approve_below: float | None = None
-    auto_apply: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -152,8 +175,6 @@ class PolicyRule:
                 _check_ttl(getattr(self, attr), f"{where}: {attr}")
         if self.auto_approve_below is not None:
             check_percent(self.auto_approve_below, f"{where}: auto_approve_below")
-        if not isinstance(self.auto_apply, bool):
-            raise InvalidInput(f"{where}: auto_apply must be true or false")
 
     def _checked_groups(self, where: str) -> tuple[GroupRequirement, ...]:
         groups = tuple(self.groups)
@@ -183,9 +204,16 @@ class Policy:
     rules: tuple[PolicyRule, ...] = ()
     default_review_ttl: timedelta = DEFAULT_TTL
     default_approval_ttl: timedelta = DEFAULT_TTL
+    # Task type (or glob) -> apply mode; types not named apply automatically.
+    apply_modes: Mapping[str, ApplyMode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_count(self.version, "the policy version", 0)
+        modes = dict(self.apply_modes)
+        for glob, mode in modes.items():
+            normalize_globs((glob,), "apply")
+            modes[glob] = parse_enum(ApplyMode, mode, f"the apply mode of {glob!r}")
+        object.__setattr__(self, "apply_modes", MappingProxyType(modes))
         rules = tuple(self.rules)
         seen: set[str] = set()
         for rule in rules:
@@ -277,7 +305,7 @@ def compute_requirements(
     - TTLs: the shortest a matched rule sets, else the policy default;
     - auto-approve: only when at least one rule matched, every matched rule sets a
       threshold, and the risk is strictly below the lowest of them;
-    - auto-apply: only when at least one rule matched and every matched rule allows it.
+    - auto-apply: unless the policy's apply modes say ``manual`` for the task type.
     """
     if not isinstance(task_type, str) or not task_type.strip():
         raise InvalidInput("a task type must be a non-empty string")
@@ -308,7 +336,7 @@ def compute_requirements(
         ),
         auto_approve_threshold=threshold,
         auto_approve=threshold is not None and value < threshold,
-        auto_apply=bool(matched) and all(r.auto_apply for r in matched),
+        auto_apply=apply_mode(policy.apply_modes, task_type) is ApplyMode.AUTO,
     )
 
 

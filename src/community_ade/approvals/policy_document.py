@@ -7,10 +7,11 @@ validation; a document that cannot become a policy is refused with ``InvalidInpu
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from community_ade.approvals.policy import GroupRequirement, Policy, PolicyRule
+from community_ade.approvals.policy import ApplyMode, GroupRequirement, Policy, PolicyRule
 from community_ade.approvals.risk import ResourceType
 
 # Ten years: longer review or approval windows are mistakes, and far longer ones would
@@ -38,7 +39,6 @@ class RuleDocument(BaseModel):
     review_ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
     approval_ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
     auto_approve_below: float | None = Field(default=None, ge=0, le=100)
-    auto_apply: bool = False
 
     def to_rule(self) -> PolicyRule:
         return PolicyRule(
@@ -52,7 +52,6 @@ class RuleDocument(BaseModel):
             review_ttl=_ttl(self.review_ttl_seconds),
             approval_ttl=_ttl(self.approval_ttl_seconds),
             auto_approve_below=self.auto_approve_below,
-            auto_apply=self.auto_apply,
         )
 
 
@@ -62,6 +61,12 @@ class PolicyDocument(BaseModel):
     rules: list[RuleDocument] = Field(default_factory=list, max_length=500)
     default_review_ttl_seconds: int = Field(default=86_400, gt=0, le=MAX_TTL_SECONDS)
     default_approval_ttl_seconds: int = Field(default=86_400, gt=0, le=MAX_TTL_SECONDS)
+    apply: dict[Annotated[str, Field(min_length=1, max_length=100)], ApplyMode] = Field(
+        default_factory=dict,
+        max_length=500,
+        description="Task type (or glob) -> apply mode. `manual`: an approved task waits for "
+        "POST /tasks/{id}/apply. Types not named apply automatically.",
+    )
 
     def to_policy(self, version: int) -> Policy:
         return Policy(
@@ -69,6 +74,7 @@ class PolicyDocument(BaseModel):
             rules=tuple(rule.to_rule() for rule in self.rules),
             default_review_ttl=timedelta(seconds=self.default_review_ttl_seconds),
             default_approval_ttl=timedelta(seconds=self.default_approval_ttl_seconds),
+            apply_modes=self.apply,
         )
 
 

@@ -39,6 +39,7 @@ from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AlreadyDecided, InvalidInput, NotFound, StalePreview
+from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.storage.models import (
     Agent,
     Review,
@@ -402,6 +403,8 @@ class ReviewService:
             await move(
                 self.session, task, Trigger.REQUIREMENTS_MET, SYSTEM, "approval:approved", data
             )
+            if requirements.auto_apply:
+                enqueue_after_commit(self.session, task)
         elif task.state == TaskState.SUBMITTED:
             await move(self.session, task, Trigger.FIRST_REVIEW, SYSTEM, "task:reviewing", data)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -33,13 +33,16 @@ from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
+from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.execution.executors import get_executor
 from community_ade.execution.executors.base import Plan, PlanContext
 from community_ade.storage.models import (
+    Agent,
     Group,
     GroupMember,
     PolicyVersion,
     Preview,
+    Review,
     Task,
     TaskReviewGroup,
     User,
@@ -139,6 +142,14 @@ def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requir
         auto_approve=bool(doc["auto_approve"]),
         auto_apply=bool(doc["auto_apply"]),
     )
+
+
+def _auto_reason(requirements: Requirements) -> dict[str, Any]:
+    return {
+        "policy_version": requirements.policy_version,
+        "reason": f"risk {requirements.risk} below the auto-approve threshold "
+        f"{requirements.auto_approve_threshold}",
+    }
 
 
 def _check_text(name: str, value: str, limit: int) -> None:
@@ -256,25 +267,9 @@ class TaskService:
         executor = get_executor(task.type)
         executor.validate(task.payload).raise_if_invalid(task.type)
         plan = await executor.plan(task.payload, self.plan_context)
-        resources = [ResourceRef(**r) for r in task.resources]
-        routing = await self.route(
-            task.type,
-            resources,
-            plan.lines_changed,
-            submitter=str(task.submitter_id),
-            agent_owner=str(principal.owner_id) if principal.owner_id else None,
-        )
+        routing = await self._take_preview(task, plan, principal.owner_id)
         risk, requirements = routing.risk, routing.requirements
-        await self._store_preview(task, plan)
         now = self.now()
-        task.preview_digest = plan.digest
-        task.precondition_fingerprint = plan.precondition_fingerprint
-        task.risk_score = risk.total
-        task.risk_inputs = dataclasses.asdict(risk.inputs) | {"level": risk.level.value}
-        task.requirements = requirements_document(requirements)
-        task.policy_version = requirements.policy_version
-        await self._set_reviewers(task, requirements)
-        task.submitted_at = now
         submitted = {"digest": plan.digest, "risk": risk.total, "summary": plan.summary}
         if requirements.auto_approve:
             task.approval_deadline = requirements.approval_deadline(now)
@@ -282,31 +277,95 @@ class TaskService:
             await self._move(
                 task, Trigger.AUTO_APPROVE, actor_of(principal), "task:submitted", submitted
             )
-            await audit.append(
-                self.session,
-                type="approval:approved",
-                actor=SYSTEM,
-                subject=f"task:{task.id}",
-                data={
-                    "policy_version": requirements.policy_version,
-                    "reason": f"risk {risk.total} below the auto-approve threshold "
-                    f"{requirements.auto_approve_threshold}",
-                },
-            )
+            await self._auto_approved(task, requirements)
         else:
-            task.review_deadline = requirements.review_deadline(now)
-            await self._move(task, Trigger.SUBMIT, actor_of(principal), "task:submitted", submitted)
-            await audit.append(
-                self.session,
-                type="approval:requested",
-                actor=SYSTEM,
-                subject=f"task:{task.id}",
-                data={
-                    "requirements": task.requirements,
-                    "deadline": task.review_deadline.isoformat(),
-                },
+            await self._request_review(
+                task, Trigger.SUBMIT, actor_of(principal), "task:submitted", submitted
             )
         return Submission(task, plan, risk, requirements, routing.reviewers)
+
+    async def preconditions_moved(self, task: Task, plan: Plan) -> Routing:
+        """At apply, the world no longer matches the approved preview: store the new
+        ``plan`` as the task's preview and route it again, APPROVED → SUBMITTED. Votes on
+        the old digest go stale. When the policy auto-approves the new preview, the system
+        approves it at once (as submit would have), and it is queued again."""
+        old_digest = task.preview_digest
+        agent_owner = None
+        if task.agent_id is not None:
+            agent = await self.session.get(Agent, task.agent_id)
+            agent_owner = agent.owner_id if agent is not None else None
+        routing = await self._take_preview(task, plan, agent_owner)
+        await self.session.execute(
+            update(Review).where(Review.task_id == task.id).values(stale=True)
+        )
+        data = {"old_digest": old_digest, "digest": plan.digest, "summary": plan.summary}
+        requirements = routing.requirements
+        if not requirements.auto_approve:
+            await self._request_review(
+                task, Trigger.PRECONDITIONS_MOVED, SYSTEM, "task:preconditions_moved", data
+            )
+            return routing
+        await self._move(
+            task, Trigger.PRECONDITIONS_MOVED, SYSTEM, "task:preconditions_moved", data
+        )
+        now = self.now()
+        task.approval_deadline = requirements.approval_deadline(now)
+        task.decided_at = now
+        await self._move(
+            task, Trigger.REQUIREMENTS_MET, SYSTEM, "approval:approved", _auto_reason(requirements)
+        )
+        if requirements.auto_apply:
+            enqueue_after_commit(self.session, task)
+        return routing
+
+    async def _take_preview(
+        self, task: Task, plan: Plan, agent_owner: uuid.UUID | None
+    ) -> Routing:
+        """Store ``plan`` as the task's preview and score and route it by the policy in
+        force (submit, and again when preconditions moved)."""
+        routing = await self.route(
+            task.type,
+            [ResourceRef(**r) for r in task.resources],
+            plan.lines_changed,
+            submitter=str(task.submitter_id),
+            agent_owner=str(agent_owner) if agent_owner else None,
+        )
+        risk, requirements = routing.risk, routing.requirements
+        await self._store_preview(task, plan)
+        task.preview_digest = plan.digest
+        task.precondition_fingerprint = plan.precondition_fingerprint
+        task.risk_score = risk.total
+        task.risk_inputs = dataclasses.asdict(risk.inputs) | {"level": risk.level.value}
+        task.requirements = requirements_document(requirements)
+        task.policy_version = requirements.policy_version
+        await self._set_reviewers(task, requirements)
+        task.submitted_at = self.now()
+        return routing
+
+    async def _request_review(
+        self, task: Task, trigger: Trigger, actor: Actor, event: str, data: Mapping[str, Any]
+    ) -> None:
+        requirements = requirements_from_document(task.requirements or {}, task.type)
+        task.review_deadline = requirements.review_deadline(self.now())
+        await self._move(task, trigger, actor, event, data)
+        await audit.append(
+            self.session,
+            type="approval:requested",
+            actor=SYSTEM,
+            subject=f"task:{task.id}",
+            data={"requirements": task.requirements, "deadline": task.review_deadline.isoformat()},
+        )
+
+    async def _auto_approved(self, task: Task, requirements: Requirements) -> None:
+        await audit.append(
+            self.session,
+            type="approval:approved",
+            actor=SYSTEM,
+            subject=f"task:{task.id}",
+            data=_auto_reason(requirements),
+        )
+        if requirements.auto_apply:
+            enqueue_after_commit(self.session, task)
 
     async def cancel(self, principal: Principal, task_id: uuid.UUID, reason: str) -> Task:
         task = await self._owned(principal, task_id, lock=True)

@@ -23,6 +23,7 @@ from community_ade.approvals.policy import (
     RiskInputs,
     RiskScore,
     Slot,
+    apply_mode,
     check_can_vote,
     check_eligible,
     compute_requirements,
@@ -100,7 +101,6 @@ def test_bad_group_requirements(group: str, count: object, message: str) -> None
         ({"approval_ttl": -H}, "approval_ttl must be a positive duration"),
         ({"review_ttl": 3600}, "review_ttl must be a positive duration"),
         ({"auto_approve_below": 100.5}, "auto_approve_below"),
-        ({"auto_apply": "yes"}, "auto_apply"),
     ],
 )
 def test_bad_rules_are_refused_with_a_clear_message(
@@ -193,7 +193,6 @@ def rules_st(draw: st.DrawFn, name: str) -> PolicyRule:
         review_ttl=ttl,
         approval_ttl=draw(st.one_of(st.none(), st.integers(1, 72).map(lambda h: h * H))),
         auto_approve_below=auto,
-        auto_apply=draw(st.booleans()),
     )
 
 
@@ -236,7 +235,7 @@ def test_no_rule_means_the_risk_quorum_from_any_reviewer() -> None:
     assert (req.review_ttl, req.approval_ttl) == (timedelta(hours=24), timedelta(hours=24))
     assert not req.auto_approve
     assert req.auto_approve_threshold is None
-    assert not req.auto_apply
+    assert req.auto_apply  # no apply mode set: automatic
     assert req.policy_version == 0
     assert req.task_type == "files.write"
     assert req.risk == 55
@@ -325,31 +324,51 @@ def test_auto_approve_needs_every_matched_rule(
 
 
 @pytest.mark.parametrize(
-    ("flags", "auto_apply"),
-    [((True,), True), ((True, True), True), ((True, False), False), ((), False)],
+    ("modes", "task_type", "mode"),
+    [
+        ({}, "shell", "auto"),
+        ({"shell": "manual"}, "shell", "manual"),
+        ({"shell": "manual"}, "files.write", "auto"),
+        ({"*": "manual"}, "files.write", "manual"),
+        ({"*": "manual", "files.write": "auto"}, "files.write", "auto"),
+        ({"files.*": "auto", "*.write": "manual"}, "files.write", "manual"),
+        ({"files.*": "auto"}, "files.write", "auto"),
+        ({"Shell": "manual"}, "shell", "auto"),
+    ],
 )
-def test_auto_apply_needs_every_matched_rule(flags: tuple[bool, ...], auto_apply: bool) -> None:
-    rules = tuple(rule(f"r{i}", auto_apply=f) for i, f in enumerate(flags))
-    assert compute_requirements(Policy(1, rules), "t", [], 0).auto_apply is auto_apply
+def test_apply_mode_exact_name_wins_then_any_manual_glob(
+    modes: dict[str, str], task_type: str, mode: str
+) -> None:
+    policy = Policy(1, apply_modes=modes)  # type: ignore[arg-type]
+    assert apply_mode(policy.apply_modes, task_type) == mode
+    req = compute_requirements(policy, task_type, [], 0)
+    assert req.auto_apply is (mode == "auto")
+
+
+@pytest.mark.parametrize(
+    ("modes", "message"),
+    [({"shell": "later"}, "apply mode"), ({"": "manual"}, "glob")],
+)
+def test_bad_apply_modes_are_refused(modes: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        Policy(1, apply_modes=modes)  # type: ignore[arg-type]
 
 
 def test_non_matching_rules_do_not_count() -> None:
     policy = Policy(
         1,
         (
-            rule("auto", ("files.*",), auto_approve_below=50, auto_apply=True),
+            rule("auto", ("files.*",), auto_approve_below=50),
             rule("db", resource_types=frozenset({R.DATABASE}), groups=(GroupRequirement("db"),)),
         ),
     )
     req = compute_requirements(policy, "files.write", [res(R.STORAGE)], 10)
     assert req.matched_rules == ("auto",)
     assert req.auto_approve
-    assert req.auto_apply
     assert req.groups == ()
     touching_db = compute_requirements(policy, "files.write", [res(R.DATABASE)], 10)
     assert touching_db.matched_rules == ("auto", "db")
     assert not touching_db.auto_approve
-    assert not touching_db.auto_apply
 
 
 def test_risk_score_objects_are_accepted() -> None:
@@ -399,9 +418,7 @@ def test_requirements_union_semantics(
         assert all(
             r.auto_approve_below is not None and risk < r.auto_approve_below for r in matched
         )
-    if req.auto_apply:
-        assert matched
-        assert all(r.auto_apply for r in matched)
+    assert req.auto_apply  # the generated policies set no apply modes
 
 
 # --- eligibility -----------------------------------------------------------------------------

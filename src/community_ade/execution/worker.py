@@ -1,0 +1,440 @@
+"""The worker: claims queued tasks and applies them under their locks (DESIGN §6).
+
+For one message: load the task (not APPROVED → acknowledge and ignore: a duplicate never
+applies twice), take its locks (the task itself, its resources, one permit of its agent),
+plan again and compare digest and precondition fingerprint (moved → back to SUBMITTED
+with the new preview), snapshot, record APPLYING with the fence and the snapshot, apply
+under ``grant.guard()`` (a lost lease cancels it), then record COMPLETED, or roll back
+and retry with backoff (transient failure, attempts left) or record FAILED. Locks are
+always released and the message always settled.
+
+A task found APPLYING (its worker died or stalled past its lease, and the message was
+reclaimed) is rolled back from its stored snapshot under the new fence; the interrupted
+attempt counts, and the task is retried at once if attempts remain, else FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import select
+
+from community_ade.approvals.states import TaskState
+from community_ade.errors import (
+    AdeError,
+    DeadlockDetected,
+    FenceRejected,
+    InvalidInput,
+    LockLost,
+    LockTimeout,
+    ServiceUnavailable,
+)
+from community_ade.execution.executors import get_executor
+from community_ade.execution.executors.base import (
+    ApplyContext,
+    ApplyFailed,
+    ApplyingExecutor,
+    PlanContext,
+    Snapshot,
+)
+from community_ade.execution.queue import Message, TaskQueue
+from community_ade.execution.rules import Failure, backoff_delay, lock_resources, should_retry
+from community_ade.execution.service import ExecutionService
+from community_ade.locks.manager import Grant
+from community_ade.runtime import Runtime
+from community_ade.storage.models import Task
+
+log = logging.getLogger(__name__)
+
+# A message delivered this often without being settled is poison: dead-lettered.
+MAX_DELIVERIES = 20
+_IDLE_TICK_S = 0.5
+
+
+@dataclass
+class WorkerStats:
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    moved: int = 0
+    ignored: int = 0
+    reclaimed: int = 0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def wants_apply(task: Task) -> bool:
+    """An APPROVED task is applied automatically unless its policy says ``apply:
+    manual``; then only once someone asked for it (``POST /tasks/{id}/apply``)."""
+    automatic = bool((task.requirements or {}).get("auto_apply", True))
+    return automatic or task.apply_requested_at is not None
+
+
+@dataclass
+class _Attempt:
+    """One attempt of one task under one grant."""
+
+    task: Task
+    executor: ApplyingExecutor
+    grant: Grant
+    context: ApplyContext
+    snapshot: Snapshot | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """``await Worker(runtime).run()`` until ``stop()`` (or, in burst mode, until the
+    queue is empty). In-flight tasks always finish before ``run`` returns."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int | None = None,
+        burst: bool = False,
+        worker_id: str | None = None,
+    ) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.settings = settings
+        self.queue: TaskQueue = runtime.queue
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.burst = burst
+        self.worker_id = worker_id or new_worker_id()
+        plan_context = PlanContext(allowed_roots=settings.allowed_workspace_roots)
+        self.plan_context = plan_context
+        self.service = ExecutionService(
+            runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
+        )
+        self.stats = WorkerStats()
+        self._stopping = asyncio.Event()
+        self._inflight: dict[asyncio.Task[None], Message] = {}
+
+    def stop(self) -> None:
+        """Stop claiming; ``run`` returns once in-flight tasks have finished."""
+        if not self._stopping.is_set():
+            log.info("worker %s draining %d in-flight task(s)", self.worker_id, len(self._inflight))
+        self._stopping.set()
+
+    async def run(self) -> WorkerStats:
+        log.info(
+            "worker %s started (concurrency %d%s)",
+            self.worker_id,
+            self.concurrency,
+            ", burst" if self.burst else "",
+        )
+        await self.queue.ensure_groups()
+        await self._reconcile()
+        keeper = asyncio.create_task(self._keep_messages(), name="ade-worker-touch")
+        try:
+            await self._loop()
+        finally:
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        log.info("worker %s stopped: %s", self.worker_id, self.stats)
+        return self.stats
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        settings = self.settings
+        reclaim_ms = round(settings.worker_reclaim_idle_seconds * 1000)
+        next_reclaim = next_reconcile = next_promote = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_promote:
+                    wait = await self.queue.promote_due()
+                    next_promote = now + min(_IDLE_TICK_S, wait if wait is not None else 1.0)
+                if now >= next_reclaim:
+                    for message in await self.queue.reclaim(self.worker_id, reclaim_ms):
+                        self.stats.reclaimed += 1
+                        self._start(message)
+                    next_reclaim = now + max(0.2, settings.worker_reclaim_idle_seconds / 4)
+                if now >= next_reconcile:
+                    await self._reconcile()
+                    next_reconcile = now + settings.worker_reconcile_seconds
+                free = self.concurrency - len(self._inflight)
+                if free > 0:
+                    block = round(_IDLE_TICK_S * 1000)
+                    claimed = await self.queue.claim(self.worker_id, free, block_ms=block)
+                    for message in claimed:
+                        self._start(message)
+                    idle = not claimed and not self._inflight
+                    if idle and self.burst and await self._queue_is_empty():
+                        return
+                else:
+                    await asyncio.wait(
+                        list(self._inflight),
+                        timeout=_IDLE_TICK_S,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+            except (ServiceUnavailable, redis.RedisError, OSError) as exc:
+                log.warning("worker %s: queue unreachable (%s); retrying", self.worker_id, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+
+    async def _queue_is_empty(self) -> bool:
+        depth = await self.queue.depth()
+        if not depth.empty:
+            return False
+        # Nothing queued: but a crash between commit and enqueue may have left some.
+        return await self._reconcile() == 0
+
+    def _start(self, message: Message) -> None:
+        job = asyncio.create_task(self._process(message), name=f"ade-apply-{message.task_id}")
+        self._inflight[job] = message
+        job.add_done_callback(self._inflight.pop)
+
+    async def _keep_messages(self) -> None:
+        """Touch in-flight messages so that live work is never reclaimed."""
+        period = max(0.1, self.settings.worker_reclaim_idle_seconds / 3)
+        while True:
+            await asyncio.sleep(period)
+            if self._inflight:
+                try:
+                    await self.queue.touch(self.worker_id, list(self._inflight.values()))
+                except (ServiceUnavailable, redis.RedisError, OSError) as exc:
+                    log.warning("could not refresh in-flight messages: %s", exc)
+
+    async def _reconcile(self) -> int:
+        """Queue APPROVED tasks that should apply and are not queued: a crash between a
+        commit and its enqueue loses nothing. Duplicates are refused by the queue."""
+        async with self.runtime.sessions() as session:
+            rows = await session.scalars(
+                select(Task).where(Task.state == TaskState.APPROVED.value).limit(1000)
+            )
+            due = [(str(t.id), t.priority) for t in rows if wants_apply(t)]
+        added = await self.queue.enqueue_many(due)
+        if added:
+            log.info("reconciler queued %d approved task(s) missing from the queue", added)
+        return added
+
+    # -- one message ------------------------------------------------------------------
+
+    async def _process(self, message: Message) -> None:
+        try:
+            if message.deliveries > MAX_DELIVERIES:
+                await self.queue.dead(message, f"delivered {message.deliveries} times")
+                return
+            delay = await self._handle(message)
+            if delay is None:
+                await self.queue.ack(message)
+            else:
+                await self.queue.retry(message, delay)
+        except _Settled:
+            pass
+        except (ServiceUnavailable, redis.RedisError, OSError) as exc:
+            # Left pending: reclaimed once idle, then handled again (idempotently).
+            log.warning("task %s: backing service unreachable (%s)", message.task_id, exc)
+        except Exception:
+            log.exception("task %s: unexpected error; the message stays pending", message.task_id)
+
+    async def _handle(self, message: Message) -> float | None:
+        """Handle one delivery; the delay before it should be queued again, or None."""
+        try:
+            task_id = uuid.UUID(message.task_id)
+        except ValueError:
+            await self.queue.dead(message, f"not a task id: {message.task_id!r}")
+            raise _Settled from None
+        task = await self.service.load(task_id)
+        if task is None or not self._actionable(task):
+            self.stats.ignored += 1
+            state = "missing" if task is None else task.state
+            log.info("task %s is %s: nothing to apply", message.task_id, state)
+            return None
+        executor = get_executor(task.type)
+        agent = str(task.agent_id or task.submitter_id)
+        try:
+            resources = lock_resources(str(task.id), task.resources)
+            grant = await self.runtime.locks.acquire(
+                f"task:{task.id}", agent, resources, timeout=self.settings.worker_lock_wait_seconds
+            )
+        except (LockTimeout, DeadlockDetected) as exc:
+            log.info("task %s: locks not granted (%s); re-queued", task.id, exc.message)
+            return backoff_delay(1, base=1.0, cap=30.0)
+        except InvalidInput as exc:
+            await self.queue.dead(message, f"cannot lock its resources: {exc.message}")
+            raise _Settled from None
+        try:
+            return await self._under_lock(task_id, executor, grant)
+        finally:
+            await self.runtime.locks.release(grant)
+
+    def _actionable(self, task: Task) -> bool:
+        if task.state == TaskState.APPLYING:
+            return True
+        return task.state == TaskState.APPROVED and wants_apply(task)
+
+    async def _under_lock(self, task_id: uuid.UUID, executor: Any, grant: Grant) -> float | None:
+        task = await self.service.load(task_id)  # again: it may have moved meanwhile
+        if task is None:
+            return None
+        context = ApplyContext(self.plan_context, str(task.id), grant.fence)
+        if not isinstance(executor, ApplyingExecutor):
+            if task.state == TaskState.APPROVED:
+                await self._refuse(task, context, f"the {task.type} executor cannot apply", {})
+            return None
+        if task.state == TaskState.APPLYING:
+            task = await self._recover(task, executor, grant, context)
+            if task is None:
+                return None
+        if task.state != TaskState.APPROVED or not wants_apply(task):
+            self.stats.ignored += 1
+            return None
+        return await self._apply(_Attempt(task, executor, grant, context))
+
+    async def _recover(
+        self, task: Task, executor: ApplyingExecutor, grant: Grant, context: ApplyContext
+    ) -> Task | None:
+        """Settle an attempt whose worker died: roll back from the stored snapshot, then
+        retry (the task is APPROVED again) or fail."""
+        adopted = await self.service.take_over(task.id, grant.fence)
+        if adopted is None:
+            return None
+        log.warning(
+            "task %s: adopting an interrupted apply (attempt %d)", task.id, adopted.attempts
+        )
+        snapshot = None if adopted.snapshot is None else Snapshot(task.type, adopted.snapshot)
+        outcome = await self._rollback(executor, adopted, snapshot, context)
+        failure = Failure("the worker applying it stopped (reclaimed)", True, outcome)
+        if should_retry(failure, adopted.attempts, self.settings.worker_max_attempts):
+            await self.service.retry(task.id, grant.fence, failure.message, outcome, 0.0)
+            self.stats.retried += 1
+            return await self.service.load(task.id)
+        await self.service.fail(task.id, grant.fence, failure.message, outcome, {})
+        self.stats.failed += 1
+        return None
+
+    async def _apply(self, attempt: _Attempt) -> float | None:
+        task, executor, context = attempt.task, attempt.executor, attempt.context
+        stash = await self.service.approved_plan(task)
+        try:
+            plan = await executor.plan(task.payload, self.plan_context)
+        except InvalidInput as exc:
+            await self._refuse(task, context, f"no longer applies: {exc.message}", exc.details)
+            return None
+        if stash is None or (plan.digest, plan.precondition_fingerprint) != (
+            stash.digest,
+            stash.precondition_fingerprint,
+        ):
+            if await self.service.preconditions_moved(task.id, plan):
+                self.stats.moved += 1
+                log.info("task %s: preconditions moved; back to review", task.id)
+            return None
+        try:
+            attempt.snapshot = await executor.snapshot(task.payload, stash, context)
+        except ApplyFailed as exc:
+            await self._refuse(task, context, f"snapshot failed: {exc.message}", exc.details)
+            return None
+        started = await self.service.start(task.id, context.fence, dict(attempt.snapshot.data))
+        if started is None:
+            self.stats.ignored += 1
+            return None
+        attempt.task = started
+        log.info(
+            "task %s: applying (attempt %d, fence %d)", task.id, started.attempts, context.fence
+        )
+        try:
+            async with attempt.grant.guard():
+                result = await executor.apply(task.payload, stash, attempt.snapshot, context)
+        except LockLost as exc:
+            return await self._failed(attempt, Failure(f"lock lost: {exc.message}", True, ""), {})
+        except FenceRejected as exc:
+            # A newer holder has written: the task is theirs now; touch nothing.
+            log.warning("task %s: fence %d refused (%s)", task.id, context.fence, exc.message)
+            return None
+        except ApplyFailed as exc:
+            return await self._failed(attempt, Failure(exc.message, exc.transient, ""), exc.details)
+        except (AdeError, OSError, ValueError, RuntimeError) as exc:
+            message = exc.message if isinstance(exc, AdeError) else f"{type(exc).__name__}: {exc}"
+            return await self._failed(attempt, Failure(message, False, ""), {})
+        if await self.service.complete(task.id, context.fence, result.summary, result.details):
+            self.stats.completed += 1
+            log.info(
+                "task %s: completed in %.0f ms: %s",
+                task.id,
+                (time.monotonic() - attempt.started) * 1000,
+                result.summary,
+            )
+        return None
+
+    async def _refuse(
+        self, task: Task, context: ApplyContext, message: str, details: Mapping[str, Any]
+    ) -> None:
+        """The task cannot be applied at all (no plan, no snapshot, no apply): record the
+        attempt as begun and failed at once, with nothing to roll back."""
+        if await self.service.start(task.id, context.fence, None) is None:
+            return
+        if await self.service.fail(
+            task.id, context.fence, message, "nothing_to_roll_back", details
+        ):
+            self.stats.failed += 1
+            log.warning("task %s failed: %s", task.id, message)
+
+    async def _failed(
+        self, attempt: _Attempt, failure: Failure, details: Mapping[str, Any]
+    ) -> float | None:
+        task, context = attempt.task, attempt.context
+        current = await self.service.load(task.id)
+        if current is None or current.state != TaskState.APPLYING or current.fence != context.fence:
+            # Taken over by a newer holder (our lease was lost): the outcome is theirs.
+            log.warning("task %s: attempt under fence %d superseded", task.id, context.fence)
+            return None
+        outcome = await self._rollback(attempt.executor, task, attempt.snapshot, context)
+        failure = Failure(failure.message, failure.transient, outcome)
+        log.warning(
+            "task %s: attempt %d failed (%s); rollback: %s",
+            task.id,
+            task.attempts,
+            failure.message,
+            outcome,
+        )
+        settings = self.settings
+        if should_retry(failure, task.attempts, settings.worker_max_attempts):
+            delay = backoff_delay(
+                task.attempts,
+                base=settings.worker_backoff_base_seconds,
+                cap=settings.worker_backoff_cap_seconds,
+            )
+            if await self.service.retry(task.id, context.fence, failure.message, outcome, delay):
+                self.stats.retried += 1
+                return delay
+            return None
+        if await self.service.fail(task.id, context.fence, failure.message, outcome, details):
+            self.stats.failed += 1
+        return None
+
+    async def _rollback(
+        self,
+        executor: ApplyingExecutor,
+        task: Task,
+        snapshot: Snapshot | None,
+        context: ApplyContext,
+    ) -> str:
+        if snapshot is None:
+            return "nothing_to_roll_back"
+        try:
+            return str(await executor.rollback(task.payload, snapshot, context))
+        except (ApplyFailed, AdeError, OSError, ValueError, RuntimeError) as exc:
+            log.error("task %s: rollback failed: %s", task.id, exc)
+            return "rollback_failed"
+
+
+class _Settled(Exception):
+    """The message was already settled (dead-lettered) while handling it."""

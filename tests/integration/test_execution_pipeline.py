@@ -1,0 +1,157 @@
+"""The execution pipeline on real Redis and real SQLite/PostgreSQL: a submitted,
+auto-approved task is queued after its commit, applied by a worker under its locks,
+recorded COMPLETED; duplicates never apply twice; failures roll back; manual apply."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from community_ade.approvals.states import TaskState
+from community_ade.execution.queue import band_of
+from community_ade.execution.worker import Worker
+from community_ade.infra.redis_client import open_redis
+from community_ade.runtime import Runtime
+from conftest import Backend, delete_domain_keys
+from execution_util import (
+    AUTO,
+    events_of,
+    make_user,
+    open_runtime,
+    reload,
+    set_policy,
+    settings_for,
+    submit,
+    write_payload,
+)
+
+pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
+
+
+@pytest.fixture
+async def runtime(
+    database_url: str, backend: Backend, tmp_path: Path, domain: str
+) -> AsyncIterator[Runtime]:
+    (tmp_path / "workspaces" / "ws").mkdir(parents=True)
+    settings = settings_for(database_url, backend.url, tmp_path, domain)
+    try:
+        async with open_runtime(settings) as rt:
+            await set_policy(rt, AUTO)
+            yield rt
+    finally:
+        client = await open_redis(backend.url)
+        await delete_domain_keys(client, domain)
+        await client.aclose()
+
+
+def ws(runtime: Runtime) -> Path:
+    return runtime.settings.allowed_workspace_roots[0] / "ws"
+
+
+async def burst(runtime: Runtime, concurrency: int = 2) -> Worker:
+    worker = Worker(runtime, concurrency=concurrency, burst=True)
+    await asyncio.wait_for(worker.run(), 60)
+    return worker
+
+
+async def test_an_auto_approved_task_is_queued_after_commit_and_applied(
+    runtime: Runtime,
+) -> None:
+    alice = await make_user(runtime)
+    (ws(runtime) / "app.conf").write_text("debug = false\n")
+    task = await submit(
+        runtime, alice, "files.write", write_payload(ws(runtime), "app.conf", "debug = true\n")
+    )
+    assert task.state == TaskState.APPROVED
+    await runtime.queue.drain_background()
+    depth = await runtime.queue.depth()
+    assert depth.ready[band_of(100)] == 1  # queued by the commit, not by the reconciler
+    worker = await burst(runtime)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED
+    assert (ws(runtime) / "app.conf").read_text() == "debug = true\n"
+    assert done.fence is not None and done.fence > 0
+    assert done.attempts == 1
+    assert done.worker_id == worker.worker_id
+    assert done.snapshot is not None
+    assert done.result is not None and done.result["fence"] == str(done.fence)
+    assert done.duration_ms is not None and done.duration_ms >= 0
+    assert done.finished_at is not None
+    assert worker.stats.completed == 1
+    assert (await events_of(runtime, task.id))[-2:] == ["task:applying", "task:completed"]
+    assert (await runtime.queue.depth()).empty
+
+
+async def test_a_duplicated_message_does_not_apply_twice(runtime: Runtime) -> None:
+    alice = await make_user(runtime)
+    log = ws(runtime) / "log.txt"
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "log.txt", "1\n"))
+    await runtime.queue.drain_background()
+    # Three more deliveries of the same task: straight onto the stream, past the dedupe.
+    for _ in range(3):
+        await runtime.redis.xadd(runtime.queue.keys.stream(band_of(100)), {"task": str(task.id)})
+    worker = await burst(runtime, concurrency=4)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED
+    assert done.attempts == 1
+    assert worker.stats.completed == 1
+    assert worker.stats.ignored == 3
+    assert log.read_text() == "1\n"
+    assert (await events_of(runtime, task.id)).count("task:applying") == 1
+
+
+async def test_enqueue_refuses_a_task_already_queued(runtime: Runtime) -> None:
+    task_id = str(uuid.uuid4())
+    assert await runtime.queue.enqueue(task_id, 100)
+    assert not await runtime.queue.enqueue(task_id, 100)
+    assert not await runtime.queue.enqueue(task_id, 10)
+    assert sum((await runtime.queue.depth()).ready) == 1
+
+
+async def test_urgent_bands_are_claimed_first(runtime: Runtime) -> None:
+    ids = {p: str(uuid.uuid4()) for p in (500, 100, 10)}
+    for priority, task_id in ids.items():
+        await runtime.queue.enqueue(task_id, priority)
+    claimed = [m.task_id for m in await runtime.queue.claim("c1", 1) for _ in (0,)]
+    claimed += [m.task_id for m in await runtime.queue.claim("c1", 1)]
+    claimed += [m.task_id for m in await runtime.queue.claim("c1", 1)]
+    assert claimed == [ids[10], ids[100], ids[500]]
+
+
+async def test_a_message_for_a_missing_task_is_acknowledged(runtime: Runtime) -> None:
+    await runtime.queue.enqueue(str(uuid.uuid4()), 100)
+    await runtime.queue.enqueue("not-a-uuid", 100)
+    worker = await burst(runtime)
+    depth = await runtime.queue.depth()
+    assert depth.empty
+    assert depth.dead == 1
+    assert worker.stats.ignored == 1
+
+
+async def test_the_reconciler_queues_an_approved_task_that_never_was(runtime: Runtime) -> None:
+    alice = await make_user(runtime)
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "x.txt", "x\n"))
+    await runtime.queue.drain_background()
+    # Lose the message, as if the process had died between commit and enqueue.
+    for stream in runtime.queue.keys.streams:
+        await runtime.redis.delete(stream)
+    await runtime.redis.delete(runtime.queue.keys.index)
+    await burst(runtime)
+    assert (await reload(runtime, task.id)).state == TaskState.COMPLETED
+    assert (ws(runtime) / "x.txt").read_text() == "x\n"
+
+
+async def test_a_manual_apply_task_waits_for_its_request(runtime: Runtime) -> None:
+    await set_policy(runtime, AUTO | {"apply": {"files.write": "manual"}})
+    alice = await make_user(runtime)
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "m.txt", "m\n"))
+    assert task.state == TaskState.APPROVED
+    await runtime.queue.drain_background()
+    assert (await runtime.queue.depth()).empty
+    await burst(runtime)
+    assert (await reload(runtime, task.id)).state == TaskState.APPROVED
+    assert not (ws(runtime) / "m.txt").exists()
