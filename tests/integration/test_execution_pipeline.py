@@ -10,12 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from community_ade.approvals.states import TaskState
-from community_ade.execution.queue import band_of
-from community_ade.execution.worker import Worker
-from community_ade.infra.redis_client import open_redis
-from community_ade.runtime import Runtime
 from conftest import Backend, delete_domain_keys
 from execution_util import (
     AUTO,
@@ -28,6 +22,12 @@ from execution_util import (
     submit,
     write_payload,
 )
+
+from community_ade.approvals.states import TaskState
+from community_ade.execution.queue import band_of
+from community_ade.execution.worker import Worker
+from community_ade.infra.redis_client import open_redis
+from community_ade.runtime import Runtime
 
 pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
 
@@ -74,12 +74,15 @@ async def test_an_auto_approved_task_is_queued_after_commit_and_applied(
     done = await reload(runtime, task.id)
     assert done.state == TaskState.COMPLETED
     assert (ws(runtime) / "app.conf").read_text() == "debug = true\n"
-    assert done.fence is not None and done.fence > 0
+    assert done.fence is not None
+    assert done.fence > 0
     assert done.attempts == 1
     assert done.worker_id == worker.worker_id
     assert done.snapshot is not None
-    assert done.result is not None and done.result["fence"] == str(done.fence)
-    assert done.duration_ms is not None and done.duration_ms >= 0
+    assert done.result is not None
+    assert done.result["fence"] == str(done.fence)
+    assert done.duration_ms is not None
+    assert done.duration_ms >= 0
     assert done.finished_at is not None
     assert worker.stats.completed == 1
     assert (await events_of(runtime, task.id))[-2:] == ["task:applying", "task:completed"]

@@ -20,6 +20,7 @@ from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
 from community_ade.errors import AdeError
 from community_ade.execution.executors.base import PlanContext
+from community_ade.execution.worker import Worker
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -65,17 +66,23 @@ async def sweep_forever(runtime: Runtime) -> None:
             log.info("expired %d overdue task(s)", len(expired))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the Runtime opens when it starts serving and closes when it stops."""
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    """Build the app; the Runtime opens when it starts serving and closes when it stops.
+    ``run_worker``: also apply approved tasks in this process (``ade serve``'s default)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Runtime.open(settings) as runtime:
             app.state.runtime = runtime
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
+            worker = Worker(runtime) if run_worker else None
+            working = worker and asyncio.create_task(worker.run(), name="ade-worker")
             try:
                 yield
             finally:
+                if worker and working:
+                    worker.stop()  # drain: in-flight applies finish before the Runtime closes
+                    await working
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper

@@ -113,6 +113,19 @@ class TaskOut(BaseModel):
     updated_at: datetime
     submitted_at: datetime | None
     decided_at: datetime | None
+    # The execution record (docs/execution.md).
+    fence: int | None = Field(description="Fencing token of the lock grant of the last apply.")
+    attempts: int = Field(description="Applies begun so far (retries included).")
+    result: dict[str, Any] | None = Field(description="What the apply did, or its error.")
+    rollback_outcome: str | None = Field(
+        description="rolled_back, rollback_failed or nothing_to_roll_back, after a failure."
+    )
+    last_error: str | None
+    worker_id: str | None
+    apply_requested_at: datetime | None
+    apply_started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
 
 
 class CancelBody(BaseModel):

@@ -32,7 +32,7 @@ from community_ade.approvals.states import TaskState, Trigger, next_state
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
-from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
+from community_ade.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.execution.executors import get_executor
 from community_ade.execution.executors.base import Plan, PlanContext
@@ -283,6 +283,23 @@ class TaskService:
                 task, Trigger.SUBMIT, actor_of(principal), "task:submitted", submitted
             )
         return Submission(task, plan, risk, requirements, routing.reviewers)
+
+    async def request_apply(self, principal: Principal, task_id: uuid.UUID) -> Task:
+        """Ask for an APPROVED task to be applied (needed when its type's policy says
+        ``apply: manual``; harmless otherwise). Its submitter or an admin may ask."""
+        task = await self._owned(principal, task_id, lock=True)
+        if task.state != TaskState.APPROVED:
+            raise InvalidTransition(
+                f"only an APPROVED task can be applied; this one is {task.state}",
+                state=task.state,
+            )
+        first = task.apply_requested_at is None
+        if first:
+            task.apply_requested_at = self.now()
+            await self._flush()
+            await self._audit("task:apply_requested", principal, task, {})
+        enqueue_after_commit(self.session, task)  # again on a repeat: the queue dedupes
+        return task
 
     async def preconditions_moved(self, task: Task, plan: Plan) -> Routing:
         """At apply, the world no longer matches the approved preview: store the new

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import audit, database, demo, locks, serve, users
+from community_ade.cli import audit, database, demo, locks, serve, users, worker
 
 app = typer.Typer(
     name="ade",
@@ -20,6 +20,7 @@ app.add_typer(users.groups_app, name="groups")
 app.add_typer(users.tokens_app, name="tokens")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
 
 
 def main() -> None:

@@ -21,6 +21,9 @@ def serve(
             help="Seed demo people, a policy and tasks (once per data dir); print tokens."
         ),
     ] = False,
+    worker: Annotated[
+        bool, typer.Option(help="Also apply approved tasks in this process (one worker).")
+    ] = True,
 ) -> None:
     """Serve the REST API; /healthz answers once Redis and the database are open."""
     settings = load_settings()
@@ -34,7 +37,7 @@ def serve(
             "bob has a task to review, carol (sre) another, alice submitted them."
         )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_worker=worker),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

@@ -113,7 +113,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.worker_id = worker_id or new_worker_id()
-        plan_context = PlanContext(allowed_roots=settings.allowed_workspace_roots)
+        plan_context = PlanContext.from_settings(settings)
         self.plan_context = plan_context
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context

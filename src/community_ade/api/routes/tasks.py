@@ -145,6 +145,13 @@ async def cancel_task(
     return TaskOut.model_validate(await tasks.cancel(principal, task_id, body.reason))
 
 
+@router.post("/{task_id}/apply", response_model=TaskOut, status_code=status.HTTP_202_ACCEPTED)
+async def apply_task(task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep) -> TaskOut:
+    """Queue an APPROVED task for a worker (its submitter or an admin); the way to apply
+    a task whose type's policy says `apply: manual`. 409 unless the task is APPROVED."""
+    return TaskOut.model_validate(await tasks.request_apply(principal, task_id))
+
+
 @router.get("/{task_id}/preview", response_model=PreviewOut)
 async def get_preview(
     task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep, session: SessionDep

@@ -1,0 +1,47 @@
+"""``ade worker``: apply approved tasks from the queue until stopped (SIGTERM/SIGINT drain
+in-flight work and exit 0) or, with ``--burst``, until the queue is empty."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from community_ade.cli.common import console, run
+from community_ade.execution.worker import Worker, WorkerStats
+from community_ade.runtime import Runtime
+
+
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=256, help="Tasks applied at once (default ADE_WORKER_CONCURRENCY)."
+        ),
+    ] = None,
+    burst: Annotated[
+        bool, typer.Option(help="Exit once the queue is empty instead of waiting for more.")
+    ] = False,
+) -> None:
+    """Claim approved tasks and apply them under their locks."""
+
+    async def main(runtime: Runtime) -> WorkerStats:
+        work = Worker(runtime, concurrency=concurrency, burst=burst)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # First signal: stop claiming and drain; in-flight applies finish.
+            loop.add_signal_handler(sig, work.stop)
+        try:
+            return await work.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    stats = run(main)
+    console.print(
+        f"worker done: {stats.completed} completed, {stats.failed} failed, "
+        f"{stats.retried} retried, {stats.moved} sent back to review, "
+        f"{stats.ignored} ignored, {stats.reclaimed} reclaimed"
+    )
