@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="Directories executors may change (files.write roots, git.patch "
         'repositories), as a JSON list, e.g. ["/srv/repos"]. Default: <data dir>/workspaces.',
     )
+    http_allowlist: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes http.request tasks may call, as a JSON list, e.g. "
+        '["https://hooks.example.com/deploy/"]. Scheme, host and port must match exactly and '
+        "the path at a segment boundary. Default: empty, no URL is allowed.",
+    )
     sweep_interval_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -577,7 +577,8 @@ def test_registry_finds_the_builtins_through_entry_points(rescan: None) -> None:
 
 
 def test_registry_refuses_an_unknown_task_type(rescan: None) -> None:
-    with pytest.raises(InvalidInput, match=r"unknown task type 'nope'.*files\.write, git\.patch"):
+    known = r"files\.write, git\.patch, http\.request, shell"
+    with pytest.raises(InvalidInput, match=rf"unknown task type 'nope'.*{known}"):
         get_executor("nope")
 
 
@@ -636,7 +637,7 @@ async def test_a_third_party_executor_appears_without_code_changes(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="community_ade.execution.executors"):
         found = load_executors()
-    assert sorted(found) == ["demo.echo", "files.write", "git.patch"]
+    assert sorted(found) == ["demo.echo", "files.write", "git.patch", "http.request", "shell"]
     echo = get_executor("demo.echo")
     assert isinstance(echo, Executor)
     assert (await echo.plan({"a": 1}, ws.context)).preview == "{'a': 1}"

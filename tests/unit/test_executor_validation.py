@@ -23,12 +23,17 @@ from community_ade.execution.executors import (
     PlanContext,
     ValidationReport,
     digest_of,
+    urls,
 )
 from community_ade.execution.executors import files_write as fw
 from community_ade.execution.executors import git_patch as gp
+from community_ade.execution.executors import http_request as hr
+from community_ade.execution.executors import shell as sh
 
 FILES = fw.FilesWriteExecutor()
 GIT = gp.GitPatchExecutor()
+SHELL = sh.ShellExecutor()
+HTTP = hr.HttpRequestExecutor()
 ROOT = "/srv/workspaces/project"
 
 
@@ -85,11 +90,16 @@ def test_plan_context_wants_absolute_roots_and_a_positive_timeout() -> None:
         PlanContext(allowed_roots=(), command_timeout_seconds=0)
 
 
-def test_builtins_satisfy_the_executor_protocol_but_not_yet_the_applying_one() -> None:
-    for executor in (FILES, GIT):
+def test_builtins_satisfy_the_applying_executor_protocol() -> None:
+    for executor in (FILES, GIT, SHELL, HTTP):
         assert isinstance(executor, Executor)
-        assert not isinstance(executor, ApplyingExecutor)
-    assert (FILES.task_type, GIT.task_type) == ("files.write", "git.patch")
+        assert isinstance(executor, ApplyingExecutor)
+    assert [e.task_type for e in (FILES, GIT, SHELL, HTTP)] == [
+        "files.write",
+        "git.patch",
+        "shell",
+        "http.request",
+    ]
 
 
 # --- files.write ------------------------------------------------------------------------
@@ -126,6 +136,8 @@ def test_files_write_delete_may_carry_an_explicit_null_content() -> None:
         "a\u2028b",
         "x" * 256,
         "a/" * 2100,
+        ".ade/fences/x",
+        "sub/.ade/x",
     ],
 )
 def test_files_write_refuses_bad_paths(path: str) -> None:
@@ -348,3 +360,198 @@ def test_canonical_patch_normalises_transport_crlf_only() -> None:
 def test_numstat_totals_count_binary_files_as_one_line() -> None:
     lines = ["3\t1\tsrc/a.py", "-\t-\timg.png", "0\t5\tb => c", "garbage"]
     assert gp.numstat_totals(lines) == (3, 3, 6, 1)
+
+
+def test_git_commit_message_ends_with_the_task_and_fence_trailers() -> None:
+    message = gp.commit_message("Fix f\n\nBody\n\n", "t-1", 42)
+    assert message == "Fix f\n\nBody\n\nADE-Task: t-1\nADE-Fence: 42\n"
+
+
+# --- shell ------------------------------------------------------------------------------
+
+
+def shell_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"command": ["make", "deploy"], "cwd": "/srv/w"}
+    payload.update(overrides)
+    return payload
+
+
+def test_shell_accepts_a_well_formed_payload() -> None:
+    spec, errors = sh.parse(
+        shell_payload(
+            timeout_seconds=10, preview_command=["make", "-n"], rollback_command=["make", "undo"]
+        )
+    )
+    assert errors == ()
+    assert spec == sh.ShellTask(
+        ("make", "deploy"), "/srv/w", 10.0, ("make", "-n"), ("make", "undo")
+    )
+    assert sh.parse(shell_payload())[0] == sh.ShellTask(
+        ("make", "deploy"), "/srv/w", sh.DEFAULT_TIMEOUT_SECONDS, None, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("command", "make deploy"),  # a string: ambiguous quoting, refused
+        ("command", []),
+        ("command", [""]),
+        ("command", ["ok", 3]),
+        ("command", ["a\x00b"]),
+        ("command", ["x"] * (sh.MAX_ARGS + 1)),
+        ("command", ["x" * (sh.MAX_COMMAND_BYTES + 1)]),
+        ("command", None),
+        ("preview_command", "ls"),
+        ("rollback_command", []),
+        ("cwd", "relative"),
+        ("cwd", None),
+        ("cwd", "/a\nb"),
+        ("timeout_seconds", 0),
+        ("timeout_seconds", -1),
+        ("timeout_seconds", sh.MAX_TIMEOUT_SECONDS + 1),
+        ("timeout_seconds", True),
+        ("timeout_seconds", "10"),
+        ("shell", True),
+    ],
+)
+def test_shell_refuses_bad_fields(field: str, value: Any) -> None:
+    assert error_paths(SHELL.validate(shell_payload(**{field: value}))) == [field]
+
+
+def test_shell_output_keeps_the_start_and_the_end() -> None:
+    assert sh.bounded(b"short") == "short"
+    data = b"a" * 100 + b"b" * 100
+    text = sh.bounded(data, limit=20)
+    assert text.startswith("a" * 10)
+    assert text.endswith("b" * 10)
+    assert "[... 180 bytes omitted ...]" in text
+
+
+def test_shell_render_quotes_what_a_shell_would_split() -> None:
+    assert sh.render(["sh", "-c", "echo $HOME; rm x"]) == "sh -c 'echo $HOME; rm x'"
+
+
+# --- http.request -----------------------------------------------------------------------
+
+
+def http_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"method": "POST", "url": "https://hooks.example.com/a"}
+    payload.update(overrides)
+    return payload
+
+
+def test_http_accepts_a_well_formed_payload() -> None:
+    spec, errors = hr.parse(
+        http_payload(
+            headers={"X-Token": "t", "accept": "*/*"},
+            body=[1, {"b": 2, "a": None}],
+            timeout_seconds=5,
+            rollback={"method": "DELETE", "url": "https://hooks.example.com/a/1"},
+        )
+    )
+    assert errors == ()
+    assert spec is not None
+    assert spec.request.headers == (
+        ("accept", "*/*"),
+        ("Content-Type", "application/json"),
+        ("User-Agent", "community-ade"),
+        ("X-Token", "t"),
+    )
+    assert spec.request.body == b'[\n  1,\n  {\n    "a": null,\n    "b": 2\n  }\n]'
+    assert spec.rollback is not None
+    assert spec.rollback.method == "DELETE"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("method", "post", "method"),
+        ("method", "CONNECT", "method"),
+        ("url", "ftp://x/", "url"),
+        ("url", "https://user:pw@x/", "url"),
+        ("url", "https:///nohost", "url"),
+        ("url", "https://x/a b", "url"),
+        ("url", "https://x/#frag", "url"),
+        ("url", "https://x/a/../b", "url"),
+        ("url", "https://x/a/%2e%2e/b", "url"),
+        ("url", "https://x:99999/", "url"),
+        ("url", None, "url"),
+        ("headers", ["a"], "headers"),
+        ("headers", {"Bad Name": "v"}, "headers.Bad Name"),
+        ("headers", {"X-A": "line\r\nInjected: 1"}, "headers.X-A"),
+        ("headers", {"X-A": 1}, "headers.X-A"),
+        ("headers", {"Host": "evil"}, "headers.Host"),
+        ("headers", {"x-ade-fence": "1"}, "headers.x-ade-fence"),
+        ("headers", {"Content-Length": "1"}, "headers.Content-Length"),
+        ("body", float("nan"), "body"),
+        ("body", "x" * (hr.MAX_BODY_BYTES + 1), "body"),
+        ("body", "\ud800", "body"),
+        ("timeout_seconds", 0, "timeout_seconds"),
+        ("timeout_seconds", hr.MAX_TIMEOUT_SECONDS + 1, "timeout_seconds"),
+        ("rollback", "DELETE x", "rollback"),
+        ("rollback", {"method": "DELETE"}, "rollback.url"),
+        ("rollback", {"method": "DELETE", "url": "https://x/", "extra": 1}, "rollback.extra"),
+        ("extra", 1, "extra"),
+    ],
+)
+def test_http_refuses_bad_fields(field: str, value: Any, where: str) -> None:
+    assert error_paths(HTTP.validate(http_payload(**{field: value}))) == [where]
+
+
+def test_http_refuses_a_header_given_twice_in_different_case() -> None:
+    report = HTTP.validate(http_payload(headers={"X-A": "1", "x-a": "2"}))
+    assert error_paths(report) == ["headers.x-a"]
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("Authorization", True),
+        ("proxy-authorization", True),
+        ("Cookie", True),
+        ("X-Api-Key", True),
+        ("X-Auth-Token", True),
+        ("X-Hub-Signature-Secret", True),
+        ("Content-Type", False),
+        ("X-Request-Id", False),
+    ],
+)
+def test_http_secret_headers(name: str, secret: bool) -> None:
+    assert hr.is_secret(name) is secret
+
+
+def allowlist(*entries: str) -> tuple[urls.Target, ...]:
+    return urls.parse_allowlist(entries)
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://hooks.example.com/deploy", True),
+        ("https://hooks.example.com/deploy/eu?x=1", True),
+        ("https://HOOKS.example.com:443/deploy", True),
+        ("https://hooks.example.com/deployment", False),
+        ("https://hooks.example.com.evil.net/deploy", False),
+        ("http://hooks.example.com/deploy", False),
+        ("https://hooks.example.com:8443/deploy", False),
+        ("https://hooks.example.com/", False),
+        ("http://127.0.0.1:8080/any/thing", True),
+    ],
+)
+def test_allowlist_matches_origin_exactly_and_path_at_a_boundary(url: str, ok: bool) -> None:
+    prefixes = allowlist("https://hooks.example.com/deploy", "http://127.0.0.1:8080/")
+    target, problem = urls.parse_url(url)
+    assert problem is None
+    assert target is not None
+    assert urls.allowed(target, prefixes) is ok
+
+
+def test_an_empty_allowlist_allows_nothing_and_a_bad_entry_is_loud() -> None:
+    target, _ = urls.parse_url("https://x/")
+    assert target is not None
+    assert not urls.allowed(target, ())
+    with pytest.raises(ValueError, match="must not have a query"):
+        allowlist("https://x/a?b=1")
+    with pytest.raises(ValueError, match="http:// or https://"):
+        PlanContext(allowed_roots=(), http_allowlist=("x",))

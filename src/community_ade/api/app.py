@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
     """Expire what is overdue, in one transaction."""
     async with runtime.sessions.begin() as session:
-        plan_context = PlanContext(allowed_roots=runtime.settings.allowed_workspace_roots)
+        plan_context = PlanContext.from_settings(runtime.settings)
         governance = Governance(session, TaskService(session, plan_context=plan_context))
         return await governance.sweep_expired()
 

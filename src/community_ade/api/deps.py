@@ -60,8 +60,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
-    roots = PlanContext(allowed_roots=runtime.settings.allowed_workspace_roots)
-    return TaskService(session, plan_context=roots)
+    return TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
 
 
 TasksDep = Annotated[TaskService, Depends(get_tasks)]

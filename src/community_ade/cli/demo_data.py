@@ -59,7 +59,7 @@ async def seed(runtime: Runtime) -> dict[str, str]:
         workspace.mkdir(parents=True, exist_ok=True)
         (workspace / "app.yaml").write_text("replicas: 2\nlog_level: info\n")
         (workspace / "README.md").write_text("# demo service\n")
-        tasks = TaskService(session, plan_context=PlanContext(allowed_roots=(workspace.parent,)))
+        tasks = TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
         await Governance(session, tasks).put_policy(
             people["admin"], PolicyDocument.model_validate(POLICY)
         )

@@ -19,9 +19,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from community_ade.errors import InvalidInput
+from community_ade.execution.executors import urls
+
+if TYPE_CHECKING:
+    from community_ade.settings import Settings
 
 PreviewFormat = Literal["diff", "text", "json"]
 """How a dashboard should render a preview: a unified diff, plain text, or a JSON document."""
@@ -33,6 +37,7 @@ Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
 
 _MAX_ERRORS_IN_MESSAGE = 5
+T = TypeVar("T")
 
 
 def digest_of(preview: str) -> str:
@@ -91,18 +96,28 @@ def invalid(task_type: str, errors: Iterable[FieldError], **details: Any) -> Inv
     )
 
 
+STATE_DIR_NAME = ".ade"
+"""The directory under each workspace root where Community ADE keeps its own state (the
+fence records of the targets below that root); no task may name a path inside it."""
+
+
 @dataclass(frozen=True)
 class PlanContext:
-    """What a plan may touch, derived from settings by the caller.
+    """What a plan may touch, derived from settings (``from_settings``).
 
     ``allowed_roots`` are the workspace roots (``ADE_WORKSPACE_ROOTS``): every path a task
     names must resolve, symlinks followed, inside one of them. Without any root nothing
     can be planned, which is the safe default for a misconfigured deployment.
+    ``http_allowlist`` holds the URL prefixes ``http.request`` may call (``urls``);
+    ``fence_dir`` is where targets without a directory of their own (an HTTP endpoint)
+    keep their fence records; without it such targets cannot be applied.
     """
 
     allowed_roots: tuple[Path, ...]
     command_timeout_seconds: float = 30.0
     git_executable: str = "git"
+    http_allowlist: tuple[str, ...] = ()
+    fence_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for root in self.allowed_roots:
@@ -110,6 +125,35 @@ class PlanContext:
                 raise ValueError(f"workspace root {root} must be an absolute path")
         if not self.command_timeout_seconds > 0:
             raise ValueError("command_timeout_seconds must be positive")
+        if self.fence_dir is not None and not self.fence_dir.is_absolute():
+            raise ValueError(f"fence directory {self.fence_dir} must be an absolute path")
+        urls.parse_allowlist(self.http_allowlist)  # a bad entry fails at startup, loudly
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlanContext:
+        """The one place settings become a context (API, worker, CLI)."""
+        return cls(
+            allowed_roots=tuple(p.absolute() for p in settings.allowed_workspace_roots),
+            http_allowlist=tuple(settings.http_allowlist),
+            fence_dir=settings.data_dir.absolute() / "fences",
+        )
+
+    @property
+    def http_targets(self) -> tuple[urls.Target, ...]:
+        return urls.parse_allowlist(self.http_allowlist)
+
+    def root_of(self, real: Path) -> Path | None:
+        """The resolved allowed root ``real`` (a resolved path) lies in, or None."""
+        for root in self.allowed_roots:
+            allowed = root.resolve()
+            if real == allowed or real.is_relative_to(allowed):
+                return allowed
+        return None
+
+    def is_reserved(self, real: Path) -> bool:
+        """Whether ``real`` (resolved) is the state directory of its root or inside it."""
+        root = self.root_of(real)
+        return root is not None and real.is_relative_to(root / STATE_DIR_NAME)
 
     def confine(self, path: str, *, task_type: str, field_path: str) -> Path:
         """The real path of an existing ``path`` if it lies inside an allowed root
@@ -127,12 +171,12 @@ class PlanContext:
             raise refuse(f"{path} does not exist") from None
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise refuse(f"{path} cannot be resolved: {exc}") from None
-        for root in self.allowed_roots:
-            allowed = root.resolve()
-            if real == allowed or real.is_relative_to(allowed):
-                return real
-        roots = ", ".join(str(r) for r in self.allowed_roots)
-        raise refuse(f"{path} is outside the workspace roots ({roots})")
+        if self.root_of(real) is None:
+            roots = ", ".join(str(r) for r in self.allowed_roots)
+            raise refuse(f"{path} is outside the workspace roots ({roots})")
+        if self.is_reserved(real):
+            raise refuse(f"{path} is inside {STATE_DIR_NAME}/, Community ADE's own state")
+        return real
 
 
 @dataclass(frozen=True)
@@ -220,6 +264,12 @@ class Snapshot:
     task_type: str
     data: Mapping[str, Any] = field(default_factory=dict)
 
+    def data_of(self, task_type: str) -> Mapping[str, Any]:
+        """``data``, after checking this is a snapshot of ``task_type`` (``ApplyFailed``)."""
+        if self.task_type != task_type:
+            raise ApplyFailed(f"a {self.task_type} snapshot is not a {task_type} snapshot")
+        return self.data
+
 
 @dataclass(frozen=True)
 class ApplyResult:
@@ -259,3 +309,12 @@ class ApplyFailed(Exception):
         self.message = message
         self.transient = transient
         self.details = details
+
+
+def parsed_for_apply(task_type: str, parsed: tuple[T | None, Iterable[FieldError]]) -> T:
+    """A payload parsed again at apply time. It was valid at submit, so a failure here
+    means the stored task is damaged: a permanent ``ApplyFailed``."""
+    spec, errors = parsed
+    if spec is None:
+        raise ApplyFailed(invalid(task_type, errors).message)
+    return spec

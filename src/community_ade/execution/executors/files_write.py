@@ -20,10 +20,13 @@ faithful: two payloads that write different bytes never share a digest.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import difflib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import stat
 import unicodedata
@@ -33,14 +36,23 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from community_ade.errors import InvalidInput
+from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
-    Executor,
+    STATE_DIR_NAME,
+    ApplyContext,
+    ApplyFailed,
+    ApplyingExecutor,
+    ApplyResult,
     FieldError,
     Payload,
     Plan,
     PlanContext,
+    RollbackOutcome,
+    Snapshot,
     ValidationReport,
     invalid,
+    parsed_for_apply,
 )
 
 TASK_TYPE = "files.write"
@@ -57,6 +69,8 @@ _NO_NEWLINE = "\\ No newline at end of file\n"
 _DECEPTIVE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 _PAYLOAD_KEYS = frozenset({"root", "changes"})
 _CHANGE_KEYS = frozenset({"path", "action", "content"})
+
+log = logging.getLogger(__name__)
 
 
 class Action(StrEnum):
@@ -101,6 +115,8 @@ def path_problem(path: object) -> str | None:
         return "must be normalised: no empty, '.' or '..' segments and no trailing slash"
     if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
         return f"each segment must be at most {MAX_NAME_BYTES} bytes"
+    if STATE_DIR_NAME in parts:
+        return f"must not name a {STATE_DIR_NAME} directory: Community ADE keeps its state there"
     return None
 
 
@@ -260,7 +276,7 @@ def file_diff(path: str, old: str | None, new: str | None) -> tuple[str, int]:
 
 
 class FilesWriteExecutor:
-    """Validate and plan ``files.write`` tasks (applying is the execution side's)."""
+    """``files.write``: validate, plan, snapshot, apply, rollback."""
 
     task_type = TASK_TYPE
 
@@ -274,9 +290,37 @@ class FilesWriteExecutor:
         # Reading up to 10 MB of files is blocking IO: keep it off the event loop.
         return await asyncio.to_thread(_plan, spec, context)
 
+    async def snapshot(self, payload: Payload, plan: Plan, context: ApplyContext) -> Snapshot:
+        spec = _spec(payload)
+        taken = await fencing.finish(asyncio.to_thread(_snapshot, spec, context.plan_context))
+        _check_against(plan, spec, taken)
+        return Snapshot(TASK_TYPE, taken.to_json())
+
+    async def apply(
+        self, payload: Payload, plan: Plan, snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult:
+        spec = _spec(payload)
+        taken = FilesSnapshot.from_snapshot(snapshot)
+        _check_against(plan, spec, taken)
+        # A cancelled apply still finishes its (bounded) writes in the thread before the
+        # cancellation propagates: rollback must never race a write still in flight.
+        done = await fencing.finish(asyncio.to_thread(_apply, spec, taken, context))
+        summary = ", ".join(f"{len(paths)} {kind}" for kind, paths in done.items() if paths)
+        return ApplyResult(
+            summary=f"{summary or 'nothing'} under {taken.root}",
+            details={"root": str(taken.root)}
+            | {kind: json.dumps(paths, ensure_ascii=False) for kind, paths in done.items()},
+        )
+
+    async def rollback(
+        self, payload: Payload, snapshot: Snapshot, context: ApplyContext
+    ) -> RollbackOutcome:
+        taken = FilesSnapshot.from_snapshot(snapshot)
+        return await fencing.finish(asyncio.to_thread(_rollback, taken, context))
+
 
 if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
-    _conforms: Executor = FilesWriteExecutor()
+    _conforms: ApplyingExecutor = FilesWriteExecutor()
 
 
 def _plan(spec: FilesWrite, context: PlanContext) -> Plan:
@@ -292,6 +336,9 @@ def _plan(spec: FilesWrite, context: PlanContext) -> Plan:
         where = f"changes[{i}].path"
         target = _locate(root, change.path, where, errors)
         if target is None:
+            continue
+        if context.is_reserved(target):
+            errors.append(FieldError(where, f"lies in {STATE_DIR_NAME}/, Community ADE's state"))
             continue
         if target in seen:
             errors.append(FieldError(where, f"is the same file as changes[{seen[target]}].path"))
@@ -359,20 +406,33 @@ def _file_problem(info: os.stat_result) -> str | None:
     return None
 
 
-def _read_text(target: Path, where: str, errors: list[FieldError]) -> _Current | None:
+class NotRegularFile(Exception):
+    """The path names something other than a regular file (a FIFO, a device, ...)."""
+
+
+def read_regular(target: Path) -> tuple[bytes, int]:
+    """The content (at most ``MAX_TOTAL_BYTES`` + 1 bytes) and permission bits of the
+    regular file ``target``. ``OSError`` if it cannot be read, ``NotRegularFile``."""
     # O_NOFOLLOW | O_NONBLOCK: should the file be swapped for a symlink or a FIFO after
     # lstat, open fails (or returns at once) instead of following it or blocking.
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(target, flags)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(str(target))
+        return handle.read(MAX_TOTAL_BYTES + 1), stat.S_IMODE(info.st_mode)
+
+
+def _read_text(target: Path, where: str, errors: list[FieldError]) -> _Current | None:
     try:
-        fd = os.open(target, flags)
+        data, _ = read_regular(target)
     except OSError as exc:
         errors.append(FieldError(where, f"cannot be read: {exc.strerror}"))
         return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            errors.append(FieldError(where, "is not a regular file"))
-            return None
-        data = handle.read(MAX_TOTAL_BYTES + 1)
+    except NotRegularFile:
+        errors.append(FieldError(where, "is not a regular file"))
+        return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -422,3 +482,205 @@ def fingerprint(pairs: Sequence[Sequence[Any]]) -> str:
     as compact JSON (unambiguous whatever the paths contain)."""
     encoded = json.dumps(sorted(pairs), separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+# --- apply ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One changed file as the snapshot found it: ``content`` None means absent."""
+
+    path: str
+    target: Path
+    content: bytes | None
+    mode: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        content = None if self.content is None else base64.b64encode(self.content).decode()
+        target = str(self.target)
+        return {"path": self.path, "target": target, "content": content, "mode": self.mode}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Saved:
+        content = raw["content"]
+        return cls(
+            path=str(raw["path"]),
+            target=Path(raw["target"]),
+            content=None if content is None else base64.b64decode(content, validate=True),
+            mode=None if raw["mode"] is None else int(raw["mode"]),
+        )
+
+    @property
+    def current(self) -> _Current:
+        """What the plan computes from this state (text None: absent or not UTF-8)."""
+        if self.content is None:
+            return _Current(None, ABSENT)
+        try:
+            text: str | None = self.content.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        return _Current(text, hashlib.sha256(self.content).hexdigest(), len(self.content))
+
+
+@dataclass(frozen=True)
+class FilesSnapshot:
+    """``Snapshot.data`` of files.write: the old state of every changed file, and the
+    directories the apply will create (rollback removes them again when empty)."""
+
+    root: Path
+    files: tuple[Saved, ...]
+    created_dirs: tuple[Path, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "files": [saved.to_json() for saved in self.files],
+            "created_dirs": [str(d) for d in self.created_dirs],
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> FilesSnapshot:
+        data = snapshot.data_of(TASK_TYPE)
+        try:
+            return cls(
+                root=Path(data["root"]),
+                files=tuple(Saved.from_json(raw) for raw in data["files"]),
+                created_dirs=tuple(Path(d) for d in data["created_dirs"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApplyFailed(f"the stored {TASK_TYPE} snapshot is malformed: {exc!r}") from None
+
+
+def _spec(payload: Payload) -> FilesWrite:
+    return parsed_for_apply(TASK_TYPE, parse(payload))
+
+
+def _check_against(plan: Plan, spec: FilesWrite, taken: FilesSnapshot) -> None:
+    """The snapshot is the world the plan was computed against, and the payload turns it
+    into exactly the approved preview; else nothing may be written."""
+    if [saved.path for saved in taken.files] != sorted(c.path for c in spec.changes):
+        raise ApplyFailed("the snapshot does not cover the files of this payload")
+    indexed = sorted(enumerate(spec.changes), key=lambda item: item[1].path)
+    current = {i: saved.current for (i, _), saved in zip(indexed, taken.files, strict=True)}
+    planned = _assemble(spec, indexed, current, taken.root)
+    if planned.precondition_fingerprint != plan.precondition_fingerprint:
+        raise ApplyFailed("the files changed since the preview was approved", transient=True)
+    if planned.digest != plan.digest:
+        raise ApplyFailed("the payload does not produce the approved preview")
+
+
+def _snapshot(spec: FilesWrite, context: PlanContext) -> FilesSnapshot:
+    try:
+        root = context.confine(spec.root, task_type=TASK_TYPE, field_path="root")
+    except InvalidInput as exc:
+        raise ApplyFailed(exc.message) from None
+    files: list[Saved] = []
+    missing: set[Path] = set()
+    for change in sorted(spec.changes, key=lambda c: c.path):
+        errors: list[FieldError] = []
+        target = _locate(root, change.path, change.path, errors)
+        if target is None or context.is_reserved(target):
+            raise ApplyFailed(f"{change.path} cannot be written: {'; '.join(map(str, errors))}")
+        files.append(_save(change.path, target))
+        missing.update(d for d in target.parents if d.is_relative_to(root) and not d.exists())
+    created = tuple(sorted(missing, key=lambda d: len(d.parts)))
+    return FilesSnapshot(root, tuple(files), created)
+
+
+def _save(path: str, target: Path) -> Saved:
+    try:
+        content, mode = read_regular(target)
+    except FileNotFoundError:
+        return Saved(path, target, None, None)
+    except (OSError, NotRegularFile) as exc:
+        raise ApplyFailed(f"{path} cannot be read: {exc}") from None
+    return Saved(path, target, content, mode)
+
+
+def _record_of(target: Path, context: PlanContext) -> Path:
+    """The fence record of one file: under its workspace root's state directory."""
+    root = context.root_of(target.parent.resolve())
+    if root is None:
+        raise ApplyFailed(f"{target} is outside the workspace roots")
+    return fencing.record_path(root / STATE_DIR_NAME / "fences", f"file:{target}")
+
+
+def _temp_of(target: Path, task_id: str) -> Path:
+    """Where the new content is written before the rename: named by task and file, so a
+    rollback after a crash finds (and removes) what a killed apply left behind."""
+    tag = hashlib.sha256(f"{task_id}\0{target}".encode()).hexdigest()[:24]
+    return target.parent / f".ade-{tag}.tmp"
+
+
+def _apply(spec: FilesWrite, taken: FilesSnapshot, context: ApplyContext) -> dict[str, list[str]]:
+    changes = {change.path: change for change in spec.changes}
+    done: dict[str, list[str]] = {"created": [], "replaced": [], "deleted": []}
+    records = [_record_of(saved.target, context.plan_context) for saved in taken.files]
+    with fencing.fenced(records, context.fence, target=f"files under {taken.root}"):
+        for saved in taken.files:
+            if _save(saved.path, saved.target) != saved:
+                raise ApplyFailed(f"{saved.path} changed since the snapshot", transient=True)
+        try:
+            for directory in taken.created_dirs:
+                directory.mkdir(exist_ok=True)
+            for saved in taken.files:
+                content = changes[saved.path].content
+                if content is None:
+                    os.unlink(saved.target)
+                    done["deleted"].append(saved.path)
+                else:
+                    temp = _temp_of(saved.target, context.task_id)
+                    _write_atomically(saved.target, temp, content.encode("utf-8"), saved.mode)
+                    done["created" if saved.content is None else "replaced"].append(saved.path)
+        except OSError as exc:
+            raise ApplyFailed(f"writing failed: {exc}", written=json.dumps(done)) from None
+    return done
+
+
+def _write_atomically(target: Path, temp: Path, data: bytes, mode: int | None) -> None:
+    """``target`` holds ``data`` (mode ``mode``, or the umask's default for a new file),
+    or keeps its old content: written to ``temp`` beside it, flushed, renamed over it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, 0o666)  # the kernel applies the umask, as for any new file
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _rollback(taken: FilesSnapshot, context: ApplyContext) -> RollbackOutcome:
+    records = [_record_of(saved.target, context.plan_context) for saved in taken.files]
+    with fencing.fenced(records, context.fence, target=f"files under {taken.root}"):
+        try:
+            for saved in taken.files:
+                temp = _temp_of(saved.target, context.task_id)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+                _restore(saved, temp)
+            for directory in reversed(taken.created_dirs):
+                with contextlib.suppress(FileNotFoundError):
+                    if not any(directory.iterdir()):
+                        directory.rmdir()
+        except OSError:
+            log.exception("rollback of %s files under %s failed", TASK_TYPE, taken.root)
+            return "rollback_failed"
+    return "rolled_back"
+
+
+def _restore(saved: Saved, temp: Path) -> None:
+    if saved.content is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(saved.target)
+    elif _save(saved.path, saved.target) != saved:
+        _write_atomically(saved.target, temp, saved.content, saved.mode)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -33,14 +34,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
+from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
-    Executor,
+    ApplyContext,
+    ApplyFailed,
+    ApplyingExecutor,
+    ApplyResult,
     FieldError,
     Payload,
     Plan,
     PlanContext,
+    RollbackOutcome,
+    Snapshot,
     ValidationReport,
+    digest_of,
     invalid,
+    parsed_for_apply,
 )
 
 TASK_TYPE = "git.patch"
@@ -49,13 +58,23 @@ MAX_MESSAGE_CHARS = 64 * 1024
 MAX_BRANCH_CHARS = 200
 APPLY_ARGS = ("apply", "--cached")
 """How the patch is applied to an index; apply must use the same arguments as the check."""
-GIT_CONFIG_ARGS = ("-c", "core.fsmonitor=false")
+GIT_CONFIG_ARGS = ("-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}")
+COMMIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Community ADE",
+    "GIT_AUTHOR_EMAIL": "ade@localhost",
+    "GIT_COMMITTER_NAME": "Community ADE",
+    "GIT_COMMITTER_EMAIL": "ade@localhost",
+}
+"""Who commits an applied patch; the trailers name the task, whose record names the
+submitter and the reviewers."""
 
 # A conservative subset of `git check-ref-format --branch`: slash-separated segments of
 # ASCII letters, digits and `_ . + -`, each starting with a letter, digit or `_` and not
 # ending with `.` or `.lock`; no `..`. Everything accepted here git accepts too.
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _PAYLOAD_KEYS = frozenset({"repo", "branch", "patch", "message"})
+
+log = logging.getLogger(__name__)
 
 
 class GitFailed(AdeError):
@@ -255,7 +274,8 @@ def _refuse(field_path: str, message: str, **details: str) -> InvalidInput:
 
 
 class GitPatchExecutor:
-    """Validate and plan ``git.patch`` tasks (applying is the execution side's)."""
+    """``git.patch``: validate, plan, snapshot, apply (commit onto the branch), rollback
+    (the branch back to the snapshot's commit)."""
 
     task_type = TASK_TYPE
 
@@ -299,9 +319,77 @@ class GitPatchExecutor:
             ),
         )
 
+    async def snapshot(self, payload: Payload, plan: Plan, context: ApplyContext) -> Snapshot:
+        spec = _spec(payload)
+        with tempfile.TemporaryDirectory(prefix="ade-git-snapshot-") as scratch:
+            git = await _locate_repo(spec, context.plan_context, Path(scratch))
+            try:
+                commit = await _branch_commit(git, spec.branch)
+            except InvalidInput as exc:
+                raise ApplyFailed(exc.message) from None
+        if commit != plan.precondition_fingerprint:
+            raise ApplyFailed(f"{spec.branch} moved since the preview was approved", transient=True)
+        return Snapshot(
+            TASK_TYPE, GitSnapshot(git.cwd, f"refs/heads/{spec.branch}", commit).to_json()
+        )
+
+    async def apply(
+        self, payload: Payload, plan: Plan, snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult:
+        spec = _spec(payload)
+        taken = GitSnapshot.from_snapshot(snapshot)
+        if digest_of(plan.preview) != plan.digest or plan.preview != spec.patch:
+            raise ApplyFailed("the payload's patch is not the approved preview")
+        message = commit_message(spec.message, context.task_id, context.fence)
+        with tempfile.TemporaryDirectory(prefix="ade-git-apply-") as scratch:
+            try:
+                applier = _Applier(
+                    await _locate_repo(spec, context.plan_context, Path(scratch)), taken, context
+                )
+                new = await applier.commit(plan.preview, message)  # the stash, not a recomputation
+                worktree = await fencing.fenced_call(
+                    [await applier.record()],
+                    context.fence,
+                    lambda: applier.move_branch(new),
+                    target=taken.ref,
+                )
+            except (GitFailed, ServiceUnavailable) as exc:
+                raise _apply_failure(exc) from None
+        return ApplyResult(
+            summary=f"committed {new[:12]} on {spec.branch} in {taken.repo}",
+            details={
+                "commit": new,
+                "parent": taken.commit,
+                "branch": spec.branch,
+                "worktree": worktree,
+            },
+        )
+
+    async def rollback(
+        self, payload: Payload, snapshot: Snapshot, context: ApplyContext
+    ) -> RollbackOutcome:
+        taken = GitSnapshot.from_snapshot(snapshot)
+        with tempfile.TemporaryDirectory(prefix="ade-git-rollback-") as scratch:
+            try:
+                git = Git.locate(context.plan_context, taken.repo, Path(scratch))
+                applier = _Applier(git, taken, context)
+                return await fencing.fenced_call(
+                    [await applier.record()],
+                    context.fence,
+                    applier.restore_branch,
+                    target=taken.ref,
+                )
+            except (GitFailed, ServiceUnavailable) as exc:
+                log.error("rollback of %s in %s failed: %s", taken.ref, taken.repo, exc.message)
+                return "rollback_failed"
+
 
 if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
-    _conforms: Executor = GitPatchExecutor()
+    _conforms: ApplyingExecutor = GitPatchExecutor()
+
+
+def _spec(payload: Payload) -> GitPatch:
+    return parsed_for_apply(TASK_TYPE, parse(payload))
 
 
 async def _check_repository(git: Git, shown: str) -> None:
@@ -342,3 +430,155 @@ def numstat_totals(lines: Sequence[str]) -> tuple[int, int, int, int]:
             added += int(fields[0])
             removed += int(fields[1])
     return files, added, removed, binary
+
+
+# --- apply ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GitSnapshot:
+    """``Snapshot.data`` of git.patch: the branch's commit before the apply. The working
+    trees that have the branch checked out are found again when needed (a worktree may
+    be added or removed meanwhile); their local changes are never touched."""
+
+    repo: Path
+    ref: str
+    commit: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"repo": str(self.repo), "ref": self.ref, "commit": self.commit}
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> GitSnapshot:
+        data = snapshot.data_of(TASK_TYPE)
+        try:
+            return cls(Path(data["repo"]), str(data["ref"]), str(data["commit"]))
+        except (KeyError, TypeError) as exc:
+            raise ApplyFailed(f"the stored {TASK_TYPE} snapshot is malformed: {exc!r}") from None
+
+
+def commit_message(message: str, task_id: str, fence: int) -> str:
+    """The payload's message with the trailers naming the task and the fence it was
+    applied under, as the last paragraph (where ``git interpret-trailers`` looks)."""
+    return f"{message.rstrip()}\n\nADE-Task: {task_id}\nADE-Fence: {fence}\n"
+
+
+def parse_worktrees(porcelain: str) -> dict[str, Path]:
+    """Checked-out branch ref -> working tree, from ``git worktree list --porcelain``."""
+    found: dict[str, Path] = {}
+    for block in porcelain.split("\n\n"):
+        fields = dict(line.partition(" ")[::2] for line in block.splitlines() if line)
+        if "worktree" in fields and "branch" in fields:
+            found[fields["branch"]] = Path(fields["worktree"])
+    return found
+
+
+async def _locate_repo(spec: GitPatch, context: PlanContext, scratch: Path) -> Git:
+    try:
+        repo = context.confine(spec.repo, task_type=TASK_TYPE, field_path="repo")
+        git = Git.locate(context, repo, scratch)
+        await _check_repository(git, spec.repo)
+    except InvalidInput as exc:
+        raise ApplyFailed(exc.message) from None
+    return git
+
+
+def _apply_failure(exc: AdeError) -> ApplyFailed:
+    """git failing or timing out mid-apply: a timeout may pass, a git error will not."""
+    return ApplyFailed(exc.message, transient=isinstance(exc, ServiceUnavailable), **exc.details)
+
+
+class _Applier:
+    """git.patch's execution side, for one task (see ``GitPatchExecutor``)."""
+
+    def __init__(self, git: Git, taken: GitSnapshot, context: ApplyContext) -> None:
+        self.git = git
+        self.taken = taken
+        self.context = context
+
+    async def record(self) -> Path:
+        """The branch's fence record, in the repository's common git dir (shared by
+        every worktree, so a linked worktree's writer is fenced too)."""
+        common = await self.git.must("rev-parse", "--path-format=absolute", "--git-common-dir")
+        return fencing.record_path(Path(common.strip()) / "ade-fences", self.taken.ref)
+
+    async def tip(self) -> str:
+        found = await self.git.run(
+            "rev-parse", "--verify", "--quiet", f"{self.taken.ref}^{{commit}}"
+        )
+        return found.stdout.strip() if found.returncode == 0 else ""
+
+    async def checkout_of_branch(self) -> Git | None:
+        """git in the working tree that has the branch checked out, if any."""
+        listed = parse_worktrees(await self.git.must("worktree", "list", "--porcelain"))
+        where = listed.get(self.taken.ref)
+        if where is None:
+            return None
+        return Git(self.git.executable, where, self.git.home, self.git.timeout)
+
+    async def commit(self, patch: str, message: str) -> str:
+        """The commit of ``patch`` on the snapshot's commit, built in a temporary index:
+        objects only, no ref or working tree changes yet."""
+        index = {"GIT_INDEX_FILE": str(self.git.home / "index")}
+        await self.git.must("read-tree", self.taken.commit, env=index)
+        applied = await self.git.run(*APPLY_ARGS, "-", stdin=patch.encode("utf-8"), env=index)
+        if applied.returncode != 0:
+            raise ApplyFailed(
+                f"the approved patch does not apply to {self.taken.commit[:12]}: {applied.stderr}",
+                output=applied.stderr,
+            )
+        tree = (await self.git.must("write-tree", env=index)).strip()
+        created = await self.git.run(
+            "commit-tree", tree, "-p", self.taken.commit, "--no-gpg-sign", "-F", "-",
+            stdin=message.encode("utf-8"), env=COMMIT_IDENTITY,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise GitFailed(f"git commit-tree failed: {created.stderr}", stderr=created.stderr)
+        return created.stdout.strip()
+
+    async def move_branch(self, new: str) -> str:
+        """Under the fence: the branch from the snapshot's commit to ``new`` (compare and
+        swap), then the working tree that has it checked out, as a checkout would."""
+        old = self.taken.commit
+        worktree = await self.checkout_of_branch()
+        if worktree is not None:
+            check = await worktree.run("read-tree", "-m", "-u", "-n", old, new)
+            if check.returncode != 0:
+                raise ApplyFailed(
+                    f"the working tree {worktree.cwd} has local changes the patch would "
+                    f"overwrite: {check.stderr}",
+                    output=check.stderr,
+                )
+        moved = await self.git.run("update-ref", "-m", self.reason(), self.taken.ref, new, old)
+        if moved.returncode != 0:
+            raise ApplyFailed(f"the branch moved during the apply: {moved.stderr}", transient=True)
+        if worktree is not None:
+            await worktree.must("read-tree", "-m", "-u", old, new)
+        return "" if worktree is None else str(worktree.cwd)
+
+    async def restore_branch(self) -> RollbackOutcome:
+        """Under the fence: the branch back to the snapshot's commit, if it points at the
+        commit this task made (anything else was not ours to undo)."""
+        old, current = self.taken.commit, await self.tip()
+        if current == old:
+            return "rolled_back"
+        if not current or not await self.made_here(current):
+            log.error("rollback: %s is at %s, not at this task's commit", self.taken.ref, current)
+            return "rollback_failed"
+        worktree = await self.checkout_of_branch()
+        if worktree is not None:
+            synced = await worktree.run("read-tree", "-m", "-u", current, old)
+            if synced.returncode != 0:
+                log.error("rollback: working tree %s: %s", worktree.cwd, synced.stderr)
+                return "rollback_failed"
+        reset = await self.git.run("update-ref", "-m", self.reason(), self.taken.ref, old, current)
+        return "rolled_back" if reset.returncode == 0 else "rollback_failed"
+
+    async def made_here(self, commit: str) -> bool:
+        parent = await self.git.run("rev-parse", "--verify", "--quiet", f"{commit}^1")
+        body = await self.git.run("log", "-1", "--format=%B", commit)
+        trailer = f"\nADE-Task: {self.context.task_id}\n"
+        return parent.stdout.strip() == self.taken.commit and trailer in body.stdout
+
+    def reason(self) -> str:
+        return f"community-ade: task {self.context.task_id} fence {self.context.fence}"

@@ -1,0 +1,167 @@
+"""Fencing at the target: refuse a write whose fence is older than the newest one seen.
+
+DESIGN §5: a lock grant carries a strictly increasing fencing token. A holder whose grant
+was lost (a paused process, a partition) may still believe it holds it; the lock manager
+cannot stop it, the target can. Each target keeps a *fence record*, a small file next to
+it holding the newest fence that wrote there. A write first takes an exclusive OS lock
+(``flock``) on the record, refuses with ``FenceRejected`` if the record is newer than its
+own fence, records its fence (before writing, so that a writer killed half-way still
+fences out the older holder), and writes while the lock is held. An equal fence passes:
+the same grant may write twice (apply, then rollback).
+
+Where the records live is each executor's choice (next to the target):
+``<workspace root>/.ade/fences/`` for files and working directories,
+``<git common dir>/ade-fences/`` for a repository's branches and ``<data dir>/fences/``
+for HTTP endpoints. A record is named by the sha256 of the target's name, so any name
+(a path, a URL) maps to one flat, safe file name.
+
+Also here: ``finish``, which lets a short critical section run to its end even when the
+task awaiting it is cancelled (a lost lease cancels apply; a half-done ref update or a
+file lock acquired by a thread nobody waits for would be worse than finishing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from community_ade.errors import FenceRejected
+
+T = TypeVar("T")
+
+RECORD_WIDTH = 20
+"""Digits in a record: every 64-bit fence fits; a fixed width lets one small write
+replace the old value in place."""
+
+
+def record_path(directory: Path, target: str) -> Path:
+    """The record of ``target`` (any name) in ``directory``."""
+    return directory / hashlib.sha256(target.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def fenced(records: Iterable[Path], fence: int, *, target: str) -> Iterator[None]:
+    """Hold every record's lock, check ``fence`` against each and record it; the body is
+    the write. Blocking (file locks): call from a thread. Records are locked in sorted
+    order, so two writers of overlapping targets cannot deadlock.
+
+    Raises:
+        FenceRejected: a record holds a newer fence; nothing was recorded or written.
+    """
+    paths = sorted(set(records))
+    held: list[int] = []
+    try:
+        for path in paths:
+            held.append(_open_locked(path))
+        newest = max((_read(fd, path) for fd, path in zip(held, paths, strict=True)), default=0)
+        if fence < newest:
+            raise FenceRejected(
+                f"fence {fence} is older than fence {newest}, which already wrote to {target}",
+                fence=fence,
+                newest=newest,
+            )
+        for fd in held:
+            _write(fd, fence)
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)  # closing releases the flock
+
+
+async def advance(records: Iterable[Path], fence: int, *, target: str) -> None:
+    """Check ``fence`` and record it, with no write under the lock: for writes too long
+    to hold it through (a command, an HTTP request), which start right after."""
+    paths = tuple(records)
+
+    def check() -> None:
+        with fenced(paths, fence, target=target):
+            pass
+
+    await finish(asyncio.to_thread(check))
+
+
+async def fenced_call(
+    records: Iterable[Path], fence: int, write: Callable[[], Awaitable[T]], *, target: str
+) -> T:
+    """``write()`` under ``fenced`` from async code, run to its end even if the caller is
+    cancelled (see ``finish``)."""
+    paths = tuple(records)
+
+    async def guarded() -> T:
+        stack = contextlib.ExitStack()
+        await asyncio.to_thread(stack.enter_context, fenced(paths, fence, target=target))
+        with stack:
+            return await write()
+
+    return await finish(guarded())
+
+
+async def finish(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end. If the caller is cancelled meanwhile, the work still
+    completes (its outcome is dropped) and the cancellation is raised afterwards."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():  # the work itself was cancelled
+                raise
+            cancelled = True
+            continue
+        except BaseException:
+            if cancelled:
+                raise asyncio.CancelledError from None
+            raise
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
+def newest_fence(path: Path) -> int:
+    """The fence a record holds (0: none yet); for introspection and tests."""
+    try:
+        fd = _open_locked(path, create=False)
+    except FileNotFoundError:
+        return 0
+    try:
+        return _read(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _open_locked(path: Path, *, create: bool = True) -> int:
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read(fd: int, path: Path) -> int:
+    raw = os.pread(fd, RECORD_WIDTH + 1, 0)
+    if not raw:
+        return 0
+    text = raw.decode("ascii", "replace").strip()
+    if not text.isdigit():
+        # Refusing every write is safer than guessing: an operator must look at it.
+        raise FenceRejected(f"fence record {path} is corrupt ({text!r})", fence=0, newest=-1)
+    return int(text)
+
+
+def _write(fd: int, fence: int) -> None:
+    if not 0 <= fence < 10**RECORD_WIDTH:
+        raise ValueError(f"fence {fence} out of range")
+    os.pwrite(fd, f"{fence:0{RECORD_WIDTH}d}\n".encode("ascii"), 0)
+    os.fsync(fd)
