@@ -5,11 +5,13 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
 from conftest import Api
 
+from community_ade.agents.watch import EVENTS_STREAM, publish_changes
 from community_ade.storage.models import Task, utcnow
 
 AGENTS = "/api/v1/agents"
@@ -442,3 +444,30 @@ async def test_a_worker_holding_locks_counts_as_alive(api: Api) -> None:
         assert health["capacity"] == 2
     finally:
         await api.runtime.locks.release(grant)
+
+
+async def test_health_changes_are_published_once(api: Api) -> None:
+    agent = await create(api)
+    opened = await api.client.post(
+        "/api/v1/leases", json={"agent_id": agent["id"]}, headers=api.as_("alice")
+    )
+
+    async def published() -> list[dict[str, Any]]:
+        entries = await api.runtime.redis.xrange(EVENTS_STREAM)
+        return [
+            {"type": fields["type"], **json.loads(fields["data"])}
+            for _, fields in entries
+            if fields["subject"] == f"agent:{agent['id']}"
+        ]
+
+    await publish_changes(api.runtime)
+    await publish_changes(api.runtime)  # no change, nothing more
+    (online,) = await published()
+    assert online["type"] == "agent:health"
+    assert (online["status"], online["previous"]) == ("online", None)
+    await api.client.delete(f"/api/v1/leases/{opened.json()['id']}", headers=api.as_("alice"))
+    await publish_changes(api.runtime)
+    assert [(e["status"], e["previous"]) for e in await published()] == [
+        ("online", None),
+        ("offline", "online"),
+    ]

@@ -215,18 +215,19 @@ def refuse(report: ValidationReport) -> InvalidInput:
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One field that differs between two versions. For lists, ``added`` and ``removed``
-    say which entries; ``before``/``after`` are the whole values either way."""
+    """One field that differs between two versions. When both sides are lists (or
+    missing), ``added`` and ``removed`` say which entries; ``before``/``after`` are the
+    whole values either way."""
 
     field: str
     before: Any
     after: Any
-    added: tuple[Any, ...] = ()
-    removed: tuple[Any, ...] = ()
+    added: tuple[Any, ...] | None = None
+    removed: tuple[Any, ...] | None = None
 
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"field": self.field, "from": self.before, "to": self.after}
-        if isinstance(self.before, list) or isinstance(self.after, list):
+        if self.added is not None and self.removed is not None:
             doc["added"] = list(self.added)
             doc["removed"] = list(self.removed)
         return doc
@@ -242,6 +243,10 @@ def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _list_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, list)
+
+
 def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[FieldChange]:
     """Field by field (nested objects by dotted path, in sorted order), what changed from
     ``before`` to ``after``; a field missing on one side counts as None."""
@@ -251,11 +256,11 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[FieldChang
         a, b = old.get(key), new.get(key)
         if a == b:
             continue
-        added: tuple[Any, ...] = ()
-        removed: tuple[Any, ...] = ()
-        if isinstance(a, list) or isinstance(b, list):
-            a_list, b_list = list(a or []), list(b or [])
+        if _list_or_none(a) and _list_or_none(b):
+            a_list, b_list = a or [], b or []
             added = tuple(x for x in b_list if x not in a_list)
             removed = tuple(x for x in a_list if x not in b_list)
-        changes.append(FieldChange(key, a, b, added, removed))
+            changes.append(FieldChange(key, a, b, added, removed))
+        else:
+            changes.append(FieldChange(key, a, b))
     return changes

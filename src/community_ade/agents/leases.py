@@ -76,7 +76,8 @@ class Presence:
     last_heartbeat: datetime | None
 
 
-async def _call(awaitable: Awaitable[T]) -> T:
+async def redis_call(awaitable: Awaitable[T]) -> T:
+    """Await a Redis command; an unreachable Redis becomes ``ServiceUnavailable``."""
     try:
         return await awaitable
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -100,15 +101,15 @@ class LeaseStore:
         lease_ms = round(lease_seconds * 1000)
         now = _now_ms()
         record = {"agent": str(agent_id), "lease_ms": lease_ms, "opened_at": now, "by": opened_by}
-        await _call(self.redis.set(_lease_key(lease_id), json.dumps(record), px=lease_ms))
+        await redis_call(self.redis.set(_lease_key(lease_id), json.dumps(record), px=lease_ms))
         await self._renewed(agent_id, lease_id, now, lease_ms)
         return Lease(lease_id, agent_id, lease_ms, from_ms(now + lease_ms))
 
     async def get(self, lease_id: uuid.UUID) -> Lease:
         """The lease, or ``NotFound`` once it lapsed or was closed."""
         key = _lease_key(lease_id)
-        raw = await _call(self.redis.get(key))
-        ttl = await _call(self.redis.pttl(key))
+        raw = await redis_call(self.redis.get(key))
+        ttl = await redis_call(self.redis.pttl(key))
         if raw is None or ttl < 0:
             raise NotFound(
                 f"no live lease {lease_id}: it lapsed or was closed; open a new one",
@@ -122,7 +123,7 @@ class LeaseStore:
     async def heartbeat(self, lease: Lease) -> Lease:
         """Renew for another full lease; ``NotFound`` if it lapsed meanwhile."""
         now = _now_ms()
-        if not await _call(self.redis.pexpire(_lease_key(lease.id), lease.lease_ms)):
+        if not await redis_call(self.redis.pexpire(_lease_key(lease.id), lease.lease_ms)):
             raise NotFound(
                 f"lease {lease.id} lapsed before this heartbeat; open a new one",
                 lease_id=str(lease.id),
@@ -131,23 +132,23 @@ class LeaseStore:
         return Lease(lease.id, lease.agent_id, lease.lease_ms, from_ms(now + lease.lease_ms))
 
     async def close(self, lease: Lease) -> None:
-        await _call(self.redis.delete(_lease_key(lease.id)))
-        await _call(self.redis.zrem(_leases_key(lease.agent_id), str(lease.id)))
+        await redis_call(self.redis.delete(_lease_key(lease.id)))
+        await redis_call(self.redis.zrem(_leases_key(lease.agent_id), str(lease.id)))
 
     async def close_all(self, agent_id: uuid.UUID) -> int:
         """Close every lease of an agent (it was deleted); how many were live."""
-        members: list[Any] = await _call(self.redis.zrange(_leases_key(agent_id), 0, -1))
+        members: list[Any] = await redis_call(self.redis.zrange(_leases_key(agent_id), 0, -1))
         for member in members:
-            await _call(self.redis.delete(_lease_key(uuid.UUID(member))))
-        await _call(self.redis.delete(_leases_key(agent_id)))
+            await redis_call(self.redis.delete(_lease_key(uuid.UUID(member))))
+        await redis_call(self.redis.delete(_leases_key(agent_id)))
         return len(members)
 
     async def presence(self, agent_id: uuid.UUID) -> Presence:
         key = _leases_key(agent_id)
         now = _now_ms()
-        await _call(self.redis.zremrangebyscore(key, "-inf", now))
-        live: list[Any] = await _call(self.redis.zrange(key, 0, -1, withscores=True))
-        seen = await _call(self.redis.get(_seen_key(agent_id)))
+        await redis_call(self.redis.zremrangebyscore(key, "-inf", now))
+        live: list[Any] = await redis_call(self.redis.zrange(key, 0, -1, withscores=True))
+        seen = await redis_call(self.redis.get(_seen_key(agent_id)))
         return Presence(
             deadlines=tuple(from_ms(score) for _, score in live),
             last_heartbeat=None if seen is None else from_ms(int(seen)),
@@ -156,5 +157,5 @@ class LeaseStore:
     async def _renewed(
         self, agent_id: uuid.UUID, lease_id: uuid.UUID, now: int, lease_ms: int
     ) -> None:
-        await _call(self.redis.zadd(_leases_key(agent_id), {str(lease_id): now + lease_ms}))
-        await _call(self.redis.set(_seen_key(agent_id), str(now)))
+        await redis_call(self.redis.zadd(_leases_key(agent_id), {str(lease_id): now + lease_ms}))
+        await redis_call(self.redis.set(_seen_key(agent_id), str(now)))

@@ -165,7 +165,7 @@ class AgentService:
         if tag is not None:
             agents = [a for a in agents if tag in a.tags]
         if health is not None:
-            agents = [a for a in agents if (await self._health(a)).status == health]
+            agents = [a for a in agents if (await self.assess(a)).status == health]
         start = (page - 1) * limit
         return agents[start : start + limit], len(agents)
 
@@ -520,9 +520,9 @@ class AgentService:
     # -- health -----------------------------------------------------------------------
 
     async def health(self, principal: Principal, agent_id: uuid.UUID) -> hl.Health:
-        return await self._health(await self.get(principal, agent_id))
+        return await self.assess(await self.get(principal, agent_id))
 
-    async def _health(self, agent: Agent) -> hl.Health:
+    async def assess(self, agent: Agent) -> hl.Health:
         presence = await self.leases.presence(agent.id)
         state = await self.locks.inspect_agent(str(agent.id))
         session_deadline = None if state.lease_deadline is None else from_ms(state.lease_deadline)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from community_ade import __version__, dashboard
+from community_ade.agents.watch import watch_health
 from community_ade.api import errors
 from community_ade.api.middleware import RejectNulMiddleware
 from community_ade.api.routes import agents, approvals, audit, governance, health, leases, tasks
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         async with Runtime.open(settings) as runtime:
             app.state.runtime = runtime
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
+            health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
             try:
@@ -83,9 +85,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for background in (sweeper, health_watch):
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
 
     app = FastAPI(
         title="Community ADE",

@@ -1,0 +1,122 @@
+"""The health watch: re-assess every live agent periodically and publish ``agent:health``
+when an agent's status changes (a lease lapsing makes no request, so something has to
+look).
+
+Health changes are not audit-worthy, so they do not go through the audit log. Each
+change is appended to the capped stream ``ade:agent:events`` (entries: ``type``,
+``subject`` ``agent:<id>``, ``agent``, ``data`` JSON), the shape of a lock domain's
+event stream, for the event relay to carry to WebSocket clients.
+
+Several servers may watch at once: each agent's last published status is swapped
+atomically (``SET ade:agent:{<agent>}:status <status> GET``), and only the server whose
+swap changed it publishes, so one change is published once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from community_ade.agents.health import Health
+from community_ade.agents.leases import LeaseStore, redis_call
+from community_ade.agents.service import AgentService
+from community_ade.errors import AdeError
+from community_ade.runtime import Runtime
+from community_ade.storage.models import Agent
+
+log = logging.getLogger(__name__)
+
+EVENTS_STREAM = "ade:agent:events"
+EVENTS_MAXLEN = 10_000
+
+
+def status_key(agent_id: uuid.UUID) -> str:
+    return f"ade:agent:{{{agent_id}}}:status"
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    agent_id: uuid.UUID
+    name: str
+    previous: str | None
+    health: Health
+
+    def data(self) -> dict[str, Any]:
+        h = self.health
+        return {
+            "name": self.name,
+            "status": h.status.value,
+            "previous": self.previous,
+            "reasons": list(h.reasons),
+            "active_tasks": h.active_tasks,
+            "capacity": h.capacity,
+            "success_rate": h.success_rate,
+            "last_seen": None if h.last_seen is None else h.last_seen.isoformat(),
+        }
+
+
+async def assess_all(runtime: Runtime) -> list[tuple[Agent, Health]]:
+    """The health of every live agent, in one read-only transaction."""
+    async with runtime.sessions() as session:
+        service = AgentService(
+            session,
+            locks=runtime.locks,
+            leases=LeaseStore(runtime.redis),
+            lock_lease=timedelta(seconds=runtime.settings.lock_lease_seconds),
+        )
+        agents = (await session.scalars(select(Agent).where(Agent.deleted_at.is_(None)))).all()
+        return [(agent, await service.assess(agent)) for agent in agents]
+
+
+async def publish_changes(runtime: Runtime) -> list[HealthChange]:
+    """One pass: assess, swap each status, publish what this server saw change."""
+    changes = []
+    for agent, health in await assess_all(runtime):
+        status = health.status.value
+        swapped = await redis_call(runtime.redis.set(status_key(agent.id), status, get=True))
+        previous = swapped if isinstance(swapped, str) else None
+        if previous == status:
+            continue
+        change = HealthChange(agent.id, agent.name, previous, health)
+        await redis_call(
+            runtime.redis.xadd(
+                EVENTS_STREAM,
+                {
+                    "type": "agent:health",
+                    "subject": f"agent:{agent.id}",
+                    "agent": str(agent.id),
+                    "data": json.dumps(change.data()),
+                },
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+        )
+        changes.append(change)
+    return changes
+
+
+async def watch_health(runtime: Runtime) -> None:
+    """Publish health changes every ``ADE_AGENT_HEALTH_INTERVAL_SECONDS`` until cancelled."""
+    while True:
+        try:
+            changes = await publish_changes(runtime)
+        except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
+            log.warning("agent health pass failed: %s", exc)
+        else:
+            for change in changes:
+                log.info(
+                    "agent %s is %s (was %s)",
+                    change.name,
+                    change.health.status.value,
+                    change.previous or "unknown",
+                )
+        await asyncio.sleep(runtime.settings.agent_health_interval_seconds)
