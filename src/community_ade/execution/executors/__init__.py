@@ -24,6 +24,7 @@ from types import MappingProxyType
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors.base import (
     ApplyContext,
+    ApplyFailed,
     ApplyingExecutor,
     ApplyResult,
     Executor,
@@ -39,6 +40,7 @@ from community_ade.execution.executors.base import (
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ApplyContext",
+    "ApplyFailed",
     "ApplyResult",
     "ApplyingExecutor",
     "Executor",
