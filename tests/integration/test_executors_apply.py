@@ -113,6 +113,10 @@ def without_state(snap: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]
     return {k: v for k, v in snap.items() if not k.startswith((".ade", ".git/"))}
 
 
+def records_in(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name != fencing.LOCK_NAME]
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for a reaper does not)."""
     try:
@@ -148,6 +152,15 @@ def test_a_corrupt_record_refuses_every_write(tmp_path: Path) -> None:
         fencing.fenced([record], 10**12, target="t"),
     ):
         pass
+
+
+def test_one_lock_guards_many_records_and_an_empty_record_is_no_fence(tmp_path: Path) -> None:
+    records = [fencing.record_path(tmp_path, f"file:{i}") for i in range(3000)]
+    records[0].write_bytes(b"")  # a writer died between creating and recording
+    with fencing.fenced(records, 7, target="many"):  # far more than a default fd limit
+        pass
+    assert {fencing.newest_fence(r) for r in records} == {7}
+    assert sorted(p.name for p in tmp_path.iterdir())[0] == fencing.LOCK_NAME
 
 
 def test_the_record_lock_serialises_writers_across_threads(tmp_path: Path) -> None:
@@ -347,7 +360,7 @@ async def test_files_write_applies_only_the_approved_preview(ws: Workspace, proj
 async def test_files_write_cannot_reach_the_fence_records(ws: Workspace, project: Path) -> None:
     await run(FILES, files_payload(project, write("keep.txt", "x\n")), ws.at(fence=10))
     records = ws.allowed / ".ade" / "fences"
-    assert [fencing.newest_fence(p) for p in records.iterdir()] == [10]
+    assert [fencing.newest_fence(p) for p in records_in(records)] == [10]
     with pytest.raises(InvalidInput, match=r"\.ade"):
         await FILES.plan(files_payload(records, write("x", "0\n")), ws.plan_context)
     (ws.allowed / "link").symlink_to(ws.allowed / ".ade")
@@ -520,7 +533,7 @@ async def test_git_patch_refuses_an_older_fence_and_moves_nothing(
     # Another branch has a record of its own: an older fence may still write there.
     await run(PATCHER, patch_payload(repo, "main"), ws.at(fence=29))
     common = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
-    assert sorted(fencing.newest_fence(p) for p in (common / "ade-fences").iterdir()) == [29, 30]
+    assert sorted(fencing.newest_fence(p) for p in records_in(common / "ade-fences")) == [29, 30]
 
 
 async def test_git_patch_refuses_local_changes_it_would_overwrite(

@@ -4,10 +4,12 @@ DESIGN §5: a lock grant carries a strictly increasing fencing token. A holder w
 was lost (a paused process, a partition) may still believe it holds it; the lock manager
 cannot stop it, the target can. Each target keeps a *fence record*, a small file next to
 it holding the newest fence that wrote there. A write first takes an exclusive OS lock
-(``flock``) on the record, refuses with ``FenceRejected`` if the record is newer than its
-own fence, records its fence (before writing, so that a writer killed half-way still
-fences out the older holder), and writes while the lock is held. An equal fence passes:
-the same grant may write twice (apply, then rollback).
+(``flock``) on the ``.lock`` file of the record's directory, refuses with
+``FenceRejected`` if a record is newer than its own fence, records its fence (before
+writing, so that a writer killed half-way still fences out the older holder), and writes
+while the lock is held. An equal fence passes: the same grant may write twice (apply,
+then rollback). One lock per directory rather than per record keeps a task that writes a
+thousand files to one open file and one lock.
 
 Where the records live is each executor's choice (next to the target):
 ``<workspace root>/.ade/fences/`` for files and working directories,
@@ -35,6 +37,9 @@ from community_ade.errors import FenceRejected
 
 T = TypeVar("T")
 
+LOCK_NAME = ".lock"
+"""The file whose ``flock`` guards every record in its directory (no record is named so:
+records are named by a sha256)."""
 RECORD_WIDTH = 20
 """Digits in a record: every 64-bit fence fits; a fixed width lets one small write
 replace the old value in place."""
@@ -47,9 +52,9 @@ def record_path(directory: Path, target: str) -> Path:
 
 @contextlib.contextmanager
 def fenced(records: Iterable[Path], fence: int, *, target: str) -> Iterator[None]:
-    """Hold every record's lock, check ``fence`` against each and record it; the body is
-    the write. Blocking (file locks): call from a thread. Records are locked in sorted
-    order, so two writers of overlapping targets cannot deadlock.
+    """Hold the lock of every record's directory, check ``fence`` against each record and
+    record it; the body is the write. Blocking (file locks): call from a thread.
+    Directories are locked in sorted order, so two writers cannot deadlock.
 
     Raises:
         FenceRejected: a record holds a newer fence; nothing was recorded or written.
@@ -57,17 +62,17 @@ def fenced(records: Iterable[Path], fence: int, *, target: str) -> Iterator[None
     paths = sorted(set(records))
     held: list[int] = []
     try:
-        for path in paths:
-            held.append(_open_locked(path))
-        newest = max((_read(fd, path) for fd, path in zip(held, paths, strict=True)), default=0)
+        for directory in sorted({path.parent for path in paths}):
+            held.append(_lock(directory))
+        newest = max((newest_fence(path) for path in paths), default=0)
         if fence < newest:
             raise FenceRejected(
                 f"fence {fence} is older than fence {newest}, which already wrote to {target}",
                 fence=fence,
                 newest=newest,
             )
-        for fd in held:
-            _write(fd, fence)
+        for path in paths:
+            _write(path, fence)
         yield
     finally:
         for fd in held:
@@ -125,33 +130,16 @@ async def finish(work: Awaitable[T]) -> T:
 
 
 def newest_fence(path: Path) -> int:
-    """The fence a record holds (0: none yet); for introspection and tests."""
+    """The fence a record holds (0: none yet)."""
     try:
-        fd = _open_locked(path, create=False)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return 0
     try:
-        return _read(fd, path)
+        raw = os.pread(fd, RECORD_WIDTH + 1, 0)
     finally:
         os.close(fd)
-
-
-def _open_locked(path: Path, *, create: bool = True) -> int:
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
-    fd = os.open(path, flags, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read(fd: int, path: Path) -> int:
-    raw = os.pread(fd, RECORD_WIDTH + 1, 0)
-    if not raw:
+    if not raw:  # created by a writer that died before recording: it wrote nothing
         return 0
     text = raw.decode("ascii", "replace").strip()
     if not text.isdigit():
@@ -160,8 +148,25 @@ def _read(fd: int, path: Path) -> int:
     return int(text)
 
 
-def _write(fd: int, fence: int) -> None:
+def _lock(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(directory / LOCK_NAME, flags, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write(path: Path, fence: int) -> None:
+    """Replace the record's value in place: one small write of a fixed width, flushed."""
     if not 0 <= fence < 10**RECORD_WIDTH:
         raise ValueError(f"fence {fence} out of range")
-    os.pwrite(fd, f"{fence:0{RECORD_WIDTH}d}\n".encode("ascii"), 0)
-    os.fsync(fd)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.pwrite(fd, f"{fence:0{RECORD_WIDTH}d}\n".encode("ascii"), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
