@@ -233,12 +233,9 @@ async def batch(
 ) -> HTMLResponse:
     decisions = _decisions(await request.form())
     results = await decide_each(session, reviews, visitor.principal, decisions)
-    titles = dict(
-        (
-            await session.execute(
-                select(Task.id, Task.title).where(Task.id.in_([r.task_id for r in results]))
-            )
-        ).tuples()
+    rows = await session.execute(
+        select(Task.id, Task.title).where(Task.id.in_([r.task_id for r in results]))
     )
+    titles = {task_id: title for task_id, title in rows}
     named = [(r, titles.get(r.task_id, str(r.task_id))) for r in results]
     return await _page(request, session, visitor, QueueFilters(), results=named)

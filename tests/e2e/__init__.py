@@ -1,0 +1,1 @@
+"""End-to-end tests: the live server in a real browser."""
