@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError
 
 from community_ade.errors import (
     DeadlockDetected,
@@ -147,6 +146,8 @@ class LockManager:
         self.domain = domain
         self.client_id = uuid.uuid4().hex
         self._scripts = LockScripts(redis)
+        # Whether the server runs the scripts as Redis Functions; None until first asked.
+        self._functions: bool | None = None
         self._common = tuple(
             str(v).encode()
             for v in (config.events_maxlen, config.lock_delay_ms, config.default_capacity)
@@ -232,11 +233,11 @@ class LockManager:
             return False
         args = (grant.request_id, str(grant.fence), *(name for name, _ in grant.resources))
         try:
-            done = await self._run(self._scripts.release, grant.domain, *args)
+            done = await self._run("release", grant.domain, *args)
         except asyncio.CancelledError:
             # Finish in the background (release is idempotent); the grant stays ours
             # locally until the server has answered.
-            self._background(self._run(self._scripts.release, grant.domain, *args))
+            self._background(self._run("release", grant.domain, *args))
             raise
         grant.released = True
         self._forget(grant)
@@ -252,7 +253,7 @@ class LockManager:
         value = "default" if capacity is None else str(capacity)
         domain = self._domain(domain)
         await self._register_domain(domain)
-        return int(await self._run(self._scripts.set_capacity, domain, agent, value))
+        return int(await self._run("set_capacity", domain, agent, value))
 
     async def force_release(
         self, resource: str, reason: str, *, actor: str = "operator", domain: str | None = None
@@ -262,23 +263,23 @@ class LockManager:
         if not reason or not reason.strip():
             raise InvalidInput("a force release needs a reason")
         ended = await self._run(
-            self._scripts.force_release, self._domain(domain), resource, reason.strip(), actor
+            "force_release", self._domain(domain), resource, reason.strip(), actor
         )
         return list(ended)
 
     async def inspect_resource(self, resource: str, *, domain: str | None = None) -> ResourceState:
         check_name("resource", resource)
-        raw = await self._run(self._scripts.inspect, self._domain(domain), "resource", resource, 0)
+        raw = await self._run("inspect", self._domain(domain), "resource", resource, 0)
         return ResourceState.model_validate(parse(raw))
 
     async def inspect_agent(self, agent: str, *, domain: str | None = None) -> AgentState:
         check_name("agent", agent)
-        raw = await self._run(self._scripts.inspect, self._domain(domain), "agent", agent, 0)
+        raw = await self._run("inspect", self._domain(domain), "agent", agent, 0)
         return AgentState.model_validate(parse(raw))
 
     async def inspect_domain(self, *, domain: str | None = None, limit: int = 100) -> DomainState:
         domain = self._domain(domain)
-        raw = await self._run(self._scripts.inspect, domain, "all", "", limit)
+        raw = await self._run("inspect", domain, "all", "", limit)
         return DomainState.model_validate(parse(raw, domain=domain))
 
     async def domains(self) -> list[str]:
@@ -354,7 +355,7 @@ class LockManager:
             # Renew the session only when the heartbeat has not done so lately.
             renew = session.valid_until - sent < cfg.lease_ms / 2000
             reply = await self._run(
-                self._scripts.acquire,
+                "acquire",
                 domain,
                 req_id,
                 request.task,
@@ -438,13 +439,13 @@ class LockManager:
 
     async def _withdraw(self, domain: str, req_id: str, reason: str) -> None:
         try:
-            await self._run(self._scripts.cancel, domain, req_id, reason)
+            await self._run("cancel", domain, req_id, reason)
         except _REDIS_ERRORS as exc:
             # The agent session's expiry (or the wait deadline) removes it later.
             log.warning("could not withdraw lock request %s: %s", req_id, exc)
 
     async def _detect_deadlock(self, domain: str, req_id: str) -> None:
-        raw = await self._run(self._scripts.waits_for, domain, req_id, _GRAPH_LIMIT)
+        raw = await self._run("waits_for", domain, req_id, _GRAPH_LIMIT)
         graph = deadlock.WaitsForGraph.from_snapshot(json.loads(raw))
         cycle = deadlock.find_cycle(graph, req_id)
         if cycle is None:
@@ -452,7 +453,7 @@ class LockManager:
         victim = deadlock.choose_victim(graph, cycle)
         edges = json.dumps([[e.source, e.target, e.kind.value] for e in cycle])
         described = json.dumps(deadlock.describe(graph, cycle))
-        aborted = await self._run(self._scripts.abort, domain, victim, edges, described)
+        aborted = await self._run("abort", domain, victim, edges, described)
         if aborted:
             log.info("deadlock of %d waits broken by aborting %s", len(cycle), victim)
 
@@ -496,7 +497,7 @@ class LockManager:
                 )
                 async with asyncio.timeout(limit):
                     lost = await self._run(
-                        self._scripts.heartbeat,
+                        "heartbeat",
                         session.domain,
                         session.agent,
                         self.client_id,
@@ -575,16 +576,43 @@ class LockManager:
             await self.redis.sadd(keys.DOMAINS, domain)
             self._known_domains.add(domain)
 
-    async def _run(self, script: AsyncScript, domain: str, *args: Any) -> Any:
+    async def _run(self, script: str, domain: str, *args: Any) -> Any:
         prefix = keys.domain_prefix(domain)
         try:
+            if self._functions is None:
+                await self._load_functions()
+            if self._functions:
+                function = self._scripts.functions[script]
+                try:
+                    return await self.redis.fcall(function, 1, prefix, *self._common, *args)
+                except redis.ResponseError as exc:
+                    if "function not found" not in str(exc).lower():
+                        raise
+                    # A restart without persistence, a failover or FUNCTION FLUSH lost it.
+                    await self._load_functions()
+                    return await self.redis.fcall(function, 1, prefix, *self._common, *args)
+            evalsha = self._scripts.evalsha[script]
             try:
-                return await self.redis.evalsha(script.sha, 1, prefix, *self._common, *args)
+                return await self.redis.evalsha(evalsha.sha, 1, prefix, *self._common, *args)
             except NoScriptError:
                 # The server restarted or failed over: the script object loads itself again.
-                return await script(keys=[prefix], args=[*self._common, *args])
+                return await evalsha(keys=[prefix], args=[*self._common, *args])
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
+
+    async def _load_functions(self) -> None:
+        """Load the scripts as a Functions library, or settle for EVALSHA where the
+        server has no Functions (Redis 6.2) or the user may not load them."""
+        try:
+            await self.redis.function_load(self._scripts.library, replace=True)
+        except redis.ResponseError as exc:
+            text = str(exc).lower()
+            if not isinstance(exc, NoPermissionError) and "unknown command" not in text:
+                raise
+            log.info("lock scripts fall back to EVALSHA: %s", exc)
+            self._functions = False
+        else:
+            self._functions = True
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

