@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -67,9 +67,19 @@ async def sweep_forever(runtime: Runtime) -> None:
             log.info("expired %d overdue task(s)", len(expired))
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+# More background work that runs while the app serves, e.g. the demo's trickle of tasks.
+BackgroundJob = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool = False,
+    jobs: Sequence[BackgroundJob] = (),
+) -> FastAPI:
     """Build the app; the Runtime opens when it starts serving and closes when it stops.
-    ``run_worker``: also apply approved tasks in this process (``ade serve``'s default)."""
+    ``run_worker``: also apply approved tasks in this process (``ade serve``'s default);
+    ``jobs``: more background work, started with the Runtime and cancelled at shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             app.state.runtime = runtime
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
+            extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
             try:
@@ -85,7 +96,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                for background in (sweeper, health_watch):
+                for background in (sweeper, health_watch, *extra):
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await background

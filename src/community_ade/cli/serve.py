@@ -9,7 +9,7 @@ import uvicorn
 
 from community_ade.api.app import create_app
 from community_ade.cli.common import console, load_settings, run
-from community_ade.cli.demo_data import seed
+from community_ade.cli.demo_data import logins, seed, trickle
 
 
 def serve(
@@ -18,7 +18,8 @@ def serve(
     demo: Annotated[
         bool,
         typer.Option(
-            help="Seed demo people, a policy and tasks (once per data dir); print tokens."
+            help="Seed demo people, groups, a policy, agents and tasks (once per data dir), "
+            "print the logins, and submit a new demo task every 20-30 s."
         ),
     ] = False,
     worker: Annotated[
@@ -29,15 +30,17 @@ def serve(
     settings = load_settings()
     if demo:
         tokens = run(seed)
-        console.print(f"[bold]Demo data[/bold] in {settings.data_dir}. Tokens (Bearer):")
+        passwords = logins(settings.data_dir)
+        console.print(f"[bold]Demo data[/bold] in {settings.data_dir}.")
+        console.print(f"Dashboard: http://{host}:{port}/ — log in as (user / password):")
+        for name, password in passwords.items():
+            console.print(f"  {name:<6} {password}")
+        console.print("bob and carol review (carol is the sre), alice and her agents submit.")
+        console.print(f"API tokens (Bearer, for http://{host}:{port}/docs):")
         for name, token in tokens.items():
             console.print(f"  {name:<6} {token}")
-        console.print(
-            f"Open http://{host}:{port}/docs, press Authorize and paste a token: "
-            "bob has a task to review, carol (sre) another, alice submitted them."
-        )
     uvicorn.run(
-        create_app(settings, run_worker=worker),
+        create_app(settings, run_worker=worker, jobs=[trickle] if demo else []),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
