@@ -8,6 +8,7 @@ back), apply with the approved plan, rollback with the stored snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import shutil
@@ -576,6 +577,29 @@ async def test_git_patch_updates_a_linked_worktree(ws: Workspace, repo: Path) ->
     assert (linked / "added.txt").read_text() == "brand new\n"
     assert git(linked, "status", "--porcelain") == ""
     assert not (repo / "added.txt").exists()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.01, 0.02, 0.04, 0.08])
+async def test_a_cancelled_git_apply_leaves_a_state_rollback_restores(
+    ws: Workspace, repo: Path, delay: float
+) -> None:
+    """Cancelled at any moment, the apply leaves the branch and its checkout either
+    untouched or wholly moved (never a moved branch with a stale checkout), and rollback
+    brings back exactly the state before."""
+    before = repo_state(repo)
+    payload = patch_payload(repo)
+    plan = await PATCHER.plan(payload, ws.plan_context)
+    snapshot = stored(await PATCHER.snapshot(payload, plan, ws.at(fence=10)))
+    apply = asyncio.create_task(PATCHER.apply(payload, plan, snapshot, ws.at(fence=10)))
+    await asyncio.sleep(delay)
+    apply.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await apply
+    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    moved = git(repo, "rev-parse", "main") != before["refs"].split()[1] + "\n"
+    assert status == "", f"inconsistent checkout after cancel (branch moved: {moved})"
+    assert await PATCHER.rollback(payload, snapshot, ws.at(fence=10)) == "rolled_back"
+    assert repo_state(repo) == before
 
 
 def test_parse_worktrees() -> None:
