@@ -195,6 +195,22 @@ def test_another_reviewers_decision_appears_live(live_server: LiveServer, login:
     )
 
 
+def test_the_task_page_follows_a_decision_live(live_server: LiveServer, login: Login) -> None:
+    task_id, digest = live_server.submit_task("trim the access log", "access_log: short\n")
+    watcher = login("carol")
+    watcher.goto(f"/tasks/{task_id}")
+    expect(watcher.locator("#live-status")).to_have_text("live")
+    watcher.get_by_label("Comment").fill("half-typed thoughts")
+    with live_server.api("bob") as bob:
+        assert bob.post(f"/approvals/{task_id}/approve", json={"digest": digest}).is_success
+    expect(state_of(watcher)).to_have_text(AFTER_APPROVAL, timeout=2_000)
+    expect(watcher.locator("#requirements-section")).to_contain_text(
+        "any reviewer #1: bob", timeout=2_000
+    )
+    expect(watcher.locator("#reviews-section")).to_contain_text("bob approve")
+    expect(watcher.get_by_label("Comment")).to_have_value("half-typed thoughts")  # untouched
+
+
 def test_a_new_task_appears_in_the_queue_live(live_server: LiveServer, login: Login) -> None:
     watcher = login("bob")
     expect(watcher.locator("#live-status")).to_have_text("live")

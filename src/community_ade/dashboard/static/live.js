@@ -53,9 +53,24 @@
     if (empty) empty.hidden = true;
   }
 
+  // On a task's page, the sections that change with it (requirements, execution,
+  // history, reviews) are re-rendered from the server; the decision form is left alone.
+  async function refreshSections(taskId) {
+    const detail = document.querySelector(`[data-task-detail][data-task-id="${taskId}"]`);
+    if (!detail) return;
+    const html = await fetchText(location.pathname);
+    if (!html) return;
+    const fresh = new DOMParser().parseFromString(html, "text/html");
+    for (const section of detail.querySelectorAll("[data-live-section]")) {
+      const replacement = fresh.getElementById(section.id);
+      if (replacement) section.replaceWith(replacement);
+    }
+  }
+
   async function apply(event) {
     const taskId = taskIdOf(event);
     if (taskId && event.data && event.data.to) setState(taskId, event.data.to);
+    if (taskId) refreshSections(taskId);
     if (taskId && event.type === "approval:requested") insertQueueRow(taskId);
     if (event.type === "approval:decision" || event.type.startsWith("lock:force")) {
       const params = new URLSearchParams({
