@@ -33,6 +33,9 @@ from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.storage import db
 
+# The live-server fixture (start_live) for WebSocket and browser tests.
+pytest_plugins = ("livesrv",)
+
 DEFAULT_SERVER_URL = "redis://127.0.0.1:6379/15"
 BACKENDS = ("server", "embedded", "cluster")
 

@@ -85,6 +85,20 @@ class Settings(BaseSettings):
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # -- agents: leases and health --
+    agent_lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="Default length of an agent's HTTP lease (POST /api/v1/leases); an agent "
+        "with no live lease and no lock session is offline.",
+    )
+    agent_health_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the server re-assesses agents' health and publishes "
+        "agent:health when a status changes.",
+    )
     # -- execution: queue and worker --
     queue_name: str = Field(
         default="tasks",
@@ -134,19 +148,29 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a dashboard login lasts."
     )
-    # -- agents: leases and health --
-    agent_lease_seconds: float = Field(
-        default=30.0,
-        ge=1,
-        le=3600,
-        description="Default length of an agent's HTTP lease (POST /api/v1/leases); an agent "
-        "with no live lease and no lock session is offline.",
+    # -- live events: relay and WebSocket --
+    events_maxlen: int = Field(
+        default=100_000,
+        ge=100,
+        description="Approximate length cap of the events stream: how far back a "
+        "reconnecting WebSocket client can resume.",
     )
-    agent_health_interval_seconds: float = Field(
-        default=5.0,
+    events_poll_seconds: float = Field(
+        default=0.25,
         gt=0,
-        description="How often the server re-assesses agents' health and publishes "
-        "agent:health when a status changes.",
+        le=60,
+        description="How often the relay looks for audit rows committed by other processes "
+        "and for lock events (its own process's commits wake it at once).",
+    )
+    ws_ping_seconds: float = Field(
+        default=20.0, gt=0, description="Interval of the WebSocket's ping frames."
+    )
+    ws_client_buffer: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Events queued for one WebSocket client; a client that falls this far "
+        "behind is disconnected (close code 4408).",
     )
 
     @property

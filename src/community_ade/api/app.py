@@ -15,11 +15,23 @@ from community_ade import __version__, dashboard
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
 from community_ade.api.middleware import RejectNulMiddleware
-from community_ade.api.routes import agents, approvals, audit, governance, health, leases, tasks
+from community_ade.api.routes import (
+    agents,
+    approvals,
+    audit,
+    governance,
+    health,
+    leases,
+    locks,
+    metrics,
+    tasks,
+    ws,
+)
 from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
 from community_ade.errors import AdeError
+from community_ade.events.hub import live_events
 from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
 from community_ade.runtime import Runtime
@@ -83,8 +95,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime.open(settings) as runtime:
+        async with Runtime.open(settings) as runtime, live_events(runtime) as events_hub:
             app.state.runtime = runtime
+            app.state.events_hub = events_hub
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
@@ -112,5 +125,8 @@ def create_app(
     app.include_router(health.router)
     for module in (tasks, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
+    app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
+    app.include_router(ws.router, prefix=API_PREFIX)
+    app.include_router(metrics.router)
     dashboard.install(app)
     return app

@@ -1,0 +1,154 @@
+"""Fan-out: one blocking XREAD loop per process feeds every WebSocket client of it.
+
+Each subscriber has a bounded queue. The hub never waits for a client: an event that
+does not fit in a subscriber's queue cuts that subscriber off (``cut_off`` is set, it
+leaves the hub), so a slow client costs at most its queue, and the others go on.
+
+Resume without gap or duplicate (read after subscribe): a client first subscribes (its
+queue starts collecting live events), then reads the stream past its ``since`` with
+XRANGE, then drains the queue, skipping what the read already gave it. An event the
+read missed was appended after the subscription, so the hub delivers it to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from community_ade.events.envelope import Filter, event_frame, seq_of, topic_of
+from community_ade.events.keys import EventKeys, stream_entries
+from community_ade.events.relay import run_relay
+from community_ade.infra.redis_client import AnyRedis
+from community_ade.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+BLOCK_MS = 5000
+RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An events stream entry, as a reader needs it."""
+
+    seq: int
+    topic: str
+    subject: str
+    envelope: str
+
+    def frame(self) -> str:
+        return event_frame(self.seq, self.envelope)
+
+
+def _entry(entry_id: str, fields: dict[str, str]) -> Entry:
+    return Entry(seq_of(entry_id), topic_of(fields["type"]), fields["subject"], fields["e"])
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One client's place in the hub: what it wants, and its bounded queue of
+    ``(seq, frame)`` (seq None: a frame that is not an event, e.g. a ping)."""
+
+    filter: Filter
+    queue: asyncio.Queue[tuple[int | None, str]]
+    cut_off: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Hub:
+    def __init__(self, redis_client: AnyRedis, keys: EventKeys, *, buffer: int) -> None:
+        self.redis = redis_client
+        self.keys = keys
+        # Read no more at once than a client may queue, and let the clients' senders run
+        # between reads: a burst must not cut off a client that keeps up.
+        self.read_count = min(PAGE, buffer)
+        self.subscribers: set[Subscriber] = set()
+        self.slow_disconnects = 0
+        self.delivered = 0
+
+    def subscribe(self, event_filter: Filter, buffer: int) -> Subscriber:
+        subscriber = Subscriber(event_filter, asyncio.Queue(maxsize=buffer))
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    async def newest_seq(self) -> int:
+        return int(await self.redis.get(self.keys.sequence) or 0)
+
+    async def oldest_seq(self) -> int | None:
+        """The oldest seq the stream still holds (None: empty)."""
+        first = stream_entries(await self.redis.xrange(self.keys.stream, count=1))
+        return seq_of(first[0][0]) if first else None
+
+    async def read_after(self, seq: int, count: int = PAGE) -> list[Entry]:
+        """Up to ``count`` retained events with a seq above ``seq``, oldest first."""
+        entries = stream_entries(
+            await self.redis.xrange(self.keys.stream, min=f"({seq}-0", count=count)
+        )
+        return [_entry(entry_id, fields) for entry_id, fields in entries]
+
+    def dispatch(self, entry: Entry) -> None:
+        """Queue one event for every subscriber it matches, cutting off any that is full."""
+        frame: str | None = None
+        for subscriber in tuple(self.subscribers):
+            if not subscriber.filter.matches(entry.topic, entry.subject):
+                continue
+            frame = frame or entry.frame()
+            try:
+                subscriber.queue.put_nowait((entry.seq, frame))
+            except asyncio.QueueFull:
+                self.unsubscribe(subscriber)
+                subscriber.cut_off.set()
+                self.slow_disconnects += 1
+            else:
+                self.delivered += 1
+
+    async def run(self) -> None:
+        """Tail the stream until cancelled, from its newest entry when started."""
+        last_id: str | None = None
+        while True:
+            try:
+                if last_id is None:
+                    newest = stream_entries(await self.redis.xrevrange(self.keys.stream, count=1))
+                    last_id = newest[0][0] if newest else "0-0"
+                reply: list[tuple[str, Any]] = await self.redis.xread(  # type: ignore[assignment]
+                    {self.keys.stream: last_id}, count=self.read_count, block=BLOCK_MS
+                )
+            except (redis.RedisError, OSError) as exc:
+                log.warning("events fan-out cannot read the stream: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            for _stream, entries in reply or ():
+                for entry_id, fields in stream_entries(entries):
+                    self.dispatch(_entry(entry_id, fields))
+                    last_id = entry_id
+            await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def live_events(runtime: Runtime) -> AsyncIterator[Hub]:
+    """Run this process's relay and fan-out hub while the block lasts (``ade serve``)."""
+    settings = runtime.settings
+    hub = Hub(
+        runtime.redis,
+        EventKeys.for_namespace(settings.lock_domain),
+        buffer=settings.ws_client_buffer,
+    )
+    tasks = [
+        asyncio.create_task(run_relay(runtime), name="ade-events-relay"),
+        asyncio.create_task(hub.run(), name="ade-events-fanout"),
+    ]
+    try:
+        yield hub
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,205 @@
+"""The relay: audit rows (the SQL outbox) and lock events into one Redis events stream.
+
+Several relays may run at once (each ``ade serve``, each worker); every event is still
+appended once, because ``lua/relay_append.lua`` compares each event's source position
+with the source's cursor and moves the cursor in the same call.
+
+Why tailing ``audit_log`` by ``seq`` misses nothing: ``audit.log.append`` holds the
+log's append lock (PostgreSQL advisory lock, SQLite's single writer) from reading the
+head until its transaction ends, and numbers the new row head + 1. So rows commit in
+seq order with no holes (a rolled-back append frees its number for the next one), and
+once row n is visible every row before it is too. A relay that reads ``seq > cursor``
+can never see row n + 1 without row n. (Were rows ever deleted, the relay would step
+over the hole: it relays what exists past its cursor.)
+
+Latency: a commit in this process that appended audit rows wakes the relays of this
+process at once (a SQLAlchemy ``after_commit`` hook); rows committed by other processes
+and lock events are picked up by polling every ``ADE_EVENTS_POLL_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+from redis.commands.core import AsyncScript
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from community_ade.errors import AdeError
+from community_ade.events.envelope import StoredEvent, from_audit_row, from_lock_entry
+from community_ade.events.keys import EventKeys, stream_entries
+from community_ade.infra.lua import register_lua
+from community_ade.infra.redis_client import AnyRedis
+from community_ade.locks import keys as lock_keys
+from community_ade.runtime import Runtime
+from community_ade.storage.models import AuditEvent
+
+log = logging.getLogger(__name__)
+
+AUDIT_SOURCE = "audit"
+BATCH = 500
+_AUDIT_COLUMNS = tuple(
+    getattr(AuditEvent, name)
+    for name in ("seq", "ts", "type", "actor_kind", "actor_id", "via_delegation", "subject", "data")
+)
+_APPENDED_AUDIT = "community_ade.events.appended_audit"
+
+# -- waking relays of this process after a commit that appended audit rows -----------
+
+_wakeups: set[Callable[[], None]] = set()
+
+
+def _note_audit_rows(session: Session, _flush_context: Any) -> None:
+    if any(isinstance(obj, AuditEvent) for obj in session.new):
+        session.info[_APPENDED_AUDIT] = True
+
+
+def _wake_after_commit(session: Session) -> None:
+    if session.info.pop(_APPENDED_AUDIT, False):
+        for wake in tuple(_wakeups):
+            wake()
+
+
+def _forget_after_rollback(session: Session, _previous: Any = None) -> None:
+    session.info.pop(_APPENDED_AUDIT, None)
+
+
+event.listen(Session, "after_flush", _note_audit_rows)
+event.listen(Session, "after_commit", _wake_after_commit)
+event.listen(Session, "after_soft_rollback", _forget_after_rollback)
+
+
+@contextlib.contextmanager
+def _woken_by_commits(nudge: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(nudge.set)
+
+    _wakeups.add(wake)
+    try:
+        yield
+    finally:
+        _wakeups.discard(wake)
+
+
+class Relay:
+    """Copies new audit rows and lock events into the events stream (see module doc)."""
+
+    def __init__(
+        self,
+        redis_client: AnyRedis,
+        sessions: async_sessionmaker[AsyncSession],
+        keys: EventKeys,
+        *,
+        maxlen: int,
+        batch: int = BATCH,
+    ) -> None:
+        self.redis = redis_client
+        self.sessions = sessions
+        self.keys = keys
+        self.maxlen = maxlen
+        self.batch = batch
+        self._append: AsyncScript = register_lua(
+            redis_client, "community_ade.events", "relay_append"
+        )
+
+    async def relay_audit(self) -> int:
+        """Append every audit row past the cursor; returns how many this call appended."""
+        total = 0
+        while True:
+            cursor = await self.redis.hget(self.keys.cursors, AUDIT_SOURCE)
+            async with self.sessions() as session:
+                after = int(cursor) if cursor is not None else await self._start(session)
+                query = (
+                    select(*_AUDIT_COLUMNS)
+                    .where(AuditEvent.seq > after)
+                    .order_by(AuditEvent.seq)
+                    .limit(self.batch)
+                )
+                rows = [dict(row._mapping) for row in await session.execute(query)]
+            events = [(str(row["seq"]), from_audit_row(row)) for row in rows]
+            total += await self._offer(AUDIT_SOURCE, events)
+            if len(rows) < self.batch:
+                return total
+
+    async def _start(self, session: AsyncSession) -> int:
+        """Where a relay with no cursor begins: the newest rows the stream can hold, not
+        the whole history of a long-lived log."""
+        head = await session.scalar(select(func.max(AuditEvent.seq)))
+        return max(0, (head or 0) - self.maxlen)
+
+    async def relay_locks(self) -> int:
+        """Append the lock events of every lock domain past each domain's cursor."""
+        domains = sorted(str(d) for d in await self.redis.smembers(lock_keys.DOMAINS))
+        if not domains:
+            return 0
+        sources = [f"lock:{domain}" for domain in domains]
+        cursors: list[str | None] = await self.redis.hmget(self.keys.cursors, sources)  # type: ignore[assignment]
+        total = 0
+        for domain, source, cursor in zip(domains, sources, cursors, strict=True):
+            while True:
+                entries = stream_entries(
+                    await self.redis.xrange(
+                        lock_keys.events(domain),
+                        min=f"({cursor}" if cursor else "-",
+                        count=self.batch,
+                    )
+                )
+                events = [(eid, from_lock_entry(domain, eid, fields)) for eid, fields in entries]
+                total += await self._offer(source, events)
+                if len(entries) < self.batch:
+                    break
+                cursor = entries[-1][0]
+        return total
+
+    async def _offer(self, source: str, events: list[tuple[str, StoredEvent]]) -> int:
+        if not events:
+            return 0
+        args: list[str] = [str(self.maxlen), source]
+        for position, stored in events:
+            args += [position, stored.type, stored.subject, stored.envelope]
+        keys = [self.keys.stream, self.keys.sequence, self.keys.cursors]
+        appended, _last_seq = await self._append(keys=keys, args=args)
+        return int(appended)
+
+    async def run(self, poll_seconds: float) -> None:
+        """Relay until cancelled: at once after a local commit, else every poll."""
+        nudge = asyncio.Event()
+        with _woken_by_commits(nudge):
+            while True:
+                nudge.clear()
+                try:
+                    await self.relay_audit()
+                    await self.relay_locks()
+                except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
+                    # Redis or the database is briefly away: the cursors keep our place.
+                    log.warning("event relay pass failed: %s", exc)
+                except Exception:
+                    # A bug must not stop live events for good; the next pass retries.
+                    log.exception("event relay pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nudge.wait(), poll_seconds)
+
+
+def relay_for(runtime: Runtime) -> Relay:
+    settings = runtime.settings
+    return Relay(
+        runtime.redis,
+        runtime.sessions,
+        EventKeys.for_namespace(settings.lock_domain),
+        maxlen=settings.events_maxlen,
+    )
+
+
+async def run_relay(runtime: Runtime) -> None:
+    """Relay this runtime's audit log and lock events until cancelled (``ade serve``
+    runs one in its lifespan; a worker process may run one too)."""
+    await relay_for(runtime).run(runtime.settings.events_poll_seconds)
