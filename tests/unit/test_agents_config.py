@@ -192,3 +192,8 @@ def test_the_diff_is_exactly_the_fields_that_differ(a: dict[str, Any], b: dict[s
     ]
     for change in changes:
         assert change.before != change.after
+
+
+def test_null_parameters_take_their_defaults() -> None:
+    nulls = {"temperature": None, "top_p": None, "max_tokens": None, "context_window": None}
+    assert Parameters.from_document(nulls) == Parameters()

@@ -54,10 +54,16 @@ class Parameters:
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Parameters:
+        """Missing or null values take their defaults (a null context window: the model's)."""
+
+        def given(key: str, default: Any) -> Any:
+            value = doc.get(key)
+            return default if value is None else value
+
         return cls(
-            temperature=doc.get("temperature", DEFAULT_TEMPERATURE),
-            top_p=doc.get("top_p", DEFAULT_TOP_P),
-            max_tokens=doc.get("max_tokens", DEFAULT_MAX_TOKENS),
+            temperature=given("temperature", DEFAULT_TEMPERATURE),
+            top_p=given("top_p", DEFAULT_TOP_P),
+            max_tokens=given("max_tokens", DEFAULT_MAX_TOKENS),
             context_window=doc.get("context_window"),
         )
 
