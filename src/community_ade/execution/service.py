@@ -77,7 +77,7 @@ class ExecutionService:
             preview=preview.content,
             format=preview.format,  # type: ignore[arg-type]
             digest=preview.digest,
-            precondition_fingerprint=preview.precondition_fingerprint,
+            precondition_fingerprint=task.precondition_fingerprint or "",
             lines_changed=preview.lines_changed,
             summary=task.title,
         )

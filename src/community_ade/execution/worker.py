@@ -329,10 +329,10 @@ class Worker:
         except InvalidInput as exc:
             await self._refuse(task, context, f"no longer applies: {exc.message}", exc.details)
             return None
-        if stash is None or (plan.digest, plan.precondition_fingerprint) != (
-            stash.digest,
-            stash.precondition_fingerprint,
-        ):
+        # The task row holds the fingerprint the approval was given against (a preview
+        # row is shared by every submit of the same digest).
+        approved = (task.preview_digest, task.precondition_fingerprint)
+        if stash is None or (plan.digest, plan.precondition_fingerprint) != approved:
             if await self.service.preconditions_moved(task.id, plan):
                 self.stats.moved += 1
                 log.info("task %s: preconditions moved; back to review", task.id)

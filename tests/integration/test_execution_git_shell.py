@@ -1,0 +1,183 @@
+"""Real git and real processes through the worker: a patch commits with the task id and
+fence, two patches on one branch are serialised, a moved branch sends the task back to
+review with its votes stale, and a failing shell command records exit code and output."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import Backend, delete_domain_keys
+from execution_util import (
+    AUTO,
+    events_of,
+    make_user,
+    open_runtime,
+    reload,
+    set_policy,
+    settings_for,
+    submit,
+)
+from sqlalchemy import select
+
+from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.risk import ResourceRef
+from community_ade.approvals.states import TaskState
+from community_ade.execution.worker import Worker
+from community_ade.infra.redis_client import open_redis
+from community_ade.runtime import Runtime
+from community_ade.storage.models import Review
+
+pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
+REPO_LOCK = [ResourceRef(type="storage", id="repo", actions=("write",))]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+async def runtime(
+    database_url: str, backend: Backend, tmp_path: Path, domain: str
+) -> AsyncIterator[Runtime]:
+    settings = settings_for(database_url, backend.url, tmp_path, domain)
+    try:
+        async with open_runtime(settings) as rt:
+            yield rt
+    finally:
+        client = await open_redis(backend.url)
+        await delete_domain_keys(client, domain)
+        await client.aclose()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "workspaces" / "repo"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "a.txt").write_text("one\n")
+    (repo / "b.txt").write_text("uno\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "base")
+    return repo
+
+
+def patch(path: str, old: str, new: str) -> str:
+    return (
+        f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-{old}\n+{new}\n"
+    )
+
+
+def patch_payload(repo: Path, diff: str) -> dict[str, str]:
+    return {"repo": str(repo), "branch": "main", "patch": diff, "message": "change"}
+
+
+async def burst(runtime: Runtime) -> Worker:
+    worker = Worker(runtime, concurrency=2, burst=True)
+    await asyncio.wait_for(worker.run(), 90)
+    return worker
+
+
+async def test_a_patch_is_committed_with_task_id_and_fence(runtime: Runtime, repo: Path) -> None:
+    await set_policy(runtime, AUTO)
+    alice = await make_user(runtime)
+    task = await submit(
+        runtime, alice, "git.patch", patch_payload(repo, patch("a.txt", "one", "two")), REPO_LOCK
+    )
+    await runtime.queue.drain_background()
+    await burst(runtime)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED, done.last_error
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert str(task.id) in message
+    assert str(done.fence) in message
+    assert git(repo, "show", "main:a.txt") == "two"
+    assert int(git(repo, "rev-list", "--count", "main")) == 2
+
+
+async def test_two_patches_on_one_branch_are_serialised(runtime: Runtime, repo: Path) -> None:
+    await set_policy(runtime, AUTO)
+    alice = await make_user(runtime)
+    first = await submit(
+        runtime, alice, "git.patch", patch_payload(repo, patch("a.txt", "one", "two")), REPO_LOCK
+    )
+    second = await submit(
+        runtime, alice, "git.patch", patch_payload(repo, patch("b.txt", "uno", "dos")), REPO_LOCK
+    )
+    await runtime.queue.drain_background()
+    await burst(runtime)
+    for task in (first, second):
+        assert (await reload(runtime, task.id)).state == TaskState.COMPLETED
+    # One after the other: the second saw the branch move, was re-previewed (and, by this
+    # policy, re-approved) and then applied on top of the first.
+    assert int(git(repo, "rev-list", "--count", "main")) == 3
+    assert git(repo, "show", "main:a.txt") == "two"
+    assert git(repo, "show", "main:b.txt") == "dos"
+    moved = ["task:preconditions_moved" in await events_of(runtime, t.id) for t in (first, second)]
+    assert sorted(moved) == [False, True]
+
+
+async def test_a_moved_branch_sends_the_task_back_with_stale_votes(
+    runtime: Runtime, repo: Path
+) -> None:
+    alice = await make_user(runtime)
+    bob = await make_user(runtime, "reviewer")
+    task = await submit(
+        runtime, alice, "git.patch", patch_payload(repo, patch("a.txt", "one", "two")), REPO_LOCK
+    )
+    assert task.state == TaskState.SUBMITTED
+    old_digest, old_fingerprint = task.preview_digest, task.precondition_fingerprint
+    async with runtime.sessions.begin() as session:
+        outcome = await ReviewService(session).decide(
+            bob, task.id, ReviewAction.APPROVE, str(old_digest)
+        )
+        assert outcome.task.state == TaskState.APPROVED
+    (repo / "b.txt").write_text("moved\n")
+    git(repo, "commit", "-q", "-am", "someone else")
+    await runtime.queue.drain_background()
+    worker = await burst(runtime)
+    back = await reload(runtime, task.id)
+    assert back.state == TaskState.SUBMITTED
+    assert worker.stats.moved == 1
+    assert back.precondition_fingerprint != old_fingerprint
+    assert git(repo, "show", "main:a.txt") == "one"  # nothing applied
+    async with runtime.sessions() as session:
+        votes = list(await session.scalars(select(Review).where(Review.task_id == task.id)))
+    assert [v.stale for v in votes] == [True]
+    events = await events_of(runtime, task.id)
+    assert events[-2:] == ["task:preconditions_moved", "approval:requested"]
+
+
+async def test_a_failing_shell_command_records_exit_code_and_output(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    await set_policy(runtime, AUTO)
+    cwd = tmp_path / "workspaces" / "svc"
+    cwd.mkdir(parents=True)
+    alice = await make_user(runtime)
+    payload = {
+        "command": ["/bin/sh", "-c", "echo started > state; echo boom; exit 3"],
+        "cwd": str(cwd),
+        "rollback_command": ["/bin/sh", "-c", "rm -f state"],
+        "timeout_seconds": 30,
+    }
+    task = await submit(runtime, alice, "shell", payload)
+    await runtime.queue.drain_background()
+    await burst(runtime)
+    failed = await reload(runtime, task.id)
+    assert failed.state == TaskState.FAILED
+    assert failed.rollback_outcome == "rolled_back"
+    assert failed.result is not None
+    assert "3" in str(failed.result["details"].get("exit_code"))
+    assert "boom" in str(failed.result["details"].get("output"))
+    assert failed.last_error
+    assert not (cwd / "state").exists()  # the rollback command ran
+    assert failed.finished_at is not None
+    assert (await events_of(runtime, task.id))[-1] == "task:failed"
