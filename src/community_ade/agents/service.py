@@ -31,6 +31,7 @@ from community_ade.auth import service as auth
 from community_ade.auth.principal import Permission, Principal, Role, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
 from community_ade.locks import LockManager
+from community_ade.runtime import Runtime
 from community_ade.storage.models import (
     Agent,
     AgentVersion,
@@ -119,6 +120,16 @@ class AgentService:
         self.leases = leases
         self.lock_lease = lock_lease
         self.now = now
+
+    @classmethod
+    def of(cls, runtime: Runtime, session: AsyncSession) -> AgentService:
+        """The service over ``session`` with the runtime's lock manager and Redis."""
+        return cls(
+            session,
+            locks=runtime.locks,
+            leases=LeaseStore(runtime.redis),
+            lock_lease=timedelta(seconds=runtime.settings.lock_lease_seconds),
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -523,6 +534,8 @@ class AgentService:
         return await self.assess(await self.get(principal, agent_id))
 
     async def assess(self, agent: Agent) -> hl.Health:
+        """The agent's health. Redis is read before the database, so a session that has
+        not begun its transaction yet holds none while waiting for Redis."""
         presence = await self.leases.presence(agent.id)
         state = await self.locks.inspect_agent(str(agent.id))
         session_deadline = None if state.lease_deadline is None else from_ms(state.lease_deadline)

@@ -19,7 +19,6 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import redis
@@ -27,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from community_ade.agents.health import Health
-from community_ade.agents.leases import LeaseStore, redis_call
+from community_ade.agents.leases import redis_call
 from community_ade.agents.service import AgentService
 from community_ade.errors import AdeError
 from community_ade.runtime import Runtime
@@ -65,16 +64,15 @@ class HealthChange:
 
 
 async def assess_all(runtime: Runtime) -> list[tuple[Agent, Health]]:
-    """The health of every live agent, in one read-only transaction."""
+    """The health of every live agent, each in a short read-only transaction of its own
+    (on SQLite a transaction holds the database's one write lock)."""
     async with runtime.sessions() as session:
-        service = AgentService(
-            session,
-            locks=runtime.locks,
-            leases=LeaseStore(runtime.redis),
-            lock_lease=timedelta(seconds=runtime.settings.lock_lease_seconds),
-        )
         agents = (await session.scalars(select(Agent).where(Agent.deleted_at.is_(None)))).all()
-        return [(agent, await service.assess(agent)) for agent in agents]
+    assessed = []
+    for agent in agents:
+        async with runtime.sessions() as session:
+            assessed.append((agent, await AgentService.of(runtime, session).assess(agent)))
+    return assessed
 
 
 async def publish_changes(runtime: Runtime) -> list[HealthChange]:

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import uuid
-from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
@@ -22,7 +21,6 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.agents.config import AgentConfig, Parameters
-from community_ade.agents.leases import LeaseStore
 from community_ade.agents.service import AgentChanges, AgentService, config_of
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Principal
@@ -49,15 +47,6 @@ async def _principal(session: AsyncSession, username: str) -> Principal:
     )
 
 
-def _service(rt: Runtime, session: AsyncSession) -> AgentService:
-    return AgentService(
-        session,
-        locks=rt.locks,
-        leases=LeaseStore(rt.redis),
-        lock_lease=timedelta(seconds=rt.settings.lock_lease_seconds),
-    )
-
-
 # Reading needs no particular user: the operator of the machine reads as a viewer.
 OPERATOR = Principal(
     id=uuid.UUID(int=0), kind="human", name="operator", role="viewer", groups=frozenset()
@@ -80,7 +69,7 @@ def list_agents(
 
     async def action(rt: Runtime) -> list[tuple[str, ...]]:
         async with rt.sessions() as session:
-            service = _service(rt, session)
+            service = AgentService.of(rt, session)
             reader = OPERATOR
             agents, _ = await service.list_agents(reader, tag=tag, model=model, limit=100)
             rows: list[tuple[str, ...]] = []
@@ -112,7 +101,7 @@ def show(name: Annotated[str, typer.Argument(help="The agent.")]) -> None:
 
     async def action(rt: Runtime) -> dict[str, Any]:
         async with rt.sessions() as session:
-            service = _service(rt, session)
+            service = AgentService.of(rt, session)
             agent = await service.get(OPERATOR, (await auth.get_agent_by_name(session, name)).id)
             health = await service.assess(agent)
             return {
@@ -160,7 +149,9 @@ def create(
 
     async def action(rt: Runtime) -> uuid.UUID:
         async with rt.sessions.begin() as session:
-            agent = await _service(rt, session).create(await _principal(session, acting), config)
+            agent = await AgentService.of(rt, session).create(
+                await _principal(session, acting), config
+            )
             return agent.id
 
     console.print(f"created agent {name}; id {run(action)}", soft_wrap=True)
@@ -197,7 +188,7 @@ def set_fields(
         async with rt.sessions.begin() as session:
             agent = await auth.get_agent_by_name(session, name)
             principal = await _principal(session, acting)
-            saved = await _service(rt, session).update(
+            saved = await AgentService.of(rt, session).update(
                 principal, agent.id, changes, comment=comment
             )
             return saved.config_version
@@ -212,7 +203,7 @@ def versions(name: Annotated[str, typer.Argument(help="The agent.")]) -> None:
     async def action(rt: Runtime) -> list[tuple[str, str, str]]:
         async with rt.sessions() as session:
             agent = await auth.get_agent_by_name(session, name)
-            rows = await _service(rt, session).versions(OPERATOR, agent.id)
+            rows = await AgentService.of(rt, session).versions(OPERATOR, agent.id)
             return [
                 (str(v.version), v.created_at.strftime("%Y-%m-%d %H:%M"), v.comment or "-")
                 for v in rows
@@ -238,7 +229,7 @@ def revert(
         async with rt.sessions.begin() as session:
             agent = await auth.get_agent_by_name(session, name)
             principal = await _principal(session, acting)
-            saved = await _service(rt, session).revert(principal, agent.id, version)
+            saved = await AgentService.of(rt, session).revert(principal, agent.id, version)
             return saved.config_version
 
     console.print(f"agent {name} is at version {run(action)} (configuration of version {version})")

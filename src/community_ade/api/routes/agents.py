@@ -4,13 +4,11 @@ catalogue of models and tools the wizard offers."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from community_ade.agents.health import Status
-from community_ade.agents.leases import LeaseStore
 from community_ade.agents.service import AgentChanges, AgentService
 from community_ade.api.agent_schemas import (
     CATALOGUE_ID,
@@ -38,12 +36,7 @@ router = APIRouter(tags=["agents"])
 
 
 def get_agents(runtime: RuntimeDep, session: SessionDep) -> AgentService:
-    return AgentService(
-        session,
-        locks=runtime.locks,
-        leases=LeaseStore(runtime.redis),
-        lock_lease=timedelta(seconds=runtime.settings.lock_lease_seconds),
-    )
+    return AgentService.of(runtime, session)
 
 
 AgentsDep = Annotated[AgentService, Depends(get_agents)]
