@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import random
@@ -53,8 +54,9 @@ _REDIS_ERRORS = (redis.RedisError, OSError, ServiceUnavailable)
 
 
 @functools.lru_cache(maxsize=1024)
-def _resources_json(resources: tuple[tuple[str, Mode], ...]) -> str:
-    return json.dumps([[name, mode.code] for name, mode in resources])
+def _resources_json(resources: tuple[tuple[str, Mode], ...]) -> bytes:
+    # Bytes, as the script argument: redis-py sends bytes without encoding them again.
+    return json.dumps([[name, mode.code] for name, mode in resources]).encode()
 
 
 @dataclass(eq=False)
@@ -145,6 +147,10 @@ class LockManager:
         self.config = config
         self.domain = domain
         self.client_id = uuid.uuid4().hex
+        # Request ids: unique across clients by the random prefix, cheap by the counter.
+        self._request_prefix = self.client_id[:16] + "-"
+        self._request_numbers = itertools.count(1)
+        self._client_arg = self.client_id.encode()
         self._scripts = LockScripts(redis)
         # Whether the server runs the scripts as Redis Functions; None until first asked.
         self._functions: bool | None = None
@@ -189,10 +195,12 @@ class LockManager:
         request = LockRequest.build(task, agent, resources)
         if timeout is not None and timeout < 0:
             raise InvalidInput(f"timeout must be >= 0 seconds or None, not {timeout}")
-        domain = self._domain(domain)
-        await self._register_domain(domain)
-        await self._ensure_subscribed()
-        req_id = uuid.uuid4().hex
+        domain = domain or self.domain
+        if domain not in self._known_domains:
+            await self._register_domain(check_domain(domain))
+        if self._reader is None or self._reader.done():
+            await self._ensure_subscribed()
+        req_id = f"{self._request_prefix}{next(self._request_numbers):x}"
         session = self._session(domain, request.agent)
         session.waiting += 1
         self._ensure_heartbeat(session)
@@ -360,18 +368,18 @@ class LockManager:
                 req_id,
                 request.task,
                 request.agent,
-                self.client_id,
+                self._client_arg,
                 cfg.lease_ms if renew else 0,
                 wait_ms,
                 resources_json,
                 first,
             )
             first = "0"
-            state = reply[0]
             if renew:
                 session.valid_until = max(session.valid_until, self._validity(sent))
-            if state == "granted":
-                return self._granted(domain, request, req_id, int(reply[1]), session)
+            if type(reply) is int:  # granted: the reply is the fence
+                return self._granted(domain, request, req_id, reply, session)
+            state = reply[0]
             if state == "busy":
                 raise LockTimeout(
                     f"resources busy for task {request.task} (timeout 0)", queued=False
