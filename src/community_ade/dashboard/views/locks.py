@@ -1,0 +1,67 @@
+"""Apply locks: holders and queues per resource, agent sessions and permits, deadlock
+incidents and recent lock events; admins force-release a resource with a reason."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from community_ade.api.deps import RuntimeDep, SessionDep
+from community_ade.api.routes.locks import ForceReleaseBody, force_release
+from community_ade.auth.principal import Permission, require
+from community_ade.dashboard.web import NavItem, PageRoute, VisitorDep, redirect, render
+from community_ade.locks.model import MAX_RESOURCE_NAME
+from community_ade.settings import DOMAIN_PATTERN
+
+router = APIRouter(route_class=PageRoute)
+nav = NavItem("Locks", "/locks", Permission.LOCK_READ, order=30)
+
+EVENTS_SHOWN = 50
+# Deadlocks are rare: look further back for them than for the event list.
+DEADLOCK_SCAN = 1000
+
+
+@router.get("/locks")
+async def locks_page(
+    request: Request,
+    visitor: VisitorDep,
+    runtime: RuntimeDep,
+    domain: Annotated[str | None, Query(pattern=DOMAIN_PATTERN)] = None,
+) -> HTMLResponse:
+    require(visitor.principal, Permission.LOCK_READ)
+    locks = runtime.locks
+    name = domain or locks.domain
+    overview = await locks.inspect_domain(domain=name, limit=200)
+    events = await locks.events(domain=name, count=DEADLOCK_SCAN)
+    return render(
+        request,
+        "locks/index.html",
+        {
+            "domain": name,
+            "domains": sorted({*await locks.domains(), name}),
+            "overview": overview,
+            "events": events[:EVENTS_SHOWN],
+            "deadlocks": [e for e in events if e.get("type") == "lock:deadlock"],
+        },
+        visitor=visitor,
+    )
+
+
+@router.post("/locks/force-release")
+async def force_release_page(
+    visitor: VisitorDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    resource: Annotated[str, Form(min_length=1, max_length=MAX_RESOURCE_NAME)],
+    reason: Annotated[str, Form(min_length=1, max_length=500)],
+    domain: Annotated[str, Form(pattern=DOMAIN_PATTERN)],
+) -> Response:
+    body = ForceReleaseBody(resource=resource, reason=reason, domain=domain)
+    out = await force_release(body, visitor.principal, runtime, session)
+    ended = len(out.ended)
+    return redirect(
+        f"/locks?domain={out.domain}",
+        flash=f"Force-released {out.resource}: {ended} grant{'' if ended == 1 else 's'} ended.",
+    )
