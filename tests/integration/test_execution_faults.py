@@ -1,0 +1,213 @@
+"""Fault tests with real worker processes (``python -m community_ade worker``): a worker
+killed with SIGKILL mid-apply is reclaimed and the task applied exactly once; a worker
+SIGSTOPped past its lease cannot write after SIGCONT (the fence refuses it); SIGTERM
+drains in-flight work and exits 0. The slow apply is a test-only executor installed as a
+real entry point (``slow_write_plugin``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Backend, delete_domain_keys
+from execution_util import (
+    AUTO,
+    events_of,
+    make_user,
+    open_runtime,
+    reload,
+    set_policy,
+    settings_for,
+    submit,
+)
+from slow_write_plugin import TASK_TYPE, install_slow_plugin
+
+from community_ade.approvals.states import TaskState
+from community_ade.execution.executors import load_executors
+from community_ade.infra.redis_client import open_redis
+from community_ade.runtime import Runtime
+
+pytestmark = [
+    pytest.mark.parametrize("backend", ["server"], indirect=True),
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
+HERE = Path(__file__).parent
+FAST = {
+    "ADE_LOCK_LEASE_SECONDS": "2",
+    "ADE_LOCK_DELAY_SECONDS": "0.2",
+    "ADE_WORKER_RECLAIM_IDLE_SECONDS": "1.5",
+    "ADE_WORKER_RECONCILE_SECONDS": "1",
+    "ADE_WORKER_BACKOFF_BASE_SECONDS": "0.05",
+}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    """The plugin's dist-info, on this process's path too (submit plans with it)."""
+    site = tmp_path / "site"
+    install_slow_plugin(site)
+    sys.path.insert(0, str(site))
+    load_executors.cache_clear()
+    yield site
+    sys.path.remove(str(site))
+    load_executors.cache_clear()
+
+
+@pytest.fixture
+async def runtime(
+    database_url: str, backend: Backend, tmp_path: Path, domain: str, site: Path
+) -> AsyncIterator[Runtime]:
+    (tmp_path / "workspaces" / "ws").mkdir(parents=True)
+    settings = settings_for(database_url, backend.url, tmp_path, domain)
+    try:
+        async with open_runtime(settings) as rt:
+            await set_policy(rt, AUTO)
+            yield rt
+    finally:
+        client = await open_redis(backend.url)
+        await delete_domain_keys(client, domain)
+        await client.aclose()
+
+
+class Workers:
+    def __init__(self, runtime: Runtime, site: Path, tmp_path: Path) -> None:
+        settings = runtime.settings
+        self.env = (
+            os.environ
+            | FAST
+            | {
+                "ADE_DATA_DIR": str(tmp_path),
+                "ADE_DATABASE_URL": str(settings.database_url),
+                "ADE_REDIS_URL": str(settings.redis_url),
+                "ADE_QUEUE_NAME": settings.queue_name,
+                "ADE_LOCK_DOMAIN": settings.lock_domain,
+                "ADE_WORKSPACE_ROOTS": json.dumps([str(r) for r in settings.workspace_roots]),
+                "PYTHONPATH": os.pathsep.join([str(site), str(HERE)]),
+                "ADE_LOG_LEVEL": "INFO",
+            }
+        )
+        self.logs = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "community_ade", "worker", "--concurrency", "2", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def output(self, index: int) -> str:
+        return (self.logs / f"worker-{index}.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def workers(runtime: Runtime, site: Path, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(runtime, site, tmp_path)
+    yield pool
+    pool.close()
+
+
+async def wait_for_state(runtime: Runtime, task_id: uuid.UUID, state: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if (await reload(runtime, task_id)).state == state:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not reach {state} in {limit}s")
+
+
+def target(runtime: Runtime) -> Path:
+    return runtime.settings.allowed_workspace_roots[0] / "ws" / "applied.txt"
+
+
+async def slow_task(runtime: Runtime, seconds: float) -> uuid.UUID:
+    alice = await make_user(runtime)
+    payload = {"path": str(target(runtime)), "line": "applied", "seconds": seconds}
+    task = await submit(runtime, alice, TASK_TYPE, payload)
+    assert task.state == TaskState.APPROVED
+    await runtime.queue.drain_background()
+    return task.id
+
+
+async def test_a_worker_killed_mid_apply_is_reclaimed_and_applied_once(
+    runtime: Runtime, workers: Workers
+) -> None:
+    task_id = await slow_task(runtime, 3)
+    first = workers.start()
+    await wait_for_state(runtime, task_id, "APPLYING", 30)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = workers.start("--burst")
+    assert second.wait(60) == 0, workers.output(1)
+    done = await reload(runtime, task_id)
+    assert done.state == TaskState.COMPLETED, done.last_error
+    assert done.attempts == 2  # the interrupted attempt counts
+    assert target(runtime).read_text() == "applied\n"  # exactly once
+    events = await events_of(runtime, task_id)
+    assert events.count("task:apply_reclaimed") == 1
+    assert events[-1] == "task:completed"
+    assert "adopting an interrupted apply" in workers.output(1)
+
+
+async def test_a_worker_stopped_past_its_lease_cannot_write_after_it_resumes(
+    runtime: Runtime, workers: Workers
+) -> None:
+    task_id = await slow_task(runtime, 4)
+    stale = workers.start()
+    await wait_for_state(runtime, task_id, "APPLYING", 30)
+    fence_before = (await reload(runtime, task_id)).fence
+    stale.send_signal(signal.SIGSTOP)
+    try:
+        fresh = workers.start("--burst")
+        assert fresh.wait(90) == 0, workers.output(1)
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    done = await reload(runtime, task_id)
+    assert done.state == TaskState.COMPLETED
+    assert done.fence is not None
+    assert fence_before is not None
+    assert done.fence > fence_before
+    # The stale worker's write, once it ran again, was refused by the fence.
+    refused = Path(f"{target(runtime)}.refused")
+    deadline = time.monotonic() + 20
+    while not refused.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert refused.read_text() == f"{fence_before}\n"
+    assert target(runtime).read_text() == "applied\n"
+    stale.send_signal(signal.SIGTERM)
+    assert stale.wait(30) == 0, workers.output(0)
+    after = await reload(runtime, task_id)
+    assert after.state == TaskState.COMPLETED  # the stale worker recorded nothing
+    assert after.fence == done.fence
+
+
+async def test_sigterm_drains_the_task_in_flight_and_exits_zero(
+    runtime: Runtime, workers: Workers
+) -> None:
+    task_id = await slow_task(runtime, 2)
+    worker = workers.start()
+    await wait_for_state(runtime, task_id, "APPLYING", 30)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, workers.output(0)
+    assert (await reload(runtime, task_id)).state == TaskState.COMPLETED
+    assert target(runtime).read_text() == "applied\n"
+    assert "draining 1 in-flight" in workers.output(0)
