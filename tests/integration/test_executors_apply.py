@@ -114,6 +114,16 @@ def without_state(snap: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]
     return {k: v for k, v in snap.items() if not k.startswith((".ade", ".git/"))}
 
 
+async def gone(pid: int) -> bool:
+    """Whether ``pid`` ends soon: a SIGKILL is delivered when the process next runs, so
+    it may still show as running for a moment after the kill."""
+    for _ in range(100):
+        if not alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 def records_in(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.name != fencing.LOCK_NAME]
 
@@ -602,6 +612,17 @@ async def test_a_cancelled_git_apply_leaves_a_state_rollback_restores(
     assert repo_state(repo) == before
 
 
+async def test_git_patch_snapshot_of_a_repository_gone_is_a_permanent_failure(
+    ws: Workspace, repo: Path
+) -> None:
+    payload = patch_payload(repo)
+    plan = await PATCHER.plan(payload, ws.plan_context)
+    shutil.rmtree(repo / ".git")
+    with pytest.raises(ApplyFailed, match="not a git repository") as caught:
+        await PATCHER.snapshot(payload, plan, ws.at(fence=1))
+    assert not caught.value.transient
+
+
 def test_parse_worktrees() -> None:
     porcelain = (
         "worktree /r\nHEAD abc\nbranch refs/heads/main\n\n"
@@ -693,7 +714,7 @@ async def test_shell_timeout_kills_the_command(ws: Workspace, project: Path) -> 
     with pytest.raises(ApplyFailed, match=r"did not finish within 0\.5 s") as caught:
         await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
     assert caught.value.details["output"] == "started\n"
-    assert not alive(int(pid_file.read_text()))  # the whole process group, not just sh
+    assert await gone(int(pid_file.read_text()))  # the whole process group, not just sh
 
 
 async def test_cancelling_a_shell_apply_kills_the_process(ws: Workspace, project: Path) -> None:
@@ -711,7 +732,7 @@ async def test_cancelling_a_shell_apply_kills_the_process(ws: Workspace, project
     apply.cancel()
     with pytest.raises(asyncio.CancelledError):
         await apply
-    assert not alive(pid)
+    assert await gone(pid)
 
 
 async def test_shell_rollback_runs_the_rollback_command(ws: Workspace, project: Path) -> None:

@@ -322,11 +322,11 @@ class GitPatchExecutor:
     async def snapshot(self, payload: Payload, plan: Plan, context: ApplyContext) -> Snapshot:
         spec = _spec(payload)
         with tempfile.TemporaryDirectory(prefix="ade-git-snapshot-") as scratch:
-            git = await _locate_repo(spec, context.plan_context, Path(scratch))
             try:
+                git = await _locate_repo(spec, context.plan_context, Path(scratch))
                 commit = await _branch_commit(git, spec.branch)
-            except InvalidInput as exc:
-                raise ApplyFailed(exc.message) from None
+            except (InvalidInput, GitFailed, ServiceUnavailable) as exc:
+                raise _apply_failure(exc) from None
         if commit != plan.precondition_fingerprint:
             raise ApplyFailed(f"{spec.branch} moved since the preview was approved", transient=True)
         return Snapshot(
@@ -353,7 +353,7 @@ class GitPatchExecutor:
                     lambda: applier.move_branch(new),
                     target=taken.ref,
                 )
-            except (GitFailed, ServiceUnavailable) as exc:
+            except (InvalidInput, GitFailed, ServiceUnavailable) as exc:
                 raise _apply_failure(exc) from None
         return ApplyResult(
             summary=f"committed {new[:12]} on {spec.branch} in {taken.repo}",
@@ -474,17 +474,16 @@ def parse_worktrees(porcelain: str) -> dict[str, Path]:
 
 
 async def _locate_repo(spec: GitPatch, context: PlanContext, scratch: Path) -> Git:
-    try:
-        repo = context.confine(spec.repo, task_type=TASK_TYPE, field_path="repo")
-        git = Git.locate(context, repo, scratch)
-        await _check_repository(git, spec.repo)
-    except InvalidInput as exc:
-        raise ApplyFailed(exc.message) from None
+    """git in the payload's repository; ``InvalidInput`` if it is no longer acceptable."""
+    repo = context.confine(spec.repo, task_type=TASK_TYPE, field_path="repo")
+    git = Git.locate(context, repo, scratch)
+    await _check_repository(git, spec.repo)
     return git
 
 
 def _apply_failure(exc: AdeError) -> ApplyFailed:
-    """git failing or timing out mid-apply: a timeout may pass, a git error will not."""
+    """A failure at apply time: a timeout (or a missing git) may pass, a repository that
+    is no longer acceptable or a git error will not."""
     return ApplyFailed(exc.message, transient=isinstance(exc, ServiceUnavailable), **exc.details)
 
 

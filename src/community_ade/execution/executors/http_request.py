@@ -70,7 +70,7 @@ _RESERVED = frozenset(
      "te", "trailer", "proxy-connection", "x-ade-task", "x-ade-fence"}
 )  # fmt: skip
 _SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
-_SECRET_PARTS = ("token", "secret", "password", "passwd", "api-key", "apikey", "auth", "session")
+_SECRET_PARTS = ("token", "secret", "passw", "key", "auth", "session", "credential", "signature")
 _REQUEST_KEYS = frozenset({"method", "url", "headers", "body"})
 _PAYLOAD_KEYS = _REQUEST_KEYS | {"timeout_seconds", "rollback"}
 
@@ -254,7 +254,7 @@ async def send(request: Request, *, timeout: float, context: ApplyContext) -> Re
             ) as reply,
         ):
             kept = bytearray()
-            async for chunk in reply.aiter_raw():
+            async for chunk in reply.aiter_bytes():  # decoded, as the receiver meant it
                 kept += chunk[: MAX_RESPONSE_BYTES - len(kept)]
                 if len(kept) >= MAX_RESPONSE_BYTES:
                     break
