@@ -50,6 +50,16 @@ def _append(path: Path, line: str, seconds: float, fence: int) -> None:
         target.write(line + "\n")
 
 
+def _restore(path: Path, content: str | None) -> RollbackOutcome:
+    if _read(path) == content:
+        return "nothing_to_roll_back"
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    return "rolled_back"
+
+
 class SlowAppend:
     task_type = TASK_TYPE
 
@@ -88,15 +98,9 @@ class SlowAppend:
     async def rollback(
         self, payload: Mapping[str, Any], snapshot: Snapshot, context: ApplyContext
     ) -> RollbackOutcome:
-        path = Path(payload["path"])
-        content = snapshot.data.get("content")
-        if _read(path) == content:
-            return "nothing_to_roll_back"
-        if content is None:
-            path.unlink()
-        else:
-            path.write_text(content)
-        return "rolled_back"
+        return await asyncio.to_thread(
+            _restore, Path(payload["path"]), snapshot.data.get("content")
+        )
 
 
 def install_slow_plugin(site: Path) -> None:

@@ -6,6 +6,7 @@ real entry point (``slow_write_plugin``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -131,8 +132,15 @@ async def wait_for_state(runtime: Runtime, task_id: uuid.UUID, state: str, limit
     while time.monotonic() < deadline:
         if (await reload(runtime, task_id)).state == state:
             return
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     raise AssertionError(f"task {task_id} did not reach {state} in {limit}s")
+
+
+def read_when_there(path: Path, limit: float) -> str:
+    deadline = time.monotonic() + limit
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return path.read_text()
 
 
 def target(runtime: Runtime) -> Path:
@@ -187,11 +195,7 @@ async def test_a_worker_stopped_past_its_lease_cannot_write_after_it_resumes(
     assert fence_before is not None
     assert done.fence > fence_before
     # The stale worker's write, once it ran again, was refused by the fence.
-    refused = Path(f"{target(runtime)}.refused")
-    deadline = time.monotonic() + 20
-    while not refused.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert refused.read_text() == f"{fence_before}\n"
+    assert read_when_there(Path(f"{target(runtime)}.refused"), 20) == f"{fence_before}\n"
     assert target(runtime).read_text() == "applied\n"
     stale.send_signal(signal.SIGTERM)
     assert stale.wait(30) == 0, workers.output(0)
