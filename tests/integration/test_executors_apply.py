@@ -302,7 +302,8 @@ async def test_files_write_rollback_restores_byte_for_byte(ws: Workspace, projec
     assert await FILES.rollback(payload, done.snapshot, ws.at(fence=10)) == "rolled_back"
     assert without_state(tree(project)) == before  # created directories are gone too
     # Idempotent: a second rollback (a worker that died after the first) changes nothing.
-    assert await FILES.rollback(payload, done.snapshot, ws.at(fence=11)) == "rolled_back"
+    second = await FILES.rollback(payload, done.snapshot, ws.at(fence=11))
+    assert second == "nothing_to_roll_back"
     assert without_state(tree(project)) == before
 
 
@@ -345,6 +346,21 @@ async def test_files_write_refuses_a_file_changed_after_the_snapshot(
     assert caught.value.transient
     assert (project / "keep.txt").read_text() == "someone else\n"
     assert not (project / "fresh.txt").exists()
+    # The worker rolls back: the other writer's change is not undone.
+    outcome = await FILES.rollback(payload, snapshot, ws.at(fence=10))
+    assert outcome == "nothing_to_roll_back"
+    assert (project / "keep.txt").read_text() == "someone else\n"
+
+
+async def test_files_write_rollback_undoes_only_its_own_writes(
+    ws: Workspace, project: Path
+) -> None:
+    payload = files_payload(project, write("keep.txt", "ours\n"), write("gone.txt", "ours\n"))
+    done = await run(FILES, payload, ws.at(fence=10))
+    (project / "gone.txt").write_text("a later human edit\n")
+    assert await FILES.rollback(payload, done.snapshot, ws.at(fence=10)) == "rollback_failed"
+    assert (project / "keep.txt").read_text() == "old\n"
+    assert (project / "gone.txt").read_text() == "a later human edit\n"
 
 
 async def test_files_write_snapshot_refuses_a_world_that_moved_since_the_plan(

@@ -315,8 +315,9 @@ class FilesWriteExecutor:
     async def rollback(
         self, payload: Payload, snapshot: Snapshot, context: ApplyContext
     ) -> RollbackOutcome:
+        spec = _spec(payload)
         taken = FilesSnapshot.from_snapshot(snapshot)
-        return await fencing.finish(asyncio.to_thread(_rollback, taken, context))
+        return await fencing.finish(asyncio.to_thread(_rollback, spec, taken, context))
 
 
 if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
@@ -659,15 +660,25 @@ def _write_atomically(target: Path, temp: Path, data: bytes, mode: int | None) -
         raise
 
 
-def _rollback(taken: FilesSnapshot, context: ApplyContext) -> RollbackOutcome:
+def _rollback(spec: FilesWrite, taken: FilesSnapshot, context: ApplyContext) -> RollbackOutcome:
+    """Put back every file that holds what this task wrote; leave alone a file that holds
+    something else (another writer's work is not this task's to undo)."""
+    ours = {c.path: None if c.content is None else c.content.encode("utf-8") for c in spec.changes}
     records = [_record_of(saved.target, context.plan_context) for saved in taken.files]
+    undone: list[str] = []
+    foreign: list[str] = []
     with fencing.fenced(records, context.fence, target=f"files under {taken.root}"):
         try:
             for saved in taken.files:
                 temp = _temp_of(saved.target, context.task_id)
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
-                _restore(saved, temp)
+                    os.unlink(temp)  # what a killed apply left behind
+                state = _state_of(saved, ours[saved.path])
+                if state == "ours":
+                    _restore(saved, temp)
+                    undone.append(saved.path)
+                elif state == "foreign":
+                    foreign.append(saved.path)
             for directory in reversed(taken.created_dirs):
                 with contextlib.suppress(FileNotFoundError):
                     if not any(directory.iterdir()):
@@ -675,12 +686,28 @@ def _rollback(taken: FilesSnapshot, context: ApplyContext) -> RollbackOutcome:
         except OSError:
             log.exception("rollback of %s files under %s failed", TASK_TYPE, taken.root)
             return "rollback_failed"
-    return "rolled_back"
+    if foreign:
+        log.error("rollback under %s: changed by someone else, left as is: %s", taken.root, foreign)
+    if not undone:
+        return "nothing_to_roll_back"
+    return "rollback_failed" if foreign else "rolled_back"
+
+
+def _state_of(saved: Saved, written: bytes | None) -> str:
+    """``unchanged`` (as the snapshot found it), ``ours`` (what this task wrote) or
+    ``foreign``."""
+    try:
+        now = _save(saved.path, saved.target)
+    except ApplyFailed:  # no longer a readable regular file
+        return "foreign"
+    if now == saved:
+        return "unchanged"
+    return "ours" if now.content == written else "foreign"
 
 
 def _restore(saved: Saved, temp: Path) -> None:
     if saved.content is None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(saved.target)
-    elif _save(saved.path, saved.target) != saved:
+    else:
         _write_atomically(saved.target, temp, saved.content, saved.mode)
