@@ -6,7 +6,10 @@ a blocking step that asyncio cannot interrupt half-way. The file's fence record
 (``<file>.fence``) refuses a writer older than the newest one seen; a refused writer is
 logged to ``<file>.refused``, so a test can see that the stale worker tried and failed.
 
-Payload: ``{"path": "/abs/file", "line": "text", "seconds": 3}``.
+Payload: ``{"path": "/abs/file", "line": "text", "seconds": 3}``, optionally
+``"fail": "transient" | "permanent"`` and ``"fail_times": n`` (default: always): the apply
+writes its line, then fails (counting attempts in ``<file>.attempts``), so the rollback
+has something to undo.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from community_ade.errors import FenceRejected
 from community_ade.execution.executors.base import (
     ApplyContext,
+    ApplyFailed,
     ApplyResult,
     FieldError,
     Plan,
@@ -48,6 +52,13 @@ def _append(path: Path, line: str, seconds: float, fence: int) -> None:
     record.write_text(str(fence))
     with path.open("a") as target:
         target.write(line + "\n")
+
+
+def _count_attempt(path: Path) -> int:
+    counter = Path(f"{path}.attempts")
+    count = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(count))
+    return count
 
 
 def _restore(path: Path, content: str | None) -> RollbackOutcome:
@@ -93,6 +104,9 @@ class SlowAppend:
         path = Path(payload["path"])
         seconds = float(payload["seconds"])
         await asyncio.to_thread(_append, path, str(payload["line"]), seconds, context.fence)
+        fail = payload.get("fail")
+        if fail and await asyncio.to_thread(_count_attempt, path) <= payload.get("fail_times", 99):
+            raise ApplyFailed(f"{fail} failure", transient=fail == "transient", exit_code=7)
         return ApplyResult(summary=f"appended to {path}", details={"fence": str(context.fence)})
 
     async def rollback(

@@ -33,6 +33,7 @@ from slow_write_plugin import TASK_TYPE, install_slow_plugin
 
 from community_ade.approvals.states import TaskState
 from community_ade.execution.executors import load_executors
+from community_ade.execution.worker import Worker
 from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 
@@ -215,3 +216,66 @@ async def test_sigterm_drains_the_task_in_flight_and_exits_zero(
     assert (await reload(runtime, task_id)).state == TaskState.COMPLETED
     assert target(runtime).read_text() == "applied\n"
     assert "draining 1 in-flight" in workers.output(0)
+
+
+async def run_burst(runtime: Runtime) -> Worker:
+    worker = Worker(runtime, concurrency=2, burst=True)
+    await asyncio.wait_for(worker.run(), 60)
+    return worker
+
+
+async def test_a_failing_apply_is_rolled_back_and_the_task_failed(runtime: Runtime) -> None:
+    target(runtime).write_text("before\n")
+    alice = await make_user(runtime)
+    payload = {"path": str(target(runtime)), "line": "x", "seconds": 0, "fail": "permanent"}
+    task = await submit(runtime, alice, TASK_TYPE, payload)
+    await runtime.queue.drain_background()
+    worker = await run_burst(runtime)
+    failed = await reload(runtime, task.id)
+    assert failed.state == TaskState.FAILED
+    assert failed.rollback_outcome == "rolled_back"
+    assert failed.last_error == "permanent failure"
+    assert failed.result is not None
+    assert failed.result["details"] == {"exit_code": 7}
+    assert failed.attempts == 1
+    assert target(runtime).read_text() == "before\n"  # restored exactly
+    assert worker.stats.failed == 1
+    assert (await events_of(runtime, task.id))[-2:] == ["task:applying", "task:failed"]
+
+
+async def test_a_transient_failure_is_retried_with_backoff_until_it_succeeds(
+    runtime: Runtime,
+) -> None:
+    alice = await make_user(runtime)
+    payload = {
+        "path": str(target(runtime)),
+        "line": "x",
+        "seconds": 0,
+        "fail": "transient",
+        "fail_times": 2,
+    }
+    task = await submit(runtime, alice, TASK_TYPE, payload)
+    await runtime.queue.drain_background()
+    worker = await run_burst(runtime)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED
+    assert done.attempts == 3
+    assert worker.stats.retried == 2
+    assert target(runtime).read_text() == "x\n"  # each failed attempt was rolled back
+    events = await events_of(runtime, task.id)
+    assert events.count("task:apply_retry") == 2
+    assert events[-1] == "task:completed"
+
+
+async def test_transient_failures_stop_after_the_last_attempt(runtime: Runtime) -> None:
+    alice = await make_user(runtime)
+    payload = {"path": str(target(runtime)), "line": "x", "seconds": 0, "fail": "transient"}
+    task = await submit(runtime, alice, TASK_TYPE, payload)
+    await runtime.queue.drain_background()
+    await run_burst(runtime)
+    failed = await reload(runtime, task.id)
+    assert failed.state == TaskState.FAILED
+    assert failed.attempts == runtime.settings.worker_max_attempts == 3
+    assert failed.rollback_outcome == "rolled_back"
+    assert not target(runtime).exists()
+    assert (await runtime.queue.depth()).empty
