@@ -161,12 +161,16 @@ def _lock(directory: Path) -> int:
 
 
 def _write(path: Path, fence: int) -> None:
-    """Replace the record's value in place: one small write of a fixed width, flushed."""
+    """Replace the record's value in place: one small write of a fixed width.
+
+    Not fsync'ed: the record fences out *running* stale holders, and a crash of the
+    machine that loses the write also ends every process that could still hold an old
+    grant here. (Whether the target's own data is flushed is the executor's business.)
+    """
     if not 0 <= fence < 10**RECORD_WIDTH:
         raise ValueError(f"fence {fence} out of range")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
         os.pwrite(fd, f"{fence:0{RECORD_WIDTH}d}\n".encode("ascii"), 0)
-        os.fsync(fd)
     finally:
         os.close(fd)
