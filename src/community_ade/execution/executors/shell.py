@@ -267,7 +267,7 @@ class ShellExecutor:
                 "preview output:",
                 preview.output.rstrip("\n"),
             ]
-        world = [list(spec.command), str(cwd), None if preview is None else preview.output]
+        world = [list(spec.command), str(cwd), preview and [preview.exit_code, preview.output]]
         return Plan.build(
             preview="\n".join(lines) + "\n",
             format="text",
