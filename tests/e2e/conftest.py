@@ -3,7 +3,7 @@ PostgreSQL), and Debian's Chromium driven by Python Playwright.
 
 - ``live_server`` (session): a fresh database on ``ADE_TEST_DATABASE_URL``, people with
   passwords (and API tokens, to arrange tasks over HTTP), the app in a thread;
-- ``browser`` (session) and ``login(who)`` (a logged-in page in a context of its own).
+- ``browser`` (module) and ``login(who)`` (a logged-in page in a context of its own).
   A failed test leaves screenshots of its pages under ``test-artifacts/``.
 
 Without a server (Redis, PostgreSQL) or without Chromium the tests skip on a laptop and
@@ -182,7 +182,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         asyncio.run(_cleanup_redis(redis_url, domain))
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this
+# thread while it is started, and the async tests of other directories need it stopped.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")

@@ -26,6 +26,10 @@
   });
   document.addEventListener("htmx:afterSwap", () => {
     for (const form of document.querySelectorAll("form[data-batch]")) updateSelection(form);
+    current = -1;
+    // After a batch, keyboard and screen-reader users land on its results.
+    const results = document.getElementById("batch-results");
+    if (results) results.focus();
   });
 
   // Queue shortcuts: j/k move, x selects, Enter/o opens, a/r approve/reject the current row.

@@ -39,14 +39,14 @@
 
   async function fetchText(url) {
     const response = await fetch(url, { credentials: "same-origin" });
-    return response.ok ? response.text() : null;
+    return response.ok && response.status !== 204 ? response.text() : null;
   }
 
   // A task entering review appears at the end of the review queue (if this page has one).
   async function insertQueueRow(taskId) {
     const table = document.querySelector("[data-live-queue]");
     if (!table || document.querySelector(`tr[data-task-id="${taskId}"]`)) return;
-    const html = await fetchText(`/queue/row/${taskId}`);
+    const html = await fetchText(`/queue/row/${taskId}${location.search}`);
     if (!html) return;
     table.insertAdjacentHTML("beforeend", html);
     const empty = document.querySelector("[data-live-queue-empty]");

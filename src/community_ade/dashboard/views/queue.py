@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import ColumnElement, case, false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
@@ -21,7 +21,7 @@ from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.dashboard.filters import RISK_BANDS
 from community_ade.dashboard.web import NavItem, PageRoute, VisitorDep, render
-from community_ade.errors import InvalidInput, NotFound
+from community_ade.errors import InvalidInput
 from community_ade.storage.models import Agent, Task, User
 
 router = APIRouter(route_class=PageRoute)
@@ -190,12 +190,17 @@ async def queue(
 
 @router.get("/queue/row/{task_id}")
 async def queue_row(
-    request: Request, task_id: uuid.UUID, session: SessionDep, visitor: VisitorDep
-) -> HTMLResponse:
-    """One row, for the live feed to insert when a task enters review."""
-    rows, _ = await load_queue(session, visitor.principal, QueueFilters(), task_id=task_id)
+    request: Request,
+    task_id: uuid.UUID,
+    session: SessionDep,
+    visitor: VisitorDep,
+    f: Annotated[QueueFilters, Depends(_filters)],
+) -> Response:
+    """One row, for the live feed to insert when a task enters review; with the page's
+    filters, so a row the page would not list is not inserted (204)."""
+    rows, _ = await load_queue(session, visitor.principal, f, task_id=task_id)
     if not rows:
-        raise NotFound(f"no task {task_id}")
+        return Response(status_code=204)
     return render(request, "queue/_row.html", {"row": rows[0]}, visitor=visitor)
 
 
