@@ -29,7 +29,10 @@ from community_ade.execution.worker import Worker
 from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 
-pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
+# The whole pipeline on standalone Redis and on Cluster (queue and lock keys hash-tagged).
+pytestmark = pytest.mark.parametrize(
+    "backend", ["server", pytest.param("cluster", marks=pytest.mark.cluster)], indirect=True
+)
 
 
 @pytest.fixture

@@ -262,8 +262,13 @@ class Worker:
         agent = str(task.agent_id or task.submitter_id)
         try:
             resources = lock_resources(str(task.id), task.resources)
+            # The lock's task identity is this delivery, not the task: grants of one lock
+            # task do not conflict with each other, and two deliveries of one task must.
             grant = await self.runtime.locks.acquire(
-                f"task:{task.id}", agent, resources, timeout=self.settings.worker_lock_wait_seconds
+                f"{task.id}/{message.entry_id}",
+                agent,
+                resources,
+                timeout=self.settings.worker_lock_wait_seconds,
             )
         except (LockTimeout, DeadlockDetected) as exc:
             log.info("task %s: locks not granted (%s); re-queued", task.id, exc.message)
