@@ -23,6 +23,7 @@ session of its own).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -61,11 +62,23 @@ def from_ms(ms: float) -> datetime:
 
 
 @dataclass(frozen=True)
+class HeldLocks:
+    """Apply locks held for a lease (``lease_locks``): the grant's task, resources
+    (name -> mode) and fencing token."""
+
+    task: str
+    resources: dict[str, str]
+    fence: int
+
+
+@dataclass(frozen=True)
 class Lease:
     id: uuid.UUID
     agent_id: uuid.UUID
     lease_ms: int
     deadline: datetime
+    locks: HeldLocks | None = None
+    lost: str | None = None  # why its locks ended while held
 
 
 @dataclass(frozen=True)
@@ -116,9 +129,37 @@ class LeaseStore:
                 lease_id=str(lease_id),
             )
         record = json.loads(raw)
+        locks = record.get("locks")
         return Lease(
-            lease_id, uuid.UUID(record["agent"]), int(record["lease_ms"]), from_ms(_now_ms() + ttl)
+            lease_id,
+            uuid.UUID(record["agent"]),
+            int(record["lease_ms"]),
+            from_ms(_now_ms() + ttl),
+            locks=None if locks is None else HeldLocks(**locks),
+            lost=record.get("lost"),
         )
+
+    async def alive(self, lease_id: uuid.UUID) -> bool:
+        return bool(await redis_call(self.redis.exists(_lease_key(lease_id))))
+
+    async def record_locks(self, lease: Lease, held: HeldLocks) -> Lease:
+        """Note the locks taken for the lease, so every API process can show them."""
+        await self._update(lease.id, locks=dataclasses.asdict(held))
+        return dataclasses.replace(lease, locks=held)
+
+    async def mark_lost(self, lease: Lease, reason: str) -> None:
+        """Note that the lease's locks ended while held; its next heartbeat says so."""
+        await self._update(lease.id, lost=reason)
+
+    async def _update(self, lease_id: uuid.UUID, **fields: Any) -> None:
+        """Change fields of a live lease's record, keeping its expiry (never reviving a
+        lapsed lease)."""
+        key = _lease_key(lease_id)
+        raw = await redis_call(self.redis.get(key))
+        if raw is None:
+            return
+        record = {**json.loads(raw), **fields}
+        await redis_call(self.redis.set(key, json.dumps(record), keepttl=True, xx=True))
 
     async def heartbeat(self, lease: Lease) -> Lease:
         """Renew for another full lease; ``NotFound`` if it lapsed meanwhile."""
@@ -129,7 +170,7 @@ class LeaseStore:
                 lease_id=str(lease.id),
             )
         await self._renewed(lease.agent_id, lease.id, now, lease.lease_ms)
-        return Lease(lease.id, lease.agent_id, lease.lease_ms, from_ms(now + lease.lease_ms))
+        return dataclasses.replace(lease, deadline=from_ms(now + lease.lease_ms))
 
     async def close(self, lease: Lease) -> None:
         await redis_call(self.redis.delete(_lease_key(lease.id)))

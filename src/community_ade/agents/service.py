@@ -24,13 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.agents import config as cfg
 from community_ade.agents import health as hl
-from community_ade.agents.leases import Lease, LeaseStore, from_ms
+from community_ade.agents.lease_locks import LeaseLocks
+from community_ade.agents.leases import HeldLocks, Lease, LeaseStore, from_ms
 from community_ade.approvals.service import actor_of, flush_or_conflict
 from community_ade.audit import log as audit
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Permission, Principal, Role, require
-from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound
+from community_ade.errors import Conflict, Forbidden, InvalidInput, LockLost, NotFound
 from community_ade.locks import LockManager
+from community_ade.locks.model import ResourceSpec
 from community_ade.runtime import Runtime
 from community_ade.storage.models import (
     Agent,
@@ -486,10 +488,19 @@ class AgentService:
     # -- leases -----------------------------------------------------------------------
 
     async def open_lease(
-        self, principal: Principal, agent_id: uuid.UUID | None, lease_seconds: float
+        self,
+        principal: Principal,
+        agent_id: uuid.UUID | None,
+        lease_seconds: float,
+        *,
+        task: str | None = None,
+        resources: ResourceSpec | None = None,
+        wait_seconds: float = 0.0,
     ) -> Lease:
         """An agent opens its own lease (``agent_id`` may be left out); its owner or an
-        admin may open one naming the agent."""
+        admin may open one naming the agent. With ``resources`` the lease also holds
+        apply locks for the agent (one permit of its capacity) while it lives; if they
+        are not granted within ``wait_seconds`` no lease is opened (``lock_timeout``)."""
         require(principal, Permission.LOCK_LEASE)
         if principal.kind == "agent":
             if agent_id not in (None, principal.id):
@@ -502,9 +513,24 @@ class AgentService:
             )
         agent = await self.get(principal, agent_id)
         self._may_lease(principal, agent)
-        return await self.leases.open(
+        lease = await self.leases.open(
             agent.id, lease_seconds, opened_by=f"{principal.kind}:{principal.id}"
         )
+        if not resources:
+            return lease
+        try:
+            grant = await LeaseLocks.of(self.locks, self.leases).take(
+                lease, task or f"lease-{lease.id}", resources, wait_seconds=wait_seconds
+            )
+        except BaseException:
+            await self.leases.close(lease)
+            raise
+        held = HeldLocks(
+            task=grant.task,
+            resources={name: mode.value for name, mode in grant.resources},
+            fence=grant.fence,
+        )
+        return await self.leases.record_locks(lease, held)
 
     async def lease(self, principal: Principal, lease_id: uuid.UUID) -> Lease:
         """A live lease the caller may renew or close (or ``NotFound``)."""
@@ -515,6 +541,26 @@ class AgentService:
             raise NotFound(f"no live lease {lease_id}")
         self._may_lease(principal, agent)
         return lease
+
+    async def heartbeat_lease(self, principal: Principal, lease_id: uuid.UUID) -> Lease:
+        """Renew for another full lease; ``lock_lost`` (and the lease closes) if its
+        locks ended while held."""
+        lease = await self.lease(principal, lease_id)
+        if lease.lost is not None:
+            await self._close(lease)
+            raise LockLost(
+                f"the locks of lease {lease.id} ended: {lease.lost}; stop the work they "
+                "guarded and open a new lease",
+                lease_id=str(lease.id),
+            )
+        return await self.leases.heartbeat(lease)
+
+    async def close_lease(self, principal: Principal, lease_id: uuid.UUID) -> None:
+        await self._close(await self.lease(principal, lease_id))
+
+    async def _close(self, lease: Lease) -> None:
+        await self.leases.close(lease)
+        await LeaseLocks.of(self.locks, self.leases).release(lease.id)
 
     @staticmethod
     def _may_lease(principal: Principal, agent: Agent) -> None:

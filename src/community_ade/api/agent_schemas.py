@@ -8,9 +8,10 @@ types and generous size caps.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -248,6 +249,23 @@ class LeaseCreate(BaseModel):
     lease_seconds: float | None = Field(
         default=None, description="1 to 3600; default ADE_AGENT_LEASE_SECONDS."
     )
+    resources: dict[str, Literal["exclusive", "shared"]] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="Apply locks to hold while the lease lives: resource name -> mode.",
+    )
+    task: str | None = Field(
+        default=None, max_length=200, description="The task the locks are for (default: the lease)."
+    )
+    wait_seconds: float = Field(
+        default=0.0, ge=0, le=60, description="How long to wait for the locks (0: try once)."
+    )
+
+
+class HeldLocksOut(BaseModel):
+    task: str
+    resources: dict[str, str]
+    fence: int = Field(description="Pass it to the target of the change (fencing token).")
 
 
 class LeaseOut(BaseModel):
@@ -256,14 +274,17 @@ class LeaseOut(BaseModel):
     lease_seconds: float
     expires_at: datetime
     renew_every_seconds: float = Field(description="Heartbeat at least this often.")
+    locks: HeldLocksOut | None = None
 
     @classmethod
     def of(cls, lease: Lease) -> LeaseOut:
         seconds = lease.lease_ms / 1000
+        held = lease.locks
         return cls(
             id=lease.id,
             agent_id=lease.agent_id,
             lease_seconds=seconds,
             expires_at=lease.deadline,
             renew_every_seconds=seconds / 3,
+            locks=None if held is None else HeldLocksOut(**dataclasses.asdict(held)),
         )

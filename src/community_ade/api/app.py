@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from community_ade import __version__, dashboard
+from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
 from community_ade.api.middleware import RejectNulMiddleware
@@ -113,6 +114,7 @@ def create_app(
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await background
+                await LeaseLocks.close_for(runtime.locks)
 
     app = FastAPI(
         title="Community ADE",

@@ -18,22 +18,31 @@ router = APIRouter(prefix="/leases", tags=["leases"])
 async def open_lease(
     body: LeaseCreate, principal: PrincipalDep, agents: AgentsDep, runtime: RuntimeDep
 ) -> LeaseOut:
-    """An agent opens a lease for itself; its owner or an admin may name the agent."""
+    """An agent opens a lease for itself; its owner or an admin may name the agent.
+    With ``resources`` it also holds those apply locks for the agent while it lives
+    (409 ``lock_timeout`` if they are not granted within ``wait_seconds``)."""
     seconds = body.lease_seconds or runtime.settings.agent_lease_seconds
-    return LeaseOut.of(await agents.open_lease(principal, body.agent_id, seconds))
+    lease = await agents.open_lease(
+        principal,
+        body.agent_id,
+        seconds,
+        task=body.task,
+        resources=body.resources,
+        wait_seconds=body.wait_seconds,
+    )
+    return LeaseOut.of(lease)
 
 
 @router.post("/{lease_id}/heartbeat", response_model=LeaseOut)
 async def heartbeat_lease(
     lease_id: uuid.UUID, principal: PrincipalDep, agents: AgentsDep
 ) -> LeaseOut:
-    """Renew for another full lease; 404 once it lapsed (then open a new one)."""
-    lease = await agents.lease(principal, lease_id)
-    return LeaseOut.of(await agents.leases.heartbeat(lease))
+    """Renew for another full lease; 404 once it lapsed (then open a new one), 409
+    ``lock_lost`` if the locks it held ended meanwhile (force release)."""
+    return LeaseOut.of(await agents.heartbeat_lease(principal, lease_id))
 
 
 @router.delete("/{lease_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def close_lease(lease_id: uuid.UUID, principal: PrincipalDep, agents: AgentsDep) -> Response:
-    lease = await agents.lease(principal, lease_id)
-    await agents.leases.close(lease)
+    await agents.close_lease(principal, lease_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
