@@ -18,7 +18,9 @@ PAGES = ["/", "/tasks", "/delegations", "/policies", "/audit", "/locks"]
 REVIEWERS = {"bob", "carol", "admin"}
 
 
-async def submitted(api: Api, title: str = "turn on debug") -> tuple[str, str]:
+async def submitted(
+    api: Api, title: str = "turn on debug", resources: list[dict[str, Any]] | None = None
+) -> tuple[str, str]:
     body = {
         "type": "files.write",
         "title": title,
@@ -28,6 +30,7 @@ async def submitted(api: Api, title: str = "turn on debug") -> tuple[str, str]:
                 {"path": f"{uuid.uuid4().hex[:8]}.conf", "action": "write", "content": "x\n"}
             ],
         },
+        "resources": resources or [],
     }
     c = api.client
     task_id = (await c.post("/api/v1/tasks", json=body, headers=api.as_("alice"))).json()["id"]
@@ -238,3 +241,31 @@ async def test_bad_input_is_a_clear_page(api: Api) -> None:
     not_json = await admin.post("/policies", {"document": "{"})
     is_page(not_json, 422)
     assert "not JSON" in not_json.text
+
+
+async def test_the_queue_filters_and_sorts(api: Api) -> None:
+    risky = {"type": "secret", "id": "vault", "scope": "global", "actions": ["write"]}
+    high, _ = await submitted(api, "rotate every key", [risky])
+    low, _ = await submitted(api, "fix a typo")
+    bob = Visitor(api, "bob")
+
+    async def listed(query: str, who: Visitor = bob) -> list[str]:
+        page = await who.get(f"/?{query}")
+        is_page(page, 200)
+        return [t for t in (high, low) if f'data-task-id="{t}"' in page.text]
+
+    assert await listed("") == [high, low]
+    assert await listed("risk=medium") == [high]  # 63: a one-line secret change
+    assert await listed("risk=high") == []
+    assert await listed("risk=low") == [low]
+    assert await listed("submitter=alice&type=files.write") == [high, low]
+    assert await listed("submitter=bob") == []
+    assert await listed("type=git.patch") == []
+    assert await listed("agent=no-such-agent") == []
+    assert await listed("state=APPROVED") == []
+    assert await listed("mine=1") == [high, low]
+    assert await listed("mine=1", Visitor(api, "vic")) == []  # a viewer decides nothing
+    by_risk = (await bob.get("/?sort=risk&order=desc")).text
+    assert by_risk.index(f'data-task-id="{high}"') < by_risk.index(f'data-task-id="{low}"')
+    by_risk = (await bob.get("/?sort=risk&order=asc")).text
+    assert by_risk.index(f'data-task-id="{low}"') < by_risk.index(f'data-task-id="{high}"')
