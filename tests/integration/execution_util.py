@@ -68,8 +68,7 @@ async def set_policy(runtime: Runtime, document: Mapping[str, Any]) -> None:
 
 
 def tasks(runtime: Runtime, session: Any) -> TaskService:
-    plan_context = PlanContext(allowed_roots=runtime.settings.allowed_workspace_roots)
-    return TaskService(session, plan_context=plan_context)
+    return TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
 
 
 async def submit(

@@ -1,13 +1,18 @@
-"""Real git and real processes through the worker: a patch commits with the task id and
-fence, two patches on one branch are serialised, a moved branch sends the task back to
-review with its votes stale, and a failing shell command records exit code and output."""
+"""Real git, real processes and a real HTTP server through the worker: a patch commits with
+the task id and fence, two patches on one branch are serialised, a moved branch sends the
+task back to review with its votes stale, a failing shell command records exit code and
+output, and an http.request reaches a local server with the task id and fence."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import Backend, delete_domain_keys
@@ -41,11 +46,41 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+class Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, object]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.received.append(
+            {"path": self.path, "headers": dict(self.headers), "body": json.loads(body)}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"ok": true}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 async def runtime(
-    database_url: str, backend: Backend, tmp_path: Path, domain: str
+    database_url: str, backend: Backend, tmp_path: Path, domain: str, http_server: str
 ) -> AsyncIterator[Runtime]:
-    settings = settings_for(database_url, backend.url, tmp_path, domain)
+    settings = settings_for(
+        database_url, backend.url, tmp_path, domain, http_allowlist=[f"{http_server}/hooks"]
+    )
     try:
         async with open_runtime(settings) as rt:
             yield rt
@@ -181,3 +216,22 @@ async def test_a_failing_shell_command_records_exit_code_and_output(
     assert not (cwd / "state").exists()  # the rollback command ran
     assert failed.finished_at is not None
     assert (await events_of(runtime, task.id))[-1] == "task:failed"
+
+
+async def test_an_http_request_reaches_a_local_server_with_task_and_fence(
+    runtime: Runtime, http_server: str
+) -> None:
+    await set_policy(runtime, AUTO)
+    alice = await make_user(runtime)
+    payload = {"method": "POST", "url": f"{http_server}/hooks/deploy", "body": {"svc": "api"}}
+    task = await submit(runtime, alice, "http.request", payload)
+    await runtime.queue.drain_background()
+    await burst(runtime)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED, done.last_error
+    (request,) = Receiver.received
+    assert request["path"] == "/hooks/deploy"
+    assert request["body"] == {"svc": "api"}
+    headers = {k.lower(): v for k, v in request["headers"].items()}  # type: ignore[attr-defined]
+    assert headers["x-ade-task"] == str(task.id)
+    assert headers["x-ade-fence"] == str(done.fence)
