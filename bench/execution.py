@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import pstats
@@ -195,7 +196,12 @@ async def produce(runtime: Runtime, who: list[Principal], root: Path, run: str, 
 
 
 async def pipeline_run(
-    runtime: Runtime, who: list[Principal], workers: int, tasks: int, profile: Path | None = None
+    runtime: Runtime,
+    who: list[Principal],
+    workers: int,
+    tasks: int,
+    profile: Path | None = None,
+    producer_profile: Path | None = None,
 ) -> float:
     run = uuid.uuid4().hex[:6]
     root = runtime.settings.allowed_workspace_roots[0] / run
@@ -204,7 +210,13 @@ async def pipeline_run(
     try:
         await asyncio.sleep(1.5)  # let the workers connect before the clock starts
         start = time.perf_counter()
+        profiler = cProfile.Profile() if producer_profile else None
+        if profiler is not None:
+            profiler.enable()
         await produce(runtime, who, root, run, tasks)
+        if profiler is not None and producer_profile is not None:
+            profiler.disable()
+            profiler.dump_stats(str(producer_profile))
         produced = time.perf_counter() - start
         deadline = time.monotonic() + 600
         while True:
@@ -264,7 +276,12 @@ def arq_floor(redis_url: str, jobs: int) -> float:
 # -- profile --------------------------------------------------------------------------------
 
 GROUPS = (
+    ("waiting for IO (epoll)", ("select.epoll",)),
+    ("socket send/recv", ("_socket.socket",)),
     ("SQL (asyncpg, SQLAlchemy)", ("asyncpg", "sqlalchemy")),
+    ("policy, risk, routing", ("approvals",)),
+    ("pydantic", ("pydantic",)),
+    ("imports at start-up", ("importlib", "<frozen")),
     ("Redis client", ("redis",)),
     ("executor (files.write)", ("executors", "difflib")),
     ("locks", ("locks",)),
@@ -277,9 +294,10 @@ def where_time_goes(profile: Path) -> dict[str, float]:
     stats = pstats.Stats(str(profile))
     total = 0.0
     grouped: dict[str, float] = {}
-    for (filename, _line, _name), (_cc, _nc, own, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+    for (filename, _line, name), (_cc, _nc, own, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         total += own
-        group = next((g for g, keys in GROUPS if any(k in filename for k in keys)), "other")
+        where = f"{filename} {name}"
+        group = next((g for g, keys in GROUPS if any(k in where for k in keys)), "other")
         grouped[group] = grouped.get(group, 0.0) + own
     ranked = sorted(grouped.items(), key=lambda item: -item[1])
     shares = {g: round(100 * t / total, 1) for g, t in ranked}
@@ -288,7 +306,7 @@ def where_time_goes(profile: Path) -> dict[str, float]:
         where = "/".join(Path(filename).parts[-2:])
         log(f"    {own:7.3f} s own {cum:7.3f} s cum {calls:8d}x  {function} ({where}:{line})")
     log(
-        "  where a worker's CPU time goes (own time, %): "
+        "    own time by part (%): "
         + ", ".join(f"{g} {p}" for g, p in shares.items())
     )
     return shares
@@ -327,9 +345,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             log("arq floor:")
             results["arq_noop_tps"] = round(arq_floor(args.redis_url, args.arq_jobs), 1)
             log("profile (1 worker under cProfile):")
-            profile = data_dir / "worker.prof"
-            await pipeline_run(runtime, who, 1, args.profile_tasks, profile)
+            profile, producer = data_dir / "worker.prof", data_dir / "producer.prof"
+            await pipeline_run(runtime, who, 1, args.profile_tasks, profile, producer)
+            log("  the worker:")
             results["worker_time_share_pct"] = where_time_goes(profile)
+            log("  the producer (create + submit, in this process):")
+            results["producer_time_share_pct"] = where_time_goes(producer)
     finally:
         client = aioredis.Redis.from_url(args.redis_url)
         async for key in client.scan_iter(match=f"*{{{tag}}}*", count=1000):
