@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from community_ade.api.deps import RuntimeDep, SessionDep
 from community_ade.api.routes.locks import ForceReleaseBody, force_release
 from community_ade.auth.principal import Permission, require
+from community_ade.dashboard.lookups import agent_names
 from community_ade.dashboard.web import NavItem, PageRoute, VisitorDep, redirect, render
 from community_ade.locks.model import MAX_RESOURCE_NAME
 from community_ade.settings import DOMAIN_PATTERN
@@ -28,6 +29,7 @@ async def locks_page(
     request: Request,
     visitor: VisitorDep,
     runtime: RuntimeDep,
+    session: SessionDep,
     domain: Annotated[str | None, Query(pattern=DOMAIN_PATTERN)] = None,
 ) -> HTMLResponse:
     require(visitor.principal, Permission.LOCK_READ)
@@ -35,6 +37,10 @@ async def locks_page(
     name = domain or locks.domain
     overview = await locks.inspect_domain(domain=name, limit=200)
     events = await locks.events(domain=name, count=DEADLOCK_SCAN)
+    agents: list[str | None] = [s.agent for s in overview.sessions]
+    for resource in overview.resources:
+        agents += [r.agent for r in (*resource.holders, *resource.queue)]
+    agents += [e.get("agent") for e in events[:EVENTS_SHOWN]]
     return render(
         request,
         "locks/index.html",
@@ -44,6 +50,7 @@ async def locks_page(
             "overview": overview,
             "events": events[:EVENTS_SHOWN],
             "deadlocks": [e for e in events if e.get("type") == "lock:deadlock"],
+            "agent_names": await agent_names(session, agents),
         },
         visitor=visitor,
     )
