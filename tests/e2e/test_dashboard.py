@@ -178,15 +178,17 @@ def test_a_stale_preview_is_refused_on_the_detail_page(
 
 
 def test_another_reviewers_decision_appears_live(live_server: LiveServer, login: Login) -> None:
-    task_id, digest = live_server.submit_task(
+    """Two browser contexts: carol watches the queue while bob approves in his."""
+    task_id, _ = live_server.submit_task(
         "open port 8443", "port: 8443\n", resources=[{"type": "network", "id": "edge"}]
     )
     watcher = login("carol")
     expect(row(watcher, task_id)).to_be_visible()
     expect(watcher.locator("#live-status")).to_have_text("live")
-    with live_server.api("bob") as bob:
-        decided = bob.post(f"/approvals/{task_id}/approve", json={"digest": digest})
-        assert decided.status_code == 200, decided.text
+    reviewer = login("bob")
+    reviewer.goto(f"/tasks/{task_id}")
+    reviewer.get_by_role("button", name="Approve", exact=True).click()
+    expect(reviewer.locator(".flash")).to_contain_text("You approved")
     expect(row(watcher, task_id).locator("[data-live=state]")).to_have_text(
         AFTER_APPROVAL, timeout=2_000
     )
