@@ -4,14 +4,19 @@ is a 4xx page, never a 500 or a traceback."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import ROLES, Api
+from fastapi import FastAPI
 
+from community_ade import dashboard
+from community_ade.dashboard import web
 from community_ade.dashboard.security import csrf_token, load_secret
 
 PAGES = ["/", "/tasks", "/delegations", "/policies", "/audit", "/locks"]
@@ -269,3 +274,16 @@ async def test_the_queue_filters_and_sorts(api: Api) -> None:
     assert by_risk.index(f'data-task-id="{high}"') < by_risk.index(f'data-task-id="{low}"')
     by_risk = (await bob.get("/?sort=risk&order=asc")).text
     assert by_risk.index(f'data-task-id="{low}"') < by_risk.index(f'data-task-id="{high}"')
+
+
+async def test_a_missing_htmx_is_said_on_every_page(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(web, "HTMX_FILE", tmp_path / "htmx.min.js")
+    page = await Visitor(api, "bob").get("/")
+    is_page(page, 200)
+    assert "The htmx script is not installed" in page.text
+    assert "/static/vendor/htmx.min.js" not in page.text.split("<body")[0]  # no broken <script>
+    with caplog.at_level(logging.ERROR):
+        dashboard.install(FastAPI())
+    assert "htmx.min.js is missing: run `make venv`" in caplog.text

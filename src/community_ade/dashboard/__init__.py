@@ -27,21 +27,21 @@ import pkgutil
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from community_ade.dashboard import views
-from community_ade.dashboard.web import HTMX_FILE, STATIC_DIR, NavItem
+from community_ade.dashboard import views, web
+from community_ade.dashboard.web import NavItem
 
 log = logging.getLogger(__name__)
 
 
 def install(app: FastAPI) -> None:
     """Mount the static files and every page module's router on ``app``."""
-    if not HTMX_FILE.exists():
+    if not web.HTMX_FILE.exists():
         log.error(
             "%s is missing: run `make venv` (it installs htmx from the npm registry); "
             "pages work, but without partial updates",
-            HTMX_FILE,
+            web.HTMX_FILE,
         )
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     nav: list[NavItem] = []
     for module_info in sorted(pkgutil.iter_modules(views.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{views.__name__}.{module_info.name}")
