@@ -35,6 +35,11 @@ def serve(
         console.print(f"Dashboard: http://{host}:{port}/ — log in as (user / password):")
         for name, password in passwords.items():
             console.print(f"  {name:<6} {password}")
+        if not passwords:
+            console.print(
+                "  (none: this data directory was seeded before the demo had logins; "
+                "start with a fresh ADE_DATA_DIR to get them)"
+            )
         console.print("bob and carol review (carol is the sre), alice and her agents submit.")
         console.print(f"API tokens (Bearer, for http://{host}:{port}/docs):")
         for name, token in tokens.items():
