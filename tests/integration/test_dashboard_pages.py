@@ -287,3 +287,27 @@ async def test_a_missing_htmx_is_said_on_every_page(
     with caplog.at_level(logging.ERROR):
         dashboard.install(FastAPI())
     assert "htmx.min.js is missing: run `make venv`" in caplog.text
+
+
+async def test_toast_sentences(api: Api) -> None:
+    task_id, _ = await submitted(api, "raise the limit")
+    visitor = Visitor(api, "vic")
+
+    async def said(**query: str) -> str:
+        response = await visitor.get(
+            "/live/describe?" + "&".join(f"{k}={v}" for k, v in query.items())
+        )
+        assert response.status_code == 200
+        return response.text
+
+    bob = api.ids["bob"]
+    subject = f"task:{task_id}"
+    assert await said(type="approval:decision", actor=bob, subject=subject, decision="approve") == (
+        "bob approved “raise the limit”"
+    )
+    assert await said(type="approval:decision", actor=bob, subject=subject, decision="reject") == (
+        "bob rejected “raise the limit”"
+    )
+    assert await said(type="task:failed", subject=subject) == "“raise the limit” failed to apply"
+    assert await said(type="task:completed", subject=f"task:{uuid.uuid4()}") == "a task was applied"
+    assert await said(type="approval:approved", subject="task:not-a-uuid") == "a task is approved"

@@ -6,6 +6,10 @@
   const status = document.getElementById("live-status");
   const topics = body.dataset.liveTopics || "task,approval";
   let lastSeq = null;
+  const TOASTED = new Set([
+    "approval:decision", "approval:approved", "approval:rejected", "approval:expired",
+    "task:completed", "task:failed", "lock:force_released",
+  ]);
   let delay = 500; // reconnect backoff, doubled up to 15 s, reset once connected
 
   function setStatus(text, online) {
@@ -72,7 +76,7 @@
     if (taskId && event.data && event.data.to) setState(taskId, event.data.to);
     if (taskId) refreshSections(taskId);
     if (taskId && event.type === "approval:requested") insertQueueRow(taskId);
-    if (event.type === "approval:decision" || event.type.startsWith("lock:force")) {
+    if (TOASTED.has(event.type)) {
       const params = new URLSearchParams({
         type: event.type,
         actor: (event.actor && event.actor.id) || "",

@@ -18,6 +18,14 @@ from community_ade.storage.models import Task
 router = APIRouter(route_class=PageRoute)
 
 VERBS = {"approve": "approved", "reject": "rejected"}
+# What happened to a task, for the events that get a toast besides decisions.
+OUTCOMES = {
+    "approval:approved": "is approved",
+    "approval:rejected": "is rejected",
+    "approval:expired": "expired",
+    "task:completed": "was applied",
+    "task:failed": "failed to apply",
+}
 
 
 @router.get("/live/describe")
@@ -41,4 +49,6 @@ async def describe(
     if type == "approval:decision":
         verb = VERBS.get(decision, decision.replace("_", " ") or "decided on")
         return PlainTextResponse(f"{who} {verb} {what}")
+    if type in OUTCOMES:
+        return PlainTextResponse(f"{what} {OUTCOMES[type]}")
     return PlainTextResponse(f"{type}: {what} by {who}")
