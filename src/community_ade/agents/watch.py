@@ -3,9 +3,10 @@ when an agent's status changes (a lease lapsing makes no request, so something h
 look).
 
 Health changes are not audit-worthy, so they do not go through the audit log. Each
-change is appended to the capped stream ``ade:agent:events`` (entries: ``type``,
-``subject`` ``agent:<id>``, ``agent``, ``data`` JSON), the shape of a lock domain's
-event stream, for the event relay to carry to WebSocket clients.
+change is appended to the capped stream ``ade:agent:events`` in the events stream's own
+entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the DESIGN §7 envelope as
+JSON, without ``seq``: actor ``system``), for the event relay to carry to WebSocket
+clients as it carries lock events.
 
 Several servers may watch at once: each agent's last published status is swapped
 atomically (``SET ade:agent:{<agent>}:status <status> GET``), and only the server whose
@@ -28,9 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from community_ade.agents.health import Health
 from community_ade.agents.leases import redis_call
 from community_ade.agents.service import AgentService
+from community_ade.audit.chain import SYSTEM, iso_utc
 from community_ade.errors import AdeError
 from community_ade.runtime import Runtime
-from community_ade.storage.models import Agent
+from community_ade.storage.models import Agent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +87,22 @@ async def publish_changes(runtime: Runtime) -> list[HealthChange]:
         if previous == status:
             continue
         change = HealthChange(agent.id, agent.name, previous, health)
+        subject = f"agent:{agent.id}"
+        envelope = {
+            "ts": iso_utc(utcnow()),
+            "type": "agent:health",
+            "actor": {"kind": SYSTEM.kind, "id": SYSTEM.id, "via_delegation": False},
+            "subject": subject,
+            "data": change.data(),
+            "audit_seq": None,
+        }
+        entry: dict[Any, Any] = {
+            "type": "agent:health",
+            "subject": subject,
+            "e": json.dumps(envelope),
+        }
         await redis_call(
-            runtime.redis.xadd(
-                EVENTS_STREAM,
-                {
-                    "type": "agent:health",
-                    "subject": f"agent:{agent.id}",
-                    "agent": str(agent.id),
-                    "data": json.dumps(change.data()),
-                },
-                maxlen=EVENTS_MAXLEN,
-                approximate=True,
-            )
+            runtime.redis.xadd(EVENTS_STREAM, entry, maxlen=EVENTS_MAXLEN, approximate=True)
         )
         changes.append(change)
     return changes

@@ -58,7 +58,7 @@ async def list_agents(
     items, total = await agents.list_agents(
         principal, tag=tag, model=model, health=health, q=q, page=page, limit=limit
     )
-    out = [AgentOut.of(a, await agents.health(principal, a.id)) for a in items]
+    out = [AgentOut.of(a, await agents.assess(a)) for a in items]
     return Page(items=out, page=page, limit=limit, total=total)
 
 
