@@ -1,0 +1,90 @@
+"""``ade agents`` as a user runs it: real processes, a SQLite file and the test Redis (a
+lock domain of this test alone). Refusals are messages and exit codes, never tracebacks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import _server_url, delete_domain_keys
+
+from community_ade.infra.redis_client import open_redis
+
+
+def _ade(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "community_ade", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: str) -> None:
+    redis_url = _server_url()
+    env = {
+        **os.environ,
+        "ADE_DATA_DIR": str(tmp_path),
+        "ADE_REDIS_URL": redis_url,
+        "ADE_LOCK_DOMAIN": domain,
+        "ADE_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+    }
+    env.pop("ADE_DATABASE_URL", None)
+
+    async def ade(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(_ade, env, *args)
+
+    try:
+        assert (await ade("users", "create", "ann", "--role", "submitter")).returncode == 0
+        bad = await ade("agents", "create", "ab", "--model", "gpt-4o", "--as", "ann",
+                        "--temperature", "3")  # fmt: skip
+        assert bad.returncode == 2
+        assert "name: must be 3 to 100 characters, got 2" in bad.stderr
+        assert "parameters.temperature: must be between 0 and 2, got 3.0" in bad.stderr
+        assert "Traceback" not in bad.stderr
+
+        made = await ade("agents", "create", "cli-bot", "--model", "gpt-4o", "--as", "ann",
+                         "--tag", "ops", "--tool", "files.read", "--capacity", "3")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        changed = await ade("agents", "set", "cli-bot", "--as", "ann", "--temperature", "1.1",
+                            "--comment", "warmer")  # fmt: skip
+        assert changed.returncode == 0, changed.stderr
+        assert "version 2" in changed.stdout
+        stranger = await ade("agents", "set", "cli-bot", "--as", "nobody", "--capacity", "2")
+        assert stranger.returncode == 1
+        assert "no user 'nobody'" in stranger.stderr
+
+        versions = await ade("agents", "versions", "cli-bot")
+        assert "warmer" in versions.stdout
+        reverted = await ade("agents", "revert", "cli-bot", "1", "--as", "ann")
+        assert reverted.returncode == 0, reverted.stderr
+        assert "version 3" in reverted.stdout
+
+        shown = await ade("agents", "show", "cli-bot")
+        assert shown.returncode == 0, shown.stderr
+        document = json.loads(shown.stdout)
+        assert document["version"] == 3
+        assert document["parameters"]["temperature"] == 0.7
+        assert document["health"]["status"] == "offline"
+        assert document["capacity"] == 3
+        listed = await ade("agents", "list", "--tag", "ops")
+        assert "cli-bot" in listed.stdout
+
+        no_token = await asyncio.to_thread(
+            _ade, {**env, "ADE_AGENT_TOKEN": ""}, "agents", "run", "--server", "http://127.0.0.1:9"
+        )
+        assert no_token.returncode == 1
+        assert "set ADE_AGENT_TOKEN" in no_token.stderr
+    finally:
+        client = await open_redis(redis_url)
+        try:
+            await delete_domain_keys(client, domain)
+        finally:
+            await client.aclose()
