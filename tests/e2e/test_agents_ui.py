@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -228,3 +229,20 @@ def test_a_dead_agent_process_turns_its_card_offline_within_the_lease(
     process.wait(timeout=10)
     # The 2 s lease lapses; the card follows within the health interval (5 s).
     expect(status).to_have_text("offline", timeout=15_000)
+
+
+def test_tokens_are_shown_once_and_revoked(live_server: LiveServer, login: Login) -> None:
+    agent = make_agent(live_server, unique("keyed"))
+    page = login("alice")
+    page.goto(f"/agents/{agent['id']}")
+    page.get_by_label("Token name").fill("worker-1")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token").inner_text()
+    with httpx.Client(base_url=f"{live_server.url}/api/v1") as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get(f"/agents/{agent['id']}", headers=headers).status_code == 200
+        page.goto(f"/agents/{agent['id']}")
+        expect(page.locator("#new-token")).to_have_count(0)  # never shown again
+        page.get_by_role("button", name="Revoke token worker-1").click()
+        expect(page.get_by_role("status").filter(has_text="Revoked token worker-1")).to_be_visible()
+        assert client.get(f"/agents/{agent['id']}", headers=headers).status_code == 401

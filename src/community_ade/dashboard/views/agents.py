@@ -242,9 +242,12 @@ async def _panel(
     diff_to: int | None = None,
     values: Mapping[str, Any] | None = None,
     errors: list[dict[str, str]] | None = None,
+    new_token: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     versions = await agents.versions(visitor.principal, agent.id)
+    can_manage = _may_manage(visitor, agent)
+    tokens = await agents.list_tokens(visitor.principal, agent.id) if can_manage else []
     diff = None
     if diff_from is not None and diff_to is not None:
         changes = await agents.diff(visitor.principal, agent.id, diff_from, diff_to)
@@ -262,7 +265,10 @@ async def _panel(
             "error_list": errors or [],
             "versions": versions,
             "diff": diff,
-            "can_manage": _may_manage(visitor, agent),
+            "can_manage": can_manage,
+            "tokens": tokens,
+            "new_token": new_token,
+            "now": agents.now(),
             "limits": cfg,
             "presets": PROMPT_PRESETS,
         },
@@ -336,3 +342,26 @@ async def revert_agent(
         f"/agents/{agent_id}",
         flash=f"Reverted to version {version}'s configuration: now version {saved.config_version}.",
     )
+
+
+@router.post("/agents/{agent_id}/tokens")
+async def create_token(
+    request: Request,
+    agent_id: uuid.UUID,
+    visitor: VisitorDep,
+    agents: AgentsDep,
+    name: Annotated[str, Form(min_length=1, max_length=100)],
+) -> HTMLResponse:
+    """A token for the agent, shown on this one page and never again (not redirected:
+    it must not travel in a cookie or a URL)."""
+    plaintext, _ = await agents.create_token(visitor.principal, agent_id, name, None)
+    agent = await agents.get(visitor.principal, agent_id)
+    return await _panel(request, visitor, agents, agent, new_token=plaintext, status_code=201)
+
+
+@router.post("/agents/{agent_id}/tokens/{token_id}/revoke")
+async def revoke_token(
+    agent_id: uuid.UUID, token_id: uuid.UUID, visitor: VisitorDep, agents: AgentsDep
+) -> Response:
+    info = await agents.revoke_token(visitor.principal, agent_id, token_id)
+    return redirect(f"/agents/{agent_id}", flash=f"Revoked token {info.name} ({info.prefix}).")
