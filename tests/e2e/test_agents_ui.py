@@ -246,3 +246,13 @@ def test_tokens_are_shown_once_and_revoked(live_server: LiveServer, login: Login
         page.get_by_role("button", name="Revoke token worker-1").click()
         expect(page.get_by_role("status").filter(has_text="Revoked token worker-1")).to_be_visible()
         assert client.get(f"/agents/{agent['id']}", headers=headers).status_code == 401
+
+
+def test_a_new_agent_appears_in_the_list_live(live_server: LiveServer, login: Login) -> None:
+    page = login("vic")
+    page.goto("/agents")
+    expect(page.locator("#live-status")).to_have_text("live", timeout=10_000)
+    name = unique("arrives")
+    agent = make_agent(live_server, name)
+    card = page.locator(f"[data-agent-id='{agent['id']}']")
+    expect(card).to_contain_text(name, timeout=10_000)  # over the WebSocket, no reload
