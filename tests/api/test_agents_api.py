@@ -11,7 +11,7 @@ from typing import Any
 
 from conftest import Api
 
-from community_ade.agents.watch import EVENTS_STREAM, publish_changes
+from community_ade.agents.watch import events_stream, publish_changes
 from community_ade.storage.models import Task, utcnow
 
 AGENTS = "/api/v1/agents"
@@ -453,7 +453,8 @@ async def test_health_changes_are_published_once(api: Api) -> None:
     )
 
     async def published() -> list[dict[str, Any]]:
-        entries = await api.runtime.redis.xrange(EVENTS_STREAM)
+        stream = events_stream(api.runtime.settings.lock_domain)
+        entries = await api.runtime.redis.xrange(stream)
         return [
             {"type": fields["type"], **json.loads(fields["e"])["data"]}
             for _, fields in entries

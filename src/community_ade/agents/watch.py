@@ -3,7 +3,8 @@ when an agent's status changes (a lease lapsing makes no request, so something h
 look).
 
 Health changes are not audit-worthy, so they do not go through the audit log. Each
-change is appended to the capped stream ``ade:agent:events`` in the events stream's own
+change is appended to the capped stream ``ade:agent:events:{<namespace>}`` (the
+namespace is the lock domain, as for the events stream) in the events stream's own
 entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the DESIGN §7 envelope as
 JSON, without ``seq``: actor ``system``), for the event relay to carry to WebSocket
 clients as it carries lock events.
@@ -36,7 +37,13 @@ from community_ade.storage.models import Agent, utcnow
 
 log = logging.getLogger(__name__)
 
-EVENTS_STREAM = "ade:agent:events"
+
+def events_stream(namespace: str) -> str:
+    """The agent events of one deployment (``ADE_LOCK_DOMAIN`` names it, as it does
+    for the events stream), so deployments sharing a Redis do not see each other's."""
+    return f"ade:agent:events:{{{namespace}}}"
+
+
 EVENTS_MAXLEN = 10_000
 
 
@@ -96,14 +103,13 @@ async def publish_changes(runtime: Runtime) -> list[HealthChange]:
             "data": change.data(),
             "audit_seq": None,
         }
+        stream = events_stream(runtime.settings.lock_domain)
         entry: dict[Any, Any] = {
             "type": "agent:health",
             "subject": subject,
             "e": json.dumps(envelope),
         }
-        await redis_call(
-            runtime.redis.xadd(EVENTS_STREAM, entry, maxlen=EVENTS_MAXLEN, approximate=True)
-        )
+        await redis_call(runtime.redis.xadd(stream, entry, maxlen=EVENTS_MAXLEN, approximate=True))
         changes.append(change)
     return changes
 
