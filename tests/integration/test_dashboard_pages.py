@@ -65,6 +65,7 @@ class Visitor:
 def is_page(response: httpx.Response, status: int) -> None:
     assert response.status_code == status, response.text[:2000]
     assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-frame-options"] == "DENY"  # no clickjacked decisions
     assert "Traceback" not in response.text
 
 

@@ -46,6 +46,14 @@ FLASH_COOKIE = "ade_flash"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Every page: never inside another site's frame (a decision button must not be
+# clickjacked), no MIME sniffing, no page addresses (task ids) leaked to other sites.
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 templates = Jinja2Templates(directory=HERE / "templates")
 filters.install(templates.env)
@@ -161,6 +169,7 @@ def render(
             **context,
         },
         status_code=status_code,
+        headers=PAGE_HEADERS,
     )
     if flash:
         response.delete_cookie(FLASH_COOKIE)
