@@ -50,4 +50,7 @@ def serve(
         port=port,
         log_level=settings.log_level.lower(),
         lifespan="on",
+        # Live events are small JSON frames sent to many clients: compressing each one
+        # per connection costs more CPU than the bytes it saves (bench/events.py).
+        ws_per_message_deflate=False,
     )

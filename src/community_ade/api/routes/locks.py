@@ -122,7 +122,7 @@ async def force_release(
         data={"resource": body.resource, "reason": reason, "domain": domain},
     )
     ended = await runtime.locks.force_release(
-        body.resource, reason, actor=principal.name, domain=domain
+        body.resource, reason, actor=str(principal.id), domain=domain
     )
     if not ended:
         raise NotFound(f"no grant holds {body.resource!r} in lock domain {domain!r}")
