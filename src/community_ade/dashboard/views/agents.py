@@ -310,6 +310,7 @@ async def save_agent(
             # A blank context window goes back to the model's whole window.
             parameters={"context_window": None, **values["parameters"]},
             capacity=values["capacity"],
+            allowed_task_types=values["allowed_task_types"],
         )
         try:
             saved = await agents.update(
