@@ -9,7 +9,8 @@
 --            {<domain>} and live in one Redis Cluster slot:
 --              seq          STRING  ticket/fence counter, floored by server time
 --              r:<req>      HASH    a request: task agent client ticket res state
---                                   enq fence granted_at reason cycle
+--                                   enq fence granted_at reason cycle, and wait (the
+--                                   "w|" deadline, only when the wait is limited)
 --              l:<rid>      ZSET    resource rid: holders (score 1 exclusive, 0 shared)
 --                                   and waiters (score = ticket, always > 1), FIFO
 --              qx:<rid>     ZSET    the exclusive waiters of rid: req -> ticket
@@ -71,10 +72,11 @@ local function lkey(rid) return P .. 'l:' .. rid end
 
 -- A request's fields, or nil when it does not exist.
 local function load(req)
-  local v = redis.call('HMGET', rkey(req), 'state', 'task', 'agent', 'client', 'ticket', 'res', 'fence')
+  local v = redis.call('HMGET', rkey(req), 'state', 'task', 'agent', 'client', 'ticket', 'res',
+    'fence', 'wait')
   if not v[1] then return nil end
   return {id = req, state = v[1], task = v[2], agent = v[3], client = v[4],
-          ticket = v[5], res_json = v[6], res = cjson.decode(v[6]), fence = v[7]}
+          ticket = v[5], res_json = v[6], res = cjson.decode(v[6]), fence = v[7], wait = v[8]}
 end
 
 -- Append an event; the stream entry's id carries its time. r.res_json is the request's
@@ -179,7 +181,7 @@ local function leave_queues(r)
   end
   redis.call('ZREM', P .. 'aw:' .. r.agent, r.id)
   redis.call('ZREM', P .. 'tw:' .. r.task, r.id)
-  redis.call('ZREM', P .. 'dl', 'w|' .. r.id)
+  if r.wait then redis.call('ZREM', P .. 'dl', 'w|' .. r.id) end
 end
 
 -- Make r a holder of all its resources. A new request's ticket is its fence; a
@@ -196,12 +198,13 @@ local function grant(r, queued)
     redis.call('ZADD', lkey(item[1]), (item[2] == 'x') and 1 or 0, r.id)
   end
   redis.call('ZADD', P .. 'ag:' .. r.agent, r.ticket, r.id)
+  local at = int(now())
   if queued then
-    redis.call('HSET', rkey(r.id), 'state', 'granted', 'fence', r.fence, 'granted_at', int(now()))
+    redis.call('HSET', rkey(r.id), 'state', 'granted', 'fence', r.fence, 'granted_at', at)
   else
-    redis.call('HSET', rkey(r.id), 'state', 'granted', 'fence', r.fence, 'granted_at', int(now()),
+    redis.call('HSET', rkey(r.id), 'state', 'granted', 'fence', r.fence, 'granted_at', at,
       'task', r.task, 'agent', r.agent, 'client', r.client, 'ticket', r.ticket,
-      'res', r.res_json, 'enq', int(now()))
+      'res', r.res_json, 'enq', at)
   end
   r.state = 'granted'
   emit('lock:acquired', r, fence_field(r.fence) .. (queued and ',"queued":true' or ''))

@@ -46,14 +46,13 @@ end
 
 local freed, agents = {}, {}
 renew(client, agent, lease_ms, freed, agents)
-if first and not next(agents) then
-  local r = {id = req, task = task, agent = agent, client = client, state = 'new',
-             res_json = ARGV[10], res = cjson.decode(ARGV[10])}
-  if idle_for(r) then
-    r.ticket = next_ticket()
-    grant(r, false)
-    return tonumber(r.fence)
-  end
+-- The request as new; decoded once, for the fast path and for a first call's queueing.
+local new = first and {id = req, task = task, agent = agent, client = client, state = 'new',
+                       res_json = ARGV[10], res = cjson.decode(ARGV[10])}
+if new and not next(agents) and idle_for(new) then
+  new.ticket = next_ticket()
+  grant(new, false)
+  return tonumber(new.fence)
 end
 
 reap(freed, agents)
@@ -75,13 +74,12 @@ if r then
   end
   return {'waiting', r.ticket, hint(r)}
 end
-if not first then
+if not new then
   return {'gone', '', ''}
 end
 
-
-r = {id = req, task = task, agent = agent, client = client, state = 'new',
-     ticket = next_ticket(), res_json = ARGV[10], res = cjson.decode(ARGV[10])}
+r = new
+r.ticket = next_ticket()
 if can_grant(r) then
   grant(r, false)
   return tonumber(r.fence)
@@ -90,8 +88,16 @@ if wait_ms == 0 then
   return {'busy'}
 end
 
-redis.call('HSET', rkey(req), 'task', task, 'agent', agent, 'client', client,
-  'ticket', r.ticket, 'res', ARGV[10], 'enq', int(now()), 'state', 'waiting')
+local fields = {'task', task, 'agent', agent, 'client', client, 'ticket', r.ticket,
+                'res', ARGV[10], 'enq', int(now()), 'state', 'waiting'}
+if wait_ms > 0 then
+  -- The field "wait" tells leave_queues that there is a "w|" deadline to remove.
+  local give_up = int(now() + wait_ms)
+  fields[#fields + 1] = 'wait'
+  fields[#fields + 1] = give_up
+  redis.call('ZADD', P .. 'dl', give_up, 'w|' .. req)
+end
+redis.call('HSET', rkey(req), unpack(fields))
 r.state = 'waiting'
 for _, item in ipairs(r.res) do
   redis.call('ZADD', lkey(item[1]), r.ticket, req)
@@ -99,8 +105,5 @@ for _, item in ipairs(r.res) do
 end
 redis.call('ZADD', P .. 'aw:' .. agent, r.ticket, req)
 redis.call('ZADD', P .. 'tw:' .. task, r.ticket, req)
-if wait_ms > 0 then
-  redis.call('ZADD', P .. 'dl', int(now() + wait_ms), 'w|' .. req)
-end
 emit('lock:queued', r, '"ticket":"' .. r.ticket .. '"')
 return {'waiting', r.ticket, hint(r)}
