@@ -424,6 +424,8 @@ async def test_recent_failures_degrade_an_online_agent(api: Api) -> None:
     assert offline["sample"] == 4
     assert offline["p50_duration_ms"] == 200
     assert offline["last_error"] == "boom 3"
+    assert offline["last_run"] is not None
+    assert (await health_of(api, (await create(api, name="idle-bot"))["id"]))["last_run"] is None
     await api.client.post(
         "/api/v1/leases", json={"agent_id": agent["id"]}, headers=api.as_("alice")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -110,6 +111,7 @@ def test_the_numbers_shown() -> None:
     assert health.p50_duration_ms == 200
     assert health.last_seen == EARLIER
     assert assess(evidence()).last_seen is None
+    assert assess(dataclasses.replace(evidence(), last_run=EARLIER)).last_run == EARLIER
     assert assess(evidence()).success_rate is None
 
 

@@ -58,6 +58,7 @@ class Evidence:
     capacity: int
     finished: Sequence[FinishedTask]
     seen: Iterable[datetime | None]  # every "last seen" time the service knows of
+    last_run: datetime | None = None  # when its newest finished task finished
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Health:
     p50_duration_ms: int | None
     last_error: str | None
     last_seen: datetime | None
+    last_run: datetime | None = None
 
     @property
     def load(self) -> float:
@@ -130,4 +132,5 @@ def assess(evidence: Evidence) -> Health:
         p50_duration_ms=median(durations),
         last_error=last_error,
         last_seen=max(seen, default=None),
+        last_run=evidence.last_run,
     )

@@ -594,9 +594,13 @@ class AgentService:
         finished = [
             hl.FinishedTask(succeeded=s == "COMPLETED", duration_ms=d, error=e) for s, d, e in rows
         ]
-        last_task = await self.session.scalar(
-            select(func.max(Task.updated_at)).where(Task.agent_id == agent.id)
-        )
+        last_task, last_run = (
+            await self.session.execute(
+                select(func.max(Task.updated_at), func.max(Task.finished_at)).where(
+                    Task.agent_id == agent.id
+                )
+            )
+        ).one()
         token_used = await self.session.scalar(
             select(func.max(ApiToken.last_used_at)).where(ApiToken.agent_id == agent.id)
         )
@@ -611,6 +615,7 @@ class AgentService:
                 capacity=agent.capacity,
                 finished=finished,
                 seen=(presence.last_heartbeat, session_renewed, token_used, last_task),
+                last_run=last_run,
             )
         )
 

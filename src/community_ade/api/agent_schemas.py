@@ -109,6 +109,7 @@ class HealthOut(BaseModel):
     p50_duration_ms: int | None
     last_error: str | None
     last_seen: datetime | None
+    last_run: datetime | None = Field(description="When its newest finished task finished.")
 
     @classmethod
     def of(cls, health: Health) -> HealthOut:
@@ -125,6 +126,7 @@ class HealthOut(BaseModel):
             p50_duration_ms=health.p50_duration_ms,
             last_error=health.last_error,
             last_seen=health.last_seen,
+            last_run=health.last_run,
         )
 
 
