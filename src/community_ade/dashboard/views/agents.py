@@ -4,6 +4,7 @@ wizard, and the configuration panel with version history, diff and revert."""
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -179,7 +180,7 @@ async def _wizard(
     errors: list[dict[str, str]],
     status_code: int = 200,
 ) -> HTMLResponse:
-    first = next((WIZARD_STEPS.get(e["path"].split(".")[0], 5) for e in errors), 1)
+    first = next((WIZARD_STEPS.get(re.split(r"[.\[]", e["path"])[0], 5) for e in errors), 1)
     return render(
         request,
         "agents/new.html",
@@ -221,7 +222,7 @@ async def create_agent(request: Request, visitor: VisitorDep, agents: AgentsDep)
             agent = await agents.create(
                 visitor.principal,
                 cfg.AgentConfig.from_document(
-                    {**values, "capacity": values["capacity"] if values["capacity"] else 4}
+                    {**values, "capacity": 4 if values["capacity"] is None else values["capacity"]}
                 ),
                 comment="created in the dashboard",
             )
