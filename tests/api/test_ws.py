@@ -330,3 +330,25 @@ async def test_slow_client_is_cut_off_while_another_keeps_receiving(
     slow.sock.close()
     assert code == 4408
     assert reason.startswith("slow consumer")
+
+
+async def test_a_lost_stream_closes_clients_who_must_reload(start_live: StartLive) -> None:
+    """Redis lost the stream (a restart without persistence): seqs start over, so what
+    clients saw no longer lines up; they are closed with 1012 and told to reload."""
+    live = await start_live()
+    headers = live.as_("vic")
+    keys = EventKeys.for_namespace(live.server.settings.lock_domain)
+    async with connect(live.ws(topics="task"), additional_headers=headers) as ws:
+        await recv(ws)
+        await emit(live, 3)
+        await events(ws, 3)
+        await live.runtime.redis.delete(keys.stream, keys.sequence, keys.epoch)
+        await emit(live, 1)  # the relay starts a new sequence
+        code, reason = await closed_with(ws)
+    assert code == 1012
+    assert "reload" in reason
+    async with connect(live.ws(topics="task"), additional_headers=headers) as ws:
+        await recv(ws)
+        await emit(live, 1)
+        (event,) = await events(ws, 1)
+    assert event["type"] == "task:created"

@@ -140,3 +140,16 @@ async def test_a_new_relay_starts_with_what_the_stream_can_hold(
     assert await relay.relay_audit() == 0
     audit_seqs = [e["audit_seq"] for _, e in await stream(redis_client, keys)]
     assert audit_seqs == list(range(51, 151))
+
+
+async def test_a_relay_whose_cursor_is_past_the_log_starts_over(
+    sessions: Any, redis_client: AnyRedis, domain: str
+) -> None:
+    """A new database behind an old Redis: the cursor names rows that do not exist."""
+    keys = EventKeys.for_namespace(domain)
+    await redis_client.hset(keys.cursors, AUDIT_SOURCE, "1000")
+    await append_event(sessions, "task:new", 3)
+    relay = Relay(redis_client, sessions, keys, maxlen=100)
+    assert await relay.relay_audit() == 3
+    assert [e["audit_seq"] for _, e in await stream(redis_client, keys)] == [1, 2, 3]
+    assert await redis_client.hget(keys.cursors, AUDIT_SOURCE) == "3"

@@ -30,7 +30,7 @@ from community_ade.runtime import Runtime
 log = logging.getLogger(__name__)
 
 PAGE = 500
-BLOCK_MS = 5000
+BLOCK_MS = 1000  # also how soon a lost stream is noticed when no event comes
 RETRY_SECONDS = 1.0
 
 
@@ -51,14 +51,21 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry:
     return Entry(seq_of(entry_id), topic_of(fields["type"]), fields["subject"], fields["e"])
 
 
+# WebSocket close codes of a subscriber the hub ends.
+CLOSE_SLOW_CONSUMER = (4408, "slow consumer: fell too far behind")
+CLOSE_STREAM_RESET = (1012, "the events stream was reset: reload, then reconnect without since")
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One client's place in the hub: what it wants, and its bounded queue of
-    ``(seq, frame)`` (seq None: a frame that is not an event, e.g. a ping)."""
+    ``(seq, frame)`` (seq None: a frame that is not an event, e.g. a ping). When the hub
+    ends it, ``cut_off`` is set and ``ended`` says how to close."""
 
     filter: Filter
     queue: asyncio.Queue[tuple[int | None, str]]
     cut_off: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: tuple[int, str] = CLOSE_SLOW_CONSUMER
 
 
 class Hub:
@@ -105,32 +112,55 @@ class Hub:
             try:
                 subscriber.queue.put_nowait((entry.seq, frame))
             except asyncio.QueueFull:
-                self.unsubscribe(subscriber)
-                subscriber.cut_off.set()
+                self._end(subscriber, CLOSE_SLOW_CONSUMER)
                 self.slow_disconnects += 1
             else:
                 self.delivered += 1
 
+    def _end(self, subscriber: Subscriber, close: tuple[int, str]) -> None:
+        self.unsubscribe(subscriber)
+        subscriber.ended = close
+        subscriber.cut_off.set()
+
     async def run(self) -> None:
         """Tail the stream until cancelled, from its newest entry when started."""
         last_id: str | None = None
+        epoch: str | None = None
         while True:
             try:
                 if last_id is None:
+                    epoch = await self._epoch()
                     newest = stream_entries(await self.redis.xrevrange(self.keys.stream, count=1))
                     last_id = newest[0][0] if newest else "0-0"
                 reply: list[tuple[str, Any]] = await self.redis.xread(  # type: ignore[assignment]
                     {self.keys.stream: last_id}, count=self.read_count, block=BLOCK_MS
                 )
+                current = await self._epoch()
             except (redis.RedisError, OSError) as exc:
                 log.warning("events fan-out cannot read the stream: %s", exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            if current != epoch and epoch is not None:
+                self._reset()
+                last_id = None
+                continue
+            epoch = current
             for _stream, entries in reply or ():
                 for entry_id, fields in stream_entries(entries):
                     self.dispatch(_entry(entry_id, fields))
                     last_id = entry_id
             await asyncio.sleep(0)
+
+    async def _epoch(self) -> str | None:
+        epoch = await self.redis.get(self.keys.epoch)
+        return None if epoch is None else str(epoch)
+
+    def _reset(self) -> None:
+        """The stream was lost and its seqs start over: what clients saw no longer
+        lines up with it, so every one is closed and must reload."""
+        log.warning("the events stream was reset; closing every WebSocket client")
+        for subscriber in tuple(self.subscribers):
+            self._end(subscriber, CLOSE_STREAM_RESET)
 
 
 @contextlib.asynccontextmanager

@@ -15,11 +15,12 @@ class EventKeys:
     stream: str  # STREAM: entries "<seq>-0" with fields type, subject, e
     sequence: str  # STRING: the last seq handed out
     cursors: str  # HASH: source ("audit", "lock:<domain>") -> last position relayed
+    epoch: str  # STRING: when the sequence last started at 1
 
     @classmethod
     def for_namespace(cls, namespace: str) -> EventKeys:
         prefix = f"ade:events:{{{namespace}}}:"
-        return cls(prefix + "stream", prefix + "seq", prefix + "cursors")
+        return cls(prefix + "stream", prefix + "seq", prefix + "cursors", prefix + "epoch")
 
 
 def stream_entries(reply: Any) -> StreamEntries:

@@ -90,6 +90,10 @@ def _woken_by_commits(nudge: asyncio.Event) -> Iterator[None]:
         _wakeups.discard(wake)
 
 
+async def _head(session: AsyncSession) -> int:
+    return await session.scalar(select(func.max(AuditEvent.seq))) or 0
+
+
 class Relay:
     """Copies new audit rows and lock events into the events stream (see module doc)."""
 
@@ -125,6 +129,15 @@ class Relay:
                     .limit(self.batch)
                 )
                 rows = [dict(row._mapping) for row in await session.execute(query)]
+                if not rows and cursor is not None and await _head(session) < after:
+                    # The cursor was read before this snapshot, so it can only be past
+                    # the head if the log was replaced (a new database on an old Redis):
+                    # start over as a new relay would, or nothing would ever be relayed.
+                    log.warning(
+                        "the audit log ends before the relay's cursor %s: restarting", after
+                    )
+                    await self.redis.hdel(self.keys.cursors, AUDIT_SOURCE)
+                    continue
             events = [(str(row["seq"]), from_audit_row(row)) for row in rows]
             total += await self._offer(AUDIT_SOURCE, events)
             if len(rows) < self.batch:
@@ -133,8 +146,7 @@ class Relay:
     async def _start(self, session: AsyncSession) -> int:
         """Where a relay with no cursor begins: the newest rows the stream can hold, not
         the whole history of a long-lived log."""
-        head = await session.scalar(select(func.max(AuditEvent.seq)))
-        return max(0, (head or 0) - self.maxlen)
+        return max(0, await _head(session) - self.maxlen)
 
     async def relay_locks(self) -> int:
         """Append the lock events of every lock domain past each domain's cursor."""
@@ -166,7 +178,7 @@ class Relay:
         args: list[str] = [str(self.maxlen), source]
         for position, stored in events:
             args += [position, stored.type, stored.subject, stored.envelope]
-        keys = [self.keys.stream, self.keys.sequence, self.keys.cursors]
+        keys = [self.keys.stream, self.keys.sequence, self.keys.cursors, self.keys.epoch]
         appended, _last_seq = await self._append(keys=keys, args=args)
         return int(appended)
 

@@ -36,7 +36,6 @@ router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "ade_session"
-CLOSE_SLOW_CONSUMER = 4408
 CLOSE_CODES = {
     "validation_failed": 4400,
     "unauthenticated": 4401,
@@ -160,7 +159,7 @@ class _Client:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if self.subscriber.cut_off.is_set():
-            await self._close(CLOSE_SLOW_CONSUMER, "slow consumer: fell too far behind")
+            await self._close(*self.subscriber.ended)
             return
         for task in done:
             error = task.exception()

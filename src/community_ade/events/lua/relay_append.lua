@@ -10,6 +10,10 @@
 --                                   as JSON, without seq)
 -- KEYS[2]  sequence        STRING  the last seq handed out
 -- KEYS[3]  cursors         HASH    source -> position of the last event appended
+-- KEYS[4]  epoch           STRING  server time when the sequence (re)started at 1: a
+--                                   reader that sees it change knows the stream was
+--                                   lost (e.g. Redis restarted without its data) and
+--                                   its seqs start over
 -- ARGV[1]  approximate length cap of the stream (XADD MAXLEN ~)
 -- ARGV[2]  source name, e.g. "audit" or "lock:<domain>"
 -- ARGV[3…] one group of four per event, in source order: position, type, subject,
@@ -36,6 +40,12 @@ for i = 3, #ARGV, 4 do
   local position = parse(ARGV[i])
   if not cursor or after(position, cursor) then
     local seq = redis.call('INCR', KEYS[2])
+    if seq == 1 then
+      -- A new sequence: entries left from an older one would refuse its ids.
+      local now = redis.call('TIME')
+      redis.call('SET', KEYS[4], now[1] .. '.' .. now[2])
+      redis.call('DEL', KEYS[1])
+    end
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], string.format('%.0f-0', seq),
       'type', ARGV[i + 1], 'subject', ARGV[i + 2], 'e', ARGV[i + 3])
     cursor, last_position = position, ARGV[i]
