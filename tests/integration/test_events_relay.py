@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import Backend
 
+from community_ade.agents.watch import events_stream as agent_events_stream
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM
 from community_ade.errors import Conflict, ServiceUnavailable
@@ -77,7 +78,7 @@ async def test_every_audit_event_once_in_order_with_writers_and_two_relays(
 ) -> None:
     keys = EventKeys.for_namespace(domain)
     relays = [
-        Relay(client, sessions, keys, maxlen=10_000) for client in (redis_client, second_client)
+        Relay(client, sessions, domain, maxlen=10_000) for client in (redis_client, second_client)
     ]
     runners = [asyncio.create_task(relay.run(0.01)) for relay in relays]
     try:
@@ -112,14 +113,14 @@ async def test_lock_events_are_relayed_once(
 ) -> None:
     keys = EventKeys.for_namespace(domain)
     relays = [
-        Relay(client, sessions, keys, maxlen=10_000) for client in (redis_client, second_client)
+        Relay(client, sessions, domain, maxlen=10_000) for client in (redis_client, second_client)
     ]
     manager = await make_manager()
     for i in range(5):
         async with manager.hold(f"task-{i}", "agent-a", {"repo:x": "exclusive"}):
-            await asyncio.gather(*(relay.relay_locks() for relay in relays))
-    await asyncio.gather(*(relay.relay_locks() for relay in relays))
-    await asyncio.gather(*(relay.relay_locks() for relay in relays))
+            await asyncio.gather(*(relay.relay_streams() for relay in relays))
+    await asyncio.gather(*(relay.relay_streams() for relay in relays))
+    await asyncio.gather(*(relay.relay_streams() for relay in relays))
     ours = [e for _, e in await stream(redis_client, keys) if e["data"].get("domain") == domain]
     source = stream_entries(await redis_client.xrange(f"ade:lock:{{{domain}}}:events"))
     assert [e["data"]["request"] for e in ours] == [fields["req"] for _, fields in source]
@@ -135,7 +136,7 @@ async def test_a_new_relay_starts_with_what_the_stream_can_hold(
 ) -> None:
     await append_event(sessions, "task:old", 150)
     keys = EventKeys.for_namespace(domain)
-    relay = Relay(redis_client, sessions, keys, maxlen=100, batch=40)
+    relay = Relay(redis_client, sessions, domain, maxlen=100, batch=40)
     assert await relay.relay_audit() == 100
     assert await relay.relay_audit() == 0
     audit_seqs = [e["audit_seq"] for _, e in await stream(redis_client, keys)]
@@ -149,7 +150,26 @@ async def test_a_relay_whose_cursor_is_past_the_log_starts_over(
     keys = EventKeys.for_namespace(domain)
     await redis_client.hset(keys.cursors, AUDIT_SOURCE, "1000")
     await append_event(sessions, "task:new", 3)
-    relay = Relay(redis_client, sessions, keys, maxlen=100)
+    relay = Relay(redis_client, sessions, domain, maxlen=100)
     assert await relay.relay_audit() == 3
     assert [e["audit_seq"] for _, e in await stream(redis_client, keys)] == [1, 2, 3]
     assert await redis_client.hget(keys.cursors, AUDIT_SOURCE) == "3"
+
+
+async def test_agent_health_changes_are_relayed_once(
+    sessions: Any, redis_client: AnyRedis, second_client: AnyRedis, domain: str
+) -> None:
+    """``agents.watch`` writes health changes in the events stream's own entry shape."""
+    source = agent_events_stream(domain)
+    envelope = {"ts": "2026-01-01T00:00:00.000000Z", "type": "agent:health", "data": {"n": 0}}
+    for n in range(3):
+        fields = {"type": "agent:health", "subject": f"agent:a{n}", "e": json.dumps(envelope)}
+        await redis_client.xadd(source, fields)  # type: ignore[arg-type]
+    relays = [Relay(c, sessions, domain, maxlen=100) for c in (redis_client, second_client)]
+    counts = await asyncio.gather(*(relay.relay_streams() for relay in relays))
+    got = [e for _, e in await stream(redis_client, EventKeys.for_namespace(domain))]
+    assert sum(counts) == 3
+    assert [e["type"] for e in got] == ["agent:health"] * 3
+    assert got[0]["data"] == {"n": 0}
+    entries = stream_entries(await redis_client.xrange(EventKeys.for_namespace(domain).stream))
+    assert [fields["subject"] for _, fields in entries] == ["agent:a0", "agent:a1", "agent:a2"]

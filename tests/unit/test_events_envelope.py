@@ -14,6 +14,7 @@ from community_ade.events.envelope import (
     event_frame,
     from_audit_row,
     from_lock_entry,
+    from_stored_entry,
     parse_client_message,
     parse_since,
     parse_subject,
@@ -141,3 +142,14 @@ def test_client_messages() -> None:
     assert parse_client_message('{"kind":"pong"}') == {"kind": "pong"}
     message = parse_client_message('{"kind":"subscribe","topics":["task"]}')
     assert message["topics"] == ["task"]
+
+
+def test_stored_entries_pass_through_and_bad_ones_are_wrapped() -> None:
+    good = from_stored_entry("1-0", {"type": "agent:health", "subject": "agent:a", "e": ' {"x":1}'})
+    assert (good.type, good.subject, good.envelope) == ("agent:health", "agent:a", '{"x":1}')
+    for raw in ("", "[]", "{}", "{bad"):
+        bad = from_stored_entry("1-0", {"e": raw})
+        frame = json.loads(event_frame(5, bad.envelope))
+        assert frame["event"]["seq"] == 5
+        assert frame["event"]["data"] == {"unparsed": raw}
+        assert bad.type == "unknown:event"

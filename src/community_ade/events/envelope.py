@@ -90,6 +90,22 @@ def from_lock_entry(domain: str, entry_id: str, fields: Mapping[str, str]) -> St
     return StoredEvent(event_type, subject, _dumps(envelope))
 
 
+def from_stored_entry(_entry_id: str, fields: Mapping[str, str]) -> StoredEvent:
+    """An entry another module wrote already in the events stream's shape (``type``,
+    ``subject``, ``e``: e.g. ``agent:health`` from ``agents.watch``). One that is not a
+    JSON object is kept, wrapped, so it cannot break the frames it is spliced into."""
+    event_type = fields.get("type") or "unknown:event"
+    subject = (fields.get("subject") or "unknown")[:MAX_SUBJECT]
+    envelope = fields.get("e") or ""
+    try:
+        parsed = json.loads(envelope)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not parsed:
+        parsed = {"type": event_type, "subject": subject, "data": {"unparsed": envelope}}
+    return StoredEvent(event_type, subject, _dumps(parsed))
+
+
 def seq_of(entry_id: str) -> int:
     """The seq of an events stream entry id ``<seq>-0``."""
     return int(entry_id.split("-", 1)[0])

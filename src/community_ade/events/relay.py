@@ -1,4 +1,5 @@
-"""The relay: audit rows (the SQL outbox) and lock events into one Redis events stream.
+"""The relay: audit rows (the SQL outbox), lock events and agent health changes into one
+Redis events stream.
 
 Several relays may run at once (each ``ade serve``, each worker); every event is still
 appended once, because ``lua/relay_append.lua`` compares each event's source position
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,8 +34,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from community_ade.agents.watch import events_stream as agent_events_stream
 from community_ade.errors import AdeError
-from community_ade.events.envelope import StoredEvent, from_audit_row, from_lock_entry
+from community_ade.events.envelope import (
+    StoredEvent,
+    from_audit_row,
+    from_lock_entry,
+    from_stored_entry,
+)
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
@@ -44,6 +52,9 @@ from community_ade.storage.models import AuditEvent
 log = logging.getLogger(__name__)
 
 AUDIT_SOURCE = "audit"
+AGENT_SOURCE = "agent-health"
+# A Redis source's entry (id, fields) as the events stream stores it.
+Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
 _AUDIT_COLUMNS = tuple(
     getattr(AuditEvent, name)
@@ -95,20 +106,22 @@ async def _head(session: AsyncSession) -> int:
 
 
 class Relay:
-    """Copies new audit rows and lock events into the events stream (see module doc)."""
+    """Copies new audit rows, lock events and agent health changes into the events
+    stream (see module doc)."""
 
     def __init__(
         self,
         redis_client: AnyRedis,
         sessions: async_sessionmaker[AsyncSession],
-        keys: EventKeys,
+        namespace: str,
         *,
         maxlen: int,
         batch: int = BATCH,
     ) -> None:
         self.redis = redis_client
         self.sessions = sessions
-        self.keys = keys
+        self.keys = EventKeys.for_namespace(namespace)
+        self.agent_events = agent_events_stream(namespace)
         self.maxlen = maxlen
         self.batch = batch
         self._append: AsyncScript = register_lua(
@@ -148,24 +161,26 @@ class Relay:
         the whole history of a long-lived log."""
         return max(0, await _head(session) - self.maxlen)
 
-    async def relay_locks(self) -> int:
-        """Append the lock events of every lock domain past each domain's cursor."""
+    async def relay_streams(self) -> int:
+        """Append what the Redis sources hold past each one's cursor: the lock events of
+        every lock domain, and the agents' health changes (``agents.watch``)."""
         domains = sorted(str(d) for d in await self.redis.smembers(lock_keys.DOMAINS))
-        if not domains:
-            return 0
-        sources = [f"lock:{domain}" for domain in domains]
-        cursors: list[str | None] = await self.redis.hmget(self.keys.cursors, sources)  # type: ignore[assignment]
+        sources: list[tuple[str, str, Convert]] = [
+            (f"lock:{domain}", lock_keys.events(domain), functools.partial(from_lock_entry, domain))
+            for domain in domains
+        ]
+        sources.append((AGENT_SOURCE, self.agent_events, from_stored_entry))
+        names = [name for name, _, _ in sources]
+        cursors: list[str | None] = await self.redis.hmget(self.keys.cursors, names)  # type: ignore[assignment]
         total = 0
-        for domain, source, cursor in zip(domains, sources, cursors, strict=True):
+        for (source, key, convert), cursor in zip(sources, cursors, strict=True):
             while True:
                 entries = stream_entries(
                     await self.redis.xrange(
-                        lock_keys.events(domain),
-                        min=f"({cursor}" if cursor else "-",
-                        count=self.batch,
+                        key, min=f"({cursor}" if cursor else "-", count=self.batch
                     )
                 )
-                events = [(eid, from_lock_entry(domain, eid, fields)) for eid, fields in entries]
+                events = [(eid, convert(eid, fields)) for eid, fields in entries]
                 total += await self._offer(source, events)
                 if len(entries) < self.batch:
                     break
@@ -190,7 +205,7 @@ class Relay:
                 nudge.clear()
                 try:
                     await self.relay_audit()
-                    await self.relay_locks()
+                    await self.relay_streams()
                 except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
                     # Redis or the database is briefly away: the cursors keep our place.
                     log.warning("event relay pass failed: %s", exc)
@@ -204,10 +219,7 @@ class Relay:
 def relay_for(runtime: Runtime) -> Relay:
     settings = runtime.settings
     return Relay(
-        runtime.redis,
-        runtime.sessions,
-        EventKeys.for_namespace(settings.lock_domain),
-        maxlen=settings.events_maxlen,
+        runtime.redis, runtime.sessions, settings.lock_domain, maxlen=settings.events_maxlen
     )
 
 
