@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from conftest import FAST, unavailable
 from lockutil import PrivateRedis
 
@@ -93,7 +94,8 @@ async def test_the_same_manager_survives_a_restart(
     private_redis: PrivateRedis, open_manager: Callable[..., Any]
 ) -> None:
     """A restart is transient: once Redis is back, the same client and manager work again
-    (reconnect, scripts reloaded on NOSCRIPT) and the grants it lost are reported lost."""
+    (reconnect, scripts reloaded: Functions library or EVALSHA) and the grants it lost
+    are reported lost."""
     locks = await open_manager()
     before = await hold_some(locks)
     f1 = max(g.fence for g in before)
@@ -109,3 +111,33 @@ async def test_the_same_manager_survives_a_restart(
         await locks.fenced_write(KEY, before[0], "writer", "stale")
     await locks.fenced_write(KEY, after, "writer", "new")
     assert await locks.release(after) is True
+
+
+async def lock_libraries(client: AnyRedis) -> list[str]:
+    """Names of the lock manager's Functions libraries on the server."""
+    try:
+        listed = await client.function_list()
+    except redis.ResponseError:
+        unavailable("this redis-server has no Redis Functions (Redis < 7)")
+    return [str(lib[1]) for lib in listed if str(lib[1]).startswith("ade_lock_")]
+
+
+async def test_a_lost_functions_library_is_loaded_again(
+    open_manager: Callable[..., Any],
+) -> None:
+    """On Redis >= 7 the scripts run as one Functions library. Losing it while Redis
+    stays up (FUNCTION FLUSH, a failover to a node without it) costs one reload, and
+    the manager's calls go on: the acquire, its release, and the grants held meanwhile."""
+    locks = await open_manager()
+    held = await locks.acquire("t1", "agent-1", {"held": X})
+    assert len(await lock_libraries(locks.redis)) == 1
+
+    await locks.redis.function_flush()
+    assert await lock_libraries(locks.redis) == []
+
+    grant = await locks.acquire("t2", "agent-1", {"res": X})
+    assert grant.fence > held.fence
+    assert len(await lock_libraries(locks.redis)) == 1
+    assert not held.lost.is_set()
+    assert await locks.release(grant) is True
+    assert await locks.release(held) is True
