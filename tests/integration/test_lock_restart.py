@@ -141,3 +141,26 @@ async def test_a_lost_functions_library_is_loaded_again(
     assert not held.lost.is_set()
     assert await locks.release(grant) is True
     assert await locks.release(held) is True
+
+
+async def test_a_burst_of_calls_loads_the_library_once(open_manager: Callable[..., Any]) -> None:
+    """Loading compiles the whole library on the server: concurrent first calls of a
+    manager, and concurrent calls that all find the library gone, load it once."""
+    locks = await open_manager()
+    await lock_libraries(locks.redis)  # skips without Functions
+    await locks.redis.config_resetstat()
+
+    async def burst(tag: str) -> None:
+        grants = await asyncio.gather(
+            *(locks.acquire(f"{tag}{i}", f"agent-{i}", {f"{tag}-res-{i}": X}) for i in range(20))
+        )
+        assert all([await locks.release(g) for g in grants])
+
+    def loads(stats: dict[str, Any]) -> int:
+        return int(stats.get("cmdstat_function|load", {}).get("calls", 0))
+
+    await burst("a")
+    assert loads(await locks.redis.info("commandstats")) == 1
+    await locks.redis.function_flush()
+    await burst("b")
+    assert loads(await locks.redis.info("commandstats")) == 2

@@ -154,6 +154,8 @@ class LockManager:
         self._scripts = LockScripts(redis)
         # Whether the server runs the scripts as Redis Functions; None until first asked.
         self._functions: bool | None = None
+        self._library_lock = asyncio.Lock()
+        self._library_loads = 0
         self._common = tuple(
             str(v).encode()
             for v in (config.events_maxlen, config.lock_delay_ms, config.default_capacity)
@@ -588,16 +590,17 @@ class LockManager:
         prefix = keys.domain_prefix(domain)
         try:
             if self._functions is None:
-                await self._load_functions()
+                await self._load_functions(self._library_loads)
             if self._functions:
                 function = self._scripts.functions[script]
+                loads = self._library_loads
                 try:
                     return await self.redis.fcall(function, 1, prefix, *self._common, *args)
                 except redis.ResponseError as exc:
                     if "function not found" not in str(exc).lower():
                         raise
                     # A restart without persistence, a failover or FUNCTION FLUSH lost it.
-                    await self._load_functions()
+                    await self._load_functions(loads)
                     return await self.redis.fcall(function, 1, prefix, *self._common, *args)
             evalsha = self._scripts.evalsha[script]
             try:
@@ -608,19 +611,28 @@ class LockManager:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
 
-    async def _load_functions(self) -> None:
+    async def _load_functions(self, seen: int) -> None:
         """Load the scripts as a Functions library, or settle for EVALSHA where the
-        server has no Functions (Redis 6.2) or the user may not load them."""
-        try:
-            await self.redis.function_load(self._scripts.library, replace=True)
-        except redis.ResponseError as exc:
-            text = str(exc).lower()
-            if not isinstance(exc, NoPermissionError) and "unknown command" not in text:
-                raise
-            log.info("lock scripts fall back to EVALSHA: %s", exc)
-            self._functions = False
-        else:
-            self._functions = True
+        server has no Functions (Redis 6.2) or the user may not load them.
+
+        ``seen``: the number of loads the caller saw before its call. Loading compiles
+        the whole library on the server, so a burst of calls that all found it missing
+        loads it once: the first to get here does, the others see the count moved on.
+        """
+        async with self._library_lock:
+            if self._library_loads != seen:
+                return
+            try:
+                await self.redis.function_load(self._scripts.library, replace=True)
+            except redis.ResponseError as exc:
+                text = str(exc).lower()
+                if not isinstance(exc, NoPermissionError) and "unknown command" not in text:
+                    raise
+                log.info("lock scripts fall back to EVALSHA: %s", exc)
+                self._functions = False
+            else:
+                self._functions = True
+            self._library_loads += 1
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
