@@ -58,6 +58,7 @@ GET    /api/v1/tasks/{task_id}                      task_read         ok  ok  ok
 PATCH  /api/v1/tasks/{task_id}                      task_write        ok  ok  ok  403 ok  401 401
 POST   /api/v1/tasks/{task_id}/submit               task_write        ok  ok  ok  403 ok  401 401
 POST   /api/v1/tasks/{task_id}/cancel               task_write        ok  ok  ok  403 ok  401 401
+POST   /api/v1/tasks/{task_id}/apply                task_write        ok  ok  ok  403 ok  401 401
 GET    /api/v1/tasks/{task_id}/preview              task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/approvals                            task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/approvals/{task_id}                  task_read         ok  ok  ok  ok  ok  401 401
@@ -241,6 +242,28 @@ async def reviewers_delegation(w: World, caller: str) -> Target:
     return Target(delegation_id=await w.delegation("reviewer"))
 
 
+async def approved_waiting(w: World, owner: str) -> Target:
+    """An APPROVED task of ``owner`` that waits for POST /apply (manual-apply policy)."""
+    await w.put_policy(
+        {
+            "rules": [{"name": "auto", "task_types": ["*"], "auto_approve_below": 100}],
+            "apply": {"files.write": "manual"},
+        }
+    )
+    task_id = await w.draft(owner)
+    r = await w.call(owner, Target(), "POST", f"/api/v1/tasks/{task_id}/submit")
+    assert r.json()["task"]["state"] == "APPROVED", f"setup: {owner}'s task approved: {r.text}"
+    return Target(task_id=task_id)
+
+
+async def own_approved(w: World, caller: str) -> Target:
+    return await approved_waiting(w, caller if caller in TASK_WRITERS else "submitter")
+
+
+async def submitters_approved(w: World, caller: str) -> Target:
+    return await approved_waiting(w, "submitter")
+
+
 async def submitters_draft(w: World, caller: str) -> Target:
     return Target(task_id=await w.draft("submitter"))
 
@@ -419,6 +442,12 @@ async def submit_task(w: World, caller: str, t: Target) -> Reply:
 async def cancel_task(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/cancel", {"reason": "no"})
     return Reply(r, 200, lambda b: b["state"] == "CANCELLED")
+
+
+@route("POST", "/api/v1/tasks/{task_id}/apply", own_approved)
+async def apply_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/apply")
+    return Reply(r, 202, lambda b: b["id"] == t.task_id and bool(b["apply_requested_at"]))
 
 
 @route("GET", "/api/v1/tasks/{task_id}/preview", submitted_by_submitter)
@@ -679,6 +708,9 @@ POST   /tasks/{task_id}/cancel               reviewer   submitters_draft    403
 POST   /tasks/{task_id}/cancel               agent      submitters_draft    403
 POST   /tasks/{task_id}/cancel               admin      submitters_draft    ok
 POST   /tasks/{task_id}/cancel               submitter  agents_draft        ok
+POST   /tasks/{task_id}/apply                reviewer   submitters_approved 403
+POST   /tasks/{task_id}/apply                agent      submitters_approved 403
+POST   /tasks/{task_id}/apply                admin      submitters_approved ok
 # Only the delegator (or an admin) revokes a delegation.
 DELETE /delegations/{delegation_id}          reviewer   db_owner_delegation 403
 DELETE /delegations/{delegation_id}          admin      db_owner_delegation ok
@@ -716,6 +748,7 @@ GET    /tasks                                orphaned   disabled_owner      401
 PRECONDITIONS: dict[str, Precondition] = {
     "submitters_draft": submitters_draft,
     "agents_draft": agents_draft,
+    "submitters_approved": submitters_approved,
     "db_owner_delegation": db_owner_delegation,
     "reviewers_task": reviewers_task,
     "admins_task": admins_task,

@@ -363,7 +363,7 @@ class TaskService:
         self, task: Task, trigger: Trigger, actor: Actor, event: str, data: Mapping[str, Any]
     ) -> None:
         requirements = requirements_from_document(task.requirements or {}, task.type)
-        task.review_deadline = requirements.review_deadline(self.now())
+        task.review_deadline = requirements.review_deadline(task.submitted_at or self.now())
         await self._move(task, trigger, actor, event, data)
         await audit.append(
             self.session,
