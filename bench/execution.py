@@ -305,10 +305,7 @@ def where_time_goes(profile: Path) -> dict[str, float]:
     for (filename, line, function), (_cc, calls, own, cum, _callers) in top:
         where = "/".join(Path(filename).parts[-2:])
         log(f"    {own:7.3f} s own {cum:7.3f} s cum {calls:8d}x  {function} ({where}:{line})")
-    log(
-        "    own time by part (%): "
-        + ", ".join(f"{g} {p}" for g, p in shares.items())
-    )
+    log("    own time by part (%): " + ", ".join(f"{g} {p}" for g, p in shares.items()))
     return shares
 
 

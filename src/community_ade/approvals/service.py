@@ -335,9 +335,7 @@ class TaskService:
             enqueue_after_commit(self.session, task)
         return routing
 
-    async def _take_preview(
-        self, task: Task, plan: Plan, agent_owner: uuid.UUID | None
-    ) -> Routing:
+    async def _take_preview(self, task: Task, plan: Plan, agent_owner: uuid.UUID | None) -> Routing:
         """Store ``plan`` as the task's preview and score and route it by the policy in
         force (submit, and again when preconditions moved)."""
         routing = await self.route(
