@@ -83,8 +83,11 @@ class LeaseLocks:
 
     async def _watch(self, lease: Lease, grant: Grant) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as it times out, and release() would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(grant.lost.wait(), POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await grant.lost.wait()
             if grant.lost.is_set():
                 reason = grant.lost_reason or "lost"
                 log.warning("locks of lease %s lost: %s", lease.id, reason)

@@ -114,19 +114,23 @@ async def publish_changes(runtime: Runtime) -> list[HealthChange]:
     return changes
 
 
+async def _pass(runtime: Runtime) -> None:
+    try:
+        changes = await publish_changes(runtime)
+    except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
+        log.warning("agent health pass failed: %s", exc)
+        return
+    for change in changes:
+        log.info(
+            "agent %s is %s (was %s)",
+            change.name,
+            change.health.status.value,
+            change.previous or "unknown",
+        )
+
+
 async def watch_health(runtime: Runtime) -> None:
     """Publish health changes every ``ADE_AGENT_HEALTH_INTERVAL_SECONDS`` until cancelled."""
     while True:
-        try:
-            changes = await publish_changes(runtime)
-        except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
-            log.warning("agent health pass failed: %s", exc)
-        else:
-            for change in changes:
-                log.info(
-                    "agent %s is %s (was %s)",
-                    change.name,
-                    change.health.status.value,
-                    change.previous or "unknown",
-                )
         await asyncio.sleep(runtime.settings.agent_health_interval_seconds)
+        await _pass(runtime)

@@ -255,7 +255,8 @@ async def hold_lease(server: str, token: str, lease_seconds: float | None) -> No
         try:
             while not stop.is_set():
                 try:
-                    await asyncio.wait_for(stop.wait(), lease["renew_every_seconds"])
+                    async with asyncio.timeout(lease["renew_every_seconds"]):
+                        await stop.wait()
                 except TimeoutError:
                     beat = await client.post(f"/api/v1/leases/{lease['id']}/heartbeat")
                     if beat.status_code != 200:
