@@ -473,3 +473,76 @@ async def test_health_changes_are_published_once(api: Api) -> None:
     await publish_changes(api.runtime)
     events = [(e["type"], e["status"], e["previous"]) for e in await published()]
     assert events[-1] == ("agent:health", "offline", "online")
+
+
+# -- apply locks over HTTP leases -------------------------------------------------------
+
+
+async def test_a_lease_can_hold_apply_locks_while_it_lives(api: Api) -> None:
+    c = api.client
+    agent = await create(api)
+    token = await agent_token(api, agent["id"])
+    body = {"resources": {"db": "exclusive"}, "task": "migrate-1", "lease_seconds": 30}
+    opened = await c.post("/api/v1/leases", json=body, headers=token)
+    assert opened.status_code == 201, opened.text
+    locks = opened.json()["locks"]
+    assert locks["task"] == "migrate-1"
+    assert locks["resources"] == {"db": "exclusive"}
+    assert locks["fence"] > 0
+    held = await api.runtime.locks.inspect_resource("db")
+    assert [h.task for h in held.holders] == ["migrate-1"]
+    health = await health_of(api, agent["id"])
+    assert health["active_tasks"] == 1
+
+    busy = await c.post("/api/v1/leases", json={"resources": {"db": "shared"}}, headers=token)
+    problem(busy, 409, "lock_timeout")  # tried once; and no lease was left open
+    assert (await health_of(api, agent["id"]))["live_leases"] == 1
+
+    beat = await c.post(f"/api/v1/leases/{opened.json()['id']}/heartbeat", headers=token)
+    assert beat.json()["locks"]["fence"] == locks["fence"]
+    closed = await c.delete(f"/api/v1/leases/{opened.json()['id']}", headers=token)
+    assert closed.status_code == 204
+    assert (await api.runtime.locks.inspect_resource("db")).holders == []
+
+
+async def test_locks_of_a_lapsed_lease_are_released(api: Api) -> None:
+    agent = await create(api)
+    body = {"agent_id": agent["id"], "resources": {"cache": "shared"}, "lease_seconds": 1}
+    opened = await api.client.post("/api/v1/leases", json=body, headers=api.as_("alice"))
+    assert opened.status_code == 201, opened.text
+    assert len((await api.runtime.locks.inspect_resource("cache")).holders) == 1
+    await asyncio.sleep(2)  # no heartbeat: the lease lapses, the watcher releases
+    assert (await api.runtime.locks.inspect_resource("cache")).holders == []
+
+
+async def test_a_force_released_lock_is_reported_on_the_next_heartbeat(api: Api) -> None:
+    agent = await create(api)
+    token = await agent_token(api, agent["id"])
+    opened = await api.client.post(
+        "/api/v1/leases", json={"resources": {"queue": "exclusive"}}, headers=token
+    )
+    assert opened.status_code == 201, opened.text
+    await api.runtime.locks.force_release("queue", "stuck migration")
+    lease_id = opened.json()["id"]
+    for _ in range(50):  # the holder learns at its lock session's next heartbeat
+        beat = await api.client.post(f"/api/v1/leases/{lease_id}/heartbeat", headers=token)
+        if beat.status_code != 200:
+            break
+        await asyncio.sleep(0.2)
+    assert "stuck migration" in problem(beat, 409, "lock_lost")["detail"]
+    gone = await api.client.post(f"/api/v1/leases/{lease_id}/heartbeat", headers=token)
+    problem(gone, 404, "not_found")
+
+
+async def test_bad_lock_requests_are_refused_before_anything_is_held(api: Api) -> None:
+    agent = await create(api)
+    token = await agent_token(api, agent["id"])
+    bad_name = await api.client.post(
+        "/api/v1/leases", json={"resources": {"has space": "exclusive"}}, headers=token
+    )
+    problem(bad_name, 422, "validation_failed")
+    bad_mode = await api.client.post(
+        "/api/v1/leases", json={"resources": {"db": "sometimes"}}, headers=token
+    )
+    problem(bad_mode, 422, "validation_failed")
+    assert (await health_of(api, agent["id"]))["live_leases"] == 0
