@@ -546,3 +546,30 @@ async def test_bad_lock_requests_are_refused_before_anything_is_held(api: Api) -
     )
     problem(bad_mode, 422, "validation_failed")
     assert (await health_of(api, agent["id"]))["live_leases"] == 0
+
+
+async def test_waiting_for_locks_holds_no_database_transaction(api: Api) -> None:
+    agent = await create(api)
+    token = await agent_token(api, agent["id"])
+    held = await api.client.post(
+        "/api/v1/leases", json={"resources": {"db": "exclusive"}}, headers=token
+    )
+    assert held.status_code == 201, held.text
+    waiting = asyncio.ensure_future(
+        api.client.post(
+            "/api/v1/leases",
+            json={"resources": {"db": "exclusive"}, "wait_seconds": 5},
+            headers=token,
+        )
+    )
+    await asyncio.sleep(0.5)
+    # A write while the second lease waits (SQLite has one writer: it would block).
+    other = await asyncio.wait_for(
+        api.client.post(AGENTS, json=agent_body("writer-bot"), headers=api.as_("bob")), 3
+    )
+    assert other.status_code == 201, other.text
+    assert not waiting.done()
+    await api.client.delete(f"/api/v1/leases/{held.json()['id']}", headers=token)
+    granted = await asyncio.wait_for(waiting, 5)
+    assert granted.status_code == 201, granted.text
+    assert granted.json()["locks"]["fence"] > held.json()["locks"]["fence"]

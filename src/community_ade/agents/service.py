@@ -487,20 +487,9 @@ class AgentService:
 
     # -- leases -----------------------------------------------------------------------
 
-    async def open_lease(
-        self,
-        principal: Principal,
-        agent_id: uuid.UUID | None,
-        lease_seconds: float,
-        *,
-        task: str | None = None,
-        resources: ResourceSpec | None = None,
-        wait_seconds: float = 0.0,
-    ) -> Lease:
-        """An agent opens its own lease (``agent_id`` may be left out); its owner or an
-        admin may open one naming the agent. With ``resources`` the lease also holds
-        apply locks for the agent (one permit of its capacity) while it lives; if they
-        are not granted within ``wait_seconds`` no lease is opened (``lock_timeout``)."""
+    async def lease_target(self, principal: Principal, agent_id: uuid.UUID | None) -> Agent:
+        """The agent a new lease of ``principal`` is for: an agent leases for itself
+        (``agent_id`` may be left out); its owner or an admin names the agent."""
         require(principal, Permission.LOCK_LEASE)
         if principal.kind == "agent":
             if agent_id not in (None, principal.id):
@@ -513,6 +502,23 @@ class AgentService:
             )
         agent = await self.get(principal, agent_id)
         self._may_lease(principal, agent)
+        return agent
+
+    async def open_lease(
+        self,
+        principal: Principal,
+        agent: Agent,
+        lease_seconds: float,
+        *,
+        task: str | None = None,
+        resources: ResourceSpec | None = None,
+        wait_seconds: float = 0.0,
+    ) -> Lease:
+        """A lease for ``agent`` (checked by ``lease_target``); Redis only, so the caller
+        may end its database transaction first rather than hold it while locks are
+        awaited. With ``resources`` the lease also holds apply locks for the agent (one
+        permit of its capacity) while it lives; if they are not granted within
+        ``wait_seconds`` no lease is opened (``lock_timeout``)."""
         lease = await self.leases.open(
             agent.id, lease_seconds, opened_by=f"{principal.kind}:{principal.id}"
         )

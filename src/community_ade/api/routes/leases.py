@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 
 from community_ade.api.agent_schemas import LeaseCreate, LeaseOut
-from community_ade.api.deps import PrincipalDep, RuntimeDep
+from community_ade.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from community_ade.api.routes.agents import AgentsDep
 
 router = APIRouter(prefix="/leases", tags=["leases"])
@@ -16,16 +16,23 @@ router = APIRouter(prefix="/leases", tags=["leases"])
 
 @router.post("", response_model=LeaseOut, status_code=status.HTTP_201_CREATED)
 async def open_lease(
-    body: LeaseCreate, principal: PrincipalDep, agents: AgentsDep, runtime: RuntimeDep
+    body: LeaseCreate,
+    principal: PrincipalDep,
+    agents: AgentsDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
 ) -> LeaseOut:
     """An agent opens a lease for itself; its owner or an admin may name the agent.
     With ``resources`` it also holds those apply locks for the agent while it lives
     (409 ``lock_timeout`` if they are not granted within ``wait_seconds``)."""
-    seconds = body.lease_seconds or runtime.settings.agent_lease_seconds
+    agent = await agents.lease_target(principal, body.agent_id)
+    # What follows is Redis only: end the transaction rather than hold it (on SQLite,
+    # the database's one write lock) while the locks are awaited.
+    await session.commit()
     lease = await agents.open_lease(
         principal,
-        body.agent_id,
-        seconds,
+        agent,
+        body.lease_seconds or runtime.settings.agent_lease_seconds,
         task=body.task,
         resources=body.resources,
         wait_seconds=body.wait_seconds,
