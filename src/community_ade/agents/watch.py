@@ -6,8 +6,8 @@ Health changes are not audit-worthy, so they do not go through the audit log. Ea
 change is appended to the capped stream ``ade:agent:events:{<namespace>}`` (the
 namespace is the lock domain, as for the events stream) in the events stream's own
 entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the DESIGN §7 envelope as
-JSON, without ``seq``: actor ``system``), for the event relay to carry to WebSocket
-clients as it carries lock events.
+JSON, without ``seq``: actor ``system``); the event relay (``events.relay``) carries
+them to WebSocket clients as it carries lock events.
 
 Several servers may watch at once: each agent's last published status is swapped
 atomically (``SET ade:agent:{<agent>}:status <status> GET``), and only the server whose
