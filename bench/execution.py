@@ -16,6 +16,13 @@ Issue 4. In one run:
 * **arq floor**: in a separate virtualenv (``bench/.peers/arq-venv``, created once; arq
   pins redis<6, so it must not enter ours), ``--arq-jobs`` no-op jobs are enqueued and
   run by one arq worker (burst, max_jobs 10) on the same Redis: jobs per second;
+* **cost per task**: for each run, the CPU time of the producer (``time.process_time``),
+  of the worker processes and of the PostgreSQL backends serving the bench database
+  (``/proc/<pid>/stat``; workers from the moment their start-up CPU settles), and the
+  SQL statements each side sent (a SQLAlchemy ``before_cursor_execute`` hook; the
+  workers run under a small wrapper that installs it and writes its count at exit),
+  divided by the number of tasks. Wall-clock tasks/s on a
+  shared 2-core machine moves with the other load; these do not;
 * **profile**: one more 1-worker run under cProfile; the top functions by own time are
   grouped into SQL (asyncpg/SQLAlchemy), Redis, executor (files.write, diff), locks and
   the rest, to say where the time goes.
@@ -44,7 +51,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import redis.asyncio as aioredis
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
 
 from community_ade.approvals.service import TaskDraft, TaskService
@@ -102,6 +109,72 @@ def log(message: str) -> None:
 # -- database -------------------------------------------------------------------------------
 
 
+# Runs ``python -m community_ade worker`` with a statement counter on every engine, written
+# to the file named by ADE_BENCH_STATEMENTS when the process exits.
+COUNTED_WORKER = """
+import atexit, os, runpy, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+count = [0]
+def counted(*_args):
+    count[0] += 1
+event.listen(Engine, "before_cursor_execute", counted)
+atexit.register(lambda: open(os.environ["ADE_BENCH_STATEMENTS"], "w").write(str(count[0])))
+sys.argv = ["community_ade", *sys.argv[1:]]
+runpy.run_module("community_ade", run_name="__main__")
+"""
+
+
+class StatementCounter:
+    """SQL statements sent by this process's engine (a SQLAlchemy event hook)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.count = 0
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", self._counted)
+
+    def _counted(self, *_args: Any) -> None:
+        self.count += 1
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far (user + system) of each live process of ``pids``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return cpu
+
+
+async def backend_pids(runtime: Runtime) -> list[int]:
+    """The PostgreSQL backends connected to the bench database (the server is local)."""
+    async with runtime.sessions() as session:
+        pids = await session.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        )
+        return list(pids)
+
+
+async def settled(procs: list[Any]) -> None:
+    """Wait until the workers have finished starting (imports, connections): their CPU
+    time stops rising, so start-up is not counted as the pipeline's cost."""
+    pids = [proc.pid for proc in procs]
+    before = process_cpu(pids)
+    for _ in range(120):
+        await asyncio.sleep(0.5)
+        now = process_cpu(pids)
+        if sum(now.values()) - sum(before.values()) < 0.02 * len(pids):
+            return
+        before = now
+
+
+def statements_written(counts: Path) -> int:
+    return sum(int(f.read_text() or 0) for f in counts.iterdir())
+
+
 async def fresh_database(admin_url: str) -> tuple[str, str]:
     url = make_url(admin_url).set(drivername="postgresql")
     name = f"ade_bench_{uuid.uuid4().hex[:10]}"
@@ -137,14 +210,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def start_workers(settings: Settings, count: int, profile: Path | None) -> list[Any]:
+def start_workers(settings: Settings, count: int, profile: Path | None, counts: Path) -> list[Any]:
     procs = []
-    for _ in range(count):
+    for n in range(count):
+        env = worker_env(settings) | {"ADE_BENCH_STATEMENTS": str(counts / f"worker-{n}")}
         cmd = [sys.executable]
         if profile is not None:
-            cmd += ["-m", "cProfile", "-o", str(profile)]
-        cmd += ["-m", "community_ade", "worker", "--concurrency", "4"]
-        procs.append(subprocess.Popen(cmd, env=worker_env(settings)))
+            cmd += ["-m", "cProfile", "-o", str(profile), "-m", "community_ade"]
+        else:
+            cmd += ["-c", COUNTED_WORKER]
+        cmd += ["worker", "--concurrency", "4"]
+        procs.append(subprocess.Popen(cmd, env=env))
     return procs
 
 
@@ -200,16 +276,23 @@ async def pipeline_run(
     who: list[Principal],
     workers: int,
     tasks: int,
+    statements: StatementCounter,
     profile: Path | None = None,
     producer_profile: Path | None = None,
-) -> float:
+) -> dict[str, float]:
     run = uuid.uuid4().hex[:6]
     root = runtime.settings.allowed_workspace_roots[0] / run
     root.mkdir(parents=True)
-    procs = start_workers(runtime.settings, workers, profile)
+    counts = Path(tempfile.mkdtemp(prefix="ade-bench-counts-"))
+    procs = start_workers(runtime.settings, workers, profile, counts)
     try:
-        await asyncio.sleep(1.5)  # let the workers connect before the clock starts
+        await settled(procs)
+        worker_pids = [proc.pid for proc in procs]
+        backends = process_cpu(await backend_pids(runtime))
+        workers_before = process_cpu(worker_pids)
+        sent = statements.count
         start = time.perf_counter()
+        cpu_producer = time.process_time()
         profiler = cProfile.Profile() if producer_profile else None
         if profiler is not None:
             profiler.enable()
@@ -218,6 +301,8 @@ async def pipeline_run(
             profiler.disable()
             profiler.dump_stats(str(producer_profile))
         produced = time.perf_counter() - start
+        cpu_producer = time.process_time() - cpu_producer
+        producer_statements = statements.count - sent
         deadline = time.monotonic() + 600
         while True:
             done = len(list(root.iterdir()))
@@ -234,14 +319,37 @@ async def pipeline_run(
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - start
+        cpu_workers = {
+            pid: cpu - workers_before[pid] for pid, cpu in process_cpu(worker_pids).items()
+        }
+        cpu_postgres = {
+            pid: cpu - backends.get(pid, 0.0)
+            for pid, cpu in process_cpu(await backend_pids(runtime)).items()
+        }
     finally:
         stop_workers(procs)
+    # Counted over the worker's whole life: less the few reads of start-up and stop.
+    worker_statements = statements_written(counts)
     tps = tasks / elapsed
+    per_task = {
+        "tps": tps,
+        "cpu_ms_producer": 1000 * cpu_producer / tasks,
+        "cpu_ms_workers": 1000 * sum(cpu_workers.values()) / tasks,
+        "cpu_ms_postgres": 1000 * sum(cpu_postgres.values()) / tasks,
+        "sql_producer": producer_statements / tasks,
+        "sql_workers": worker_statements / tasks,
+    }
     log(
         f"  {workers} worker(s): {tasks} tasks in {elapsed:.2f} s → {tps:.1f} tasks/s "
         f"(producing took {produced:.2f} s)"
     )
-    return tps
+    if profile is None:
+        log(
+            "    per task: CPU {cpu_ms_producer:.1f} ms producer + {cpu_ms_workers:.1f} ms "
+            "workers + {cpu_ms_postgres:.1f} ms PostgreSQL; SQL statements "
+            "{sql_producer:.1f} producer + {sql_workers:.1f} workers".format(**per_task)
+        )
+    return per_task
 
 
 # -- arq ------------------------------------------------------------------------------------
@@ -332,22 +440,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await engine.dispose()
         async with Runtime.open(settings) as runtime:
             who = await people(runtime)
+            statements = StatementCounter(runtime)
             log(
                 f"pipeline: {args.tasks} files.write tasks, create → submit (auto-approved) → apply"
             )
             for workers in args.workers:
-                results[f"pipeline_tps_{workers}"] = round(
-                    await pipeline_run(runtime, who, workers, args.tasks), 1
-                )
+                measured = await pipeline_run(runtime, who, workers, args.tasks, statements)
+                results[f"pipeline_tps_{workers}"] = round(measured.pop("tps"), 1)
+                results[f"per_task_{workers}"] = {k: round(v, 2) for k, v in measured.items()}
             log("arq floor:")
             results["arq_noop_tps"] = round(arq_floor(args.redis_url, args.arq_jobs), 1)
-            log("profile (1 worker under cProfile):")
-            profile, producer = data_dir / "worker.prof", data_dir / "producer.prof"
-            await pipeline_run(runtime, who, 1, args.profile_tasks, profile, producer)
-            log("  the worker:")
-            results["worker_time_share_pct"] = where_time_goes(profile)
-            log("  the producer (create + submit, in this process):")
-            results["producer_time_share_pct"] = where_time_goes(producer)
+            if args.profile:
+                log("profile (1 worker under cProfile):")
+                profile, producer = data_dir / "worker.prof", data_dir / "producer.prof"
+                await pipeline_run(
+                    runtime, who, 1, args.profile_tasks, statements, profile, producer
+                )
+                log("  the worker:")
+                results["worker_time_share_pct"] = where_time_goes(profile)
+                log("  the producer (create + submit, in this process):")
+                results["producer_time_share_pct"] = where_time_goes(producer)
     finally:
         client = aioredis.Redis.from_url(args.redis_url)
         async for key in client.scan_iter(match=f"*{{{tag}}}*", count=1000):
@@ -375,11 +487,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=None)
     parser.add_argument("--arq-jobs", type=int, default=None)
     parser.add_argument("--workers", default="1,4", help="worker process counts, e.g. 1,4")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     args = parser.parse_args()
     args.tasks = args.tasks or (150 if args.quick else 600)
     args.arq_jobs = args.arq_jobs or (2000 if args.quick else 10000)
     args.profile_tasks = 80 if args.quick else 300
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.profile = not args.no_profile
     return args
 
 
