@@ -129,10 +129,11 @@ async def test_token_in_query_or_session_cookie_with_same_origin(start_live: Sta
     cookie = {"Cookie": f"ade_session={live.tokens['vic']}"}
     async with connect(live.ws(), additional_headers=cookie, origin=f"http://{host}") as ws:
         assert (await recv(ws))["kind"] == "hello"
-    async with connect(live.ws(), additional_headers=cookie, origin="http://evil.example") as ws:
-        code, reason = await closed_with(ws)
-    assert code == 4403
-    assert "this site" in reason
+    for origin in ("http://evil.example", None):  # another site's page, or no Origin at all
+        async with connect(live.ws(), additional_headers=cookie, origin=origin) as ws:
+            code, reason = await closed_with(ws)
+        assert code == 4403
+        assert "this site" in reason
 
 
 @pytest.mark.parametrize(
