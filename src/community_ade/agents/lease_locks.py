@@ -22,6 +22,7 @@ import weakref
 
 from community_ade.agents.leases import Lease, LeaseStore
 from community_ade.errors import AdeError
+from community_ade.infra.aio import wait_event
 from community_ade.locks import LockManager
 from community_ade.locks.manager import Grant
 from community_ade.locks.model import ResourceSpec
@@ -83,12 +84,7 @@ class LeaseLocks:
 
     async def _watch(self, lease: Lease, grant: Grant) -> None:
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that arrives as it times out, and release() would wait forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_SECONDS):
-                    await grant.lost.wait()
-            if grant.lost.is_set():
+            if await wait_event(grant.lost, POLL_SECONDS):
                 reason = grant.lost_reason or "lost"
                 log.warning("locks of lease %s lost: %s", lease.id, reason)
                 with contextlib.suppress(AdeError):

@@ -43,6 +43,7 @@ from community_ade.events.envelope import (
     from_stored_entry,
 )
 from community_ade.events.keys import EventKeys, stream_entries
+from community_ade.infra.aio import wait_event
 from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import keys as lock_keys
@@ -212,8 +213,7 @@ class Relay:
                 except Exception:
                     # A bug must not stop live events for good; the next pass retries.
                     log.exception("event relay pass failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(nudge.wait(), poll_seconds)
+                await wait_event(nudge, poll_seconds)
 
 
 def relay_for(runtime: Runtime) -> Relay:

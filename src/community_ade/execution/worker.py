@@ -50,6 +50,7 @@ from community_ade.execution.executors.base import (
 from community_ade.execution.queue import Message, TaskQueue
 from community_ade.execution.rules import Failure, backoff_delay, lock_resources, should_retry
 from community_ade.execution.service import ExecutionService
+from community_ade.infra.aio import wait_event
 from community_ade.locks.manager import Grant
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Task
@@ -186,8 +187,7 @@ class Worker:
                     )
             except (ServiceUnavailable, redis.RedisError, OSError) as exc:
                 log.warning("worker %s: queue unreachable (%s); retrying", self.worker_id, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                await wait_event(self._stopping, 1.0)
 
     async def _queue_is_empty(self) -> bool:
         depth = await self.queue.depth()

@@ -31,6 +31,7 @@ from community_ade.errors import (
     LockTimeout,
     ServiceUnavailable,
 )
+from community_ade.infra.aio import wait_event
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import deadlock, keys
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState, parse
@@ -493,8 +494,7 @@ class LockManager:
             if session.grants:
                 # Wake no later than the local validity deadline, whatever else happens.
                 pause = min(pause, max(0.0, session.valid_until - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.kick.wait(), pause * random.uniform(0.9, 1.0))
+            await wait_event(session.kick, pause * random.uniform(0.9, 1.0))
             session.kick.clear()
             if not session.busy():
                 break

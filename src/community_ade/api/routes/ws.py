@@ -223,4 +223,6 @@ class _Client:
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            await asyncio.wait_for(self.websocket.close(code, _reason(reason)), CLOSE_WAIT_SECONDS)
+            # asyncio.timeout, not wait_for: see infra.aio.wait_event.
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.websocket.close(code, _reason(reason))
