@@ -8,6 +8,7 @@ service flushes; the caller (one request, one CLI command) commits or rolls back
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -346,14 +347,16 @@ class TaskService:
             agent_owner=str(agent_owner) if agent_owner else None,
         )
         risk, requirements = routing.risk, routing.requirements
-        await self._store_preview(task, plan)
+        # Never previewed before: no preview row or reviewer groups to look for.
+        first = task.submitted_at is None
+        await self._store_preview(task, plan, first=first)
         task.preview_digest = plan.digest
         task.precondition_fingerprint = plan.precondition_fingerprint
         task.risk_score = risk.total
         task.risk_inputs = dataclasses.asdict(risk.inputs) | {"level": risk.level.value}
         task.requirements = requirements_document(requirements)
         task.policy_version = requirements.policy_version
-        await self._set_reviewers(task, requirements)
+        await self._set_reviewers(task, requirements, first=first)
         task.submitted_at = self.now()
         return routing
 
@@ -410,12 +413,16 @@ class TaskService:
 
     async def policy(self) -> Policy:
         """The policy in force: the newest stored version, else the built-in version 0."""
-        row = await self.session.scalar(
-            select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1)
-        )
+        row = (
+            await self.session.execute(
+                select(PolicyVersion.version, PolicyVersion.document)
+                .order_by(PolicyVersion.version.desc())
+                .limit(1)
+            )
+        ).first()
         if row is None:
             return Policy(version=0)
-        return PolicyDocument.model_validate(row.document).to_policy(row.version)
+        return _parsed_policy(row.version, row.document)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -449,10 +456,12 @@ class TaskService:
             data=data,
         )
 
-    async def _store_preview(self, task: Task, plan: Plan) -> None:
-        existing = await self.session.scalar(
-            select(Preview).where(Preview.task_id == task.id, Preview.digest == plan.digest)
-        )
+    async def _store_preview(self, task: Task, plan: Plan, *, first: bool) -> None:
+        existing = None
+        if not first:
+            existing = await self.session.scalar(
+                select(Preview.id).where(Preview.task_id == task.id, Preview.digest == plan.digest)
+            )
         if existing is None:
             self.session.add(
                 Preview(
@@ -465,12 +474,13 @@ class TaskService:
                 )
             )
 
-    async def _set_reviewers(self, task: Task, requirements: Requirements) -> None:
+    async def _set_reviewers(self, task: Task, requirements: Requirements, *, first: bool) -> None:
         """Denormalise who may review (see ``Task.review_any``) for the review queue."""
         task.review_any = requirements.general_slots > 0
-        await self.session.execute(
-            delete(TaskReviewGroup).where(TaskReviewGroup.task_id == task.id)
-        )
+        if not first:
+            await self.session.execute(
+                delete(TaskReviewGroup).where(TaskReviewGroup.task_id == task.id)
+            )
         self.session.add_all(
             TaskReviewGroup(task_id=task.id, group_name=g.group) for g in requirements.groups
         )
@@ -484,6 +494,21 @@ class TaskService:
             .limit(FAILURE_WINDOW)
         )
         return [state == "FAILED" for state in reversed(list(states))]
+
+
+# The policy last parsed, by version and document: every submit reads the policy in force,
+# and validating its document again each time cost more than the rest of the routing.
+# Compared by value, so another database with the same version number is not confused.
+_last_policy: tuple[int, dict[str, Any], Policy] | None = None
+
+
+def _parsed_policy(version: int, document: dict[str, Any]) -> Policy:
+    global _last_policy
+    if _last_policy is not None and _last_policy[:2] == (version, document):
+        return _last_policy[2]
+    policy = PolicyDocument.model_validate(document).to_policy(version)
+    _last_policy = (version, copy.deepcopy(document), policy)
+    return policy
 
 
 async def directory(
@@ -531,6 +556,42 @@ async def move(
         subject=f"task:{task.id}",
         data={**data, "from": before.value, "to": task.state, "trigger": trigger.value},
     )
+
+
+async def move_if(
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    expected: TaskState,
+    trigger: Trigger,
+    actor: Actor,
+    event: str,
+    data: Mapping[str, Any],
+    *,
+    where: Iterable[ColumnElement[bool]] = (),
+    values: Mapping[str, Any],
+) -> Task | None:
+    """The compare-and-set form of ``move``, for the worker's hot path: one
+    ``UPDATE … WHERE state = expected AND <where> … RETURNING`` takes the table's edge
+    for ``trigger`` and sets ``values`` only while the row is still as the caller saw it
+    (no read and row lock first); None, changing nothing, when it is not. The audit event
+    is appended as ``move`` does, in the caller's transaction."""
+    after = next_state(expected, trigger)
+    task: Task | None = await session.scalar(
+        update(Task)
+        .where(Task.id == task_id, Task.state == expected.value, *where)
+        .values(**values, state=after.value, version=Task.version + 1)
+        .returning(Task)
+    )
+    if task is None:
+        return None
+    await audit.append(
+        session,
+        type=event,
+        actor=actor,
+        subject=f"task:{task.id}",
+        data={**data, "from": expected.value, "to": after.value, "trigger": trigger.value},
+    )
+    return task
 
 
 async def flush_or_conflict(session: AsyncSession) -> None:

@@ -24,6 +24,12 @@ unit of work needs. Taking a row lock *after* appending invites a deadlock with 
 transaction that holds that row and waits to append; PostgreSQL then aborts one of the
 two, which ``append`` reports as ``Conflict`` when it is the victim.
 
+A transaction that appends several events (submit: submitted, then approved) locks and
+reads the head once: while the lock is held nobody else appends, so the head after its
+own insert is the row it just wrote, kept in ``session.info``. That note is dropped
+whenever any transaction of the session ends, a savepoint included (a savepoint rolled
+back takes its rows and its locks with it), so it never outlives the lock it relies on.
+
 The unique ``seq``, ``hash`` and ``prev_hash`` columns remain the backstop: should an
 append still meet a newer head (a REPEATABLE READ snapshot taken before the lock, a
 writer that bypasses this module) its insert fails and the caller's unit of work gets
@@ -37,8 +43,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import String, select, text
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from community_ade.audit.chain import (
     GENESIS,
@@ -63,6 +71,13 @@ _COLUMNS = tuple(getattr(AuditEvent, name) for name in (*HASHED_FIELDS, "hash"))
 # SQLSTATEs of a transaction that lost a race: unique_violation, serialization_failure,
 # deadlock_detected (a row lock taken after the append lock, in the other order elsewhere).
 _RACE_SQLSTATES = {"23505", "40001", "40P01"}
+# session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
+_OWN_HEAD = "ade.audit_head"
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_head(session: Session, _transaction: SessionTransaction) -> None:
+    session.info.pop(_OWN_HEAD, None)
 
 
 def _width(column: str) -> int:
@@ -122,8 +137,11 @@ async def append(
     # The caller's pending changes go first, so that their errors stay theirs.
     await session.flush()
     try:
-        await _lock_head(session)
-        event = await _insert_after_head(session, type, actor, subject, plain)
+        head: tuple[int, str] | None = session.info.get(_OWN_HEAD)
+        if head is None:
+            await _lock_head(session)
+            head = await _read_head(session)
+        event = await _insert_after(session, head, type, actor, subject, plain)
     except DBAPIError as exc:
         if isinstance(exc, IntegrityError) or _sqlstate(exc) in _RACE_SQLSTATES:
             raise Conflict(
@@ -134,16 +152,26 @@ async def append(
     return event
 
 
-async def _insert_after_head(
-    session: AsyncSession, type: str, actor: Actor, subject: str, data: dict[str, Any]
-) -> AuditEvent:
+async def _read_head(session: AsyncSession) -> tuple[int, str] | None:
+    """(seq, hash) of the newest row, None for an empty log; read under the lock."""
     head = (
         await session.execute(
             select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
         )
     ).first()
+    return None if head is None else (head.seq, head.hash)
+
+
+async def _insert_after(
+    session: AsyncSession,
+    head: tuple[int, str] | None,
+    type: str,
+    actor: Actor,
+    subject: str,
+    data: dict[str, Any],
+) -> AuditEvent:
     fields: dict[str, Any] = {
-        "seq": 1 if head is None else head.seq + 1,
+        "seq": 1 if head is None else head[0] + 1,
         "ts": utcnow(),
         "type": type,
         "actor_kind": actor.kind,
@@ -151,11 +179,12 @@ async def _insert_after_head(
         "via_delegation": actor.via_delegation,
         "subject": subject,
         "data": data,
-        "prev_hash": GENESIS if head is None else head.hash,
+        "prev_hash": GENESIS if head is None else head[1],
     }
     event = AuditEvent(**fields, hash=compute_hash(fields))
     session.add(event)
     await session.flush()
+    session.info[_OWN_HEAD] = (event.seq, event.hash)
     return event
 
 

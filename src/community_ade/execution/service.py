@@ -1,9 +1,12 @@
 """The execution transitions of a task (DESIGN §3: APPROVED → APPLYING → COMPLETED,
 FAILED, or back to APPROVED for a retry), each one SQL transaction with its audit event.
 
-Every method locks the task row and checks that the task is still where the caller
-believes it is: ``start`` needs APPROVED (the compare-and-set that makes a duplicate
-delivery harmless), the others need APPLYING *with the caller's fence*. A worker whose
+Every method checks, in the statement that changes the row or under its row lock, that
+the task is still where the caller believes it is: ``start`` needs APPROVED and the row
+unchanged since the worker read it (the compare-and-set that makes a duplicate delivery
+harmless), the others need APPLYING *with the caller's fence*. The two transitions of
+every apply, ``start`` and ``complete``, are each one ``UPDATE … RETURNING`` plus the
+audit append; the rarer ones lock the row and read it first. A worker whose
 grant was lost and whose task was taken over by another (a newer fence) therefore cannot
 record anything: its calls return ``False`` and change nothing.
 """
@@ -15,10 +18,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from community_ade.approvals.service import TaskService, move
+from community_ade.approvals.service import TaskService, move, move_if
 from community_ade.approvals.states import TaskState, Trigger
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
@@ -63,17 +66,26 @@ class ExecutionService:
         async with self.sessions() as session:
             return await session.get(Task, task_id)
 
-    async def approved_plan(self, task: Task) -> Plan | None:
-        """The stash: the stored preview the reviewers approved, as a ``Plan``."""
+    async def load_for_apply(self, task_id: uuid.UUID) -> tuple[Task, Plan | None] | None:
+        """The task and the stash, the stored preview its reviewers approved as a ``Plan``
+        (None when that row is missing), in one query."""
         async with self.sessions() as session:
-            preview = await session.scalar(
-                select(Preview).where(
-                    Preview.task_id == task.id, Preview.digest == task.preview_digest
+            row = (
+                await session.execute(
+                    select(Task, Preview)
+                    .outerjoin(
+                        Preview,
+                        and_(Preview.task_id == Task.id, Preview.digest == Task.preview_digest),
+                    )
+                    .where(Task.id == task_id)
                 )
-            )
-        if preview is None:
+            ).first()
+        if row is None:
             return None
-        return Plan(
+        task, preview = row
+        if preview is None:
+            return task, None
+        return task, Plan(
             preview=preview.content,
             format=preview.format,  # type: ignore[arg-type]
             digest=preview.digest,
@@ -83,32 +95,38 @@ class ExecutionService:
         )
 
     async def start(
-        self, task_id: uuid.UUID, fence: int, snapshot: Mapping[str, Any] | None
+        self, task: Task, fence: int, snapshot: Mapping[str, Any] | None
     ) -> Task | None:
-        """APPROVED → APPLYING, recording the fence and the snapshot before any write.
-        None when the task is no longer APPROVED (applied, cancelled, expired)."""
+        """APPROVED → APPLYING, recording the fence and the snapshot before any write:
+        the compare-and-set that makes a duplicate delivery harmless. It holds only while
+        the row is unchanged since ``task`` was read (its version), so what was planned
+        and snapshotted is what was approved. None, changing nothing, otherwise (applied,
+        cancelled, expired, sent back to review meanwhile)."""
+        attempt = (task.attempts or 0) + 1
+        values = {
+            "fence": fence,
+            "worker_id": self.worker_id,
+            "attempts": attempt,
+            "apply_started_at": self.now(),
+            "snapshot": None if snapshot is None else dict(snapshot),
+            "finished_at": None,
+            "duration_ms": None,
+            "rollback_outcome": None,
+            "last_error": None,
+        }
+        data = {"fence": str(fence), "attempt": attempt, "worker": self.worker_id}
         async with self.sessions.begin() as session:
-            task = await self._locked(session, task_id)
-            if task is None or task.state != TaskState.APPROVED:
-                return None
-            task.fence = fence
-            task.worker_id = self.worker_id
-            task.attempts = (task.attempts or 0) + 1
-            task.apply_started_at = self.now()
-            task.snapshot = None if snapshot is None else dict(snapshot)
-            task.finished_at = None
-            task.duration_ms = None
-            task.rollback_outcome = None
-            task.last_error = None
-            await move(
+            return await move_if(
                 session,
-                task,
+                task.id,
+                TaskState.APPROVED,
                 Trigger.START_APPLY,
                 self.actor,
                 "task:applying",
-                {"fence": str(fence), "attempt": task.attempts, "worker": self.worker_id},
+                data,
+                where=[Task.version == task.version],
+                values=values,
             )
-            return task
 
     async def take_over(self, task_id: uuid.UUID, fence: int) -> Task | None:
         """Adopt a task left APPLYING by a worker that died or stalled: this worker now
@@ -132,21 +150,32 @@ class ExecutionService:
             return task
 
     async def complete(
-        self, task_id: uuid.UUID, fence: int, summary: str, details: Mapping[str, Any]
+        self, started: Task, fence: int, summary: str, details: Mapping[str, Any]
     ) -> bool:
-        """APPLYING → COMPLETED with the apply's result."""
+        """APPLYING → COMPLETED with the apply's result, while the task is still this
+        attempt's (``started``, as ``start`` returned it: APPLYING under ``fence``)."""
+        now = self.now()
+        duration_ms = _elapsed_ms(started, now)
+        values = {
+            "result": {"summary": summary, "details": dict(details), "fence": str(fence)},
+            "finished_at": now,
+            "decided_at": func.coalesce(Task.decided_at, now),
+            "duration_ms": duration_ms,
+        }
+        data = {"fence": str(fence), "summary": summary, "duration_ms": duration_ms}
         async with self.sessions.begin() as session:
-            task = await self._mine(session, task_id, fence)
-            if task is None:
-                return False
-            now = self.now()
-            task.result = {"summary": summary, "details": dict(details), "fence": str(fence)}
-            task.finished_at = now
-            task.decided_at = task.decided_at or now
-            task.duration_ms = _elapsed_ms(task, now)
-            data = {"fence": str(fence), "summary": summary, "duration_ms": task.duration_ms}
-            await move(session, task, Trigger.APPLY_SUCCEEDED, self.actor, "task:completed", data)
-            return True
+            completed = await move_if(
+                session,
+                started.id,
+                TaskState.APPLYING,
+                Trigger.APPLY_SUCCEEDED,
+                self.actor,
+                "task:completed",
+                data,
+                where=[Task.fence == fence],
+                values=values,
+            )
+            return completed is not None
 
     async def retry(
         self, task_id: uuid.UUID, fence: int, error: str, rollback_outcome: str, delay_s: float

@@ -44,6 +44,7 @@ from community_ade.execution.executors.base import (
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
+    Plan,
     PlanContext,
     Snapshot,
 )
@@ -287,28 +288,30 @@ class Worker:
         return task.state == TaskState.APPROVED and wants_apply(task)
 
     async def _under_lock(self, task_id: uuid.UUID, executor: Any, grant: Grant) -> float | None:
-        task = await self.service.load(task_id)  # again: it may have moved meanwhile
-        if task is None:
+        loaded = await self.service.load_for_apply(task_id)  # again: it may have moved
+        if loaded is None:
             return None
+        task, stash = loaded
         context = ApplyContext(self.plan_context, str(task.id), grant.fence)
         if not isinstance(executor, ApplyingExecutor):
             if task.state == TaskState.APPROVED:
                 await self._refuse(task, context, f"the {task.type} executor cannot apply", {})
             return None
         if task.state == TaskState.APPLYING:
-            task = await self._recover(task, executor, grant, context)
-            if task is None:
+            loaded = await self._recover(task, executor, grant, context)
+            if loaded is None:
                 return None
+            task, stash = loaded
         if task.state != TaskState.APPROVED or not wants_apply(task):
             self.stats.ignored += 1
             return None
-        return await self._apply(_Attempt(task, executor, grant, context))
+        return await self._apply(_Attempt(task, executor, grant, context), stash)
 
     async def _recover(
         self, task: Task, executor: ApplyingExecutor, grant: Grant, context: ApplyContext
-    ) -> Task | None:
+    ) -> tuple[Task, Plan | None] | None:
         """Settle an attempt whose worker died: roll back from the stored snapshot, then
-        retry (the task is APPROVED again) or fail."""
+        retry (the task is APPROVED again: returned with its stash) or fail."""
         adopted = await self.service.take_over(task.id, grant.fence)
         if adopted is None:
             return None
@@ -321,14 +324,13 @@ class Worker:
         if should_retry(failure, adopted.attempts, self.settings.worker_max_attempts):
             await self.service.retry(task.id, grant.fence, failure.message, outcome, 0.0)
             self.stats.retried += 1
-            return await self.service.load(task.id)
+            return await self.service.load_for_apply(task.id)
         await self.service.fail(task.id, grant.fence, failure.message, outcome, {})
         self.stats.failed += 1
         return None
 
-    async def _apply(self, attempt: _Attempt) -> float | None:
+    async def _apply(self, attempt: _Attempt, stash: Plan | None) -> float | None:
         task, executor, context = attempt.task, attempt.executor, attempt.context
-        stash = await self.service.approved_plan(task)
         try:
             plan = await executor.plan(task.payload, self.plan_context)
         except InvalidInput as exc:
@@ -347,7 +349,7 @@ class Worker:
         except ApplyFailed as exc:
             await self._refuse(task, context, f"snapshot failed: {exc.message}", exc.details)
             return None
-        started = await self.service.start(task.id, context.fence, dict(attempt.snapshot.data))
+        started = await self.service.start(task, context.fence, dict(attempt.snapshot.data))
         if started is None:
             self.stats.ignored += 1
             return None
@@ -369,7 +371,7 @@ class Worker:
         except (AdeError, OSError, ValueError, RuntimeError) as exc:
             message = exc.message if isinstance(exc, AdeError) else f"{type(exc).__name__}: {exc}"
             return await self._failed(attempt, Failure(message, False, ""), {})
-        if await self.service.complete(task.id, context.fence, result.summary, result.details):
+        if await self.service.complete(started, context.fence, result.summary, result.details):
             self.stats.completed += 1
             log.info(
                 "task %s: completed in %.0f ms: %s",
@@ -384,7 +386,7 @@ class Worker:
     ) -> None:
         """The task cannot be applied at all (no plan, no snapshot, no apply): record the
         attempt as begun and failed at once, with nothing to roll back."""
-        if await self.service.start(task.id, context.fence, None) is None:
+        if await self.service.start(task, context.fence, None) is None:
             return
         if await self.service.fail(
             task.id, context.fence, message, "nothing_to_roll_back", details
