@@ -32,6 +32,7 @@ from execution_util import (
 from slow_write_plugin import TASK_TYPE, install_slow_plugin
 
 from community_ade.approvals.states import TaskState
+from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.infra.redis_client import open_redis
@@ -216,6 +217,22 @@ async def test_sigterm_drains_the_task_in_flight_and_exits_zero(
     assert (await reload(runtime, task_id)).state == TaskState.COMPLETED
     assert target(runtime).read_text() == "applied\n"
     assert "draining 1 in-flight" in workers.output(0)
+
+
+async def test_a_worker_alone_puts_its_events_on_the_live_stream(
+    runtime: Runtime, workers: Workers
+) -> None:
+    """No `ade serve` runs: the worker's own relay makes its events live."""
+    task_id = await slow_task(runtime, 0)
+    worker = workers.start("--burst")
+    assert worker.wait(60) == 0, workers.output(0)
+    keys = EventKeys.for_namespace(runtime.settings.lock_domain)
+    live = [
+        fields["type"]
+        for _, fields in stream_entries(await runtime.redis.xrange(keys.stream))
+        if fields["subject"] == f"task:{task_id}"
+    ]
+    assert live[-2:] == ["task:applying", "task:completed"], live
 
 
 async def run_burst(runtime: Runtime) -> Worker:

@@ -4,12 +4,14 @@ in-flight work and exit 0) or, with ``--burst``, until the queue is empty."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Annotated
 
 import typer
 
 from community_ade.cli.common import console, run
+from community_ade.events.relay import relay_for
 from community_ade.execution.worker import Worker, WorkerStats
 from community_ade.runtime import Runtime
 
@@ -29,6 +31,10 @@ def worker(
 
     async def main(runtime: Runtime) -> WorkerStats:
         work = Worker(runtime, concurrency=concurrency, burst=burst)
+        # The worker's own events (task:applying, task:completed, ...) go live at once,
+        # even when no `ade serve` runs; several relays append each event once.
+        relay = relay_for(runtime)
+        relaying = asyncio.create_task(relay.run(runtime.settings.events_poll_seconds))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # First signal: stop claiming and drain; in-flight applies finish.
@@ -38,6 +44,13 @@ def worker(
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            relaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relaying
+            try:
+                await relay.relay_audit()  # the last events, before the process goes
+            except Exception as exc:  # a server's relay picks them up later
+                console.print(f"[yellow]events not relayed yet: {exc}[/yellow]")
 
     stats = run(main)
     console.print(
