@@ -108,6 +108,11 @@
     socket.onclose = (closing) => {
       setStatus("offline", false);
       if (closing.code === 4401) return; // the session ended: the next click logs in again
+      if (closing.code === 1012) {
+        // Redis lost the stream and seqs restarted: our seq means nothing any more.
+        lastSeq = null;
+        toast("Live updates restarted: reload the page to catch up.");
+      }
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 15000);
     };
