@@ -6,7 +6,7 @@ PYTHON      ?= python3
 VENV        := .venv
 CLUSTER_DIR ?= $(CURDIR)/.data/redis-cluster
 
-.PHONY: venv lint test run demo cluster-up cluster-down
+.PHONY: venv lint test screenshots run demo cluster-up cluster-down
 
 # htmx for the dashboard, from the npm registry (git-ignored; packaged into the wheel).
 HTMX_VERSION := 2.0.11
@@ -34,6 +34,10 @@ lint: venv
 
 test: venv lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# Refresh the README's dashboard screenshots (docs/img/) from a real browser.
+screenshots: venv
+	ADE_UPDATE_SCREENSHOTS=1 $(VENV)/bin/pytest -q tests/e2e/test_dashboard.py -k readme_screenshots
 
 run: venv
 	$(VENV)/bin/ade serve --demo $(SERVE_ARGS)
