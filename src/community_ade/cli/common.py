@@ -18,8 +18,9 @@ from community_ade.settings import Settings
 
 T = TypeVar("T")
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes: resource names like "repo:x" must print as written, not as "repo❌".
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 # Exit codes: 1 the request was refused or failed, 2 bad usage, 3 a service is unreachable.
 EXIT_FAILED = 1

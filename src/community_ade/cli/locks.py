@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from community_ade.audit.chain import Actor
+from community_ade.audit.force_release import force_release
 from community_ade.cli.common import console, run
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState
 from community_ade.runtime import Runtime
@@ -151,17 +153,19 @@ def release(
     actor: Annotated[str, typer.Option(help="Who is asking (recorded).")] = "cli",
     domain: DomainOption = None,
 ) -> None:
-    """Force-release every grant on RESOURCE. Its holders are told their grant is lost,
-    and the next grant waits the lock-delay, since an old holder may still be writing."""
+    """Force-release every grant on RESOURCE (recorded in the audit log). Its holders are
+    told their grant is lost, and the next grant waits the lock-delay, since an old holder
+    may still be writing."""
 
     async def action(rt: Runtime) -> list[str]:
-        return await rt.locks.force_release(resource, reason, actor=actor, domain=domain)
+        async with rt.sessions.begin() as session:
+            _, ended = await force_release(
+                session, rt.locks, Actor("human", actor), resource, reason, domain
+            )
+        return ended
 
-    ended = run(action)
-    if ended:
-        console.print(f"released {len(ended)} grant(s) on {resource}: {', '.join(ended)}")
-    else:
-        console.print(f"nothing held {resource}")
+    ended = run(action)  # nothing held: NotFound, exit 1
+    console.print(f"released {len(ended)} grant(s) on {resource}: {', '.join(ended)}")
 
 
 @app.command("capacity")

@@ -10,9 +10,8 @@ from pydantic import BaseModel, Field
 
 from community_ade.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from community_ade.approvals.service import actor_of
-from community_ade.audit import log as audit
+from community_ade.audit.force_release import force_release as audited_force_release
 from community_ade.auth.principal import Permission, require
-from community_ade.errors import NotFound
 from community_ade.locks.introspection import AgentState, ResourceState
 from community_ade.locks.model import MAX_RESOURCE_NAME
 from community_ade.settings import DOMAIN_PATTERN
@@ -110,20 +109,7 @@ async def force_release(
     """End every grant on a resource (admins). The holders see their grant lost; the
     next grant waits the lock-delay. Audited as ``lock:force_released``."""
     require(principal, Permission.LOCK_ADMIN)
-    domain = body.domain or runtime.locks.domain
-    reason = body.reason.strip()
-    # Audit first, in the request's transaction: if the release fails, the audit row
-    # rolls back with it; a release that happened is committed with its record.
-    await audit.append(
-        session,
-        type="lock:force_released",
-        actor=actor_of(principal),
-        subject=f"lock:{domain}",
-        data={"resource": body.resource, "reason": reason, "domain": domain},
+    domain, ended = await audited_force_release(
+        session, runtime.locks, actor_of(principal), body.resource, body.reason, body.domain
     )
-    ended = await runtime.locks.force_release(
-        body.resource, reason, actor=str(principal.id), domain=domain
-    )
-    if not ended:
-        raise NotFound(f"no grant holds {body.resource!r} in lock domain {domain!r}")
     return ForceReleaseOut(domain=domain, resource=body.resource, ended=ended)

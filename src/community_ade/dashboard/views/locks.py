@@ -9,7 +9,8 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from community_ade.api.deps import RuntimeDep, SessionDep
-from community_ade.api.routes.locks import ForceReleaseBody, force_release
+from community_ade.approvals.service import actor_of
+from community_ade.audit.force_release import force_release
 from community_ade.auth.principal import Permission, require
 from community_ade.dashboard.lookups import agent_names
 from community_ade.dashboard.web import NavItem, PageRoute, VisitorDep, redirect, render
@@ -65,10 +66,12 @@ async def force_release_page(
     reason: Annotated[str, Form(min_length=1, max_length=500)],
     domain: Annotated[str, Form(pattern=DOMAIN_PATTERN)],
 ) -> Response:
-    body = ForceReleaseBody(resource=resource, reason=reason, domain=domain)
-    out = await force_release(body, visitor.principal, runtime, session)
-    ended = len(out.ended)
+    require(visitor.principal, Permission.LOCK_ADMIN)
+    domain, grants = await force_release(
+        session, runtime.locks, actor_of(visitor.principal), resource, reason, domain
+    )
+    ended = len(grants)
     return redirect(
-        f"/locks?domain={out.domain}",
-        flash=f"Force-released {out.resource}: {ended} grant{'' if ended == 1 else 's'} ended.",
+        f"/locks?domain={domain}",
+        flash=f"Force-released {resource}: {ended} grant{'' if ended == 1 else 's'} ended.",
     )
