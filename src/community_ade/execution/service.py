@@ -225,11 +225,13 @@ class ExecutionService:
             await move(session, task, Trigger.APPLY_FAILED, self.actor, "task:failed", data)
             return True
 
-    async def preconditions_moved(self, task_id: uuid.UUID, plan: Plan) -> bool:
-        """APPROVED → SUBMITTED with ``plan`` as the new preview, routed again."""
+    async def preconditions_moved(self, seen: Task, plan: Plan) -> bool:
+        """APPROVED → SUBMITTED with ``plan`` as the new preview, routed again; only while
+        the row is as the worker saw it (``seen``, whose preview ``plan`` was compared
+        with). False, changing nothing, otherwise."""
         async with self.sessions.begin() as session:
-            task = await self._locked(session, task_id)
-            if task is None or task.state != TaskState.APPROVED:
+            task = await self._locked(session, seen.id)
+            if task is None or task.state != TaskState.APPROVED or task.version != seen.version:
                 return False
             await TaskService(session, plan_context=self.plan_context).preconditions_moved(
                 task, plan

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -253,12 +254,13 @@ class Worker:
         except ValueError:
             await self.queue.dead(message, f"not a task id: {message.task_id!r}")
             raise _Settled from None
-        task = await self.service.load(task_id)
-        if task is None or not self._actionable(task):
+        loaded = await self.service.load_for_apply(task_id)
+        if loaded is None or not self._actionable(loaded[0]):
             self.stats.ignored += 1
-            state = "missing" if task is None else task.state
+            state = "missing" if loaded is None else loaded[0].state
             log.info("task %s is %s: nothing to apply", message.task_id, state)
             return None
+        task = loaded[0]
         executor = get_executor(task.type)
         agent = str(task.agent_id or task.submitter_id)
         try:
@@ -278,7 +280,7 @@ class Worker:
             await self.queue.dead(message, f"cannot lock its resources: {exc.message}")
             raise _Settled from None
         try:
-            return await self._under_lock(task_id, executor, grant)
+            return await self._under_lock(loaded, executor, grant)
         finally:
             await self.runtime.locks.release(grant)
 
@@ -287,21 +289,39 @@ class Worker:
             return True
         return task.state == TaskState.APPROVED and wants_apply(task)
 
-    async def _under_lock(self, task_id: uuid.UUID, executor: Any, grant: Grant) -> float | None:
-        loaded = await self.service.load_for_apply(task_id)  # again: it may have moved
-        if loaded is None:
+    async def _under_lock(
+        self, loaded: tuple[Task, Plan | None], executor: Any, grant: Grant
+    ) -> float | None:
+        """Handle the task as it was read before its locks were granted, without reading
+        it again: ``start`` (and ``take_over``) take it only if its row has not changed
+        since. When it has, it is read again, under the locks, and handled as it is now."""
+        outcome = await self._handle_loaded(*loaded, executor, grant)
+        if outcome is not _CHANGED:
+            return outcome
+        again = await self.service.load_for_apply(loaded[0].id)
+        if again is None:
             return None
-        task, stash = loaded
+        outcome = await self._handle_loaded(*again, executor, grant)
+        if outcome is _CHANGED:  # applied, cancelled or expired meanwhile
+            self.stats.ignored += 1
+            return None
+        return outcome
+
+    async def _handle_loaded(
+        self, task: Task, stash: Plan | None, executor: Any, grant: Grant
+    ) -> float | _Changed | None:
         context = ApplyContext(self.plan_context, str(task.id), grant.fence)
         if not isinstance(executor, ApplyingExecutor):
             if task.state == TaskState.APPROVED:
-                await self._refuse(task, context, f"the {task.type} executor cannot apply", {})
+                return await self._refuse(
+                    task, context, f"the {task.type} executor cannot apply", {}
+                )
             return None
         if task.state == TaskState.APPLYING:
-            loaded = await self._recover(task, executor, grant, context)
-            if loaded is None:
-                return None
-            task, stash = loaded
+            recovered = await self._recover(task, executor, grant, context)
+            if recovered is None or recovered is _CHANGED:
+                return recovered
+            task, stash = recovered
         if task.state != TaskState.APPROVED or not wants_apply(task):
             self.stats.ignored += 1
             return None
@@ -309,12 +329,12 @@ class Worker:
 
     async def _recover(
         self, task: Task, executor: ApplyingExecutor, grant: Grant, context: ApplyContext
-    ) -> tuple[Task, Plan | None] | None:
+    ) -> tuple[Task, Plan | None] | _Changed | None:
         """Settle an attempt whose worker died: roll back from the stored snapshot, then
         retry (the task is APPROVED again: returned with its stash) or fail."""
         adopted = await self.service.take_over(task.id, grant.fence)
         if adopted is None:
-            return None
+            return _CHANGED
         log.warning(
             "task %s: adopting an interrupted apply (attempt %d)", task.id, adopted.attempts
         )
@@ -329,30 +349,30 @@ class Worker:
         self.stats.failed += 1
         return None
 
-    async def _apply(self, attempt: _Attempt, stash: Plan | None) -> float | None:
+    async def _apply(self, attempt: _Attempt, stash: Plan | None) -> float | _Changed | None:
         task, executor, context = attempt.task, attempt.executor, attempt.context
         try:
             plan = await executor.plan(task.payload, self.plan_context)
         except InvalidInput as exc:
-            await self._refuse(task, context, f"no longer applies: {exc.message}", exc.details)
-            return None
+            return await self._refuse(
+                task, context, f"no longer applies: {exc.message}", exc.details
+            )
         # The task row holds the fingerprint the approval was given against (a preview
         # row is shared by every submit of the same digest).
         approved = (task.preview_digest, task.precondition_fingerprint)
         if stash is None or (plan.digest, plan.precondition_fingerprint) != approved:
-            if await self.service.preconditions_moved(task.id, plan):
-                self.stats.moved += 1
-                log.info("task %s: preconditions moved; back to review", task.id)
+            if not await self.service.preconditions_moved(task, plan):
+                return _CHANGED
+            self.stats.moved += 1
+            log.info("task %s: preconditions moved; back to review", task.id)
             return None
         try:
             attempt.snapshot = await executor.snapshot(task.payload, stash, context)
         except ApplyFailed as exc:
-            await self._refuse(task, context, f"snapshot failed: {exc.message}", exc.details)
-            return None
+            return await self._refuse(task, context, f"snapshot failed: {exc.message}", exc.details)
         started = await self.service.start(task, context.fence, dict(attempt.snapshot.data))
         if started is None:
-            self.stats.ignored += 1
-            return None
+            return _CHANGED
         attempt.task = started
         log.info(
             "task %s: applying (attempt %d, fence %d)", task.id, started.attempts, context.fence
@@ -383,16 +403,17 @@ class Worker:
 
     async def _refuse(
         self, task: Task, context: ApplyContext, message: str, details: Mapping[str, Any]
-    ) -> None:
+    ) -> _Changed | None:
         """The task cannot be applied at all (no plan, no snapshot, no apply): record the
         attempt as begun and failed at once, with nothing to roll back."""
         if await self.service.start(task, context.fence, None) is None:
-            return
+            return _CHANGED
         if await self.service.fail(
             task.id, context.fence, message, "nothing_to_roll_back", details
         ):
             self.stats.failed += 1
             log.warning("task %s failed: %s", task.id, message)
+        return None
 
     async def _failed(
         self, attempt: _Attempt, failure: Failure, details: Mapping[str, Any]
@@ -441,6 +462,15 @@ class Worker:
         except (ApplyFailed, AdeError, OSError, ValueError, RuntimeError) as exc:
             log.error("task %s: rollback failed: %s", task.id, exc)
             return "rollback_failed"
+
+
+class _Changed(enum.Enum):
+    """The task's row changed since it was read: nothing was done; read it again."""
+
+    CHANGED = "changed"
+
+
+_CHANGED = _Changed.CHANGED
 
 
 class _Settled(Exception):
