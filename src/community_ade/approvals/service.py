@@ -3,7 +3,9 @@
 Every state change goes through ``_move``: the pure table decides whether the edge exists,
 the row's version is checked and bumped by the UPDATE (optimistic concurrency, with the
 row locked on PostgreSQL), and the audit event is appended in the same transaction. The
-service flushes; the caller (one request, one CLI command) commits or rolls back.
+worker's two hot transitions use ``move_if``, the same edge as one compare-and-set
+``UPDATE … RETURNING`` without reading the row first. The service flushes; the caller
+(one request, one CLI command) commits or rolls back.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The worker: claims queued tasks and applies them under their locks (DESIGN §6).
 
-For one message: load the task (not APPROVED → acknowledge and ignore: a duplicate never
-applies twice), take its locks (the task itself, its resources, one permit of its agent),
-plan again and compare digest and precondition fingerprint (moved → back to SUBMITTED
-with the new preview), snapshot, record APPLYING with the fence and the snapshot, apply
+For one message: load the task and its stash (not APPROVED → acknowledge and ignore: a
+duplicate never applies twice), take its locks (the task itself, its resources, one
+permit of its agent), plan again and compare digest and precondition fingerprint (moved
+→ back to SUBMITTED with the new preview), snapshot, record APPLYING with the fence and
+the snapshot — only if the task's row is still the one loaded; if it changed meanwhile,
+it is loaded again under the locks and handled as it is now — apply
 under ``grant.guard()`` (a lost lease cancels it), then record COMPLETED, or roll back
 and retry with backoff (transient failure, attempts left) or record FAILED. Locks are
 always released and the message always settled.
