@@ -24,6 +24,7 @@ import redis
 from community_ade.events.envelope import Filter, event_frame, seq_of, topic_of
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import run_relay
+from community_ade.infra.aio import stop_if_cancelled
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.runtime import Runtime
 
@@ -127,6 +128,7 @@ class Hub:
         last_id: str | None = None
         epoch: str | None = None
         while True:
+            stop_if_cancelled()
             try:
                 if last_id is None:
                     epoch = await self._epoch()

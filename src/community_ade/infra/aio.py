@@ -18,3 +18,15 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def stop_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was asked to stop.
+
+    A cancellation that lands inside a blocking Redis read (``XREAD BLOCK``) can be
+    absorbed by the client library; a loop around such reads calls this every turn so
+    it still ends, within one block, instead of running on and hanging the shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
