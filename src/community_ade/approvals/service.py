@@ -521,19 +521,24 @@ async def directory(
     ids = None if users is None else [uuid.UUID(u) for u in set(users)]
     if ids == []:
         return {}, {}
-    role_query = select(User.id, User.role).where(User.disabled_at.is_(None))
-    group_query = select(GroupMember.user_id, Group.name).join(
-        Group, Group.id == GroupMember.group_id
+    # One query (users, outer-joined to their groups): routing reads it at every submit.
+    query = (
+        select(User.id, User.role, User.disabled_at, Group.name)
+        .outerjoin(GroupMember, GroupMember.user_id == User.id)
+        .outerjoin(Group, Group.id == GroupMember.group_id)
     )
-    if ids is not None:
-        role_query = role_query.where(User.id.in_(ids))
-        group_query = group_query.where(GroupMember.user_id.in_(ids))
-    roles = {str(uid): {role} for uid, role in await session.execute(role_query)}
-    members = roles.keys() if ids is None else [str(i) for i in ids]
-    groups: dict[str, set[str]] = {uid: set() for uid in members}
-    for uid, name in await session.execute(group_query):
-        if str(uid) in groups:
-            groups[str(uid)].add(name)
+    if ids is None:
+        query = query.where(User.disabled_at.is_(None))
+    else:
+        query = query.where(User.id.in_(ids))
+    roles: dict[str, set[str]] = {}
+    groups: dict[str, set[str]] = {} if ids is None else {str(i): set() for i in ids}
+    for uid, role, disabled_at, group in await session.execute(query):
+        if disabled_at is None:
+            roles[str(uid)] = {role}
+        names = groups.setdefault(str(uid), set())
+        if group is not None:
+            names.add(group)
     return groups, roles
 
 

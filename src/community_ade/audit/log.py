@@ -71,6 +71,9 @@ _COLUMNS = tuple(getattr(AuditEvent, name) for name in (*HASHED_FIELDS, "hash"))
 # SQLSTATEs of a transaction that lost a race: unique_violation, serialization_failure,
 # deadlock_detected (a row lock taken after the append lock, in the other order elsewhere).
 _RACE_SQLSTATES = {"23505", "40001", "40P01"}
+# Built once: every audited transaction sends them.
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=PG_LOCK_KEY)
+_HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
 
@@ -103,7 +106,7 @@ async def _lock_head(session: AsyncSession) -> None:
     """Hold the audit log's append lock until this transaction ends (see module doc)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+        await session.execute(_PG_LOCK)
     elif dialect == "sqlite":
         table = AuditEvent.__tablename__
         try:
@@ -154,11 +157,7 @@ async def append(
 
 async def _read_head(session: AsyncSession) -> tuple[int, str] | None:
     """(seq, hash) of the newest row, None for an empty log; read under the lock."""
-    head = (
-        await session.execute(
-            select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-        )
-    ).first()
+    head = (await session.execute(_HEAD)).first()
     return None if head is None else (head.seq, head.hash)
 
 
