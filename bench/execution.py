@@ -40,6 +40,7 @@ import cProfile
 import json
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,6 +331,7 @@ async def pipeline_run(
         stop_workers(procs)
     # Counted over the worker's whole life: less the few reads of start-up and stop.
     worker_statements = statements_written(counts)
+    shutil.rmtree(counts)
     tps = tasks / elapsed
     per_task = {
         "tps": tps,
@@ -467,6 +469,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await client.srem("ade:lock:domains", tag)
         await client.aclose()
         await drop_database(args.database_url, name)
+        shutil.rmtree(data_dir, ignore_errors=True)
     four = results.get("pipeline_tps_4")
     if four is not None:
         results["target"] = f"pipeline_tps_4 >= {TARGET_RATIO} x arq_noop_tps"
