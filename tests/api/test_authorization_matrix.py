@@ -3,19 +3,23 @@
 ``MATRIX_TABLE`` is the expected answer of each (route, caller) cell, written out by hand
 from the role table in the docs (deliberately *not* derived from ``ROLE_PERMISSIONS``):
 
-- ``ok``: allowed, and the route must actually do its job (the status it promises, 200 or
-  201, and a body that shows the effect: the task created, the vote recorded, ...);
+- ``ok``: allowed, and the route must actually do its job (the status it promises, 200,
+  201, 202 or 204, and a body or a follow-up request that shows the effect: the task
+  created, the vote recorded, the agent gone, ...);
 - ``403``: a ``forbidden`` problem document naming the missing permission (``needs``);
 - ``401``: an ``unauthenticated`` problem document (no token, or one that is not valid).
 
 Every cell gets a fresh precondition: the caller's own DRAFT task for edit / submit /
 cancel, a task somebody else submitted for the review routes, the caller's own delegation
-for revoke, and so on. ``SCENARIO_TABLE`` adds the cells where the answer depends on more
-than the role: ownership, separation of duties (``self_review``), policy eligibility
+for revoke, the caller's own agent (two versions, a token) or a lease of it, a lock grant
+to force-release, and so on. ``SCENARIO_TABLE`` adds the cells where the answer depends on
+more than the role: ownership, separation of duties (``self_review``), policy eligibility
 (``not_eligible``), idempotency replays and dead tokens.
 
 ``test_matrix_covers_every_route`` enumerates the app's routes, so a new route without a
-row here fails the suite. Everything runs on SQLite and on PostgreSQL (the ``api`` fixture).
+row here fails the suite; only the WebSocket and the dashboard's cookie-authenticated
+pages are left out, each saying where it is tested (``EXEMPT_ROUTES``). Everything runs
+on SQLite and on PostgreSQL (the ``api`` fixture).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from starlette.routing import WebSocketRoute
 
 from community_ade.api.app import create_app
 from community_ade.auth import service as auth
+from community_ade.dashboard.web import PageRoute
 
 # -- the expected matrix ----------------------------------------------------------------------
 
@@ -75,6 +80,33 @@ POST   /api/v1/delegations                          delegation_write  ok  ok  40
 DELETE /api/v1/delegations/{delegation_id}          delegation_write  ok  ok  403 403 403 401 401
 GET    /api/v1/audit                                audit_read        ok  ok  ok  ok  ok  401 401
 GET    /api/v1/audit/verify                         audit_read        ok  ok  ok  ok  ok  401 401
+GET    /api/v1/agents                               agent_read        ok  ok  ok  ok  ok  401 401
+POST   /api/v1/agents                               agent_write       ok  ok  ok  403 403 401 401
+GET    /api/v1/agents/{agent_id}                    agent_read        ok  ok  ok  ok  ok  401 401
+PATCH  /api/v1/agents/{agent_id}                    agent_write       ok  ok  ok  403 403 401 401
+DELETE /api/v1/agents/{agent_id}                    agent_write       ok  ok  ok  403 403 401 401
+GET    /api/v1/agents/{agent_id}/versions           agent_read        ok  ok  ok  ok  ok  401 401
+GET    /api/v1/agents/{agent_id}/versions/diff      agent_read        ok  ok  ok  ok  ok  401 401
+POST   /api/v1/agents/{agent_id}/revert             agent_write       ok  ok  ok  403 403 401 401
+GET    /api/v1/agents/{agent_id}/health             agent_read        ok  ok  ok  ok  ok  401 401
+GET    /api/v1/agents/{agent_id}/tokens             agent_write       ok  ok  ok  403 403 401 401
+POST   /api/v1/agents/{agent_id}/tokens             agent_write       ok  ok  ok  403 403 401 401
+DELETE /api/v1/agents/{agent_id}/tokens/{token_id}  agent_write       ok  ok  ok  403 403 401 401
+GET    /api/v1/catalogue/models                     agent_read        ok  ok  ok  ok  ok  401 401
+POST   /api/v1/catalogue/models                     catalogue_write   ok  403 403 403 403 401 401
+PUT    /api/v1/catalogue/models/{model_id}          catalogue_write   ok  403 403 403 403 401 401
+DELETE /api/v1/catalogue/models/{model_id}          catalogue_write   ok  403 403 403 403 401 401
+GET    /api/v1/catalogue/tools                      agent_read        ok  ok  ok  ok  ok  401 401
+POST   /api/v1/catalogue/tools                      catalogue_write   ok  403 403 403 403 401 401
+PUT    /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
+DELETE /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
+POST   /api/v1/leases                               lock_lease        ok  ok  ok  403 ok  401 401
+POST   /api/v1/leases/{lease_id}/heartbeat          lock_lease        ok  ok  ok  403 ok  401 401
+DELETE /api/v1/leases/{lease_id}                    lock_lease        ok  ok  ok  403 ok  401 401
+GET    /api/v1/locks                                lock_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/locks/events                         lock_read         ok  ok  ok  ok  ok  401 401
+POST   /api/v1/locks/force-release                  lock_admin        ok  403 403 403 403 401 401
+GET    /metrics                                     -                 ok  ok  ok  ok  ok  ok  ok
 """
 
 CELLS = {"ok": OK, "403": NO, "401": AUTH}
@@ -98,6 +130,13 @@ FRAMEWORK_ROUTES = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
+# WS /api/v1/ws has no row: httpx cannot open a WebSocket. tests/api/test_ws.py checks its
+# authentication (bearer token, ?token=, a session cookie with its Origin: 4401 otherwise)
+# and the read permission of each topic.
+EXEMPT_ROUTES = {("WS", "/api/v1/ws")}
+# The dashboard's pages (PageRoute) are not walked at all: they take a session cookie, not
+# a bearer token, and answer HTML and login redirects, not problem documents;
+# tests/integration/test_dashboard_pages.py covers them role by role.
 
 # Who each caller is (the users come from the ``api`` fixture; ``agent`` is made here).
 USERS = {
@@ -110,6 +149,8 @@ USERS = {
 # Callers that may create tasks / delegations: the others act on somebody else's.
 TASK_WRITERS = {"admin", "reviewer", "submitter", "agent", "db_owner"}
 DELEGATORS = {"admin", "reviewer", "db_owner"}
+# Callers that may register and manage agents (humans with agent_write).
+AGENT_MANAGERS = {"admin", "reviewer", "submitter", "db_owner"}
 
 # A well-formed token that was never issued.
 UNKNOWN_TOKEN = "ade_u0000000_" + "A" * 43
@@ -125,6 +166,13 @@ class Target:
     task_id: str | None = None
     digest: str | None = None
     delegation_id: str | None = None
+    agent_id: str | None = None
+    token_id: str | None = None
+    token: str | None = None  # the plaintext of token_id
+    lease_id: str | None = None
+    entry_id: str | None = None  # a catalogue entry
+    resource: str | None = None  # a lock resource, held by request_id
+    request_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -211,6 +259,36 @@ class World:
     async def put_policy(self, document: dict[str, Any]) -> None:
         r = await self.call("admin", Target(), "PUT", "/api/v1/policies", document)
         assert r.status_code == 200, f"setup: admin stores a policy: {r.text}"
+
+    async def status(self, method: str, url: str, *, token: str | None = None) -> int:
+        """The status the admin (or the bearer ``token``) gets: to check a cell's effect."""
+        headers = self.headers("admin") if token is None else {"Authorization": f"Bearer {token}"}
+        return (await self.api.client.request(method, url, headers=headers)).status_code
+
+    async def agent(self, owner: str) -> str:
+        """A new agent of ``owner``'s at version 1 (registered over the API)."""
+        body = {"name": f"{owner}-{uuid.uuid4().hex[:8]}", "model": "gpt-4o"}
+        r = await self.call(owner, Target(), "POST", "/api/v1/agents", body)
+        assert r.status_code == 201, f"setup: {owner} registers an agent: {r.text}"
+        return str(r.json()["id"])
+
+    async def managed_agent(self, owner: str) -> Target:
+        """An agent of ``owner``'s with two versions (the description changed to
+        "edited") and a token."""
+        agent_id = await self.agent(owner)
+        url = f"/api/v1/agents/{agent_id}"
+        r = await self.call(owner, Target(), "PATCH", url, {"description": "edited"})
+        assert r.json()["config_version"] == 2, f"setup: {owner} edits the agent: {r.text}"
+        r = await self.call(owner, Target(), "POST", f"{url}/tokens", {"name": "setup"})
+        assert r.status_code == 201, f"setup: {owner} gives the agent a token: {r.text}"
+        token = r.json()
+        return Target(agent_id=agent_id, token_id=token["id"], token=token["token"])
+
+    async def lease(self, opener: str, agent_id: str) -> str:
+        body = {"agent_id": agent_id}
+        r = await self.call(opener, Target(), "POST", "/api/v1/leases", body)
+        assert r.status_code == 201, f"setup: {opener} opens a lease: {r.text}"
+        return str(r.json()["id"])
 
 
 # -- preconditions: (world, caller) -> the target of the cell ---------------------------------
@@ -350,6 +428,68 @@ async def disabled_owner(w: World, caller: str) -> Target:
         w.tokens[caller], _ = await auth.create_token(session, name="t", agent_id=agent.id)
         await auth.disable_user(session, owner.id)
     return Target()
+
+
+async def own_agent(w: World, caller: str) -> Target:
+    """The caller's own agent; a caller that cannot manage agents gets alice's."""
+    return await w.managed_agent(caller if caller in AGENT_MANAGERS else "submitter")
+
+
+async def submitters_agent(w: World, caller: str) -> Target:
+    return await w.managed_agent("submitter")
+
+
+def _lease_holder(caller: str) -> str:
+    """Who opens the lease a cell of ``caller`` acts on: the caller if it may lease at all
+    (the agent for itself, a human for its own agent), else alice."""
+    return caller if caller in AGENT_MANAGERS | {"agent"} else "submitter"
+
+
+async def own_leasable_agent(w: World, caller: str) -> Target:
+    """An agent the caller may lease: the agent itself, or the human's own agent (alice's
+    for a caller that may not lease)."""
+    holder = _lease_holder(caller)
+    return Target(agent_id=w.ids["agent"] if holder == "agent" else await w.agent(holder))
+
+
+async def own_lease(w: World, caller: str) -> Target:
+    target = await own_leasable_agent(w, caller)
+    assert target.agent_id is not None
+    target.lease_id = await w.lease(_lease_holder(caller), target.agent_id)
+    return target
+
+
+async def submitters_lease(w: World, caller: str) -> Target:
+    """A lease of an agent of alice's (not the matrix's agent), opened by alice."""
+    return await own_lease(w, "submitter")
+
+
+async def agents_lease(w: World, caller: str) -> Target:
+    """The lease the matrix's agent opened for itself."""
+    return await own_lease(w, "agent")
+
+
+def catalogue_entry(kind: str) -> Precondition:
+    """A catalogue entry the admin just added (``kind``: models or tools)."""
+
+    async def added(w: World, caller: str) -> Target:
+        entry_id = f"matrix-{uuid.uuid4().hex[:8]}"
+        body = {"id": entry_id, **CATALOGUE_ENTRIES[kind]}
+        r = await w.call("admin", Target(), "POST", f"/api/v1/catalogue/{kind}", body)
+        assert r.status_code == 201, f"setup: admin adds to the catalogue: {r.text}"
+        return Target(entry_id=entry_id)
+
+    return added
+
+
+async def held_lock(w: World, caller: str) -> Target:
+    """An exclusive grant on a resource of this cell's own (its own lock agent too, so
+    that the cells of a route never wait for a permit)."""
+    resource = f"matrix-{uuid.uuid4().hex[:8]}"
+    grant = await w.api.runtime.locks.acquire(
+        f"task-{resource}", f"agent-{resource}", {resource: "exclusive"}, timeout=5
+    )
+    return Target(resource=resource, request_id=grant.request_id)
 
 
 # -- the routes: one request each, and what "did its job" means -------------------------------
@@ -586,11 +726,222 @@ async def verify_audit(w: World, caller: str, t: Target) -> Reply:
     return Reply(r, 200, lambda b: b["ok"] is True and b["checked"] >= 1)
 
 
+AGENTS = "/api/v1/agents"
+
+
+@route("GET", AGENTS, own_agent)
+async def list_agents(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{AGENTS}?limit=100")
+    return Reply(r, 200, lambda b: t.agent_id in [a["id"] for a in b["items"]])
+
+
+@route("POST", AGENTS)
+async def create_agent(w: World, caller: str, t: Target) -> Reply:
+    body = {"name": f"new-{uuid.uuid4().hex[:8]}", "model": "gpt-4o"}
+    r = await w.call(caller, t, "POST", AGENTS, body)
+    return Reply(
+        r,
+        201,
+        lambda b: b["owner_id"] == w.ids[caller] and b["config_version"] == 1,
+    )
+
+
+@route("GET", AGENTS + "/{agent_id}", own_agent)
+async def get_agent(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{AGENTS}/{t.agent_id}")
+    return Reply(r, 200, lambda b: b["id"] == t.agent_id and b["health"]["status"] == "offline")
+
+
+@route("PATCH", AGENTS + "/{agent_id}", own_agent)
+async def update_agent(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "PATCH", f"{AGENTS}/{t.agent_id}", {"description": "patched"})
+    return Reply(r, 200, lambda b: b["description"] == "patched" and b["config_version"] == 3)
+
+
+@route("DELETE", AGENTS + "/{agent_id}", own_agent)
+async def delete_agent(w: World, caller: str, t: Target) -> Reply:
+    url = f"{AGENTS}/{t.agent_id}"
+    r = await w.call(caller, t, "DELETE", url)
+    # Retired: gone from the API, and its token no longer authenticates.
+    gone = r.status_code == 204 and (
+        await w.status("GET", url),
+        await w.status("GET", AGENTS, token=t.token),
+    ) == (404, 401)
+    return Reply(r, 204, lambda b: gone)
+
+
+@route("GET", AGENTS + "/{agent_id}/versions", own_agent)
+async def list_agent_versions(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{AGENTS}/{t.agent_id}/versions")
+    return Reply(r, 200, lambda b: [v["version"] for v in b] == [2, 1])
+
+
+@route("GET", AGENTS + "/{agent_id}/versions/diff", own_agent)
+async def diff_agent_versions(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{AGENTS}/{t.agent_id}/versions/diff?from=1&to=2")
+    return Reply(
+        r, 200, lambda b: b["changes"] == [{"field": "description", "from": "", "to": "edited"}]
+    )
+
+
+@route("POST", AGENTS + "/{agent_id}/revert", own_agent)
+async def revert_agent(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"{AGENTS}/{t.agent_id}/revert", {"version": 1})
+    return Reply(r, 200, lambda b: b["config_version"] == 3 and b["description"] == "")
+
+
+@route("GET", AGENTS + "/{agent_id}/health", own_agent)
+async def agent_health(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{AGENTS}/{t.agent_id}/health")
+    return Reply(r, 200, lambda b: b["status"] == "offline" and b["live_leases"] == 0)
+
+
+@route("GET", AGENTS + "/{agent_id}/tokens", own_agent)
+async def list_agent_tokens(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{AGENTS}/{t.agent_id}/tokens")
+    return Reply(r, 200, lambda b: [x["id"] for x in b] == [t.token_id] and "token" not in b[0])
+
+
+@route("POST", AGENTS + "/{agent_id}/tokens", own_agent)
+async def create_agent_token(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"{AGENTS}/{t.agent_id}/tokens", {"name": "matrix"})
+    # The new token authenticates as the agent.
+    works = r.status_code == 201 and (
+        await w.status("GET", f"{AGENTS}/{t.agent_id}", token=r.json()["token"]) == 200
+    )
+    return Reply(r, 201, lambda b: works and b["name"] == "matrix")
+
+
+@route("DELETE", AGENTS + "/{agent_id}/tokens/{token_id}", own_agent)
+async def revoke_agent_token(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", f"{AGENTS}/{t.agent_id}/tokens/{t.token_id}")
+    dead = r.status_code == 200 and await w.status("GET", AGENTS, token=t.token) == 401
+    return Reply(r, 200, lambda b: dead and b["id"] == t.token_id and b["revoked_at"] is not None)
+
+
+# What a new catalogue entry holds besides its id, and an entry the migrations seed.
+CATALOGUE_ENTRIES: dict[str, dict[str, Any]] = {
+    "models": {"name": "Tiny", "provider": "Local", "context_window": 1000},
+    "tools": {"name": "Tiny tool", "category": "Misc"},
+}
+SEEDED = {"models": "gpt-4o", "tools": "files.read"}
+
+
+def register_catalogue_routes(kind: str) -> None:
+    """The five routes of one part of the catalogue (models or tools): the same shape."""
+    url = f"/api/v1/catalogue/{kind}"
+    entry = url + "/{" + kind[:-1] + "_id}"
+
+    async def listed(w: World, caller: str) -> list[str]:
+        r = await w.call(caller, Target(), "GET", url)
+        return [e["id"] for e in r.json()]
+
+    @route("GET", url)
+    async def read(w: World, caller: str, t: Target) -> Reply:
+        r = await w.call(caller, t, "GET", url)
+        return Reply(r, 200, lambda b: SEEDED[kind] in [e["id"] for e in b])
+
+    @route("POST", url)
+    async def create(w: World, caller: str, t: Target) -> Reply:
+        entry_id = f"new-{uuid.uuid4().hex[:8]}"
+        r = await w.call(caller, t, "POST", url, {"id": entry_id, **CATALOGUE_ENTRIES[kind]})
+        added = r.status_code == 201 and entry_id in await listed(w, "viewer")
+        return Reply(r, 201, lambda b: added and b["id"] == entry_id)
+
+    @route("PUT", entry, catalogue_entry(kind))
+    async def replace(w: World, caller: str, t: Target) -> Reply:
+        body = CATALOGUE_ENTRIES[kind] | {"name": "Renamed"}
+        r = await w.call(caller, t, "PUT", f"{url}/{t.entry_id}", body)
+        return Reply(r, 200, lambda b: b["id"] == t.entry_id and b["name"] == "Renamed")
+
+    @route("DELETE", entry, catalogue_entry(kind))
+    async def delete(w: World, caller: str, t: Target) -> Reply:
+        r = await w.call(caller, t, "DELETE", f"{url}/{t.entry_id}")
+        gone = r.status_code == 204 and t.entry_id not in await listed(w, "viewer")
+        return Reply(r, 204, lambda b: gone)
+
+
+register_catalogue_routes("models")
+register_catalogue_routes("tools")
+
+
+@route("POST", "/api/v1/leases", own_leasable_agent)
+async def open_lease(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", "/api/v1/leases", {"agent_id": t.agent_id})
+    # While the lease lives, the agent has one (its health shows it).
+    health = await w.call("admin", t, "GET", f"{AGENTS}/{t.agent_id}/health")
+    return Reply(
+        r,
+        201,
+        lambda b: b["agent_id"] == t.agent_id and health.json()["live_leases"] == 1,
+    )
+
+
+@route("POST", "/api/v1/leases/{lease_id}/heartbeat", own_lease)
+async def heartbeat_lease(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"/api/v1/leases/{t.lease_id}/heartbeat")
+    return Reply(r, 200, lambda b: b["id"] == t.lease_id and b["agent_id"] == t.agent_id)
+
+
+@route("DELETE", "/api/v1/leases/{lease_id}", own_lease)
+async def close_lease(w: World, caller: str, t: Target) -> Reply:
+    url = f"/api/v1/leases/{t.lease_id}"
+    r = await w.call(caller, t, "DELETE", url)
+    closed = r.status_code == 204 and await w.status("POST", f"{url}/heartbeat") == 404
+    return Reply(r, 204, lambda b: closed)
+
+
+@route("GET", "/api/v1/locks", held_lock)
+async def list_locks(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/locks")
+
+    def holders(b: Any) -> list[list[str]]:
+        return [
+            [h["request"] for h in res["holders"]]
+            for res in b["resources"]
+            if res["resource"] == t.resource
+        ]
+
+    return Reply(r, 200, lambda b: holders(b) == [[t.request_id]])
+
+
+@route("GET", "/api/v1/locks/events", held_lock)
+async def list_lock_events(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/locks/events")
+    return Reply(
+        r, 200, lambda b: any(e["type"] == "lock:acquired" and e["req"] == t.request_id for e in b)
+    )
+
+
+@route("POST", "/api/v1/locks/force-release", held_lock)
+async def force_release(w: World, caller: str, t: Target) -> Reply:
+    body = {"resource": t.resource, "reason": "matrix"}
+    r = await w.call(caller, t, "POST", "/api/v1/locks/force-release", body)
+    assert t.resource is not None
+    # The holder stays listed through the lock-delay, but no longer as granted.
+    holders = (await w.api.runtime.locks.inspect_resource(t.resource)).holders
+    ended = [h.request for h in holders if h.state != "granted"]
+    return Reply(r, 200, lambda b: b["ended"] == ended == [t.request_id])
+
+
+@route("GET", "/metrics", submitters_draft)
+async def metrics(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/metrics")
+    return Reply(r, 200, lambda text: 'ade_tasks{state="DRAFT"}' in text)
+
+
 # -- judging one cell -------------------------------------------------------------------------
 
 
 def _show(r: httpx.Response) -> str:
     return f"{r.status_code} {r.text[:600]}"
+
+
+def _body(r: httpx.Response) -> Any:
+    """The answer's JSON; its text when it is not JSON (/metrics); None when empty (204)."""
+    if not r.content:
+        return None
+    return r.json() if "json" in r.headers.get("content-type", "") else r.text
 
 
 def _problem(r: httpx.Response, status: int, code: str) -> str | None:
@@ -611,7 +962,7 @@ def judge(expected: str, reply: Reply, permission: str | None) -> str | None:
     if expected == OK:
         if r.status_code != reply.ok_status:
             return f"expected {reply.ok_status}, got {_show(r)}"
-        if not reply.did_its_job(r.json()):
+        if not reply.did_its_job(_body(r)):
             return f"answered {r.status_code} but did not do its job: {_show(r)}"
         return None
     if expected == AUTH:
@@ -650,8 +1001,11 @@ async def run_cell(
 
 
 def _walk(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(method, path) of every route, including those hidden from the OpenAPI document."""
+    """(method, path) of every route, including those hidden from the OpenAPI document,
+    except the dashboard's pages (see EXEMPT_ROUTES)."""
     for r in routes:
+        if isinstance(r, PageRoute):
+            continue
         path = getattr(r, "path", None)
         methods = getattr(r, "methods", None) or ({"WS"} if isinstance(r, WebSocketRoute) else ())
         for method in methods:
@@ -667,7 +1021,7 @@ def _walk(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
 def test_matrix_covers_every_route() -> None:
     app = create_app()
     documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
-    served = set(_walk(app.routes)) - FRAMEWORK_ROUTES
+    served = set(_walk(app.routes)) - FRAMEWORK_ROUTES - EXEMPT_ROUTES
     assert {k for k in served if k[1].startswith("/api/v1")}, "found no /api/v1 route to check"
     routes = documented | served
     assert sorted(routes - set(MATRIX)) == [], "routes without a row in the matrix"
@@ -743,6 +1097,32 @@ POST   /tasks/{task_id}/submit               reviewer   submit_key_used     403
 GET    /tasks                                revoked    revoked_token       401
 GET    /tasks                                disabled   disabled_user       401
 GET    /tasks                                orphaned   disabled_owner      401
+# An agent is managed by its owner or an admin: bob (a reviewer) may not touch alice's.
+PATCH  /agents/{agent_id}                    reviewer   submitters_agent    403
+PATCH  /agents/{agent_id}                    admin      submitters_agent    ok
+DELETE /agents/{agent_id}                    reviewer   submitters_agent    403
+DELETE /agents/{agent_id}                    admin      submitters_agent    ok
+POST   /agents/{agent_id}/revert             reviewer   submitters_agent    403
+POST   /agents/{agent_id}/revert             admin      submitters_agent    ok
+GET    /agents/{agent_id}/tokens             reviewer   submitters_agent    403
+GET    /agents/{agent_id}/tokens             admin      submitters_agent    ok
+POST   /agents/{agent_id}/tokens             reviewer   submitters_agent    403
+POST   /agents/{agent_id}/tokens             admin      submitters_agent    ok
+DELETE /agents/{agent_id}/tokens/{token_id}  reviewer   submitters_agent    403
+DELETE /agents/{agent_id}/tokens/{token_id}  admin      submitters_agent    ok
+# A lease belongs to its agent, the agent's owner or an admin; an agent leases only
+# for itself.
+POST   /leases                               reviewer   submitters_agent    403
+POST   /leases                               agent      submitters_agent    403
+POST   /leases                               admin      submitters_agent    ok
+POST   /leases/{lease_id}/heartbeat          reviewer   submitters_lease    403
+POST   /leases/{lease_id}/heartbeat          agent      submitters_lease    403
+POST   /leases/{lease_id}/heartbeat          admin      submitters_lease    ok
+POST   /leases/{lease_id}/heartbeat          submitter  agents_lease        ok
+DELETE /leases/{lease_id}                    reviewer   submitters_lease    403
+DELETE /leases/{lease_id}                    agent      submitters_lease    403
+DELETE /leases/{lease_id}                    admin      submitters_lease    ok
+DELETE /leases/{lease_id}                    submitter  agents_lease        ok
 """
 
 PRECONDITIONS: dict[str, Precondition] = {
@@ -759,6 +1139,9 @@ PRECONDITIONS: dict[str, Precondition] = {
     "revoked_token": revoked_token,
     "disabled_user": disabled_user,
     "disabled_owner": disabled_owner,
+    "submitters_agent": submitters_agent,
+    "submitters_lease": submitters_lease,
+    "agents_lease": agents_lease,
 }
 
 
