@@ -40,6 +40,7 @@ review              .       .         x       x     .
 delegation_write    .       .         x       x     .
 policy_write        .       .         .       x     .
 lock_admin          .       .         .       x     .
+catalogue_write     .       .         .       x     .
 user_admin          .       .         .       x     .
 """
 

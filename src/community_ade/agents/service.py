@@ -439,7 +439,7 @@ class AgentService:
         create_only: bool,
     ) -> CatalogueRow:
         """Create (``create_only``: 409 if it exists) or replace one catalogue entry."""
-        _require_admin(principal)
+        require(principal, Permission.CATALOGUE_WRITE)
         row_type = _CATALOGUE_ROWS[kind]
         row: CatalogueRow | None = await self.session.get(row_type, entry_id)
         if row is not None and create_only:
@@ -458,7 +458,7 @@ class AgentService:
         self, principal: Principal, kind: CatalogueKind, entry_id: str
     ) -> None:
         """Remove an entry no live agent uses (else 409 naming the agents)."""
-        _require_admin(principal)
+        require(principal, Permission.CATALOGUE_WRITE)
         row = await self.session.get(_CATALOGUE_ROWS[kind], entry_id)
         if row is None:
             raise NotFound(f"the catalogue has no {kind[:-1]} {entry_id!r}")
@@ -623,11 +623,4 @@ class AgentService:
                 seen=(presence.last_heartbeat, session_renewed, token_used, last_task),
                 last_run=last_run,
             )
-        )
-
-
-def _require_admin(principal: Principal) -> None:
-    if principal.kind != "human" or principal.role != Role.ADMIN:
-        raise Forbidden(
-            "only an admin edits the catalogue", permission="catalogue_write", role=principal.role
         )

@@ -19,6 +19,7 @@ Roles and permissions (``x`` = granted)::
     delegation_write                        x*       x*    create and revoke own delegations
     policy_write                                     x*    edit policies
     lock_admin                                       x*    force-release locks
+    catalogue_write                                  x*    edit the catalogue of models and tools
     user_admin                                       x*    users, groups, tokens
 
 Each role holds everything of the role to its left (viewer ⊂ submitter ⊂ reviewer ⊂
@@ -67,6 +68,7 @@ class Permission(StrEnum):
     DELEGATION_WRITE = "delegation_write"
     POLICY_WRITE = "policy_write"
     LOCK_ADMIN = "lock_admin"
+    CATALOGUE_WRITE = "catalogue_write"
     USER_ADMIN = "user_admin"
 
 
@@ -98,6 +100,7 @@ HUMAN_ONLY: frozenset[Permission] = frozenset(
         Permission.DELEGATION_WRITE,
         Permission.POLICY_WRITE,
         Permission.LOCK_ADMIN,
+        Permission.CATALOGUE_WRITE,
         Permission.USER_ADMIN,
     }
 )
