@@ -32,6 +32,7 @@ from community_ade.agents.leases import redis_call
 from community_ade.agents.service import AgentService
 from community_ade.audit.chain import SYSTEM, iso_utc
 from community_ade.errors import AdeError
+from community_ade.infra.aio import stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Agent, utcnow
 
@@ -132,5 +133,6 @@ async def _pass(runtime: Runtime) -> None:
 async def watch_health(runtime: Runtime) -> None:
     """Publish health changes every ``ADE_AGENT_HEALTH_INTERVAL_SECONDS`` until cancelled."""
     while True:
+        stop_if_cancelled()
         await asyncio.sleep(runtime.settings.agent_health_interval_seconds)
         await _pass(runtime)

@@ -35,6 +35,7 @@ from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
 from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
+from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -70,6 +71,7 @@ async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
 async def sweep_forever(runtime: Runtime) -> None:
     """The periodic expiry of review and approval deadlines (DESIGN §3)."""
     while True:
+        stop_if_cancelled()
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
             expired = await sweep_once(runtime)
@@ -110,10 +112,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                for background in (sweeper, health_watch, *extra):
-                    background.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await background
+                await cancel_and_wait((sweeper, health_watch, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     app = FastAPI(

@@ -24,7 +24,7 @@ import redis
 from community_ade.events.envelope import Filter, event_frame, seq_of, topic_of
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import run_relay
-from community_ade.infra.aio import stop_if_cancelled
+from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.runtime import Runtime
 
@@ -181,6 +181,4 @@ async def live_events(runtime: Runtime) -> AsyncIterator[Hub]:
     try:
         yield hub
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
