@@ -573,3 +573,26 @@ async def test_waiting_for_locks_holds_no_database_transaction(api: Api) -> None
     granted = await asyncio.wait_for(waiting, 5)
     assert granted.status_code == 201, granted.text
     assert granted.json()["locks"]["fence"] > held.json()["locks"]["fence"]
+
+
+async def test_an_agent_creates_only_its_allowed_task_types(api: Api) -> None:
+    narrow = await create(api, name="files-only", allowed_task_types=["files.write"])
+    headers = await agent_token(api, narrow["id"])
+    draft = {"title": "t", "payload": {"root": str(api.workspace), "changes": []}}
+    refused = await api.client.post(
+        "/api/v1/tasks", json={"type": "git.patch", **draft}, headers=headers
+    )
+    body = problem(refused, 403, "forbidden")
+    assert "allowed task types are files.write" in body["detail"]
+    allowed = await api.client.post(
+        "/api/v1/tasks", json={"type": "files.write", **draft}, headers=headers
+    )
+    assert allowed.status_code == 201, allowed.text
+
+    anything = await create(api, name="any-type")  # no list: every type
+    other = await api.client.post(
+        "/api/v1/tasks",
+        json={"type": "git.patch", **draft},
+        headers=await agent_token(api, anything["id"]),
+    )
+    assert other.status_code == 201, other.text

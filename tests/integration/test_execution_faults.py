@@ -140,9 +140,12 @@ async def wait_for_state(runtime: Runtime, task_id: uuid.UUID, state: str, limit
 
 def read_when_there(path: Path, limit: float) -> str:
     deadline = time.monotonic() + limit
-    while not path.exists() and time.monotonic() < deadline:
+    # Until it exists and has content: the writer creates the file before writing it.
+    while time.monotonic() < deadline:
+        if path.exists() and (text := path.read_text()):
+            return text
         time.sleep(0.1)
-    return path.read_text()
+    return path.read_text() if path.exists() else ""
 
 
 def target(runtime: Runtime) -> Path:

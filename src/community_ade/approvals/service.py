@@ -222,6 +222,8 @@ class TaskService:
         _check_text("title", draft.title, 300)
         _check_priority(draft.priority)
         is_agent = principal.kind == "agent"
+        if is_agent:
+            await self._check_agent_may_create(principal, draft.type)
         task = Task(
             type=draft.type,
             title=draft.title.strip(),
@@ -236,6 +238,19 @@ class TaskService:
         await self.session.flush()
         await self._audit("task:created", principal, task, {"type": task.type, "title": task.title})
         return task
+
+    async def _check_agent_may_create(self, principal: Principal, task_type: str) -> None:
+        """An agent configured with allowed task types creates only those (none: any)."""
+        allowed = await self.session.scalar(
+            select(Agent.allowed_task_types).where(Agent.id == principal.id)
+        )
+        if allowed and task_type not in allowed:
+            raise Forbidden(
+                f"agent {principal.name} may not create {task_type} tasks; its allowed task "
+                f"types are {', '.join(allowed)}",
+                task_type=task_type,
+                allowed_task_types=list(allowed),
+            )
 
     async def update(self, principal: Principal, task_id: uuid.UUID, changes: TaskChanges) -> Task:
         task = await self._owned(principal, task_id)
