@@ -628,7 +628,10 @@ class LockManager:
                 text = str(exc).lower()
                 if not isinstance(exc, NoPermissionError) and "unknown command" not in text:
                     raise
-                log.info("lock scripts fall back to EVALSHA: %s", exc)
+                # Redis 6.2 (the embedded one) or no FUNCTION permission; the error
+                # quotes the whole library, so only its start is worth a log line.
+                reason = str(exc).split(",", 1)[0]
+                log.info("lock scripts run with EVALSHA (no Redis Functions: %s)", reason)
                 self._functions = False
             else:
                 self._functions = True
