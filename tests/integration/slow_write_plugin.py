@@ -9,7 +9,8 @@ logged to ``<file>.refused``, so a test can see that the stale worker tried and 
 Payload: ``{"path": "/abs/file", "line": "text", "seconds": 3}``, optionally
 ``"fail": "transient" | "permanent"`` and ``"fail_times": n`` (default: always): the apply
 writes its line, then fails (counting attempts in ``<file>.attempts``), so the rollback
-has something to undo.
+has something to undo; ``"snapshot_fail_times": n``: the first n snapshots fail
+transiently.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def _count_attempt(path: Path) -> int:
     return count
 
 
+def _count_snapshot(path: Path) -> int:
+    counter = Path(f"{path}.snapshots")
+    count = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(count))
+    return count
+
+
 def _restore(path: Path, content: str | None) -> RollbackOutcome:
     if _read(path) == content:
         return "nothing_to_roll_back"
@@ -96,7 +104,10 @@ class SlowAppend:
     async def snapshot(
         self, payload: Mapping[str, Any], plan: Plan, context: ApplyContext
     ) -> Snapshot:
-        return Snapshot(TASK_TYPE, {"content": _read(Path(payload["path"]))})
+        path = Path(payload["path"])
+        if payload.get("snapshot_fail_times", 0) >= await asyncio.to_thread(_count_snapshot, path):
+            raise ApplyFailed("the target is busy", transient=True)
+        return Snapshot(TASK_TYPE, {"content": _read(path)})
 
     async def apply(
         self, payload: Mapping[str, Any], plan: Plan, snapshot: Snapshot, context: ApplyContext

@@ -287,6 +287,20 @@ async def test_a_transient_failure_is_retried_with_backoff_until_it_succeeds(
     assert events[-1] == "task:completed"
 
 
+async def test_a_transient_snapshot_failure_is_retried_not_failed(runtime: Runtime) -> None:
+    alice = await make_user(runtime)
+    payload = {"path": str(target(runtime)), "line": "x", "seconds": 0, "snapshot_fail_times": 1}
+    task = await submit(runtime, alice, TASK_TYPE, payload)
+    await runtime.queue.drain_background()
+    worker = await run_burst(runtime)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED
+    assert done.attempts == 2
+    assert worker.stats.retried == 1
+    assert target(runtime).read_text() == "x\n"
+    assert (await events_of(runtime, task.id))[-2:] == ["task:applying", "task:completed"]
+
+
 async def test_transient_failures_stop_after_the_last_attempt(runtime: Runtime) -> None:
     alice = await make_user(runtime)
     payload = {"path": str(target(runtime)), "line": "x", "seconds": 0, "fail": "transient"}

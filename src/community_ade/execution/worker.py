@@ -371,7 +371,7 @@ class Worker:
         try:
             attempt.snapshot = await executor.snapshot(task.payload, stash, context)
         except ApplyFailed as exc:
-            return await self._refuse(task, context, f"snapshot failed: {exc.message}", exc.details)
+            return await self._snapshot_failed(attempt, exc)
         started = await self.service.start(task, context.fence, dict(attempt.snapshot.data))
         if started is None:
             return _CHANGED
@@ -401,6 +401,20 @@ class Worker:
                 (time.monotonic() - attempt.started) * 1000,
                 result.summary,
             )
+        return None
+
+    async def _snapshot_failed(self, attempt: _Attempt, exc: ApplyFailed) -> _Changed | None:
+        task, context = attempt.task, attempt.context
+        message = f"snapshot failed: {exc.message}"
+        if not exc.transient:
+            return await self._refuse(task, context, message, exc.details)
+        # E.g. the target moved between the re-plan and the snapshot: an attempt that
+        # wrote nothing, retried with backoff like any transient failure.
+        begun = await self.service.start(task, context.fence, None)
+        if begun is None:
+            return _CHANGED
+        attempt.task = begun
+        await self._failed(attempt, Failure(message, True, ""), exc.details)
         return None
 
     async def _refuse(
