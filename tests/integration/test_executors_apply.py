@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gitutil import GIT, git
 
 from community_ade.errors import FenceRejected, InvalidInput
 from community_ade.execution.executors import (
@@ -40,7 +40,6 @@ from community_ade.execution.executors.http_request import HttpRequestExecutor
 from community_ade.execution.executors.shell import ShellExecutor
 from community_ade.settings import Settings
 
-GIT = shutil.which("git")
 pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
 
 FILES = FilesWriteExecutor()
@@ -396,18 +395,6 @@ async def test_files_write_cannot_reach_the_fence_records(ws: Workspace, project
 
 
 # --- git.patch --------------------------------------------------------------------------
-
-
-def git(cwd: Path, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [GIT or "git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
 
 
 @pytest.fixture

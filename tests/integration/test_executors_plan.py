@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gitutil import GIT, git
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,6 @@ from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors.files_write import FilesWriteExecutor
 from community_ade.execution.executors.git_patch import GitPatchExecutor
 
-GIT = shutil.which("git")
 pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
 
 FILES = FilesWriteExecutor()
@@ -298,18 +298,6 @@ async def test_files_write_handles_empty_files(ws: Workspace, project: Path) -> 
 
 
 # --- git.patch --------------------------------------------------------------------------
-
-
-def git(cwd: Path, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [GIT or "git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
 
 
 @pytest.fixture

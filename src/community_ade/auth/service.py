@@ -164,7 +164,7 @@ async def authenticate_password(session: AsyncSession, username: str, password: 
             logger.warning("user %r has a password below today's policy", username)
         else:
             await session.flush()
-    return await _human_principal(session, user)
+    return await human_principal(session, user)
 
 
 def _login_refusal(user: User | None, stored: str | None, *, matches: bool) -> str | None:
@@ -179,7 +179,8 @@ def _login_refusal(user: User | None, stored: str | None, *, matches: bool) -> s
     return None
 
 
-async def _human_principal(session: AsyncSession, user: User) -> Principal:
+async def human_principal(session: AsyncSession, user: User) -> Principal:
+    """The principal a user acts as: their role and their groups."""
     return Principal(
         id=user.id,
         kind="human",
@@ -442,7 +443,7 @@ async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal 
         user = await session.get(User, token.user_id)
         if user is None or user.disabled_at is not None:
             return None
-        return await _human_principal(session, user)
+        return await human_principal(session, user)
     agent = await session.get(Agent, token.agent_id)
     if agent is None:
         return None

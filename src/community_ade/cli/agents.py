@@ -37,14 +37,7 @@ Tools = Annotated[list[str] | None, typer.Option("--tool", help="A tool id (repe
 
 
 async def _principal(session: AsyncSession, username: str) -> Principal:
-    user = await auth.get_user_by_name(session, username)
-    return Principal(
-        id=user.id,
-        kind="human",
-        name=user.username,
-        role=user.role,
-        groups=await auth.groups_of(session, user.id),
-    )
+    return await auth.human_principal(session, await auth.get_user_by_name(session, username))
 
 
 # Reading needs no particular user: the operator of the machine reads as a viewer.

@@ -124,14 +124,7 @@ def make_repository(repo: Path) -> None:
 
 
 async def _person(session: AsyncSession, name: str) -> Principal:
-    user = await auth.get_user_by_name(session, name)
-    return Principal(
-        id=user.id,
-        kind="human",
-        name=user.username,
-        role=user.role,
-        groups=await auth.groups_of(session, user.id),
-    )
+    return await auth.human_principal(session, await auth.get_user_by_name(session, name))
 
 
 async def _agent(session: AsyncSession, name: str) -> Principal:
