@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from community_ade.api.app import create_app
 from community_ade.auth import service as auth
@@ -248,6 +249,22 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
     finally:
         await drop()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database, migrated to the newest schema."""
+    engine = db.create_engine(database_url)
+    try:
+        await db.upgrade(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return db.sessionmaker(engine)
 
 
 # -- the HTTP API -------------------------------------------------------------------------

@@ -45,21 +45,6 @@ AWKWARD_DATA: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return db.sessionmaker(engine)
-
-
 async def _append(
     sessions: async_sessionmaker[AsyncSession],
     n: int,

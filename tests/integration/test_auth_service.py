@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,16 +27,6 @@ from community_ade.storage.models import ApiToken, User
 Sessions = async_sessionmaker[AsyncSession]
 PASSWORD = "correct horse battery"
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[Sessions]:
-    engine = db.create_engine(database_url)
-    try:
-        await db.upgrade(engine)
-        yield db.sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 async def _user(sessions: Sessions, name: str, role: str, password: str | None = None) -> User:

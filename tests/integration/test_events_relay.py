@@ -18,21 +18,10 @@ from community_ade.errors import Conflict, ServiceUnavailable
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import AUDIT_SOURCE, Relay
 from community_ade.infra.redis_client import AnyRedis, open_redis
-from community_ade.storage import db
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["server", pytest.param("cluster", marks=pytest.mark.cluster)], indirect=True
 )
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[Any]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    try:
-        yield db.sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

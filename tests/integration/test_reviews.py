@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.approvals.risk import ResourceRef
@@ -29,7 +28,6 @@ from community_ade.errors import (
     StalePreview,
 )
 from community_ade.execution.executors.base import PlanContext
-from community_ade.storage import db
 from community_ade.storage.models import (
     AuditEvent,
     Delegation,
@@ -43,14 +41,6 @@ from community_ade.storage.models import (
 )
 
 APPROVE, REJECT = ReviewAction.APPROVE, ReviewAction.REJECT
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine: AsyncEngine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield db.sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ requirements, auto-approval), cancel, concurrency, listing; each with its audit 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.service import TaskChanges, TaskDraft, TaskService
@@ -18,21 +17,7 @@ from community_ade.audit import log as audit
 from community_ade.auth.principal import Principal
 from community_ade.errors import Conflict, Forbidden, InvalidInput, InvalidTransition
 from community_ade.execution.executors.base import PlanContext
-from community_ade.storage import db
 from community_ade.storage.models import AuditEvent, PolicyVersion, Preview, Task, User
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return db.sessionmaker(engine)
 
 
 @pytest.fixture
