@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from conftest import delete_domain_keys
 from sqlalchemy import select
 
 from community_ade.approvals.policy_document import PolicyDocument
@@ -16,6 +17,7 @@ from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth.principal import Principal
 from community_ade.execution.executors.base import PlanContext
+from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.storage import db
@@ -40,6 +42,23 @@ def settings_for(
         "worker_reconcile_seconds": 0.5,
     }
     return Settings(**(values | extra))
+
+
+@asynccontextmanager
+async def auto_approving_runtime(
+    database_url: str, redis_url: str, tmp_path: Path, name: str
+) -> AsyncIterator[Runtime]:
+    """A Runtime on queue and lock domain ``name`` whose policy approves every task, with
+    a workspace ``ws``; the domain's Redis keys are deleted afterwards."""
+    (tmp_path / "workspaces" / "ws").mkdir(parents=True)
+    try:
+        async with open_runtime(settings_for(database_url, redis_url, tmp_path, name)) as rt:
+            await set_policy(rt, AUTO)
+            yield rt
+    finally:
+        client = await open_redis(redis_url)
+        await delete_domain_keys(client, name)
+        await client.aclose()
 
 
 @asynccontextmanager

@@ -18,15 +18,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Backend, delete_domain_keys
+from conftest import Backend
 from execution_util import (
-    AUTO,
+    auto_approving_runtime,
     events_of,
     make_user,
-    open_runtime,
     reload,
-    set_policy,
-    settings_for,
     submit,
 )
 from slow_write_plugin import TASK_TYPE, install_slow_plugin
@@ -35,7 +32,6 @@ from community_ade.approvals.states import TaskState
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
-from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 
 pytestmark = [
@@ -68,16 +64,8 @@ def site(tmp_path: Path) -> Iterator[Path]:
 async def runtime(
     database_url: str, backend: Backend, tmp_path: Path, domain: str, site: Path
 ) -> AsyncIterator[Runtime]:
-    (tmp_path / "workspaces" / "ws").mkdir(parents=True)
-    settings = settings_for(database_url, backend.url, tmp_path, domain)
-    try:
-        async with open_runtime(settings) as rt:
-            await set_policy(rt, AUTO)
-            yield rt
-    finally:
-        client = await open_redis(backend.url)
-        await delete_domain_keys(client, domain)
-        await client.aclose()
+    async with auto_approving_runtime(database_url, backend.url, tmp_path, domain) as rt:
+        yield rt
 
 
 class Workers:

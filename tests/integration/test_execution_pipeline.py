@@ -10,15 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import Backend, delete_domain_keys
+from conftest import Backend
 from execution_util import (
     AUTO,
+    auto_approving_runtime,
     events_of,
     make_user,
-    open_runtime,
     reload,
     set_policy,
-    settings_for,
     submit,
     write_payload,
 )
@@ -26,7 +25,6 @@ from execution_util import (
 from community_ade.approvals.states import TaskState
 from community_ade.execution.queue import band_of
 from community_ade.execution.worker import Worker
-from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 
 # The whole pipeline on standalone Redis and on Cluster (queue and lock keys hash-tagged).
@@ -39,16 +37,8 @@ pytestmark = pytest.mark.parametrize(
 async def runtime(
     database_url: str, backend: Backend, tmp_path: Path, domain: str
 ) -> AsyncIterator[Runtime]:
-    (tmp_path / "workspaces" / "ws").mkdir(parents=True)
-    settings = settings_for(database_url, backend.url, tmp_path, domain)
-    try:
-        async with open_runtime(settings) as rt:
-            await set_policy(rt, AUTO)
-            yield rt
-    finally:
-        client = await open_redis(backend.url)
-        await delete_domain_keys(client, domain)
-        await client.aclose()
+    async with auto_approving_runtime(database_url, backend.url, tmp_path, domain) as rt:
+        yield rt
 
 
 def ws(runtime: Runtime) -> Path:
