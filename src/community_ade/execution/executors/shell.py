@@ -20,9 +20,10 @@ output that changes between submit and apply sends the task back for review.
 ``apply`` runs ``command`` with ``ADE_TASK_ID`` and ``ADE_FENCE`` in its environment
 (nothing else from the worker's environment but ``PATH`` and ``HOME``: the worker's own
 secrets stay out), records the exit code and the output (stdout and stderr interleaved,
-bounded), and kills the whole process group on timeout or cancellation. ``rollback``
-runs ``rollback_command`` the same way, if there is one. The fence record of the working
-directory is checked and advanced right before the command starts.
+bounded), and kills the whole process group on timeout, on cancellation, and if the
+worker process dies while it runs (``watchdog``). ``rollback`` runs ``rollback_command``
+the same way, if there is one. The fence record of the working directory is checked and
+advanced right before the command starts.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from community_ade.execution.executors.base import (
     invalid,
     parsed_for_apply,
 )
+from community_ade.execution.executors.watchdog import WATCHDOG
 
 TASK_TYPE = "shell"
 MAX_ARGS = 1000
@@ -193,9 +195,13 @@ async def run_command(
     """Run ``argv`` in its own process group; on timeout or cancellation the whole group
     is killed (a ``sh -c`` and everything it started) before this returns or raises.
 
+    The group is also killed if this process dies while the command runs
+    (``watchdog``).
+
     Raises:
         OSError: the program could not be started (not found, not executable).
     """
+    WATCHDOG.ready()
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -205,6 +211,7 @@ async def run_command(
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
+    WATCHDOG.watch(process.pid)
     chunks = bytearray()
     try:
         async with asyncio.timeout(timeout):
@@ -221,6 +228,7 @@ async def run_command(
     finally:
         if process.returncode is None:  # cancelled
             await fencing.finish(_kill_group(process))
+        WATCHDOG.unwatch(process.pid)
     return Run(process.returncode, bounded(bytes(chunks)))
 
 
