@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the server expires tasks past their review or approval deadline.",
     )
+    idempotency_key_ttl_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long a stored Idempotency-Key answer is replayed; after that the key "
+        "is forgotten (the sweep deletes it) and may be used again.",
+    )
     lock_domain: str = Field(
         default="default",
         pattern=DOMAIN_PATTERN,

@@ -212,6 +212,49 @@ async def test_idempotency_key_replays_the_first_answer(api: Api) -> None:
     assert first.json()["review"]["id"] == again.json()["review"]["id"]
 
 
+async def test_an_idempotency_key_past_its_time_to_live_is_forgotten(api: Api) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from community_ade.api.idempotency import forget_expired
+    from community_ade.storage.models import IdempotencyKey, utcnow
+
+    c = api.client
+    headers = {**api.as_("alice"), "Idempotency-Key": "old-key"}
+    first = await c.post("/api/v1/tasks", json=task_body(api), headers=headers)
+    fresh = {**api.as_("alice"), "Idempotency-Key": "fresh-key"}
+    assert (await c.post("/api/v1/tasks", json=task_body(api), headers=fresh)).status_code == 201
+    ttl = timedelta(hours=api.runtime.settings.idempotency_key_ttl_hours)
+    async with api.runtime.sessions.begin() as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == "old-key")
+            .values(created_at=utcnow() - ttl - timedelta(minutes=1))
+        )
+    # Past its time to live the key is new again: a different body is run, not refused.
+    other = await c.post("/api/v1/tasks", json=task_body(api, "x = 1\n"), headers=headers)
+    assert other.status_code == 201
+    assert other.json()["id"] != first.json()["id"]
+    again = await c.post("/api/v1/tasks", json=task_body(api, "x = 1\n"), headers=headers)
+    assert again.json()["id"] == other.json()["id"]
+
+    async with api.runtime.sessions.begin() as session:
+        await session.execute(
+            update(IdempotencyKey).values(created_at=utcnow() - ttl - timedelta(minutes=1))
+        )
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == "fresh-key")
+            .values(created_at=utcnow() - ttl + timedelta(minutes=1))
+        )
+    assert await forget_expired(api.runtime.sessions, api.runtime.settings, batch=1) == 1
+    async with api.runtime.sessions() as session:
+        kept = (await session.scalars(select(IdempotencyKey.key))).all()
+        assert kept == ["fresh-key"]
+        assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+
+
 async def test_the_sweep_expires_overdue_reviews(api: Api) -> None:
     from datetime import timedelta
 

@@ -15,6 +15,7 @@ from community_ade import __version__, dashboard
 from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
+from community_ade.api.idempotency import forget_expired
 from community_ade.api.middleware import RejectNulMiddleware
 from community_ade.api.routes import (
     agents,
@@ -69,17 +70,21 @@ async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
 
 
 async def sweep_forever(runtime: Runtime) -> None:
-    """The periodic expiry of review and approval deadlines (DESIGN §3)."""
+    """The periodic expiry of review and approval deadlines (DESIGN §3), and of stored
+    Idempotency-Key answers past their time to live."""
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
             expired = await sweep_once(runtime)
+            forgotten = await forget_expired(runtime.sessions, runtime.settings)
         except AdeError as exc:  # e.g. the database is briefly unreachable: try again later
-            log.warning("expiry sweep failed: %s", exc.message)
+            log.warning("sweep failed: %s", exc.message)
             continue
         if expired:
             log.info("expired %d overdue task(s)", len(expired))
+        if forgotten:
+            log.info("forgot %d Idempotency-Key(s) past their time to live", forgotten)
 
 
 # More background work that runs while the app serves, e.g. the demo's trickle of tasks.
