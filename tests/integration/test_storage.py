@@ -3,6 +3,7 @@ Runtime's automatic upgrade of the default database."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from community_ade.errors import ServiceUnavailable
 from community_ade.runtime import Runtime
@@ -103,3 +105,42 @@ async def test_the_runtime_refuses_an_explicit_database_that_is_not_migrated(
     with pytest.raises(ServiceUnavailable, match="ade db upgrade"):
         async with Runtime.open(settings):
             pass
+
+
+async def _backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(text("SELECT pg_backend_pid()")))
+
+
+async def test_a_pooled_connection_killed_while_idle_is_replaced_not_failed(
+    database_url: str,
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL server's connections")
+    engine = db.create_engine(database_url, idle_ping_seconds=0.2)
+    killer = db.create_engine(database_url)
+    try:
+        pid = await _backend_pid(engine)  # one pooled connection, now idle
+        async with killer.connect() as connection:
+            await connection.execute(text(f"SELECT pg_terminate_backend({pid})"))
+        await asyncio.sleep(0.3)
+        # Idle past the threshold: pinged at checkout, found dead, replaced.
+        assert await _backend_pid(engine) != pid
+    finally:
+        await engine.dispose()
+        await killer.dispose()
+
+
+async def test_a_connection_used_a_moment_ago_is_not_pinged(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the ping only runs on PostgreSQL")
+    engine = db.create_engine(database_url, idle_ping_seconds=60)
+    pings = []
+    original = engine.dialect.do_ping
+    engine.dialect.do_ping = lambda dbapi_connection: pings.append(1) or original(dbapi_connection)  # type: ignore[method-assign]
+    try:
+        first = await _backend_pid(engine)
+        assert await _backend_pid(engine) == first  # the same pooled connection
+        assert pings == []
+    finally:
+        await engine.dispose()

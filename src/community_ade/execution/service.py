@@ -26,6 +26,7 @@ from community_ade.approvals.states import TaskState, Trigger
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.execution.executors.base import Plan, PlanContext
+from community_ade.storage import db
 from community_ade.storage.models import Preview, Task, utcnow
 
 _MAX_ERROR = 4000
@@ -57,19 +58,20 @@ class ExecutionService:
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
+        self.reads = db.read_sessions(sessions)  # load and load_for_apply: one SELECT each
         self.worker_id = worker_id
         self.actor = worker_actor(worker_id)
         self.plan_context = plan_context
         self.now = now
 
     async def load(self, task_id: uuid.UUID) -> Task | None:
-        async with self.sessions() as session:
+        async with self.reads() as session:
             return await session.get(Task, task_id)
 
     async def load_for_apply(self, task_id: uuid.UUID) -> tuple[Task, Plan | None] | None:
         """The task and the stash, the stored preview its reviewers approved as a ``Plan``
         (None when that row is missing), in one query."""
-        async with self.sessions() as session:
+        async with self.reads() as session:
             row = (
                 await session.execute(
                     select(Task, Preview)
