@@ -603,6 +603,8 @@ async def move_if(
         .where(Task.id == task_id, Task.state == expected.value, *where)
         .values(**values, state=after.value, version=Task.version + 1)
         .returning(Task)
+        # The row comes back by RETURNING: nothing in the session to synchronise.
+        .execution_options(synchronize_session=False)
     )
     if task is None:
         return None

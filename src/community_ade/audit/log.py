@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, select, text
+from sqlalchemy import String, insert, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,8 +74,12 @@ _RACE_SQLSTATES = {"23505", "40001", "40P01"}
 # Built once: every audited transaction sends them.
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=PG_LOCK_KEY)
 _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+_INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
+APPENDED = "ade.audit_appended"
+"""``session.info`` key set once the session's transaction has appended an event (the
+events relay wakes after such a commit); whoever reads it clears it."""
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -180,11 +184,13 @@ async def _insert_after(
         "data": data,
         "prev_hash": GENESIS if head is None else head[1],
     }
-    event = AuditEvent(**fields, hash=compute_hash(fields))
-    session.add(event)
-    await session.flush()
-    session.info[_OWN_HEAD] = (event.seq, event.hash)
-    return event
+    fields["hash"] = compute_hash(fields)
+    # A Core INSERT: the row is written once and never changed, so the ORM's unit of
+    # work (identity map, flush bookkeeping) would only add cost to every transition.
+    await session.execute(_INSERT, fields)
+    session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
+    session.info[APPENDED] = True
+    return AuditEvent(**fields)  # what was written (not attached to the session)
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

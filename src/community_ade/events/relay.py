@@ -14,8 +14,12 @@ can never see row n + 1 without row n. (Were rows ever deleted, the relay would 
 over the hole: it relays what exists past its cursor.)
 
 Latency: a commit in this process that appended audit rows wakes the relays of this
-process at once (a SQLAlchemy ``after_commit`` hook); rows committed by other processes
-and lock events are picked up by polling every ``ADE_EVENTS_POLL_SECONDS``.
+process at once (a SQLAlchemy ``after_commit`` hook) to relay the audit log; rows
+committed by other processes, lock events and agent health changes are picked up by
+polling every ``ADE_EVENTS_POLL_SECONDS``. A wake-up reads only the audit log: the
+Redis sources (four calls or more) cannot have changed because of a commit, and a
+worker commits twice per task. Woken passes start at least ``MIN_GAP_SECONDS`` apart,
+so that under load one pass relays several commits.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from community_ade.agents.watch import events_stream as agent_events_stream
+from community_ade.audit import log as audit
 from community_ade.errors import AdeError
 from community_ade.events.envelope import (
     StoredEvent,
@@ -48,6 +53,7 @@ from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import keys as lock_keys
 from community_ade.runtime import Runtime
+from community_ade.storage import db
 from community_ade.storage.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -57,33 +63,29 @@ AGENT_SOURCE = "agent-health"
 # A Redis source's entry (id, fields) as the events stream stores it.
 Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
+# Passes woken by commits start at most this often: under load (a worker commits twice
+# per task) one read then relays the rows of several commits, for a few ms of latency.
+MIN_GAP_SECONDS = 0.025
 _AUDIT_COLUMNS = tuple(
     getattr(AuditEvent, name)
     for name in ("seq", "ts", "type", "actor_kind", "actor_id", "via_delegation", "subject", "data")
 )
-_APPENDED_AUDIT = "community_ade.events.appended_audit"
 
 # -- waking relays of this process after a commit that appended audit rows -----------
 
 _wakeups: set[Callable[[], None]] = set()
 
 
-def _note_audit_rows(session: Session, _flush_context: Any) -> None:
-    if any(isinstance(obj, AuditEvent) for obj in session.new):
-        session.info[_APPENDED_AUDIT] = True
-
-
 def _wake_after_commit(session: Session) -> None:
-    if session.info.pop(_APPENDED_AUDIT, False):
+    if session.info.pop(audit.APPENDED, False):
         for wake in tuple(_wakeups):
             wake()
 
 
 def _forget_after_rollback(session: Session, _previous: Any = None) -> None:
-    session.info.pop(_APPENDED_AUDIT, None)
+    session.info.pop(audit.APPENDED, None)
 
 
-event.listen(Session, "after_flush", _note_audit_rows)
 event.listen(Session, "after_commit", _wake_after_commit)
 event.listen(Session, "after_soft_rollback", _forget_after_rollback)
 
@@ -120,7 +122,7 @@ class Relay:
         batch: int = BATCH,
     ) -> None:
         self.redis = redis_client
-        self.sessions = sessions
+        self.sessions = db.read_sessions(sessions)
         self.keys = EventKeys.for_namespace(namespace)
         self.agent_events = agent_events_stream(namespace)
         self.maxlen = maxlen
@@ -199,21 +201,31 @@ class Relay:
         return int(appended)
 
     async def run(self, poll_seconds: float) -> None:
-        """Relay until cancelled: at once after a local commit, else every poll."""
+        """Relay until cancelled: the audit log at once after a local commit, every
+        source every poll."""
+        loop = asyncio.get_running_loop()
         nudge = asyncio.Event()
+        next_poll = loop.time()
+        gap = min(MIN_GAP_SECONDS, poll_seconds)
         with _woken_by_commits(nudge):
             while True:
                 nudge.clear()
+                started = loop.time()
+                polling = started >= next_poll
+                if polling:
+                    next_poll = started + poll_seconds
                 try:
                     await self.relay_audit()
-                    await self.relay_streams()
+                    if polling:
+                        await self.relay_streams()
                 except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
                     # Redis or the database is briefly away: the cursors keep our place.
                     log.warning("event relay pass failed: %s", exc)
                 except Exception:
                     # A bug must not stop live events for good; the next pass retries.
                     log.exception("event relay pass failed")
-                await wait_event(nudge, poll_seconds)
+                if await wait_event(nudge, max(0.0, next_poll - loop.time())):
+                    await asyncio.sleep(max(0.0, started + gap - loop.time()))
 
 
 def relay_for(runtime: Runtime) -> Relay:
