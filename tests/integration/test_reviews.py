@@ -292,3 +292,97 @@ async def test_twenty_concurrent_decisions_end_in_one_outcome(
     assert outcomes[0].type == ("approval:approved" if final == "APPROVED" else "approval:rejected")
     async with sessions() as session:
         assert (await audit.verify_log(session)).ok
+
+
+# Standing delegations in the review queue: each scope below either puts the task in the
+# delegate's "waiting on me" queue or not, and the review engine must agree — a task in
+# the queue is one the delegate's approval is accepted on, and one outside it is refused.
+_HOUR = timedelta(hours=1)
+STANDING_SCOPES = {
+    "any task": ({}, True),
+    "its task type": ({"task_types": ["files.*"]}, True),
+    "another task type": ({"task_types": ["git.*"]}, False),
+    "its resource type": ({"resource_types": ["configuration"]}, True),
+    "its resource type among others": ({"resource_types": ["database", "configuration"]}, True),
+    "only another resource type": ({"resource_types": ["database"]}, False),
+    "risk at most 100": ({"max_risk": 100.0}, True),
+    "risk at most 0": ({"max_risk": 0.0}, False),
+    "revoked": ({"revoked_at": -_HOUR}, False),
+    "not yet valid": ({"valid_from": _HOUR, "valid_until": 2 * _HOUR}, False),
+    "over": ({"valid_from": -2 * _HOUR, "valid_until": -_HOUR}, False),
+}
+
+
+@pytest.mark.parametrize("scope", STANDING_SCOPES)
+async def test_a_standing_delegation_puts_the_tasks_it_covers_in_the_delegates_queue(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path, scope: str
+) -> None:
+    fields, covered = STANDING_SCOPES[scope]
+    await set_policy(
+        sessions,
+        {
+            "rules": [
+                {"name": "db owners", "task_types": ["files.*"], "groups": [{"group": "db-owners"}]}
+            ]
+        },
+    )
+    alice = await user(sessions, "submitter")
+    owner = await user(sessions, "reviewer", "db-owners")
+    stand_in = await user(sessions, "reviewer")  # not a db-owner
+    task = await submitted_task(sessions, workspace, alice)
+
+    async def queue_of(who: Principal) -> list[uuid.UUID]:
+        async with sessions() as session:
+            tasks, _ = await ReviewService(session).open_for_review(
+                who, awaiting_me=True, page=1, limit=100
+            )
+            return [t.id for t in tasks]
+
+    assert task.id not in await queue_of(stand_in)
+    now = utcnow()
+    row: dict[str, Any] = {"valid_from": -_HOUR, "valid_until": _HOUR} | fields
+    for key in ("valid_from", "valid_until", "revoked_at"):
+        if key in row:
+            row[key] = now + row[key]
+    async with sessions.begin() as session:
+        session.add(Delegation(delegator_id=owner.id, delegate_id=stand_in.id, **row))
+    assert (task.id in await queue_of(stand_in)) is covered
+    assert task.id in await queue_of(owner)
+    if covered:
+        outcome = await decide(sessions, stand_in, task, APPROVE)
+        assert outcome.delegated_for == (str(owner.id),)
+        assert task.id not in await queue_of(stand_in)
+    else:
+        with pytest.raises(NotEligible):
+            await decide(sessions, stand_in, task, APPROVE)
+
+
+async def test_a_standing_delegation_never_queues_a_task_for_its_parties(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    # The delegator submitted the task: the delegation cannot make it wait on anyone.
+    await set_policy(
+        sessions,
+        {"rules": [{"name": "ops", "task_types": ["files.*"], "groups": [{"group": "ops"}]}]},
+    )
+    submitter = await user(sessions, "reviewer", "ops")
+    stand_in = await user(sessions, "reviewer")
+    task = await submitted_task(sessions, workspace, submitter)
+    now = utcnow()
+    async with sessions.begin() as session:
+        session.add(
+            Delegation(
+                delegator_id=submitter.id,
+                delegate_id=stand_in.id,
+                valid_from=now - _HOUR,
+                valid_until=now + _HOUR,
+            )
+        )
+    async with sessions() as session:
+        tasks, total = await ReviewService(session).open_for_review(
+            stand_in, awaiting_me=True, page=1, limit=100
+        )
+    assert task.id not in [t.id for t in tasks]
+    assert total == 0
+    with pytest.raises(NotEligible):
+        await decide(sessions, stand_in, task, APPROVE)

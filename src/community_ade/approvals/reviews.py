@@ -26,8 +26,9 @@ from community_ade.approvals.policy import (
     check_can_vote,
     check_eligible,
     is_eligible,
+    task_type_matches,
 )
-from community_ade.approvals.risk import ResourceRef
+from community_ade.approvals.risk import ResourceRef, ResourceType, parse_resource_types
 from community_ade.approvals.service import (
     actor_of,
     directory,
@@ -40,6 +41,8 @@ from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AlreadyDecided, InvalidInput, NotFound, StalePreview
 from community_ade.execution.dispatch import enqueue_after_commit
+from community_ade.execution.executors import load_executors
+from community_ade.storage.json_sql import HasMemberWith
 from community_ade.storage.models import (
     Agent,
     Review,
@@ -77,40 +80,123 @@ class Outcome:
     repeated: bool = False
 
 
-def awaiting(principal: Principal) -> ColumnElement[bool]:
-    """The tasks a human principal may still decide: eligible (a member of one of the
-    task's review groups, handed the review, or a reviewer/admin where general slots
-    exist), not its submitter or agent owner, and without a current vote of their own.
-    The review queue filters by it; the dashboard also sorts by it."""
+@dataclass(frozen=True)
+class StandingCover:
+    """A standing delegation the principal received, active now, with what its delegator
+    may review: on the tasks it covers, the principal's approval counts for the
+    delegator, so those tasks wait on the principal too (``standing_covers``)."""
+
+    delegator: uuid.UUID
+    groups: frozenset[str]
+    role: str | None  # None: the delegator is disabled and fills general slots no more
+    task_types: tuple[str, ...]  # the known task types its globs match
+    resource_types: frozenset[ResourceType]  # empty: any
+    max_risk: float
+
+
+async def standing_covers(
+    session: AsyncSession, principal: Principal, *, at: datetime | None = None
+) -> tuple[StandingCover, ...]:
+    """The standing delegations to ``principal`` active at ``at`` (now), ready for
+    ``awaiting``. Task-type globs are matched here against the installed executors' task
+    types, since tasks of other types cannot be submitted."""
+    at = at or utcnow()
+    rows = list(
+        await session.scalars(
+            select(DelegationRow).where(
+                DelegationRow.delegate_id == principal.id,
+                DelegationRow.valid_from <= at,
+                DelegationRow.valid_until > at,
+                or_(DelegationRow.revoked_at.is_(None), DelegationRow.revoked_at > at),
+            )
+        )
+    )
+    if not rows:
+        return ()
+    groups, roles = await directory(session, [str(r.delegator_id) for r in rows])
+    known = sorted(load_executors())
+    covers = []
+    for r in rows:
+        globs = tuple(r.task_types) or ("*",)
+        role = roles.get(str(r.delegator_id))
+        covers.append(
+            StandingCover(
+                delegator=r.delegator_id,
+                groups=frozenset(groups.get(str(r.delegator_id), ())),
+                role=next(iter(role)) if role else None,
+                task_types=tuple(t for t in known if task_type_matches(globs, t)),
+                resource_types=parse_resource_types(r.resource_types),
+                max_risk=r.max_risk,
+            )
+        )
+    return tuple(covers)
+
+
+def _eligible(user: uuid.UUID, groups: Collection[str], role: str | None) -> ColumnElement[bool]:
+    """Tasks ``user`` could fill a slot of: a member of one of the task's review groups,
+    handed the review, or a reviewer/admin where general slots exist."""
     # Correlated EXISTS probes (per open task, by primary key or task index) stay
     # cheap however many finished tasks and reviews the tables hold.
     eligible: ColumnElement[bool] = exists().where(
         TaskReviewGroup.task_id == Task.id,
-        TaskReviewGroup.group_name.in_(sorted(principal.groups)),
+        TaskReviewGroup.group_name.in_(sorted(groups)),
     )
-    # A reviewer handed this task's review to the principal (delegate action).
+    # A reviewer handed this task's review to the user (delegate action).
     handed = exists().where(
         Review.task_id == Task.id,
-        Review.delegate_to == principal.id,
+        Review.delegate_to == user,
         Review.decision == "delegate",
         Review.stale.is_(False),
     )
     eligible = or_(eligible, handed)
-    if principal.role in ("reviewer", "admin"):
+    if role in ("reviewer", "admin"):
         eligible = or_(Task.review_any, eligible)
+    return eligible
+
+
+def _free_to_vote(user: uuid.UUID) -> ColumnElement[bool]:
+    """Not the task's submitter or its agent's owner, and without a current vote."""
     voted = exists().where(
         Review.task_id == Task.id,
-        Review.actor_id == principal.id,
+        Review.actor_id == user,
         Review.stale.is_(False),
         Review.via_delegation_for.is_(None),
         Review.decision.in_(("approve", "reject")),
     )
-    mine = select(Agent.id).where(Agent.owner_id == principal.id)
+    mine = select(Agent.id).where(Agent.owner_id == user)
     return and_(
-        eligible,
-        Task.submitter_id != principal.id,
+        Task.submitter_id != user,
         or_(Task.agent_id.is_(None), Task.agent_id.not_in(mine)),
         ~voted,
+    )
+
+
+def _covered(cover: StandingCover) -> ColumnElement[bool]:
+    """The tasks a standing delegation covers (``Delegation.covers``, in SQL)."""
+    conditions = [Task.type.in_(cover.task_types), Task.risk_score <= cover.max_risk]
+    if cover.resource_types:
+        # Every resource type the task touches must be named: none of the others.
+        conditions += [
+            ~HasMemberWith(Task.resources.expression, "type", t.value)
+            for t in ResourceType
+            if t not in cover.resource_types
+        ]
+    return and_(*conditions)
+
+
+def awaiting(principal: Principal, standing: Collection[StandingCover] = ()) -> ColumnElement[bool]:
+    """The tasks a human principal may still decide: eligible in their own right, or
+    through an active standing delegation (``standing``) whose delegator is eligible and
+    free to vote on a task it covers — the principal's approval then counts for both.
+    Never the principal's own tasks (as submitter or agent owner), nor any they already
+    voted on. The review queue filters by it; the dashboard also sorts by it."""
+    through = [
+        and_(_eligible(c.delegator, c.groups, c.role), _free_to_vote(c.delegator), _covered(c))
+        for c in standing
+    ]
+    return and_(
+        or_(_eligible(principal.id, principal.groups, principal.role), *through),
+        _free_to_vote(principal.id),
     )
 
 
@@ -179,9 +265,9 @@ class ReviewService:
     ) -> tuple[list[Task], int]:
         """Tasks under review, oldest first, and their number (up to ``COUNT_CAP + 1``,
         meaning "more than COUNT_CAP"); ``awaiting_me``: only those the principal may
-        still decide — eligible (a member of one of the task's review groups, or a
-        reviewer/admin where general slots exist), not its submitter or agent owner, and
-        without a current vote of their own. One indexed query, whatever the table size.
+        still decide (``awaiting``: eligible in their own right or through a standing
+        delegation, not its submitter or agent owner, without a current vote of their
+        own). One indexed query, whatever the table size.
         """
         require(principal, Permission.TASK_READ)
         if page < 1 or not 1 <= limit <= 100:
@@ -190,7 +276,8 @@ class ReviewService:
         if awaiting_me:
             if principal.kind != "human":
                 return [], 0
-            query = query.where(awaiting(principal))
+            standing = await standing_covers(self.session, principal, at=self.now())
+            query = query.where(awaiting(principal, standing))
         # Counting stops at COUNT_CAP: an exact total of a huge queue costs a walk over
         # every open task on every page, and nobody pages past a thousand reviews.
         capped = query.with_only_columns(Task.id).limit(COUNT_CAP + 1).subquery()

@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 
 from community_ade.api.deps import ReviewsDep, SessionDep
 from community_ade.approvals.batch import BatchDecision, ItemResult, decide_each
-from community_ade.approvals.reviews import COUNT_CAP, ReviewAction, awaiting
+from community_ade.approvals.reviews import COUNT_CAP, ReviewAction, awaiting, standing_covers
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.dashboard.filters import RISK_BANDS
@@ -121,9 +121,10 @@ async def load_queue(
     indexes serve in order (DESIGN §12: the queue stays fast at 100 000 tasks)."""
     require(principal, Permission.TASK_READ)
     reviewer = principal.can(Permission.REVIEW)
+    waits_on_me = awaiting(principal, await standing_covers(session, principal))
     query = _filtered(f, task_id)
     if f.mine:
-        query = query.where(awaiting(principal) if reviewer else false())
+        query = query.where(waits_on_me if reviewer else false())
     column = SORTS[f.sort]
     order = (column.asc() if f.order == "asc" else column.desc()).nulls_last()
 
@@ -136,18 +137,16 @@ async def load_queue(
     if f.mine or not reviewer or task_id is not None:
         tasks = await page(query, offset, PAGE_SIZE)
     else:
-        waiting = query.where(awaiting(principal))
+        waiting = query.where(waits_on_me)
         first = await _count(session, waiting)
         tasks = await page(waiting, offset, PAGE_SIZE) if offset < first else []
         if len(tasks) < PAGE_SIZE:
-            others = query.where(~awaiting(principal))
+            others = query.where(~waits_on_me)
             tasks += await page(others, max(0, offset - first), PAGE_SIZE - len(tasks))
     mine: set[uuid.UUID] = set()
     if reviewer and tasks:
         ids = [t.id for t in tasks]
-        mine = set(
-            await session.scalars(select(Task.id).where(Task.id.in_(ids), awaiting(principal)))
-        )
+        mine = set(await session.scalars(select(Task.id).where(Task.id.in_(ids), waits_on_me)))
     people = await usernames(session, [t.submitter_id for t in tasks])
     agents = await agent_names(session, [t.agent_id for t in tasks])
     rows = [
