@@ -20,7 +20,9 @@ def head_reads(engine: AsyncEngine) -> list[str]:
     seen: list[str] = []
 
     def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "FROM audit_log ORDER BY audit_log.seq DESC" in " ".join(statement.split()):
+        flat = " ".join(statement.split())
+        # PostgreSQL locks and reads it in one function call, SQLite with a SELECT.
+        if "ade_audit_lock_head(" in flat or "FROM audit_log ORDER BY audit_log.seq DESC" in flat:
             seen.append(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", on_execute)

@@ -9,7 +9,8 @@ because another one appended first. The head must be read under a lock held unti
 commit, or two transactions would both link to the same head:
 
 - PostgreSQL: a transaction-scoped advisory lock (``pg_advisory_xact_lock``) on one
-  fixed key, taken before the head is read. Under the default READ COMMITTED the head
+  fixed key, taken before the head is read, both in one call of the function
+  ``ade_audit_lock_head`` (migration 0006). Under the default READ COMMITTED the head
   read after the lock sees the previous holder's committed row.
 - SQLite: the database has one writer at a time, and ``db.create_engine`` begins every
   transaction with ``BEGIN IMMEDIATE``, which already holds the write lock. A SQLite
@@ -72,7 +73,9 @@ _COLUMNS = tuple(getattr(AuditEvent, name) for name in (*HASHED_FIELDS, "hash"))
 # deadlock_detected (a row lock taken after the append lock, in the other order elsewhere).
 _RACE_SQLSTATES = {"23505", "40001", "40P01"}
 # Built once: every audited transaction sends them.
-_PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=PG_LOCK_KEY)
+_PG_LOCK_HEAD = text("SELECT head_seq, head_hash FROM ade_audit_lock_head(:key)").bindparams(
+    key=PG_LOCK_KEY
+)
 _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
 _INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
@@ -106,12 +109,14 @@ def _check_text(name: str, value: str) -> None:
         raise InvalidInput(f"audit {name.replace('_', ' ')} longer than {_WIDTHS[name]}")
 
 
-async def _lock_head(session: AsyncSession) -> None:
-    """Hold the audit log's append lock until this transaction ends (see module doc)."""
+async def _lock_and_read_head(session: AsyncSession) -> tuple[int, str] | None:
+    """Hold the audit log's append lock until this transaction ends (see module doc) and
+    read the head under it: (seq, hash) of the newest row, None for an empty log."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        await session.execute(_PG_LOCK)
-    elif dialect == "sqlite":
+        seq, hash = (await session.execute(_PG_LOCK_HEAD)).one()
+        return None if seq is None else (seq, hash)
+    if dialect == "sqlite":
         table = AuditEvent.__tablename__
         try:
             await session.execute(text(f"UPDATE {table} SET seq = seq WHERE seq IS NULL"))
@@ -122,6 +127,7 @@ async def _lock_head(session: AsyncSession) -> None:
                     "timeout; retry"
                 ) from exc
             raise
+    return await _read_head(session)
 
 
 async def append(
@@ -146,8 +152,7 @@ async def append(
     try:
         head: tuple[int, str] | None = session.info.get(_OWN_HEAD)
         if head is None:
-            await _lock_head(session)
-            head = await _read_head(session)
+            head = await _lock_and_read_head(session)
         event = await _insert_after(session, head, type, actor, subject, plain)
     except DBAPIError as exc:
         if isinstance(exc, IntegrityError) or _sqlstate(exc) in _RACE_SQLSTATES:
@@ -160,7 +165,7 @@ async def append(
 
 
 async def _read_head(session: AsyncSession) -> tuple[int, str] | None:
-    """(seq, hash) of the newest row, None for an empty log; read under the lock."""
+    """(seq, hash) of the newest row, None for an empty log; read under the lock (SQLite)."""
     head = (await session.execute(_HEAD)).first()
     return None if head is None else (head.seq, head.hash)
 
