@@ -38,6 +38,18 @@ async def test_enqueue_dedupes_and_claim_takes_the_urgent_band_first(queue: Task
     assert not depth.empty
 
 
+async def test_a_claim_after_the_streams_were_deleted_recreates_them(
+    queue: TaskQueue, redis_client: AnyRedis
+) -> None:
+    await queue.ensure_groups()
+    for stream in queue.keys.streams:
+        await redis_client.delete(stream)
+    assert await queue.claim("c1", 1) == []  # NOGROUP: the groups are created again
+    task = new_id()
+    await queue.enqueue(task, 100)
+    assert [m.task_id for m in await queue.claim("c1", 1)] == [task]
+
+
 async def test_a_blocking_claim_wakes_for_any_band(queue: TaskQueue) -> None:
     task = new_id()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +112,7 @@ class TaskQueue:
         self._enqueue = register_lua(redis, _PACKAGE, "enqueue")
         self._promote = register_lua(redis, _PACKAGE, "promote")
         self._settle = register_lua(redis, _PACKAGE, "settle")
+        self._claim = register_lua(redis, _PACKAGE, "claim")
         self._groups_ready = False
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -165,34 +166,41 @@ class TaskQueue:
         """Up to ``count`` new messages, most urgent band first; with ``block_ms``, wait
         that long for one when every band is empty."""
         await self.ensure_groups()
-        for stream in self.keys.streams:
-            got = await self._read(consumer, count, {stream: ">"}, None)
-            if got:
-                return got
-        if block_ms <= 0:
+        reply = await self._unless_nogroup(self._script(self._claim, GROUP, consumer, count))
+        if reply:
+            band, entries = reply
+            return self._messages(self.keys.stream(int(band)), _entries(entries))
+        if block_ms <= 0 or reply is None:
             return []
         return await self._read(consumer, count, dict.fromkeys(self.keys.streams, ">"), block_ms)
 
     async def _read(
         self, consumer: str, count: int, streams: dict[str, str], block_ms: int | None
     ) -> list[Message]:
-        try:
-            reply: Any = await self.redis.xreadgroup(
+        reply = await self._unless_nogroup(
+            self.redis.xreadgroup(
                 GROUP,
                 consumer,
                 dict(streams),  # type: ignore[arg-type]
                 count=count,
                 block=block_ms,
             )
-        except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):  # the streams were deleted: create them again
-                self._groups_ready = False
-                await self.ensure_groups()
-                return []
-            raise
+        )
         return [
             m for stream, entries in _stream_items(reply) for m in self._messages(stream, entries)
         ]
+
+    async def _unless_nogroup(self, read: Awaitable[Any]) -> Any:
+        """``await read``; None if the streams were deleted (NOGROUP), after creating
+        them and their group again."""
+        try:
+            return await read
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        self._groups_ready = False
+        await self.ensure_groups()
+        return None
 
     def _messages(self, stream: str, entries: Any, deliveries: int = 1) -> list[Message]:
         band = self.keys.streams.index(stream)
@@ -283,6 +291,11 @@ class TaskQueue:
             return await script(keys=self.keys.script_keys, args=[str(a) for a in args])
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
+
+
+def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
+    """A script's stream entries, {id, {field, value, ...}} each, as XREADGROUP gives them."""
+    return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in raw]
 
 
 def _stream_items(reply: Any) -> list[tuple[str, Any]]:
