@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.service import TaskService, move, move_if
@@ -30,6 +30,12 @@ from community_ade.storage import db
 from community_ade.storage.models import Preview, Task, utcnow
 
 _MAX_ERROR = 4000
+# The worker's read of every apply, built once: the task and its approved preview's content.
+_FOR_APPLY = (
+    select(Task, Preview.content, Preview.format, Preview.lines_changed)
+    .outerjoin(Preview, and_(Preview.task_id == Task.id, Preview.digest == Task.preview_digest))
+    .where(Task.id == bindparam("task_id"))
+)
 
 
 def worker_actor(worker_id: str) -> Actor:
@@ -72,27 +78,18 @@ class ExecutionService:
         """The task and the stash, the stored preview its reviewers approved as a ``Plan``
         (None when that row is missing), in one query."""
         async with self.reads() as session:
-            row = (
-                await session.execute(
-                    select(Task, Preview)
-                    .outerjoin(
-                        Preview,
-                        and_(Preview.task_id == Task.id, Preview.digest == Task.preview_digest),
-                    )
-                    .where(Task.id == task_id)
-                )
-            ).first()
+            row = (await session.execute(_FOR_APPLY, {"task_id": task_id})).first()
         if row is None:
             return None
-        task, preview = row
-        if preview is None:
+        task, content, preview_format, lines_changed = row
+        if content is None:
             return task, None
         return task, Plan(
-            preview=preview.content,
-            format=preview.format,  # type: ignore[arg-type]
-            digest=preview.digest,
+            preview=content,
+            format=preview_format,  # type: ignore[arg-type]
+            digest=task.preview_digest or "",
             precondition_fingerprint=task.precondition_fingerprint or "",
-            lines_changed=preview.lines_changed,
+            lines_changed=lines_changed,
             summary=task.title,
         )
 
