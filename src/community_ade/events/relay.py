@@ -64,8 +64,9 @@ AGENT_SOURCE = "agent-health"
 Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
 # Passes woken by commits start at most this often: under load (a worker commits twice
-# per task) one read then relays the rows of several commits, for a few ms of latency.
-MIN_GAP_SECONDS = 0.025
+# per task) one read then relays the rows of several commits, for at most this much
+# more latency; a commit after a quiet spell is relayed at once.
+MIN_GAP_SECONDS = 0.05
 _AUDIT_COLUMNS = tuple(
     getattr(AuditEvent, name)
     for name in ("seq", "ts", "type", "actor_kind", "actor_id", "via_delegation", "subject", "data")
