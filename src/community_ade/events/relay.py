@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import AsyncScript
-from sqlalchemy import event, func, select
+from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -70,6 +70,12 @@ MIN_GAP_SECONDS = 0.05
 _AUDIT_COLUMNS = tuple(
     getattr(AuditEvent, name)
     for name in ("seq", "ts", "type", "actor_kind", "actor_id", "via_delegation", "subject", "data")
+)
+_FROM = (
+    select(*_AUDIT_COLUMNS)
+    .where(AuditEvent.seq >= bindparam("first"))
+    .order_by(AuditEvent.seq)
+    .limit(bindparam("count"))
 )
 
 # -- waking relays of this process after a commit that appended audit rows -----------
@@ -139,22 +145,19 @@ class Relay:
             cursor = await self.redis.hget(self.keys.cursors, AUDIT_SOURCE)
             async with self.sessions() as session:
                 after = int(cursor) if cursor is not None else await self._start(session)
-                query = (
-                    select(*_AUDIT_COLUMNS)
-                    .where(AuditEvent.seq > after)
-                    .order_by(AuditEvent.seq)
-                    .limit(self.batch)
-                )
-                rows = [dict(row._mapping) for row in await session.execute(query)]
-                if not rows and cursor is not None and await _head(session) < after:
-                    # The cursor was read before this snapshot, so it can only be past
-                    # the head if the log was replaced (a new database on an old Redis):
-                    # start over as a new relay would, or nothing would ever be relayed.
-                    log.warning(
-                        "the audit log ends before the relay's cursor %s: restarting", after
-                    )
-                    await self.redis.hdel(self.keys.cursors, AUDIT_SOURCE)
-                    continue
+                # From the row at the cursor on: whether the log still reaches the cursor
+                # comes with the new rows, not from a second query.
+                params = {"first": after, "count": self.batch + 1}
+                rows = [dict(row._mapping) for row in await session.execute(_FROM, params)]
+            if cursor is not None and not rows:
+                # The cursor was read before this read, so the log can only end before it
+                # if the log was replaced (a new database on an old Redis): start over as
+                # a new relay would, or nothing would ever be relayed.
+                log.warning("the audit log ends before the relay's cursor %s: restarting", after)
+                await self.redis.hdel(self.keys.cursors, AUDIT_SOURCE)
+                continue
+            if rows and rows[0]["seq"] == after:
+                del rows[0]  # relayed already
             events = [(str(row["seq"]), from_audit_row(row)) for row in rows]
             total += await self._offer(AUDIT_SOURCE, events)
             if len(rows) < self.batch:
