@@ -110,6 +110,16 @@ async def test_names_are_unique(api: Api) -> None:
     assert "already exists" in error["message"]
 
 
+async def test_a_deleted_agents_name_is_not_reused_and_the_refusal_says_so(api: Api) -> None:
+    agent = await create(api)
+    gone = await api.client.delete(f"{AGENTS}/{agent['id']}", headers=api.as_("alice"))
+    assert gone.status_code == 204, gone.text
+    again = await api.client.post(AGENTS, json=agent_body(), headers=api.as_("alice"))
+    (error,) = problem(again, 422, "validation_failed")["errors"]
+    assert error["path"] == "name"
+    assert "was deleted" in error["message"]
+
+
 async def test_versions_diff_and_revert(api: Api) -> None:
     c = api.client
     agent = await create(api)

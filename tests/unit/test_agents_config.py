@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from community_ade.agents.config import (
     AgentConfig,
     Catalogue,
+    NameTaken,
     Parameters,
     diff,
     refuse,
@@ -30,7 +31,7 @@ def config(**overrides: Any) -> AgentConfig:
     return AgentConfig(**values)
 
 
-def errors_of(cfg: AgentConfig, *, name_taken: bool = False) -> dict[str, str]:
+def errors_of(cfg: AgentConfig, *, name_taken: NameTaken | None = None) -> dict[str, str]:
     return {e.path: e.message for e in validate(cfg, CATALOGUE, name_taken=name_taken).errors}
 
 
@@ -98,8 +99,15 @@ def test_each_problem_names_its_field_and_range(
 
 
 def test_a_taken_name_is_refused() -> None:
-    assert errors_of(config(), name_taken=True) == {
+    assert errors_of(config(), name_taken=NameTaken.LIVE) == {
         "name": "an agent named 'helper' already exists"
+    }
+
+
+def test_a_deleted_agents_name_is_refused_saying_why() -> None:
+    assert errors_of(config(), name_taken=NameTaken.DELETED) == {
+        "name": "an agent named 'helper' was deleted, and names are not reused "
+        "(its history keeps it): choose another"
     }
 
 
@@ -117,7 +125,7 @@ def test_every_problem_is_reported_at_once() -> None:
         capacity=0,
         parameters=Parameters(temperature=3, top_p=2),
     )
-    report = validate(bad, CATALOGUE, name_taken=False)
+    report = validate(bad, CATALOGUE, name_taken=None)
     assert [e.path for e in report.errors] == [
         "name",
         "model",

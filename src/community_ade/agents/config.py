@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from community_ade.errors import InvalidInput
@@ -164,7 +165,17 @@ def _parameter_errors(params: Parameters, model_window: int | None) -> Iterator[
         )
 
 
-def validate(config: AgentConfig, catalogue: Catalogue, *, name_taken: bool) -> ValidationReport:
+class NameTaken(StrEnum):
+    """Who already has the name a configuration asks for."""
+
+    LIVE = "live"
+    # A deleted agent keeps its name, so its history and audit events stay unambiguous.
+    DELETED = "deleted"
+
+
+def validate(
+    config: AgentConfig, catalogue: Catalogue, *, name_taken: NameTaken | None
+) -> ValidationReport:
     """Every problem of ``config``, each naming its field and the allowed range."""
     errors: list[FieldError] = []
     low, high = NAME_LENGTH
@@ -173,8 +184,11 @@ def validate(config: AgentConfig, catalogue: Catalogue, *, name_taken: bool) -> 
         errors.append(FieldError("name", f"must be {low} to {high} characters, got {len(name)}"))
     elif name != name.strip() or not name.isprintable():
         errors.append(FieldError("name", "printable characters, no leading or trailing space"))
-    elif name_taken:
+    elif name_taken is NameTaken.LIVE:
         errors.append(FieldError("name", f"an agent named {name!r} already exists"))
+    elif name_taken is NameTaken.DELETED:
+        message = f"an agent named {name!r} was deleted, and names are not reused"
+        errors.append(FieldError("name", message + " (its history keeps it): choose another"))
     if len(config.description) > DESCRIPTION_MAX:
         errors.append(FieldError("description", f"at most {DESCRIPTION_MAX} characters"))
     errors.extend(_check_text_list("tags", config.tags, TAGS_MAX, TAG_LENGTH))

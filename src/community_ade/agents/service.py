@@ -192,12 +192,14 @@ class AgentService:
         return cfg.Catalogue(context_windows=dict(models), tools=frozenset(tools))
 
     async def _checked(self, config: cfg.AgentConfig, *, agent_id: uuid.UUID | None) -> None:
-        taken = await self.session.scalar(
-            select(Agent.id).where(Agent.name == config.name, Agent.id != agent_id)
-            if agent_id is not None
-            else select(Agent.id).where(Agent.name == config.name)
-        )
-        report = cfg.validate(config, await self.catalogue(), name_taken=taken is not None)
+        query = select(Agent.deleted_at).where(Agent.name == config.name)
+        if agent_id is not None:
+            query = query.where(Agent.id != agent_id)
+        holder = (await self.session.execute(query)).first()
+        taken = None
+        if holder is not None:
+            taken = cfg.NameTaken.LIVE if holder.deleted_at is None else cfg.NameTaken.DELETED
+        report = cfg.validate(config, await self.catalogue(), name_taken=taken)
         if not report.ok:
             raise cfg.refuse(report)
 
