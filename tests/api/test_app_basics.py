@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -46,6 +47,24 @@ async def test_openapi_document_is_served(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     assert document["info"]["title"] == "Community ADE"
     assert "/healthz" in document["paths"]
+
+
+async def test_openapi_documents_only_problem_documents_for_invalid_requests(
+    client: httpx.AsyncClient,
+) -> None:
+    # The server answers every invalid request with application/problem+json; FastAPI's
+    # own HTTPValidationError body must not be offered as an alternative.
+    text = (await client.get("/openapi.json")).text
+    assert "HTTPValidationError" not in text
+    document = json.loads(text)
+    invalid = [
+        operation["responses"]["422"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        if "422" in operation.get("responses", {})
+    ]
+    assert len(invalid) > 40  # every route with parameters or a body
+    assert all(list(r["content"]) == ["application/problem+json"] for r in invalid)
 
 
 def _free_port() -> int:

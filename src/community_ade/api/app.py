@@ -135,4 +135,24 @@ def create_app(
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
     dashboard.install(app)
+    app.openapi = _problems_only(app.openapi)  # type: ignore[method-assign]
     return app
+
+
+def _problems_only(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents its own ``HTTPValidationError`` body beside ours for every 422;
+    the server only ever answers a bad request with a problem document (api/errors.py),
+    so the OpenAPI document says exactly that."""
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # built once, then cached by FastAPI
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                invalid = operation.get("responses", {}).get("422")
+                if invalid is not None:
+                    invalid["content"] = dict(_PROBLEM["content"])
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    return openapi
