@@ -174,16 +174,7 @@ async def test_submitters_never_approve_their_own_task_not_even_through_delegati
     with pytest.raises(SelfReview):
         await decide(sessions, alice, task, APPROVE)
     # Alice delegated to Dave: Dave's approval counts for Dave only, never for Alice.
-    now = utcnow()
-    async with sessions.begin() as session:
-        session.add(
-            Delegation(
-                delegator_id=alice.id,
-                delegate_id=dave.id,
-                valid_from=now - timedelta(hours=1),
-                valid_until=now + timedelta(hours=1),
-            )
-        )
+    await standing_delegation(sessions, alice, dave)
     outcome = await decide(sessions, dave, task, APPROVE)
     assert outcome.delegated_for == ()
     async with sessions() as session:
@@ -195,9 +186,11 @@ async def test_submitters_never_approve_their_own_task_not_even_through_delegati
     assert for_alice == 0
 
 
-async def test_a_delegated_vote_fills_the_delegators_group_slot(
+async def db_owners_task(
     sessions: async_sessionmaker[AsyncSession], workspace: Path
-) -> None:
+) -> tuple[Principal, Principal, Task]:
+    """A task only a db-owner may approve, submitted by a submitter; a db-owner and a
+    reviewer who is not one (the stand-in of the delegation tests)."""
     await set_policy(
         sessions,
         {
@@ -208,21 +201,33 @@ async def test_a_delegated_vote_fills_the_delegators_group_slot(
     )
     alice = await user(sessions, "submitter")
     owner = await user(sessions, "reviewer", "db-owners")
-    stand_in = await user(sessions, "reviewer")  # not a db-owner
-    task = await submitted_task(sessions, workspace, alice)
-    with pytest.raises(NotEligible):
-        await decide(sessions, stand_in, task, APPROVE)
+    stand_in = await user(sessions, "reviewer")
+    return owner, stand_in, await submitted_task(sessions, workspace, alice)
+
+
+async def standing_delegation(
+    sessions: async_sessionmaker[AsyncSession],
+    delegator: Principal,
+    delegate: Principal,
+    **fields: Any,
+) -> None:
+    """A standing delegation, valid from an hour ago for two hours unless ``fields`` say
+    otherwise."""
     now = utcnow()
+    row = {"valid_from": now - timedelta(hours=1), "valid_until": now + timedelta(hours=1)}
     async with sessions.begin() as session:
         session.add(
-            Delegation(
-                delegator_id=owner.id,
-                delegate_id=stand_in.id,
-                task_types=["files.*"],
-                valid_from=now - timedelta(minutes=1),
-                valid_until=now + timedelta(days=1),
-            )
+            Delegation(delegator_id=delegator.id, delegate_id=delegate.id, **(row | fields))
         )
+
+
+async def test_a_delegated_vote_fills_the_delegators_group_slot(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    owner, stand_in, task = await db_owners_task(sessions, workspace)
+    with pytest.raises(NotEligible):
+        await decide(sessions, stand_in, task, APPROVE)
+    await standing_delegation(sessions, owner, stand_in, task_types=["files.*"])
     outcome = await decide(sessions, stand_in, task, APPROVE)
     assert outcome.delegated_for == (str(owner.id),)
     assert [f.via_delegation for f in outcome.accounting.fills] == [True]
@@ -318,18 +323,7 @@ async def test_a_standing_delegation_puts_the_tasks_it_covers_in_the_delegates_q
     sessions: async_sessionmaker[AsyncSession], workspace: Path, scope: str
 ) -> None:
     fields, covered = STANDING_SCOPES[scope]
-    await set_policy(
-        sessions,
-        {
-            "rules": [
-                {"name": "db owners", "task_types": ["files.*"], "groups": [{"group": "db-owners"}]}
-            ]
-        },
-    )
-    alice = await user(sessions, "submitter")
-    owner = await user(sessions, "reviewer", "db-owners")
-    stand_in = await user(sessions, "reviewer")  # not a db-owner
-    task = await submitted_task(sessions, workspace, alice)
+    owner, stand_in, task = await db_owners_task(sessions, workspace)
 
     async def queue_of(who: Principal) -> list[uuid.UUID]:
         async with sessions() as session:
@@ -340,12 +334,9 @@ async def test_a_standing_delegation_puts_the_tasks_it_covers_in_the_delegates_q
 
     assert task.id not in await queue_of(stand_in)
     now = utcnow()
-    row: dict[str, Any] = {"valid_from": -_HOUR, "valid_until": _HOUR} | fields
-    for key in ("valid_from", "valid_until", "revoked_at"):
-        if key in row:
-            row[key] = now + row[key]
-    async with sessions.begin() as session:
-        session.add(Delegation(delegator_id=owner.id, delegate_id=stand_in.id, **row))
+    times = ("valid_from", "valid_until", "revoked_at")
+    row = {k: now + v if k in times else v for k, v in fields.items()}
+    await standing_delegation(sessions, owner, stand_in, **row)
     assert (task.id in await queue_of(stand_in)) is covered
     assert task.id in await queue_of(owner)
     if covered:
@@ -368,16 +359,7 @@ async def test_a_standing_delegation_never_queues_a_task_for_its_parties(
     submitter = await user(sessions, "reviewer", "ops")
     stand_in = await user(sessions, "reviewer")
     task = await submitted_task(sessions, workspace, submitter)
-    now = utcnow()
-    async with sessions.begin() as session:
-        session.add(
-            Delegation(
-                delegator_id=submitter.id,
-                delegate_id=stand_in.id,
-                valid_from=now - _HOUR,
-                valid_until=now + _HOUR,
-            )
-        )
+    await standing_delegation(sessions, submitter, stand_in)
     async with sessions() as session:
         tasks, total = await ReviewService(session).open_for_review(
             stand_in, awaiting_me=True, page=1, limit=100
