@@ -112,11 +112,14 @@ async def _backend_pid(engine: AsyncEngine) -> int:
         return int(await connection.scalar(text("SELECT pg_backend_pid()")))
 
 
+# The idle ping is PostgreSQL's alone (SQLite has no server connection to lose).
+postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@postgres_only
 async def test_a_pooled_connection_killed_while_idle_is_replaced_not_failed(
     database_url: str,
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("a PostgreSQL server's connections")
     engine = db.create_engine(database_url, idle_ping_seconds=0.2)
     killer = db.create_engine(database_url)
     try:
@@ -131,9 +134,8 @@ async def test_a_pooled_connection_killed_while_idle_is_replaced_not_failed(
         await killer.dispose()
 
 
+@postgres_only
 async def test_a_connection_used_a_moment_ago_is_not_pinged(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the ping only runs on PostgreSQL")
     engine = db.create_engine(database_url, idle_ping_seconds=60)
     pings = []
     original = engine.dialect.do_ping
