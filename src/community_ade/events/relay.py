@@ -65,7 +65,7 @@ Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
 # Passes woken by commits start at most this often: under load (a worker commits twice
 # per task) one read then relays the rows of several commits, for at most this much
-# more latency; a commit after a quiet spell is relayed at once.
+# more latency; a commit after a quiet spell (periodic polls aside) is relayed at once.
 MIN_GAP_SECONDS = 0.05
 _AUDIT_COLUMNS = tuple(
     getattr(AuditEvent, name)
@@ -211,6 +211,9 @@ class Relay:
         nudge = asyncio.Event()
         next_poll = loop.time()
         gap = min(MIN_GAP_SECONDS, poll_seconds)
+        # When the last pass woken by a commit started: the gap is kept between those
+        # only, so a commit right after a periodic poll is not held back.
+        last_woken = -gap
         with _woken_by_commits(nudge):
             while True:
                 nudge.clear()
@@ -229,7 +232,8 @@ class Relay:
                     # A bug must not stop live events for good; the next pass retries.
                     log.exception("event relay pass failed")
                 if await wait_event(nudge, max(0.0, next_poll - loop.time())):
-                    await asyncio.sleep(max(0.0, started + gap - loop.time()))
+                    await asyncio.sleep(max(0.0, last_woken + gap - loop.time()))
+                    last_woken = loop.time()
 
 
 def relay_for(runtime: Runtime) -> Relay:
