@@ -569,15 +569,10 @@ async def move(
     append the audit event, all in the caller's transaction: every state change of a task
     goes through here."""
     before = TaskState(task.state)
-    task.state = next_state(before, trigger).value
+    after = next_state(before, trigger)
+    task.state = after.value
     await flush_or_conflict(session)
-    await audit.append(
-        session,
-        type=event,
-        actor=actor,
-        subject=f"task:{task.id}",
-        data={**data, "from": before.value, "to": task.state, "trigger": trigger.value},
-    )
+    await _audit_move(session, task.id, before, after, trigger, actor, event, data)
 
 
 async def move_if(
@@ -608,14 +603,28 @@ async def move_if(
     )
     if task is None:
         return None
+    await _audit_move(session, task.id, expected, after, trigger, actor, event, data)
+    return task
+
+
+async def _audit_move(
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    before: TaskState,
+    after: TaskState,
+    trigger: Trigger,
+    actor: Actor,
+    event: str,
+    data: Mapping[str, Any],
+) -> None:
+    """The audit event of one state change: the caller's data plus from, to, trigger."""
     await audit.append(
         session,
         type=event,
         actor=actor,
-        subject=f"task:{task.id}",
-        data={**data, "from": expected.value, "to": after.value, "trigger": trigger.value},
+        subject=f"task:{task_id}",
+        data={**data, "from": before.value, "to": after.value, "trigger": trigger.value},
     )
-    return task
 
 
 async def flush_or_conflict(session: AsyncSession) -> None:
