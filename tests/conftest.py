@@ -13,8 +13,10 @@ keys (all under that domain's hash tag) are deleted afterwards; nothing is ever 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,20 @@ FAST = LockConfig(
     backstop_ms=1_000,
     events_maxlen=10_000,
 )
+
+
+def run_ade(
+    env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``ade *args`` in a child process with exactly ``env``, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "community_ade", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def in_ci() -> bool:

@@ -7,23 +7,11 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import _server_url, delete_domain_keys
+from conftest import _server_url, delete_domain_keys, run_ade
 
 from community_ade.infra.redis_client import open_redis
-
-
-def _ade(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "community_ade", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: str) -> None:
@@ -39,7 +27,7 @@ async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: s
     env.pop("ADE_DATABASE_URL", None)
 
     async def ade(*args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(_ade, env, *args)
+        return await asyncio.to_thread(run_ade, env, *args)
 
     try:
         assert (await ade("users", "create", "ann", "--role", "submitter")).returncode == 0
@@ -78,7 +66,12 @@ async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: s
         assert "cli-bot" in listed.stdout
 
         no_token = await asyncio.to_thread(
-            _ade, {**env, "ADE_AGENT_TOKEN": ""}, "agents", "run", "--server", "http://127.0.0.1:9"
+            run_ade,
+            {**env, "ADE_AGENT_TOKEN": ""},
+            "agents",
+            "run",
+            "--server",
+            "http://127.0.0.1:9",
         )
         assert no_token.returncode == 1
         assert "set ADE_AGENT_TOKEN" in no_token.stderr

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from conftest import run_ade
 from sqlalchemy import select
 
 from community_ade.runtime import Runtime
@@ -17,13 +17,7 @@ from community_ade.storage.models import AuditEvent
 def ade(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADE_")}
     env["ADE_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "community_ade", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_ade(env, *args, timeout=60)
 
 
 async def test_cli_force_release_is_audited_and_refuses_what_is_not_held(tmp_path: Path) -> None:
