@@ -142,17 +142,19 @@ def create_app(
 def _problems_only(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     """FastAPI documents its own ``HTTPValidationError`` body beside ours for every 422;
     the server only ever answers a bad request with a problem document (api/errors.py),
-    so the OpenAPI document says exactly that."""
+    so the OpenAPI document says exactly that. Mended once, as FastAPI builds it once."""
+    mended: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
-        schema = build()  # built once, then cached by FastAPI
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                invalid = operation.get("responses", {}).get("422")
-                if invalid is not None:
-                    invalid["content"] = dict(_PROBLEM["content"])
-        for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
-        return schema
+        if not mended:
+            mended.update(build())
+            for operations in mended.get("paths", {}).values():
+                for operation in operations.values():
+                    invalid = operation.get("responses", {}).get("422")
+                    if invalid is not None:
+                        invalid["content"] = dict(_PROBLEM["content"])
+            for name in ("HTTPValidationError", "ValidationError"):
+                mended.get("components", {}).get("schemas", {}).pop(name, None)
+        return mended
 
     return openapi
