@@ -1,0 +1,714 @@
+"""The project's own fault campaign (issue 12 §1): real processes, faults at random.
+
+Two ``ade serve --no-worker`` on one database and one Redis (a client alternates between
+them, retrying on the other with the same ``Idempotency-Key`` when one fails), ``--workers``
+``ade worker`` processes, a private ``redis-server`` (AOF, fsync always) on a free
+loopback port, and a fresh PostgreSQL database ``ade_chaos_<random>`` (dropped at the
+end). The client submits ``--tasks`` auto-approved tasks: ``git.patch`` commits onto
+``main`` of a few repositories (work trees checked out) and ``files.write`` writes over
+seeded or absent files; ``--slow-share`` of them are their slow twins from
+``chaos_plugin.py`` (same executors, a sleep before and after the write), so that faults
+land mid-apply. Meanwhile ``--faults`` faults of the kinds ``--kinds`` are injected:
+
+    worker-kill            SIGKILL a worker (aimed at one applying a task when there is
+                           one), a replacement starts 0.3-1.5 s later
+    worker-stop            SIGSTOP a worker (aimed likewise) past its lock lease and its
+                           messages' reclaim time, then SIGCONT
+    api-kill               SIGKILL one API server, restarted 0.3-1.5 s later
+    redis-restart-persist  SIGKILL redis-server, restarted on its files 0.2-2 s later
+    redis-restart-empty    the same with its files deleted: it comes back empty
+    db-terminate           pg_terminate_backend of every connection to the database
+
+Then it waits (at most ``--settle-seconds``) for every task to end, and checks: each
+COMPLETED git task's ``ADE-Task`` trailer on ``main`` exactly once and its file in the
+work tree, no trailer and no file for the others; each files task's file as approved
+(COMPLETED) or as it was (otherwise); no task left unfinished; no lock held once the
+leases have run out (``ade locks list --json``); the audit chain intact (``ade audit
+verify``); no traceback in any process's log; no process that exited by itself.
+
+Progress and a readable report go to stderr; the last line of stdout is one JSON object
+(keys in bench/README.md). Exit 0 when every check passed, 1 otherwise. The logs are kept
+(path printed) when a check failed or with ``--keep``. ``--quick`` is CI's variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chaos_plugin
+import httpx
+from chaos_checks import (
+    FINAL_STATES,
+    Findings,
+    Intent,
+    Traceback,
+    git,
+    held_locks,
+    judge,
+    tracebacks,
+)
+from chaos_cluster import Cluster, Database, Proc
+
+from community_ade.auth import service as auth
+from community_ade.storage import db
+from community_ade.storage.models import PolicyVersion
+
+HERE = Path(__file__).parent
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+FAULT_KINDS = (
+    "worker-kill",
+    "worker-stop",
+    "api-kill",
+    "redis-restart-persist",
+    "redis-restart-empty",
+    "db-terminate",
+)
+AUTO = {"rules": [{"name": "auto", "task_types": ["*"], "auto_approve_below": 100}]}
+LEASE_S, RECLAIM_S = 4.0, 6.0
+TIMINGS = {
+    "ADE_LOCK_LEASE_SECONDS": str(LEASE_S),
+    "ADE_LOCK_DELAY_SECONDS": "0.3",
+    "ADE_WORKER_RECLAIM_IDLE_SECONDS": str(RECLAIM_S),
+    "ADE_WORKER_RECONCILE_SECONDS": "2",
+    "ADE_WORKER_BACKOFF_BASE_SECONDS": "0.2",
+    "ADE_WORKER_BACKOFF_CAP_SECONDS": "2",
+    "ADE_WORKER_MAX_ATTEMPTS": "8",
+    "ADE_WORKER_LOCK_WAIT_SECONDS": "15",
+}
+SUBMITTERS = 4  # each its own lock capacity (4 grants): 16 applies at once at most
+PRODUCERS = 4
+CALL_SECONDS = 90.0  # one API call, retried across both servers, gives up after this
+MAX_RESTARTS = 30  # of processes that exited by themselves
+AIM_SHARE = 0.8  # of worker faults aimed at a worker that is applying
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the workload ---------------------------------------------------------------------------
+
+
+def make_repos(root: Path, count: int) -> list[Path]:
+    repos = []
+    for n in range(count):
+        repo = root / f"repo-{n}"
+        repo.mkdir(parents=True)
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "README").write_text(f"repository {n}\n")
+        git(repo, "add", "README")
+        git(
+            repo,
+            "-c",
+            "user.name=chaos",
+            "-c",
+            "user.email=chaos@localhost",
+            "commit",
+            "-qm",
+            "init",
+        )
+        repos.append(repo)
+    return repos
+
+
+def new_file_patch(path: str, content: str) -> str:
+    body = "".join(f"+{line}\n" for line in content.splitlines())
+    return (
+        f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+        f"@@ -0,0 +1,{len(content.splitlines())} @@\n{body}"
+    )
+
+
+def git_intent(seq: int, repo: Path, content: str) -> Intent:
+    """A commit of a new file ``t/<seq>.txt`` onto ``main``: it applies to any tip, so
+    the tasks of one repository only move each other's preconditions (re-planned)."""
+    name = f"t/{seq:05d}.txt"
+    payload = {
+        "repo": str(repo),
+        "branch": "main",
+        "patch": new_file_patch(name, content),
+        "message": f"chaos #{seq}",
+    }
+    resources = [{"type": "storage", "id": repo.name, "actions": ["write"]}]
+    return Intent(seq, "git", "git.patch", payload, resources, repo / name, content, repo=repo)
+
+
+def files_intent(seq: int, files: Path, content: str, before: str | None) -> Intent:
+    """A write of ``<seq>.txt``, over ``before`` (written now) or creating it."""
+    name = f"{seq:05d}.txt"
+    if before is not None:
+        (files / name).write_text(before)
+    change = {"path": name, "action": "write", "content": content}
+    payload = {"root": str(files), "changes": [change]}
+    return Intent(seq, "files", "files.write", payload, [], files / name, content, before)
+
+
+def intents(
+    workspace: Path, repos: list[Path], args: argparse.Namespace, rng: random.Random
+) -> list[Intent]:
+    """The tasks to submit, half git.patch and half files.write (half of whose files
+    exist); ``--slow-share`` of them the slow twins, sleeping 0-0.8 s before and after."""
+    files = workspace / "files"
+    files.mkdir()
+    made = []
+    for seq in range(args.tasks):
+        content = f"task {seq} {uuid.uuid4().hex[:8]}\n"
+        if seq % 2 == 0:
+            intent = git_intent(seq, repos[seq % len(repos)], content)
+        else:
+            before = f"seed {seq}\n" if rng.random() < 0.5 else None
+            intent = files_intent(seq, files, content, before)
+        if rng.random() < args.slow_share:
+            intent.task_type = chaos_plugin.SLOW_TYPES[intent.task_type]
+            sleeps = [round(rng.uniform(0, 0.8), 2), round(rng.uniform(0, 0.8), 2)]
+            intent.payload = intent.payload | {"sleep": sleeps}
+        made.append(intent)
+    return made
+
+
+async def prepare_database(database: Database) -> list[str]:
+    """Schema, the auto-approving policy, and the submitters' API tokens."""
+    await database.create()
+    engine = db.create_engine(database.url)
+    try:
+        await db.upgrade(engine)
+        tokens = []
+        async with db.sessionmaker(engine).begin() as session:
+            session.add(PolicyVersion(version=1, document=AUTO))
+            for n in range(SUBMITTERS):
+                user = await auth.create_user(session, f"chaos-{n}", "submitter")
+                token, _ = await auth.create_token(session, name="chaos", user_id=user.id)
+                tokens.append(token)
+        return tokens
+    finally:
+        await engine.dispose()
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class Client:
+    """Creates and submits the tasks, alternating between the two API servers; a call
+    that gets no answer or a 5xx is sent again, to the other server, with the same
+    ``Idempotency-Key``."""
+
+    def __init__(self, cluster: Cluster, tokens: list[str], gap: float) -> None:
+        self.cluster = cluster
+        self.tokens = tokens
+        self.gap = gap
+        self.http = httpx.AsyncClient(timeout=10)
+        self.turn = 0
+        self.next_at = time.monotonic()
+        self.http_errors: Counter[str] = Counter()
+        self.samples: dict[int, str] = {}
+        self.finished_at = 0.0
+
+    async def call(
+        self, method: str, path: str, token: str, key: str, body: Any = None
+    ) -> httpx.Response | None:
+        deadline = time.monotonic() + CALL_SECONDS
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+        while time.monotonic() < deadline:
+            server = self.cluster.servers[self.turn % len(self.cluster.servers)]
+            self.turn += 1
+            try:
+                answer = await self.http.request(
+                    method, Cluster.url_of(server) + path, json=body, headers=headers
+                )
+            except httpx.TransportError as exc:
+                self.http_errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.2)
+                continue
+            if answer.status_code < 500:
+                return answer
+            self.http_errors[str(answer.status_code)] += 1
+            self.samples.setdefault(answer.status_code, f"{method} {path}: {answer.text[:300]}")
+            await asyncio.sleep(0.3)
+        return None
+
+    async def submit(self, intent: Intent) -> None:
+        token = self.tokens[intent.seq % len(self.tokens)]
+        body = {
+            "type": intent.task_type,
+            "title": f"chaos #{intent.seq}",
+            "payload": intent.payload,
+            "resources": intent.resources,
+        }
+        created = await self.call("POST", "/api/v1/tasks", token, f"create-{intent.seq}", body)
+        if created is None or created.status_code != 201:
+            intent.error = "create: " + (
+                "no answer" if created is None else f"{created.status_code} {created.text[:300]}"
+            )
+            return
+        intent.task_id = created.json()["id"]
+        path = f"/api/v1/tasks/{intent.task_id}/submit"
+        submitted = await self.call("POST", path, token, f"submit-{intent.seq}")
+        if submitted is not None and submitted.status_code == 200:
+            intent.submitted = True
+        else:  # the database tells at the end whether it was submitted after all
+            intent.error = "submit: " + (
+                "no answer"
+                if submitted is None
+                else f"{submitted.status_code} {submitted.text[:300]}"
+            )
+
+    async def produce(self, work: list[Intent]) -> None:
+        pending = iter(work)
+
+        async def producer() -> None:
+            for intent in pending:
+                slot = max(time.monotonic(), self.next_at)
+                self.next_at = slot + self.gap
+                await asyncio.sleep(slot - time.monotonic())
+                await self.submit(intent)
+
+        await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
+        self.finished_at = time.monotonic()
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    kind: str
+    target: str
+    started: float
+    mid_apply: bool = False
+    ended: float | None = None
+    note: str = ""
+
+
+class Faults:
+    """Injects faults and restarts what they took down; watches for processes that exit
+    by themselves (a crash: recorded with the end of its log, then restarted)."""
+
+    def __init__(
+        self, cluster: Cluster, database: Database, kinds: list[str], rng: random.Random
+    ) -> None:
+        self.cluster = cluster
+        self.database = database
+        self.kinds = kinds
+        self.rng = rng
+        self.done: list[Fault] = []
+        self.running: set[asyncio.Task[None]] = set()
+        self.busy: set[str] = set()  # processes a fault is acting on
+        self.crashes: list[str] = []
+
+    def watch(self) -> None:
+        for proc in self.cluster.procs:
+            if proc.popen is None or proc.running or proc.expected_exit or proc.name in self.busy:
+                continue
+            code = proc.popen.returncode
+            self.crashes.append(
+                f"{proc.name} exited by itself with {code}; its log ends:\n{proc.tail()}"
+            )
+            log(f"  !! {proc.name} exited by itself ({code})")
+            if len(self.crashes) <= MAX_RESTARTS:
+                proc.start()
+            else:
+                proc.expected_exit = True  # given up on: no more restarts
+
+    async def applying_pids(self) -> Counter[int]:
+        """Workers' pids with an APPLYING task (``worker_id`` is host:pid:random)."""
+        assert self.database.pool is not None
+        rows = await self.database.pool.fetch(
+            "SELECT worker_id FROM tasks WHERE state = 'APPLYING'"
+        )
+        return Counter(int(r[0].split(":")[-2]) for r in rows if r[0] and r[0].count(":") >= 2)
+
+    async def pick_worker(self) -> tuple[Proc, bool] | None:
+        live = [w for w in self.cluster.workers if w.running and w.name not in self.busy]
+        if not live:
+            return None
+        try:
+            applying = await self.applying_pids()
+        except Exception as exc:  # the database may be down for a moment: aim at random
+            log(f"  (could not see who applies: {exc})")
+            applying = Counter()
+        aimed = [w for w in live if applying[w.pid or 0]]
+        if aimed and self.rng.random() < AIM_SHARE:
+            return self.rng.choice(aimed), True
+        chosen = self.rng.choice(live)
+        return chosen, bool(applying[chosen.pid or 0])
+
+    async def inject(self) -> Fault | None:
+        """One fault of a kind whose target is free now (None if none is)."""
+        for kind in self.rng.sample(self.kinds, len(self.kinds)):
+            fault = await self._begin(kind)
+            if fault is not None:
+                self.done.append(fault)
+                aimed = " (mid-apply)" if fault.mid_apply else ""
+                log(f"  fault {len(self.done)}: {kind} {fault.target}{aimed} {fault.note}")
+                return fault
+        return None
+
+    async def _begin(self, kind: str) -> Fault | None:
+        now = time.monotonic()
+        if kind in ("worker-kill", "worker-stop"):
+            picked = await self.pick_worker()
+            if picked is None:
+                return None
+            worker, mid_apply = picked
+            fault = Fault(kind, worker.name, now, mid_apply)
+            self._spawn(
+                self._kill_worker(worker, fault)
+                if kind == "worker-kill"
+                else self._stop_worker(worker, fault),
+                worker.name,
+            )
+            return fault
+        if kind == "api-kill":
+            up = [s for s in self.cluster.servers if s.running and s.name not in self.busy]
+            if len(up) < len(self.cluster.servers):
+                return None  # one server at a time: the client always has the other
+            server = self.rng.choice(up)
+            fault = Fault(kind, server.name, now)
+            self._spawn(self._kill_server(server, fault), server.name)
+            return fault
+        if kind.startswith("redis-restart"):
+            if "redis" in self.busy:
+                return None
+            fault = Fault(kind, "redis-server", now)
+            self._spawn(self._restart_redis(fault, empty=kind.endswith("empty")), "redis")
+            return fault
+        ended = await self.database.terminate_connections()
+        return Fault(
+            kind, self.database.name, now, ended=time.monotonic(), note=f"{ended} connection(s)"
+        )
+
+    def _spawn(self, action: Any, target: str) -> None:
+        self.busy.add(target)
+        job = asyncio.create_task(action)
+        self.running.add(job)
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.running.discard(job)
+            self.busy.discard(target)
+
+        job.add_done_callback(ended)
+
+    async def _kill_worker(self, worker: Proc, fault: Fault) -> None:
+        worker.kill()
+        await asyncio.sleep(self.rng.uniform(0.3, 1.5))
+        worker.start()
+        fault.ended = time.monotonic()
+
+    async def _stop_worker(self, worker: Proc, fault: Fault) -> None:
+        worker.signal(signal.SIGSTOP)
+        worker.stopped = True
+        await asyncio.sleep(self.rng.uniform(LEASE_S + 0.5, RECLAIM_S + 2))
+        worker.signal(signal.SIGCONT)
+        worker.stopped = False
+        fault.ended = time.monotonic()
+
+    async def _kill_server(self, server: Proc, fault: Fault) -> None:
+        server.kill()
+        await asyncio.sleep(self.rng.uniform(0.3, 1.5))
+        server.start()
+        if not await self.cluster.healthy(server):
+            fault.note = "did not answer /healthz again"
+        fault.ended = time.monotonic()
+
+    async def _restart_redis(self, fault: Fault, *, empty: bool) -> None:
+        redis = self.cluster.redis
+        redis.proc.kill()
+        if empty:
+            redis.wipe()
+        await asyncio.sleep(self.rng.uniform(0.2, 2.0))
+        await asyncio.to_thread(redis.start)
+        fault.ended = time.monotonic()
+
+    async def finish(self) -> None:
+        """Wait for the faults still acting (each ends within about a minute)."""
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=120)
+
+    def last_end(self) -> float:
+        return max((f.ended or f.started for f in self.done), default=0.0)
+
+
+# -- the campaign ---------------------------------------------------------------------------
+
+
+async def task_rows(database: Database) -> dict[str, tuple[str, str]]:
+    """title -> (id, state) of every task."""
+    assert database.pool is not None
+    rows = await database.pool.fetch("SELECT id::text, state, title FROM tasks")
+    return {r["title"]: (r["id"], r["state"]) for r in rows}
+
+
+async def settle(
+    work: list[Intent], database: Database, faults: Faults, limit: float
+) -> float | None:
+    """Wait until every submitted task is final; the time it happened (None: never)."""
+    deadline = time.monotonic() + limit
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        faults.watch()
+        try:
+            rows = await task_rows(database)
+        except Exception as exc:
+            log(f"  (database: {exc})")
+            await asyncio.sleep(1)
+            continue
+        for intent in work:  # the server may have acted on a call whose answer was lost
+            found = rows.get(f"chaos #{intent.seq}")
+            if found is not None and intent.task_id in (None, found[0]):
+                intent.task_id = found[0]
+                intent.submitted = intent.submitted or found[1] != "DRAFT"
+        open_ = [
+            i
+            for i in work
+            if i.submitted and rows.get(f"chaos #{i.seq}", ("", ""))[1] not in FINAL_STATES
+        ]
+        if not open_:
+            return time.monotonic()
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            waiting = Counter(rows.get(f"chaos #{i.seq}", ("", "missing"))[1] for i in open_)
+            log(f"  {len(open_)} task(s) not final yet: {dict(waiting)}")
+        await asyncio.sleep(0.5)
+    return None
+
+
+async def wait_locks_free(cluster: Cluster) -> list[str]:
+    """The grants still held once every lease has had time to run out."""
+    deadline = time.monotonic() + 2 * LEASE_S + 10
+    held = ["(never listed)"]
+    while time.monotonic() < deadline:
+        listed = await asyncio.to_thread(cluster.run_cli, "locks", "list", "--json")
+        if listed.returncode == 0:
+            held = held_locks(listed.stdout)
+            if not held:
+                break
+        else:
+            held = [f"ade locks list failed: {listed.stderr.strip()[-300:]}"]
+        await asyncio.sleep(1)
+    return held
+
+
+def worker_env(work: Path, site: Path) -> dict[str, str]:
+    return (
+        dict(os.environ)
+        | TIMINGS
+        | {
+            "ADE_DATA_DIR": str(work / "data"),
+            "ADE_WORKSPACE_ROOTS": json.dumps([str(work / "workspaces")]),
+            "ADE_SECRET_KEY": uuid.uuid4().hex,
+            "ADE_LOG_LEVEL": "INFO",
+            "PYTHONPATH": os.pathsep.join([str(site), str(HERE)]),
+        }
+    )
+
+
+async def campaign(
+    args: argparse.Namespace, work: Path, database: Database, cleanup: list[Cluster]
+) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    site = work / "site"
+    chaos_plugin.install(site)
+    workspace = work / "workspaces"
+    work_items = intents(workspace, make_repos(workspace, args.repos), args, rng)
+    log(f"database {database.name}, work dir {work}")
+    tokens = await prepare_database(database)
+    await database.connect()
+    try:
+        cluster = Cluster(work, database.url, worker_env(work, site), args.workers)
+        cleanup.append(cluster)
+        cluster.redis.start()
+        await cluster.start()
+        log(f"up: redis :{cluster.redis.port}, 2 API servers, {args.workers} workers")
+        faults = Faults(cluster, database, args.kinds, rng)
+        client = Client(cluster, tokens, gap=args.fault_gap * args.faults / args.tasks)
+        begun = time.monotonic()
+        calm = await inject_while_producing(args, faults, client, work_items, rng)
+        log(f"faults done ({len(faults.done)} in {calm - begun:.0f} s); waiting for the tasks")
+        final_at = await settle(work_items, database, faults, args.settle_seconds)
+        states = {task_id: state for task_id, state in (await task_rows(database)).values()}
+        held = await wait_locks_free(cluster)
+        audit = await asyncio.to_thread(cluster.run_cli, "audit", "verify")
+        faults.watch()
+        cluster.kill_all()  # before the logs are read: everything they will say is said
+    finally:
+        await database.close()
+    verdict = Verdict(
+        judge(work_items, states), held, audit.returncode == 0, tracebacks(cluster.log_files())
+    )
+    timing = {
+        "recovery_s": None if final_at is None else round(max(0.0, final_at - calm), 1),
+        "campaign_s": round(calm - begun, 1),
+    }
+    return report(work_items, states, faults, client, verdict) | timing
+
+
+async def inject_while_producing(
+    args: argparse.Namespace,
+    faults: Faults,
+    client: Client,
+    work: list[Intent],
+    rng: random.Random,
+) -> float:
+    """Faults at random while the client submits; when the last fault has ended and
+    the last task is submitted (the moment ``recovery_s`` counts from)."""
+    producing = asyncio.create_task(client.produce(work))
+    deadline = time.monotonic() + args.max_seconds
+    while time.monotonic() < deadline and (len(faults.done) < args.faults or not producing.done()):
+        await asyncio.sleep(min(rng.expovariate(1 / args.fault_gap), 3 * args.fault_gap))
+        faults.watch()
+        if len(faults.done) < args.faults:
+            await faults.inject()
+    await faults.finish()
+    if not producing.done():
+        log("  the fault phase's time is up: waiting for the client's last calls")
+        await asyncio.wait([producing], timeout=CALL_SECONDS * 2)
+    producing.result()  # a bug of the client itself ends the campaign here
+    return max(faults.last_end(), client.finished_at)
+
+
+@dataclass
+class Verdict:
+    findings: Findings
+    held: list[str]
+    audit_ok: bool
+    traces: list[Traceback]
+
+
+def report(
+    work: list[Intent], states: dict[str, str], faults: Faults, client: Client, verdict: Verdict
+) -> dict[str, Any]:
+    """The JSON line's figures; the details behind every non-zero one go to stderr."""
+    found = verdict.findings
+    kinds = Counter(t.kind() for t in verdict.traces)
+    log("\n== findings ==")
+    for name, items in found.examples(5).items():
+        log(f"{name}:" + "\n  ".join(["", *items]))
+    for item in verdict.held[:10]:
+        log(f"lock still held: {item}")
+    for kind, count in kinds.most_common():
+        log(f"traceback x{count}: {kind}")
+    for crash in faults.crashes[:10]:
+        log(f"crash: {crash}")
+    for status, sample in client.samples.items():
+        log(f"HTTP {status}, e.g. {sample}")
+    if not verdict.audit_ok:
+        log("audit chain: ade audit verify FAILED")
+    return {
+        "faults": len(faults.done),
+        "faults_by_kind": dict(Counter(f.kind for f in faults.done)),
+        "faults_mid_apply": sum(f.mid_apply for f in faults.done),
+        "tasks": sum(i.submitted for i in work),
+        "outcomes": dict(Counter(states.get(i.task_id or "", "?") for i in work if i.submitted)),
+        **found.counts(),
+        "orphaned_locks": len(verdict.held),
+        "tracebacks": len(verdict.traces),
+        "crashes": len(faults.crashes),
+        "audit_ok": verdict.audit_ok,
+        "http_errors": dict(client.http_errors),
+        "traceback_kinds": dict(kinds.most_common(8)),
+    }
+
+
+def clean(result: dict[str, Any]) -> bool:
+    bad = (
+        "double_applies",
+        "lost",
+        "stray_effects",
+        "stuck",
+        "orphaned_locks",
+        "tracebacks",
+        "crashes",
+    )
+    return all(result[k] == 0 for k in bad) and result["audit_ok"]
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI's variant: 24 faults, 120 tasks")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("ADE_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="admin DSN of the PostgreSQL server",
+    )
+    parser.add_argument(
+        "--kinds", default=",".join(FAULT_KINDS), help="fault kinds to inject, comma-separated"
+    )
+    parser.add_argument("--faults", type=int, help="how many (default 120, quick 24)")
+    parser.add_argument("--tasks", type=int, help="how many (default 480, quick 120)")
+    parser.add_argument(
+        "--fault-gap", type=float, help="mean seconds between faults (default 1.5, quick 1.8)"
+    )
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--repos", type=int, default=6)
+    parser.add_argument("--slow-share", type=float, default=0.5, help="share of slow twins")
+    parser.add_argument(
+        "--max-seconds", type=float, help="bound on the fault phase (default 600, quick 100)"
+    )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        help="bound on the wait for the tasks (default 180, quick 60)",
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir and logs")
+    args = parser.parse_args()
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = set(args.kinds) - set(FAULT_KINDS)
+    if unknown or not args.kinds:
+        parser.error(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+    args.faults = args.faults or (24 if args.quick else 120)
+    args.tasks = args.tasks or (120 if args.quick else 480)
+    args.fault_gap = args.fault_gap or (1.8 if args.quick else 1.5)
+    args.max_seconds = args.max_seconds or (100.0 if args.quick else 600.0)
+    args.settle_seconds = args.settle_seconds or (60.0 if args.quick else 180.0)
+    args.seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    return args
+
+
+def interrupted(*_: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: every process started is killed
+
+
+def main() -> int:
+    args = parse()
+    kinds = ", ".join(args.kinds)
+    log(f"chaos: {args.faults} faults ({kinds}), {args.tasks} tasks, seed {args.seed}")
+    work = Path(tempfile.mkdtemp(prefix="ade-chaos-"))
+    database = Database(args.database_url)
+    cleanup: list[Cluster] = []
+    signal.signal(signal.SIGTERM, interrupted)
+    result: dict[str, Any] | None = None
+    try:
+        result = asyncio.run(campaign(args, work, database, cleanup))
+    finally:
+        for cluster in cleanup:
+            cluster.kill_all()
+        try:
+            asyncio.run(database.drop())
+        except Exception as exc:
+            log(f"could not drop {database.name}: {exc}")
+        if result is not None and clean(result) and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"logs kept in {work}/logs")
+    result["seed"] = args.seed
+    print(json.dumps(result))
+    return 0 if clean(result) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
