@@ -5,6 +5,7 @@ once, or not at all, as its final state says."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "REJECTED", "EXPIRED"})
 TRACEBACK = "Traceback (most recent call last):"
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{12,}\b")
 _CHAINED = ("During handling of the above exception", "The above exception was the direct")
 
 
@@ -120,7 +122,9 @@ class Traceback:
     exception: str  # its last exception line
 
     def kind(self) -> str:
-        return f"{self.exception[:160]}  [after: {self.context[:120]}]"
+        """What it was and who reported it, ids masked: tracebacks of one kind group."""
+        text = f"{self.exception[:160]}  [after: {self.context[:120]}]"
+        return _ID.sub("<id>", text)
 
 
 def _final_exception(lines: list[str], start: int) -> str:
@@ -130,7 +134,7 @@ def _final_exception(lines: list[str], start: int) -> str:
     while i < len(lines):
         line = lines[i]
         i += 1
-        if not line.strip() or line.startswith((" ", "\t", TRACEBACK, *_CHAINED)):
+        if not line.strip() or line.startswith((" ", "\t", *_CHAINED)) or TRACEBACK in line:
             continue
         exception = line
         following = next((x for x in lines[i:] if x.strip()), "")
@@ -147,7 +151,7 @@ def tracebacks(logs: list[Path]) -> list[Traceback]:
             continue
         lines = path.read_text(errors="replace").splitlines()
         for n, line in enumerate(lines):
-            if line.strip() != TRACEBACK:
+            if not line.rstrip().endswith(TRACEBACK):  # uvicorn prefixes "ERROR:    "
                 continue
             before = [x for x in lines[max(0, n - 3) : n] if x.strip()]
             if before and before[-1].startswith(_CHAINED):
