@@ -53,6 +53,7 @@ import chaos_plugin
 import httpx
 from chaos_checks import (
     FINAL_STATES,
+    OPEN_STATES,
     Findings,
     Intent,
     Traceback,
@@ -486,20 +487,46 @@ async def settle(
     return None
 
 
-async def wait_locks_free(cluster: Cluster) -> list[str]:
-    """The grants still held once every lease has had time to run out."""
+async def keep_histories(database: Database, findings: Findings, path: Path) -> None:
+    """The audit trail of every flagged task, written next to the logs: the database
+    is dropped at the end, and the logs alone do not say in which order things happened."""
+    assert database.pool is not None
+    lines = []
+    for task_id in findings.task_ids()[:50]:
+        rows = await database.pool.fetch(
+            "SELECT seq, ts, type, actor_id, data::text FROM audit_log "
+            "WHERE subject = $1 ORDER BY seq",
+            f"task:{task_id}",
+        )
+        lines.append(f"== task {task_id}")
+        lines += [
+            f"{r['seq']} {r['ts']:%H:%M:%S.%f} {r['type']} {r['actor_id']} {r['data']}"
+            for r in rows
+        ]
+    if lines:
+        await asyncio.to_thread(path.write_text, "\n".join(lines) + "\n")
+
+
+async def wait_orphaned_locks(cluster: Cluster, database: Database) -> list[str]:
+    """The grants still held for tasks that have ended, once every lease has had time
+    to run out (a grant of a task still being applied is live work, not an orphan)."""
     deadline = time.monotonic() + 2 * LEASE_S + 10
-    held = ["(never listed)"]
+    orphans = ["(never listed)"]
     while time.monotonic() < deadline:
         listed = await asyncio.to_thread(cluster.run_cli, "locks", "list", "--json")
-        if listed.returncode == 0:
-            held = held_locks(listed.stdout)
-            if not held:
-                break
+        if listed.returncode != 0:
+            orphans = [f"ade locks list failed: {listed.stderr.strip()[-300:]}"]
         else:
-            held = [f"ade locks list failed: {listed.stderr.strip()[-300:]}"]
+            states = dict((await task_rows(database)).values())
+            orphans = [
+                f"{resource} <- {task} ({states.get(task.split('/')[0], 'no such task')})"
+                for resource, task in held_locks(listed.stdout)
+                if states.get(task.split("/")[0]) not in OPEN_STATES
+            ]
+            if not orphans:
+                break
         await asyncio.sleep(1)
-    return held
+    return orphans
 
 
 def worker_env(work: Path, site: Path) -> dict[str, str]:
@@ -539,16 +566,18 @@ async def campaign(
         calm = await inject_while_producing(args, faults, client, work_items, rng)
         log(f"faults done ({len(faults.done)} in {calm - begun:.0f} s); waiting for the tasks")
         final_at = await settle(work_items, database, faults, args.settle_seconds)
-        states = {task_id: state for task_id, state in (await task_rows(database)).values()}
-        held = await wait_locks_free(cluster)
+        held = await wait_orphaned_locks(cluster, database)
         audit = await asyncio.to_thread(cluster.run_cli, "audit", "verify")
         faults.watch()
-        cluster.kill_all()  # before the logs are read: everything they will say is said
+        # Nothing acts any more: the states read now and the effects judged next agree,
+        # and everything the logs will ever say has been said.
+        cluster.kill_all()
+        states = dict((await task_rows(database)).values())
+        findings = judge(work_items, states)
+        await keep_histories(database, findings, cluster.logs / "flagged-tasks.txt")
     finally:
         await database.close()
-    verdict = Verdict(
-        judge(work_items, states), held, audit.returncode == 0, tracebacks(cluster.log_files())
-    )
+    verdict = Verdict(findings, held, audit.returncode == 0, tracebacks(cluster.log_files()))
     timing = {
         "recovery_s": None if final_at is None else round(max(0.0, final_at - calm), 1),
         "campaign_s": round(calm - begun, 1),
@@ -653,7 +682,7 @@ def parse() -> argparse.Namespace:
         "--fault-gap", type=float, help="mean seconds between faults (default 1.5, quick 1.8)"
     )
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--repos", type=int, default=6)
+    parser.add_argument("--repos", type=int, default=10)
     parser.add_argument("--slow-share", type=float, default=0.5, help="share of slow twins")
     parser.add_argument(
         "--max-seconds", type=float, help="bound on the fault phase (default 600, quick 100)"

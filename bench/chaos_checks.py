@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "REJECTED", "EXPIRED"})
+OPEN_STATES = frozenset({"APPROVED", "APPLYING", "SUBMITTED"})
+"""States in which a task may rightly hold or wait for its locks."""
 TRACEBACK = "Traceback (most recent call last):"
-_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{12,}\b")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ID = re.compile(rf"{_UUID.pattern}|\b[0-9a-f]{{12,}}\b")
 _CHAINED = ("During handling of the above exception", "The above exception was the direct")
 
 
@@ -48,6 +51,11 @@ class Findings:
 
     def counts(self) -> dict[str, int]:
         return {name: len(items) for name, items in vars(self).items()}
+
+    def task_ids(self) -> list[str]:
+        """The ids of the tasks named in the findings, each once."""
+        named = (_UUID.search(item) for items in vars(self).values() for item in items)
+        return list(dict.fromkeys(found[0] for found in named if found))
 
     def examples(self, each: int = 3) -> dict[str, list[str]]:
         return {name: items[:each] for name, items in vars(self).items() if items}
@@ -105,14 +113,15 @@ def judge(intents: list[Intent], states: dict[str, str]) -> Findings:
     return found
 
 
-def held_locks(listing: str) -> list[str]:
-    """The grants ``ade locks list --json`` shows: ``resource <- task`` for each holder."""
-    held = []
-    for domain in json.loads(listing):
-        for resource in domain["resources"]:
-            for holder in resource["holders"]:
-                held.append(f"{resource['resource']} <- {holder.get('task')}")
-    return held
+def held_locks(listing: str) -> list[tuple[str, str]]:
+    """The grants ``ade locks list --json`` shows: (resource, lock task) of each holder;
+    a worker's lock task is ``<task id>/<stream entry>``."""
+    return [
+        (resource["resource"], str(holder.get("task")))
+        for domain in json.loads(listing)
+        for resource in domain["resources"]
+        for holder in resource["holders"]
+    ]
 
 
 @dataclass(frozen=True)
