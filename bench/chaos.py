@@ -95,6 +95,7 @@ PRODUCERS = 4
 CALL_SECONDS = 90.0  # one API call, retried across both servers, gives up after this
 MAX_RESTARTS = 30  # of processes that exited by themselves
 AIM_SHARE = 0.8  # of worker faults aimed at a worker that is applying
+AIM_WAIT_S = 3.0  # how long an aimed fault waits for a worker to be applying
 
 
 def log(message: str) -> None:
@@ -162,7 +163,7 @@ def intents(
     workspace: Path, repos: list[Path], args: argparse.Namespace, rng: random.Random
 ) -> list[Intent]:
     """The tasks to submit, half git.patch and half files.write (half of whose files
-    exist); ``--slow-share`` of them the slow twins, sleeping 0-0.8 s before and after."""
+    exist); ``--slow-share`` of them the slow twins, sleeping 0.1-1.5 s before and after."""
     files = workspace / "files"
     files.mkdir()
     made = []
@@ -175,7 +176,7 @@ def intents(
             intent = files_intent(seq, files, content, before)
         if rng.random() < args.slow_share:
             intent.task_type = chaos_plugin.SLOW_TYPES[intent.task_type]
-            sleeps = [round(rng.uniform(0, 0.8), 2), round(rng.uniform(0, 0.8), 2)]
+            sleeps = [round(rng.uniform(0.1, 1.5), 2), round(rng.uniform(0.1, 1.5), 2)]
             intent.payload = intent.payload | {"sleep": sleeps}
         made.append(intent)
     return made
@@ -333,17 +334,25 @@ class Faults:
         return Counter(int(r[0].split(":")[-2]) for r in rows if r[0] and r[0].count(":") >= 2)
 
     async def pick_worker(self) -> tuple[Proc, bool] | None:
-        live = [w for w in self.cluster.workers if w.running and w.name not in self.busy]
+        """A started worker no fault acts on; mostly (``AIM_SHARE``) one applying a task,
+        waited for up to ``AIM_WAIT_S``; whether it was applying."""
+        aim = self.rng.random() < AIM_SHARE
+        deadline = time.monotonic() + (AIM_WAIT_S if aim else 0)
+        while True:
+            live = [w for w in self.cluster.workers if w.ready and w.name not in self.busy]
+            try:
+                applying = await self.applying_pids()
+            except Exception as exc:  # the database may be down for a moment
+                log(f"  (could not see who applies: {exc})")
+                applying = Counter()
+            aimed = [w for w in live if applying[w.pid or 0]]
+            if aimed and aim:
+                return self.rng.choice(aimed), True
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.1)
         if not live:
             return None
-        try:
-            applying = await self.applying_pids()
-        except Exception as exc:  # the database may be down for a moment: aim at random
-            log(f"  (could not see who applies: {exc})")
-            applying = Counter()
-        aimed = [w for w in live if applying[w.pid or 0]]
-        if aimed and self.rng.random() < AIM_SHARE:
-            return self.rng.choice(aimed), True
         chosen = self.rng.choice(live)
         return chosen, bool(applying[chosen.pid or 0])
 
@@ -456,9 +465,11 @@ async def task_rows(database: Database) -> dict[str, tuple[str, str]]:
 async def settle(
     work: list[Intent], database: Database, faults: Faults, limit: float
 ) -> float | None:
-    """Wait until every submitted task is final; the time it happened (None: never)."""
+    """Wait until every submitted task is final; the time it happened (None: never, and
+    the tasks still open then are marked ``unfinished``)."""
     deadline = time.monotonic() + limit
     last_report = 0.0
+    open_: list[tuple[Intent, str]] = []
     while time.monotonic() < deadline:
         faults.watch()
         try:
@@ -472,18 +483,16 @@ async def settle(
             if found is not None and intent.task_id in (None, found[0]):
                 intent.task_id = found[0]
                 intent.submitted = intent.submitted or found[1] != "DRAFT"
-        open_ = [
-            i
-            for i in work
-            if i.submitted and rows.get(f"chaos #{i.seq}", ("", ""))[1] not in FINAL_STATES
-        ]
+        states = ((i, rows.get(f"chaos #{i.seq}", ("", "missing"))[1]) for i in work)
+        open_ = [(i, state) for i, state in states if i.submitted and state not in FINAL_STATES]
         if not open_:
             return time.monotonic()
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
-            waiting = Counter(rows.get(f"chaos #{i.seq}", ("", "missing"))[1] for i in open_)
-            log(f"  {len(open_)} task(s) not final yet: {dict(waiting)}")
+            log(f"  {len(open_)} task(s) not final yet: {dict(Counter(s for _, s in open_))}")
         await asyncio.sleep(0.5)
+    for intent, state in open_:
+        intent.unfinished = state
     return None
 
 

@@ -39,6 +39,7 @@ class Intent:
     task_id: str | None = None
     submitted: bool = False
     error: str | None = None
+    unfinished: str | None = None  # its state when the wait for the tasks gave up
 
 
 @dataclass
@@ -98,8 +99,8 @@ def judge(intents: list[Intent], states: dict[str, str]) -> Findings:
         if state is None:
             found.lost.append(f"{label}: acknowledged by the API, not in the database")
             continue
-        if state not in FINAL_STATES:
-            found.stuck.append(f"{label}: {state}")
+        if state not in FINAL_STATES or intent.unfinished:
+            found.stuck.append(f"{label}: {intent.unfinished or state} at the end of the wait")
         applied = _content(intent.path) == intent.content
         commits = trailers[intent.task_id] if intent.kind == "git" else int(applied)
         if commits > 1:

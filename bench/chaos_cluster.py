@@ -24,6 +24,8 @@ from sqlalchemy.engine import make_url
 
 SYSTEM_REDIS_SERVER = "/usr/bin/redis-server"
 START_SECONDS = 60.0
+WORKER_ARGS = ("--concurrency", "4")
+WORKER_READY = "started (concurrency"
 APP_NAME = "ade-chaos-driver"
 """The campaign's own PostgreSQL connections (spared by the connection-terminating fault)."""
 
@@ -51,8 +53,10 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
     log_files: list[Path] = field(default_factory=list)
+    ready_line: str = ""  # what its log says once it has started
     stopped: bool = False  # SIGSTOPped by a fault
     expected_exit: bool = False  # killed by a fault: its exit is no crash
+    _ready: bool = False
 
     def start(self) -> None:
         self.starts += 1
@@ -62,7 +66,15 @@ class Proc:
             self.popen = subprocess.Popen(
                 self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        self.stopped = self.expected_exit = False
+        self.stopped = self.expected_exit = self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """Running, and its log says it has started (a worker killed while it still
+        imports would test nothing but Python's start-up)."""
+        if not self._ready and self.running and self.log_files:
+            self._ready = self.ready_line in self.log_files[-1].read_text(errors="replace")
+        return self._ready and self.running
 
     @property
     def pid(self) -> int | None:
@@ -205,7 +217,7 @@ class Cluster:
             for n, port in enumerate([free_port(), free_port()])
         ]
         self.workers = [
-            Proc(f"worker-{n}", [*ade, "worker", "--concurrency", "4"], self.env, self.logs)
+            Proc(f"worker-{n}", [*ade, "worker", *WORKER_ARGS], self.env, self.logs, WORKER_READY)
             for n in range(workers)
         ]
         self.clis: list[Path] = []
