@@ -676,7 +676,7 @@ def clean(result: dict[str, Any]) -> bool:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CI's variant: 24 faults, 120 tasks")
+    parser.add_argument("--quick", action="store_true", help="CI's variant: 24 faults, 100 tasks")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("ADE_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -686,12 +686,10 @@ def parse() -> argparse.Namespace:
         "--kinds", default=",".join(FAULT_KINDS), help="fault kinds to inject, comma-separated"
     )
     parser.add_argument("--faults", type=int, help="how many (default 120, quick 24)")
-    parser.add_argument("--tasks", type=int, help="how many (default 480, quick 120)")
-    parser.add_argument(
-        "--fault-gap", type=float, help="mean seconds between faults (default 1.5, quick 1.8)"
-    )
+    parser.add_argument("--tasks", type=int, help="how many (default 480, quick 100)")
+    parser.add_argument("--fault-gap", type=float, help="mean seconds between faults (default 1.5)")
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--repos", type=int, default=10)
+    parser.add_argument("--repos", type=int, default=16)
     parser.add_argument("--slow-share", type=float, default=0.5, help="share of slow twins")
     parser.add_argument(
         "--max-seconds", type=float, help="bound on the fault phase (default 600, quick 100)"
@@ -699,7 +697,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--settle-seconds",
         type=float,
-        help="bound on the wait for the tasks (default 180, quick 60)",
+        help="bound on the wait for the tasks (default 180, quick 90)",
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work dir and logs")
@@ -709,10 +707,10 @@ def parse() -> argparse.Namespace:
     if unknown or not args.kinds:
         parser.error(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
     args.faults = args.faults or (24 if args.quick else 120)
-    args.tasks = args.tasks or (120 if args.quick else 480)
-    args.fault_gap = args.fault_gap or (1.8 if args.quick else 1.5)
+    args.tasks = args.tasks or (100 if args.quick else 480)
+    args.fault_gap = args.fault_gap or 1.5
     args.max_seconds = args.max_seconds or (100.0 if args.quick else 600.0)
-    args.settle_seconds = args.settle_seconds or (60.0 if args.quick else 180.0)
+    args.settle_seconds = args.settle_seconds or (90.0 if args.quick else 180.0)
     args.seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     return args
 
