@@ -85,7 +85,8 @@ def _content(path: Path) -> str | None:
 def judge(intents: list[Intent], states: dict[str, str]) -> Findings:
     """Each submitted task against its final state: a COMPLETED one's effect exactly once
     (git: its trailer once on the branch, its file in the work tree; files: the approved
-    content), any other's effect not at all (the file as it was before)."""
+    content), any other's effect not at all (the file as it was before), except an
+    APPLYING one's, which is in doubt (and the task stuck)."""
     trailers: Counter[str] = Counter()
     for repo in {i.repo for i in intents if i.repo is not None}:
         trailers.update(trailer_counts(repo))
@@ -107,7 +108,9 @@ def judge(intents: list[Intent], states: dict[str, str]) -> Findings:
             found.double_applies.append(f"{label}: {state}, trailer on main {commits} times")
         if state == "COMPLETED" and (commits == 0 or not applied):
             found.lost.append(f"{label}: COMPLETED, trailers {commits}, file applied {applied}")
-        elif state != "COMPLETED" and (commits or _content(intent.path) != intent.before):
+        elif state not in ("COMPLETED", "APPLYING") and (
+            commits or _content(intent.path) != intent.before
+        ):  # (an APPLYING task's effect may rightly be there or not: it is stuck)
             found.stray_effects.append(
                 f"{label}: {state}, trailers {commits}, file {_content(intent.path)!r}"
             )
