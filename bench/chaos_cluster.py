@@ -159,15 +159,15 @@ class Database:
         self.url = self.admin.set(database=self.name).render_as_string(hide_password=False)
         self.pool: asyncpg.Pool | None = None
 
-    def _admin_dsn(self) -> str:
-        return str(self.admin.render_as_string(hide_password=False))
-
-    async def create(self) -> None:
-        admin = await asyncpg.connect(self._admin_dsn(), timeout=10)
+    async def _as_admin(self, statement: str) -> None:
+        admin = await asyncpg.connect(self.admin.render_as_string(hide_password=False), timeout=10)
         try:
-            await admin.execute(f'CREATE DATABASE "{self.name}"')
+            await admin.execute(statement)
         finally:
             await admin.close()
+
+    async def create(self) -> None:
+        await self._as_admin(f'CREATE DATABASE "{self.name}"')
 
     async def connect(self) -> asyncpg.Pool:
         self.pool = await asyncpg.create_pool(
@@ -191,11 +191,7 @@ class Database:
             await self.pool.close()
 
     async def drop(self) -> None:
-        admin = await asyncpg.connect(self._admin_dsn(), timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await self._as_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 class Cluster:

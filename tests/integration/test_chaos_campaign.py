@@ -1,12 +1,14 @@
 """CI's variant of the fault campaign (``bench/chaos.py --quick``, issue 12 §1): two API
 servers, three workers, a private redis-server and a fresh PostgreSQL database, real
-processes all; at least 20 faults while 120 tasks are submitted; then no task applied
+processes all; at least 20 faults while 100 tasks are submitted; then no task applied
 twice, lost, left unfinished or half-undone, no lock left held, no traceback, no process
 that exited by itself, and the audit chain intact.
 
-``CI_KINDS`` are the fault kinds CI injects. Kinds that still break the system on main
-stay out of it until their fix is merged (bench/README.md lists what each one found);
-``bench/chaos.py --kinds ...`` runs any of them by hand."""
+``CI_KINDS`` are the fault kinds CI injects: all six, the issue's target. On the main of
+2026-12-06 every kind but ``api-kill`` still finds defects (bench/README.md, "Last run",
+lists them); to keep CI green until their fixes are merged, narrow ``CI_KINDS`` to the
+kinds that pass, and widen it again as fixes land. ``bench/chaos.py --kinds ...`` runs
+any set by hand."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from lockutil import PrivateRedis
 from sqlalchemy.engine import make_url
 
 CHAOS = Path(__file__).parents[2] / "bench" / "chaos.py"
-CI_KINDS = "worker-kill,worker-stop,api-kill,redis-restart-persist,db-terminate"
+CI_KINDS = "worker-kill,worker-stop,api-kill,redis-restart-persist,redis-restart-empty,db-terminate"
 MUST_BE_ZERO = (
     "double_applies",
     "lost",
