@@ -95,6 +95,7 @@ PRODUCERS = 4
 CALL_SECONDS = 90.0  # one API call, retried across both servers, gives up after this
 MAX_RESTARTS = 30  # of processes that exited by themselves
 AIM_SHARE = 0.8  # of worker faults aimed at a worker that is applying
+STALL_S = 45.0  # the wait for the tasks gives up once nothing happened this long
 AIM_WAIT_S = 3.0  # how long an aimed fault waits for a worker to be applying
 
 
@@ -465,19 +466,25 @@ async def task_rows(database: Database) -> dict[str, tuple[str, str]]:
 async def settle(
     work: list[Intent], database: Database, faults: Faults, limit: float
 ) -> float | None:
-    """Wait until every submitted task is final; the time it happened (None: never, and
-    the tasks still open then are marked ``unfinished``)."""
+    """Wait until every submitted task is final; the time it happened. Gives up (None)
+    after ``limit`` seconds, or sooner once nothing has happened — no audit event — for
+    ``STALL_S``; the tasks still open then are marked ``unfinished``."""
     deadline = time.monotonic() + limit
     last_report = 0.0
     open_: list[tuple[Intent, str]] = []
-    while time.monotonic() < deadline:
+    newest, moved_at = -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - moved_at < STALL_S:
         faults.watch()
         try:
             rows = await task_rows(database)
+            assert database.pool is not None
+            seq = await database.pool.fetchval("SELECT coalesce(max(seq), 0) FROM audit_log")
         except Exception as exc:
             log(f"  (database: {exc})")
             await asyncio.sleep(1)
             continue
+        if seq != newest:
+            newest, moved_at = seq, time.monotonic()
         for intent in work:  # the server may have acted on a call whose answer was lost
             found = rows.get(f"chaos #{intent.seq}")
             if found is not None and intent.task_id in (None, found[0]):
@@ -491,6 +498,8 @@ async def settle(
             last_report = time.monotonic()
             log(f"  {len(open_)} task(s) not final yet: {dict(Counter(s for _, s in open_))}")
         await asyncio.sleep(0.5)
+    why = "time is up" if time.monotonic() >= deadline else f"nothing for {STALL_S:.0f} s"
+    log(f"  gave up waiting for the tasks: {why}")
     for intent, state in open_:
         intent.unfinished = state
     return None
@@ -689,7 +698,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, help="how many (default 480, quick 100)")
     parser.add_argument("--fault-gap", type=float, help="mean seconds between faults (default 1.5)")
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--repos", type=int, default=16)
+    parser.add_argument("--repos", type=int, help="git repositories (default tasks / 8, >= 16)")
     parser.add_argument("--slow-share", type=float, default=0.5, help="share of slow twins")
     parser.add_argument(
         "--max-seconds", type=float, help="bound on the fault phase (default 600, quick 100)"
@@ -697,7 +706,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--settle-seconds",
         type=float,
-        help="bound on the wait for the tasks (default 180, quick 90)",
+        help="bound on the wait for the tasks (default 600, quick 120); it also ends once "
+        "nothing has happened for 45 s",
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work dir and logs")
@@ -708,9 +718,12 @@ def parse() -> argparse.Namespace:
         parser.error(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
     args.faults = args.faults or (24 if args.quick else 120)
     args.tasks = args.tasks or (100 if args.quick else 480)
+    # About four git tasks a repository: each commit re-plans the others (that is part of
+    # the test), but many more make the campaign mostly a queue of re-plans.
+    args.repos = args.repos or max(16, args.tasks // 8)
     args.fault_gap = args.fault_gap or 1.5
     args.max_seconds = args.max_seconds or (100.0 if args.quick else 600.0)
-    args.settle_seconds = args.settle_seconds or (90.0 if args.quick else 180.0)
+    args.settle_seconds = args.settle_seconds or (120.0 if args.quick else 600.0)
     args.seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     return args
 

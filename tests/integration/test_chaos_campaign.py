@@ -53,7 +53,7 @@ async def postgres_answers(url: str) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(330)
+@pytest.mark.timeout(450)
 def test_the_quick_fault_campaign_finds_nothing() -> None:
     database_url = os.environ.get("ADE_TEST_DATABASE_URL") or DEFAULT_DATABASE_URL
     if PrivateRedis.binary() is None:
@@ -76,7 +76,7 @@ def test_the_quick_fault_campaign_finds_nothing() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,
         check=False,
     )
     lines = done.stdout.strip().splitlines()
