@@ -204,10 +204,16 @@ async def prepare_database(database: Database) -> list[str]:
 # -- the client -----------------------------------------------------------------------------
 
 
+def in_progress(answer: httpx.Response) -> bool:
+    """The 409 that says the first request with this Idempotency-Key has not finished
+    (a retry raced the original, e.g. after a read timeout): to be asked again."""
+    return answer.status_code == 409 and "being processed" in answer.text
+
+
 class Client:
     """Creates and submits the tasks, alternating between the two API servers; a call
-    that gets no answer or a 5xx is sent again, to the other server, with the same
-    ``Idempotency-Key``."""
+    that gets no answer, a 5xx or a 409 "being processed" is sent again, to the other
+    server, with the same ``Idempotency-Key``."""
 
     def __init__(self, cluster: Cluster, tokens: list[str], gap: float) -> None:
         self.cluster = cluster
@@ -236,7 +242,7 @@ class Client:
                 self.http_errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.2)
                 continue
-            if answer.status_code < 500:
+            if answer.status_code < 500 and not in_progress(answer):
                 return answer
             self.http_errors[str(answer.status_code)] += 1
             self.samples.setdefault(answer.status_code, f"{method} {path}: {answer.text[:300]}")
