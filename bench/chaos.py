@@ -57,29 +57,16 @@ from chaos_checks import (
     Findings,
     Intent,
     Traceback,
-    git,
     held_locks,
     judge,
     tracebacks,
 )
-from chaos_cluster import Cluster, Database, Proc
-
-from community_ade.auth import service as auth
-from community_ade.storage import db
-from community_ade.storage.models import PolicyVersion
+from chaos_cluster import Cluster, Database, log
+from chaos_faults import FAULT_KINDS, LEASE_S, RECLAIM_S, Faults
+from chaos_workload import intents, make_repos, prepare_database
 
 HERE = Path(__file__).parent
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-FAULT_KINDS = (
-    "worker-kill",
-    "worker-stop",
-    "api-kill",
-    "redis-restart-persist",
-    "redis-restart-empty",
-    "db-terminate",
-)
-AUTO = {"rules": [{"name": "auto", "task_types": ["*"], "auto_approve_below": 100}]}
-LEASE_S, RECLAIM_S = 4.0, 6.0
 TIMINGS = {
     "ADE_LOCK_LEASE_SECONDS": str(LEASE_S),
     "ADE_LOCK_DELAY_SECONDS": "0.3",
@@ -90,115 +77,9 @@ TIMINGS = {
     "ADE_WORKER_MAX_ATTEMPTS": "8",
     "ADE_WORKER_LOCK_WAIT_SECONDS": "15",
 }
-SUBMITTERS = 4  # each its own lock capacity (4 grants): 16 applies at once at most
 PRODUCERS = 4
 CALL_SECONDS = 90.0  # one API call, retried across both servers, gives up after this
-MAX_RESTARTS = 30  # of processes that exited by themselves
-AIM_SHARE = 0.8  # of worker faults aimed at a worker that is applying
 STALL_S = 45.0  # the wait for the tasks gives up once nothing happened this long
-AIM_WAIT_S = 3.0  # how long an aimed fault waits for a worker to be applying
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- the workload ---------------------------------------------------------------------------
-
-
-def make_repos(root: Path, count: int) -> list[Path]:
-    repos = []
-    for n in range(count):
-        repo = root / f"repo-{n}"
-        repo.mkdir(parents=True)
-        git(repo, "init", "-q", "-b", "main")
-        (repo / "README").write_text(f"repository {n}\n")
-        git(repo, "add", "README")
-        git(
-            repo,
-            "-c",
-            "user.name=chaos",
-            "-c",
-            "user.email=chaos@localhost",
-            "commit",
-            "-qm",
-            "init",
-        )
-        repos.append(repo)
-    return repos
-
-
-def new_file_patch(path: str, content: str) -> str:
-    body = "".join(f"+{line}\n" for line in content.splitlines())
-    return (
-        f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
-        f"@@ -0,0 +1,{len(content.splitlines())} @@\n{body}"
-    )
-
-
-def git_intent(seq: int, repo: Path, content: str) -> Intent:
-    """A commit of a new file ``t/<seq>.txt`` onto ``main``: it applies to any tip, so
-    the tasks of one repository only move each other's preconditions (re-planned)."""
-    name = f"t/{seq:05d}.txt"
-    payload = {
-        "repo": str(repo),
-        "branch": "main",
-        "patch": new_file_patch(name, content),
-        "message": f"chaos #{seq}",
-    }
-    resources = [{"type": "storage", "id": repo.name, "actions": ["write"]}]
-    return Intent(seq, "git", "git.patch", payload, resources, repo / name, content, repo=repo)
-
-
-def files_intent(seq: int, files: Path, content: str, before: str | None) -> Intent:
-    """A write of ``<seq>.txt``, over ``before`` (written now) or creating it."""
-    name = f"{seq:05d}.txt"
-    if before is not None:
-        (files / name).write_text(before)
-    change = {"path": name, "action": "write", "content": content}
-    payload = {"root": str(files), "changes": [change]}
-    return Intent(seq, "files", "files.write", payload, [], files / name, content, before)
-
-
-def intents(
-    workspace: Path, repos: list[Path], args: argparse.Namespace, rng: random.Random
-) -> list[Intent]:
-    """The tasks to submit, half git.patch and half files.write (half of whose files
-    exist); ``--slow-share`` of them the slow twins, sleeping 0.1-1.5 s before and after."""
-    files = workspace / "files"
-    files.mkdir()
-    made = []
-    for seq in range(args.tasks):
-        content = f"task {seq} {uuid.uuid4().hex[:8]}\n"
-        if seq % 2 == 0:
-            intent = git_intent(seq, repos[seq % len(repos)], content)
-        else:
-            before = f"seed {seq}\n" if rng.random() < 0.5 else None
-            intent = files_intent(seq, files, content, before)
-        if rng.random() < args.slow_share:
-            intent.task_type = chaos_plugin.SLOW_TYPES[intent.task_type]
-            sleeps = [round(rng.uniform(0.1, 1.5), 2), round(rng.uniform(0.1, 1.5), 2)]
-            intent.payload = intent.payload | {"sleep": sleeps}
-        made.append(intent)
-    return made
-
-
-async def prepare_database(database: Database) -> list[str]:
-    """Schema, the auto-approving policy, and the submitters' API tokens."""
-    await database.create()
-    engine = db.create_engine(database.url)
-    try:
-        await db.upgrade(engine)
-        tokens = []
-        async with db.sessionmaker(engine).begin() as session:
-            session.add(PolicyVersion(version=1, document=AUTO))
-            for n in range(SUBMITTERS):
-                user = await auth.create_user(session, f"chaos-{n}", "submitter")
-                token, _ = await auth.create_token(session, name="chaos", user_id=user.id)
-                tokens.append(token)
-        return tokens
-    finally:
-        await engine.dispose()
 
 
 # -- the client -----------------------------------------------------------------------------
@@ -287,176 +168,6 @@ class Client:
 
         await asyncio.gather(*(producer() for _ in range(PRODUCERS)))
         self.finished_at = time.monotonic()
-
-
-# -- faults ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Fault:
-    kind: str
-    target: str
-    started: float
-    mid_apply: bool = False
-    ended: float | None = None
-    note: str = ""
-
-
-class Faults:
-    """Injects faults and restarts what they took down; watches for processes that exit
-    by themselves (a crash: recorded with the end of its log, then restarted)."""
-
-    def __init__(
-        self, cluster: Cluster, database: Database, kinds: list[str], rng: random.Random
-    ) -> None:
-        self.cluster = cluster
-        self.database = database
-        self.kinds = kinds
-        self.rng = rng
-        self.done: list[Fault] = []
-        self.running: set[asyncio.Task[None]] = set()
-        self.busy: set[str] = set()  # processes a fault is acting on
-        self.crashes: list[str] = []
-
-    def watch(self) -> None:
-        for proc in self.cluster.procs:
-            if proc.popen is None or proc.running or proc.expected_exit or proc.name in self.busy:
-                continue
-            code = proc.popen.returncode
-            self.crashes.append(
-                f"{proc.name} exited by itself with {code}; its log ends:\n{proc.tail()}"
-            )
-            log(f"  !! {proc.name} exited by itself ({code})")
-            if len(self.crashes) <= MAX_RESTARTS:
-                proc.start()
-            else:
-                proc.expected_exit = True  # given up on: no more restarts
-
-    async def applying_pids(self) -> Counter[int]:
-        """Workers' pids with an APPLYING task (``worker_id`` is host:pid:random)."""
-        assert self.database.pool is not None
-        rows = await self.database.pool.fetch(
-            "SELECT worker_id FROM tasks WHERE state = 'APPLYING'"
-        )
-        return Counter(int(r[0].split(":")[-2]) for r in rows if r[0] and r[0].count(":") >= 2)
-
-    async def pick_worker(self) -> tuple[Proc, bool] | None:
-        """A started worker no fault acts on; mostly (``AIM_SHARE``) one applying a task,
-        waited for up to ``AIM_WAIT_S``; whether it was applying."""
-        aim = self.rng.random() < AIM_SHARE
-        deadline = time.monotonic() + (AIM_WAIT_S if aim else 0)
-        while True:
-            live = [w for w in self.cluster.workers if w.ready and w.name not in self.busy]
-            try:
-                applying = await self.applying_pids()
-            except Exception as exc:  # the database may be down for a moment
-                log(f"  (could not see who applies: {exc})")
-                applying = Counter()
-            aimed = [w for w in live if applying[w.pid or 0]]
-            if aimed and aim:
-                return self.rng.choice(aimed), True
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.1)
-        if not live:
-            return None
-        chosen = self.rng.choice(live)
-        return chosen, bool(applying[chosen.pid or 0])
-
-    async def inject(self) -> Fault | None:
-        """One fault of a kind whose target is free now (None if none is)."""
-        for kind in self.rng.sample(self.kinds, len(self.kinds)):
-            fault = await self._begin(kind)
-            if fault is not None:
-                self.done.append(fault)
-                aimed = " (mid-apply)" if fault.mid_apply else ""
-                log(f"  fault {len(self.done)}: {kind} {fault.target}{aimed} {fault.note}")
-                return fault
-        return None
-
-    async def _begin(self, kind: str) -> Fault | None:
-        now = time.monotonic()
-        if kind in ("worker-kill", "worker-stop"):
-            picked = await self.pick_worker()
-            if picked is None:
-                return None
-            worker, mid_apply = picked
-            fault = Fault(kind, worker.name, now, mid_apply)
-            self._spawn(
-                self._kill_worker(worker, fault)
-                if kind == "worker-kill"
-                else self._stop_worker(worker, fault),
-                worker.name,
-            )
-            return fault
-        if kind == "api-kill":
-            up = [s for s in self.cluster.servers if s.running and s.name not in self.busy]
-            if len(up) < len(self.cluster.servers):
-                return None  # one server at a time: the client always has the other
-            server = self.rng.choice(up)
-            fault = Fault(kind, server.name, now)
-            self._spawn(self._kill_server(server, fault), server.name)
-            return fault
-        if kind.startswith("redis-restart"):
-            if "redis" in self.busy:
-                return None
-            fault = Fault(kind, "redis-server", now)
-            self._spawn(self._restart_redis(fault, empty=kind.endswith("empty")), "redis")
-            return fault
-        ended = await self.database.terminate_connections()
-        return Fault(
-            kind, self.database.name, now, ended=time.monotonic(), note=f"{ended} connection(s)"
-        )
-
-    def _spawn(self, action: Any, target: str) -> None:
-        self.busy.add(target)
-        job = asyncio.create_task(action)
-        self.running.add(job)
-
-        def ended(_: asyncio.Task[None]) -> None:
-            self.running.discard(job)
-            self.busy.discard(target)
-
-        job.add_done_callback(ended)
-
-    async def _kill_worker(self, worker: Proc, fault: Fault) -> None:
-        worker.kill()
-        await asyncio.sleep(self.rng.uniform(0.3, 1.5))
-        worker.start()
-        fault.ended = time.monotonic()
-
-    async def _stop_worker(self, worker: Proc, fault: Fault) -> None:
-        worker.signal(signal.SIGSTOP)
-        worker.stopped = True
-        await asyncio.sleep(self.rng.uniform(LEASE_S + 0.5, RECLAIM_S + 2))
-        worker.signal(signal.SIGCONT)
-        worker.stopped = False
-        fault.ended = time.monotonic()
-
-    async def _kill_server(self, server: Proc, fault: Fault) -> None:
-        server.kill()
-        await asyncio.sleep(self.rng.uniform(0.3, 1.5))
-        server.start()
-        if not await self.cluster.healthy(server):
-            fault.note = "did not answer /healthz again"
-        fault.ended = time.monotonic()
-
-    async def _restart_redis(self, fault: Fault, *, empty: bool) -> None:
-        redis = self.cluster.redis
-        redis.proc.kill()
-        if empty:
-            redis.wipe()
-        await asyncio.sleep(self.rng.uniform(0.2, 2.0))
-        await asyncio.to_thread(redis.start)
-        fault.ended = time.monotonic()
-
-    async def finish(self) -> None:
-        """Wait for the faults still acting (each ends within about a minute)."""
-        if self.running:
-            await asyncio.wait(list(self.running), timeout=120)
-
-    def last_end(self) -> float:
-        return max((f.ended or f.started for f in self.done), default=0.0)
 
 
 # -- the campaign ---------------------------------------------------------------------------
@@ -574,7 +285,9 @@ async def campaign(
     site = work / "site"
     chaos_plugin.install(site)
     workspace = work / "workspaces"
-    work_items = intents(workspace, make_repos(workspace, args.repos), args, rng)
+    work_items = intents(
+        workspace, make_repos(workspace, args.repos), args.tasks, args.slow_share, rng
+    )
     log(f"database {database.name}, work dir {work}")
     tokens = await prepare_database(database)
     await database.connect()

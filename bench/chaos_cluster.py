@@ -30,6 +30,11 @@ APP_NAME = "ade-chaos-driver"
 """The campaign's own PostgreSQL connections (spared by the connection-terminating fault)."""
 
 
+def log(message: str) -> None:
+    """Progress, to stderr (stdout's last line is the campaign's JSON)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,7 +218,13 @@ class Cluster:
             for n, port in enumerate([free_port(), free_port()])
         ]
         self.workers = [
-            Proc(f"worker-{n}", [*ade, "worker", *WORKER_ARGS], self.env, self.logs, WORKER_READY)
+            Proc(
+                f"worker-{n}",
+                [*ade, "worker", *WORKER_ARGS],
+                self.env,
+                self.logs,
+                ready_line=WORKER_READY,
+            )
             for n in range(workers)
         ]
         self.clis: list[Path] = []
