@@ -19,7 +19,8 @@ land mid-apply. Meanwhile ``--faults`` faults of the kinds ``--kinds`` are injec
     redis-restart-empty    the same with its files deleted: it comes back empty
     db-terminate           pg_terminate_backend of every connection to the database
 
-Then it waits (at most ``--settle-seconds``) for every task to end, and checks: each
+Then it waits for every task to end (at most ``--settle-seconds``, and no longer than
+45 s without any audit event), and checks: each
 COMPLETED git task's ``ADE-Task`` trailer on ``main`` exactly once and its file in the
 work tree, no trailer and no file for the others; each files task's file as approved
 (COMPLETED) or as it was (otherwise); no task left unfinished; no lock held once the
