@@ -53,6 +53,7 @@ class Faults:
         self.running: set[asyncio.Task[None]] = set()
         self.busy: set[str] = set()  # processes a fault is acting on
         self.crashes: list[str] = []
+        self.broken: list[str] = []  # faults whose undoing failed (the harness's own trouble)
 
     def watch(self) -> None:
         for proc in self.cluster.procs:
@@ -152,6 +153,8 @@ class Faults:
         def ended(_: asyncio.Task[None]) -> None:
             self.running.discard(job)
             self.busy.discard(target)
+            if not job.cancelled() and job.exception() is not None:
+                self.broken.append(f"{target}: {job.exception()!r}")
 
         job.add_done_callback(ended)
 
@@ -187,9 +190,13 @@ class Faults:
         fault.ended = time.monotonic()
 
     async def finish(self) -> None:
-        """Wait for the faults still acting (each ends within about a minute)."""
+        """Wait for the faults still acting (each ends within about a minute); a fault
+        that could not put right what it broke (e.g. Redis did not start again) makes
+        the campaign meaningless: it stops here."""
         if self.running:
             await asyncio.wait(list(self.running), timeout=120)
+        if self.broken:
+            raise RuntimeError("a fault could not be undone: " + "; ".join(self.broken))
 
     def last_end(self) -> float:
         return max((f.ended or f.started for f in self.done), default=0.0)
