@@ -7,13 +7,8 @@ real entry point (``slow_write_plugin``)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,11 +21,11 @@ from execution_util import (
     reload,
     submit,
 )
-from slow_write_plugin import TASK_TYPE, install_slow_plugin
+from slow_write_plugin import TASK_TYPE
+from workerutil import Workers, slow_plugin_site, slow_task, target, wait_for_state
 
 from community_ade.approvals.states import TaskState
 from community_ade.events.keys import EventKeys, stream_entries
-from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.runtime import Runtime
 
@@ -38,26 +33,12 @@ pytestmark = [
     pytest.mark.parametrize("backend", ["server"], indirect=True),
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
-HERE = Path(__file__).parent
-FAST = {
-    "ADE_LOCK_LEASE_SECONDS": "2",
-    "ADE_LOCK_DELAY_SECONDS": "0.2",
-    "ADE_WORKER_RECLAIM_IDLE_SECONDS": "1.5",
-    "ADE_WORKER_RECONCILE_SECONDS": "1",
-    "ADE_WORKER_BACKOFF_BASE_SECONDS": "0.05",
-}
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
-    """The plugin's dist-info, on this process's path too (submit plans with it)."""
-    site = tmp_path / "site"
-    install_slow_plugin(site)
-    sys.path.insert(0, str(site))
-    load_executors.cache_clear()
-    yield site
-    sys.path.remove(str(site))
-    load_executors.cache_clear()
+    with slow_plugin_site(tmp_path) as site:
+        yield site
 
 
 @pytest.fixture
@@ -68,62 +49,11 @@ async def runtime(
         yield rt
 
 
-class Workers:
-    def __init__(self, runtime: Runtime, site: Path, tmp_path: Path) -> None:
-        settings = runtime.settings
-        self.env = (
-            os.environ
-            | FAST
-            | {
-                "ADE_DATA_DIR": str(tmp_path),
-                "ADE_DATABASE_URL": str(settings.database_url),
-                "ADE_REDIS_URL": str(settings.redis_url),
-                "ADE_QUEUE_NAME": settings.queue_name,
-                "ADE_LOCK_DOMAIN": settings.lock_domain,
-                "ADE_WORKSPACE_ROOTS": json.dumps([str(r) for r in settings.workspace_roots]),
-                "PYTHONPATH": os.pathsep.join([str(site), str(HERE)]),
-                "ADE_LOG_LEVEL": "INFO",
-            }
-        )
-        self.logs = tmp_path
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "community_ade", "worker", "--concurrency", "2", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def output(self, index: int) -> str:
-        return (self.logs / f"worker-{index}.log").read_text(errors="replace")
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.kill()
-                proc.wait(10)
-
-
 @pytest.fixture
 def workers(runtime: Runtime, site: Path, tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(runtime, site, tmp_path)
     yield pool
     pool.close()
-
-
-async def wait_for_state(runtime: Runtime, task_id: uuid.UUID, state: str, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if (await reload(runtime, task_id)).state == state:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not reach {state} in {limit}s")
 
 
 def read_when_there(path: Path, limit: float) -> str:
@@ -134,19 +64,6 @@ def read_when_there(path: Path, limit: float) -> str:
             return text
         time.sleep(0.1)
     return path.read_text() if path.exists() else ""
-
-
-def target(runtime: Runtime) -> Path:
-    return runtime.settings.allowed_workspace_roots[0] / "ws" / "applied.txt"
-
-
-async def slow_task(runtime: Runtime, seconds: float) -> uuid.UUID:
-    alice = await make_user(runtime)
-    payload = {"path": str(target(runtime)), "line": "applied", "seconds": seconds}
-    task = await submit(runtime, alice, TASK_TYPE, payload)
-    assert task.state == TaskState.APPROVED
-    await runtime.queue.drain_background()
-    return task.id
 
 
 async def test_a_worker_killed_mid_apply_is_reclaimed_and_applied_once(

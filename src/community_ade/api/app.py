@@ -32,11 +32,10 @@ from community_ade.api.routes import (
 from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
-from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
 from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
-from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
+from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -72,15 +71,17 @@ async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
 async def sweep_forever(runtime: Runtime) -> None:
     """The periodic expiry of review and approval deadlines (DESIGN §3), and of stored
     Idempotency-Key answers past their time to live."""
+    incident = Incident("expiry sweep", log)
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
             expired = await sweep_once(runtime)
             forgotten = await forget_expired(runtime.sessions, runtime.settings)
-        except AdeError as exc:  # e.g. the database is briefly unreachable: try again later
-            log.warning("sweep failed: %s", exc.message)
+        except Exception as exc:  # e.g. a database connection closed: the next sweep retries
+            incident.failed(exc)
             continue
+        incident.cleared()
         if expired:
             log.info("expired %d overdue task(s)", len(expired))
         if forgotten:

@@ -31,7 +31,7 @@ from community_ade.errors import (
     LockTimeout,
     ServiceUnavailable,
 )
-from community_ade.infra.aio import wait_event
+from community_ade.infra.aio import Incident, wait_event
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import deadlock, keys
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState, parse
@@ -554,14 +554,15 @@ class LockManager:
             self._reader = asyncio.create_task(self._read_wakeups(pubsub), name="ade-lock-wakeups")
 
     async def _read_wakeups(self, pubsub: Any) -> None:
+        incident = Incident("lock wake-up listener", log, base=0.1, cap=2.0)
         while not self._closed:
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
             except _REDIS_ERRORS as exc:
                 # Waiters fall back on their backstop; redis-py resubscribes on reconnect.
-                log.warning("lock wake-up listener: %s", exc)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(incident.failed(exc))
                 continue
+            incident.cleared()
             if not message or message.get("type") != "message":
                 continue
             req_id, _, fence = str(message["data"]).partition(" ")
