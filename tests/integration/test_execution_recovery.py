@@ -6,6 +6,7 @@ lease. Each test runs its own ``redis-server`` where it kills one (never the sha
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import pytest
 from conftest import unavailable
 from execution_util import auto_approving_runtime, reload
 from lockutil import PrivateRedis
-from workerutil import Workers, slow_plugin_site, slow_task, target, wait_for_state
+from sqlalchemy import text
+from workerutil import FAST, Workers, slow_plugin_site, slow_task, target, wait_for_state
 
 from community_ade.approvals.states import TaskState
 from community_ade.runtime import Runtime
+from community_ade.storage import db
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -76,3 +79,46 @@ async def test_workers_take_work_again_after_redis_restarts_empty(
     assert all(proc.poll() is None for proc in workers.procs), workers.outputs()
     done = await reload(runtime, task_id)
     assert done.state == TaskState.COMPLETED
+
+
+async def kill_database_connections(database_url: str, times: int, every: float) -> None:
+    """Terminate every other connection to the test's database, ``times`` times."""
+    killer = db.create_engine(database_url)
+    try:
+        for _ in range(times):
+            async with killer.connect() as connection:
+                await connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            await asyncio.sleep(every)
+    finally:
+        await killer.dispose()
+
+
+async def test_a_worker_outlives_database_connections_killed_under_it(
+    runtime: Runtime, site: Path, tmp_path: Path, database_url: str
+) -> None:
+    # Reconciling every 0.3 s, its pooled connection is never idle long enough to be
+    # pinged first: the reconciler meets the killed connections.
+    pool = Workers(runtime, site, tmp_path, FAST | {"ADE_WORKER_RECONCILE_SECONDS": "0.3"})
+    try:
+        worker = pool.start()
+        await wait_for_output(pool, 0, "started", 30)
+        await kill_database_connections(database_url, times=10, every=0.3)
+        assert worker.poll() is None, pool.output(0)
+        task_id = await slow_task(runtime, 0)
+        await wait_for_state(runtime, task_id, "COMPLETED", 30)
+        assert worker.poll() is None, pool.output(0)
+        assert "reconciling approved tasks failing" in pool.output(0)
+    finally:
+        pool.close()
+
+
+async def wait_for_output(pool: Workers, index: int, text: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while text not in pool.output(index):
+        assert time.monotonic() < deadline, pool.output(index)
+        await asyncio.sleep(0.1)
