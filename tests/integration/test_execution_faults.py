@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,7 +21,14 @@ from execution_util import (
     submit,
 )
 from slow_write_plugin import TASK_TYPE
-from workerutil import Workers, slow_plugin_site, slow_task, target, wait_for_state
+from workerutil import (
+    Workers,
+    read_when_there,
+    slow_plugin_site,
+    slow_task,
+    target,
+    wait_for_state,
+)
 
 from community_ade.approvals.states import TaskState
 from community_ade.events.keys import EventKeys, stream_entries
@@ -54,16 +60,6 @@ def workers(runtime: Runtime, site: Path, tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(runtime, site, tmp_path)
     yield pool
     pool.close()
-
-
-def read_when_there(path: Path, limit: float) -> str:
-    deadline = time.monotonic() + limit
-    # Until it exists and has content: the writer creates the file before writing it.
-    while time.monotonic() < deadline:
-        if path.exists() and (text := path.read_text()):
-            return text
-        time.sleep(0.1)
-    return path.read_text() if path.exists() else ""
 
 
 async def test_a_worker_killed_mid_apply_is_reclaimed_and_applied_once(

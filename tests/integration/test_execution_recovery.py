@@ -7,19 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import unavailable
 from execution_util import auto_approving_runtime, reload
 from lockutil import PrivateRedis
-from sqlalchemy import text
-from workerutil import FAST, Workers, slow_plugin_site, slow_task, target, wait_for_state
+from sqlalchemy import select, text
+from workerutil import (
+    FAST,
+    Workers,
+    read_when_there,
+    slow_plugin_site,
+    slow_task,
+    target,
+    wait_for_state,
+)
 
 from community_ade.approvals.states import TaskState
+from community_ade.execution.worker import Worker
 from community_ade.runtime import Runtime
 from community_ade.storage import db
+from community_ade.storage.models import AuditEvent
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -122,3 +134,46 @@ async def wait_for_output(pool: Workers, index: int, text: str, limit: float) ->
     while text not in pool.output(index):
         assert time.monotonic() < deadline, pool.output(index)
         await asyncio.sleep(0.1)
+
+
+async def test_a_rollback_refused_by_a_newer_fence_is_retried_not_failed(
+    runtime: Runtime,
+) -> None:
+    """A worker loses its lease while applying and a newer grant writes the target before
+    its rollback: the rollback is refused by the fence, which means this attempt left
+    nothing there. The task is retried (and completes), not FAILED ``rollback_failed``."""
+    path = target(runtime)
+    task_id = await slow_task(runtime, 2)
+    worker = Worker(runtime, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_for_state(runtime, task_id, "APPLYING", 30)
+        applying = (await reload(runtime, task_id)).fence
+        assert applying is not None
+        # A newer holder (any later grant of the domain) writes the target ...
+        async with runtime.locks.hold("newer", "someone", {"elsewhere": "exclusive"}) as newer:
+            await asyncio.to_thread(Path(f"{path}.fence").write_text, str(newer.fence))
+        # ... after the applying worker's lease ended.
+        await runtime.locks.force_release(f"task:{task_id}", "test: the lease ran out")
+        await wait_for_state(runtime, task_id, "COMPLETED", 30)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    done = await reload(runtime, task_id)
+    assert done.attempts == 2
+    assert done.fence is not None
+    assert done.fence > applying
+    assert path.read_text() == "applied\n"  # the retry's line only
+    retried = await audit_data(runtime, task_id, "task:apply_retry")
+    assert [r["rollback_outcome"] for r in retried] == ["nothing_to_roll_back"]
+    assert read_when_there(Path(f"{path}.refused"), 10).startswith(f"{applying}\n")
+
+
+async def audit_data(runtime: Runtime, task_id: uuid.UUID, kind: str) -> list[dict[str, Any]]:
+    async with runtime.sessions() as session:
+        rows = await session.scalars(
+            select(AuditEvent.data)
+            .where(AuditEvent.subject == f"task:{task_id}", AuditEvent.type == kind)
+            .order_by(AuditEvent.seq)
+        )
+        return [dict(r) for r in rows]

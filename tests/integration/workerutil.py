@@ -105,6 +105,16 @@ async def wait_for_state(runtime: Runtime, task_id: uuid.UUID, state: str, limit
     raise AssertionError(f"task {task_id} did not reach {state} in {limit}s")
 
 
+def read_when_there(path: Path, limit: float) -> str:
+    deadline = time.monotonic() + limit
+    # Until it exists and has content: the writer creates the file before writing it.
+    while time.monotonic() < deadline:
+        if path.exists() and (text := path.read_text()):
+            return text
+        time.sleep(0.1)
+    return path.read_text() if path.exists() else ""
+
+
 def target(runtime: Runtime, name: str = "applied.txt") -> Path:
     return runtime.settings.allowed_workspace_roots[0] / "ws" / name
 

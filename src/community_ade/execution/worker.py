@@ -400,9 +400,11 @@ class Worker:
         except LockLost as exc:
             return await self._failed(attempt, Failure(f"lock lost: {exc.message}", True, ""), {})
         except FenceRejected as exc:
-            # A newer holder has written: the task is theirs now; touch nothing.
-            log.warning("task %s: fence %d refused (%s)", task.id, context.fence, exc.message)
-            return None
+            # A newer grant has written the target (our lease was lost meanwhile), so this
+            # attempt wrote nothing: retried, unless the task itself was taken over (then
+            # the outcome is the new holder's).
+            refused = Failure(f"fence refused: {exc.message}", True, "")
+            return await self._failed(attempt, refused, {})
         except ApplyFailed as exc:
             return await self._failed(attempt, Failure(exc.message, exc.transient, ""), exc.details)
         except (AdeError, OSError, ValueError, RuntimeError) as exc:
@@ -490,6 +492,11 @@ class Worker:
             return "nothing_to_roll_back"
         try:
             return str(await executor.rollback(task.payload, snapshot, context))
+        except FenceRejected as exc:
+            # A newer grant owns the target: whatever this attempt wrote is not there any
+            # more (or never was). Nothing is left to undo, and retrying is safe.
+            log.warning("task %s: rollback refused, nothing of it left: %s", task.id, exc.message)
+            return "nothing_to_roll_back"
         except (ApplyFailed, AdeError, OSError, ValueError, RuntimeError) as exc:
             log.error("task %s: rollback failed: %s", task.id, exc)
             return "rollback_failed"
