@@ -6,6 +6,7 @@ lease. Each test runs its own ``redis-server`` where it kills one (never the sha
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import unavailable
-from execution_util import auto_approving_runtime, reload
+from execution_util import auto_approving_runtime, make_user, reload, submit
 from lockutil import PrivateRedis
 from sqlalchemy import select, text
 from workerutil import (
@@ -177,3 +178,57 @@ async def audit_data(runtime: Runtime, task_id: uuid.UUID, kind: str) -> list[di
             .order_by(AuditEvent.seq)
         )
         return [dict(r) for r in rows]
+
+
+TICKS = 15
+
+
+async def test_a_stopped_workers_command_dies_with_its_lease_before_the_next_attempt(
+    runtime: Runtime, workers: Workers
+) -> None:
+    """SIGSTOP a worker 2 s into a 15 s shell apply: the watchdog kills its command once
+    the lease runs out, before another worker is granted the task, so the side effects
+    show one run (the next attempt's); no tick of the first run comes after the second
+    one began."""
+    cwd = target(runtime).parent
+    ticks = cwd / "ticks"
+    script = f'for i in $(seq {TICKS}); do echo "$ADE_FENCE $$ $i" >> ticks; sleep 1; done'
+    payload = {"command": ["/bin/sh", "-c", script], "cwd": str(cwd), "timeout_seconds": 60}
+    task = await submit(runtime, await make_user(runtime), "shell", payload)
+    assert task.state == TaskState.APPROVED
+    await runtime.queue.drain_background()
+
+    stopped = workers.start()
+    await wait_for_lines(ticks, 2, 60)  # 2 s into the apply
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        workers.start()
+        await wait_for_state(runtime, task.id, "COMPLETED", 90)
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    done = await reload(runtime, task.id)
+    assert done.attempts == 2
+
+    runs: dict[str, list[int]] = {}
+    order = []
+    for line in lines_of(ticks):
+        fence, _pid, tick = line.split()
+        runs.setdefault(fence, []).append(int(tick))
+        order.append(fence)
+    first, second = list(runs)
+    assert str(done.fence) == second
+    assert runs[second] == list(range(1, TICKS + 1))  # the one complete run
+    assert len(runs[first]) < TICKS  # cut short ...
+    assert first not in order[order.index(second) :], order  # ... before the second began
+    assert "killed command group" in workers.output(0)
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def wait_for_lines(path: Path, count: int, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while len(await asyncio.to_thread(lines_of, path)) < count:
+        assert time.monotonic() < deadline, f"{path} has fewer than {count} lines"
+        await asyncio.sleep(0.05)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import os
 import socket
@@ -51,6 +52,7 @@ from community_ade.execution.executors.base import (
     PlanContext,
     Snapshot,
 )
+from community_ade.execution.executors.watchdog import bound_to_lease
 from community_ade.execution.queue import Message, TaskQueue
 from community_ade.execution.rules import Failure, backoff_delay, lock_resources, should_retry
 from community_ade.execution.service import ExecutionService
@@ -356,7 +358,8 @@ class Worker:
             "task %s: adopting an interrupted apply (attempt %d)", task.id, adopted.attempts
         )
         snapshot = None if adopted.snapshot is None else Snapshot(task.type, adopted.snapshot)
-        outcome = await self._rollback(executor, adopted, snapshot, context)
+        with self._bound_to(grant):
+            outcome = await self._rollback(executor, adopted, snapshot, context)
         failure = Failure("the worker applying it stopped (reclaimed)", True, outcome)
         if should_retry(failure, adopted.attempts, self.settings.worker_max_attempts):
             await self.service.retry(task.id, grant.fence, failure.message, outcome, 0.0)
@@ -396,7 +399,8 @@ class Worker:
         )
         try:
             async with attempt.grant.guard():
-                result = await executor.apply(task.payload, stash, attempt.snapshot, context)
+                with self._bound_to(attempt.grant):
+                    result = await executor.apply(task.payload, stash, attempt.snapshot, context)
         except LockLost as exc:
             return await self._failed(attempt, Failure(f"lock lost: {exc.message}", True, ""), {})
         except FenceRejected as exc:
@@ -419,6 +423,11 @@ class Worker:
                 result.summary,
             )
         return None
+
+    def _bound_to(self, grant: Grant) -> contextlib.AbstractContextManager[None]:
+        """Commands started in the block die with ``grant``'s lease even when this
+        process cannot act (paused): the watchdog kills them once it runs out."""
+        return bound_to_lease(functools.partial(self.runtime.locks.lease_deadline, grant))
 
     async def _snapshot_failed(self, attempt: _Attempt, exc: ApplyFailed) -> _Changed | None:
         task, context = attempt.task, attempt.context

@@ -254,6 +254,16 @@ class LockManager:
         self._forget(grant)
         return bool(done)
 
+    def lease_deadline(self, grant: Grant) -> float:
+        """Until when (``time.monotonic``) ``grant`` is known to be held: its agent
+        session's local validity, which every heartbeat moves on; 0 once it is lost or
+        released. What a process that must not outlive the lease watches (the command
+        watchdog): the server frees the grant no earlier than this."""
+        if grant.lost.is_set() or grant.released:
+            return 0.0
+        session = self._sessions.get((grant.domain, grant.agent))
+        return 0.0 if session is None else session.valid_until
+
     async def set_capacity(
         self, agent: str, capacity: int | None, *, domain: str | None = None
     ) -> int:
