@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         '["https://hooks.example.com/deploy/"]. Scheme, host and port must match exactly and '
         "the path at a segment boundary. Default: empty, no URL is allowed.",
     )
+    startup_wait_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long `ade serve` and `ade worker` wait at start-up for Redis and "
+        "the database to answer (and for the schema to be migrated) before giving up.",
+    )
     sweep_interval_seconds: float = Field(
         default=30.0,
         gt=0,

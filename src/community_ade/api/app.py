@@ -104,7 +104,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime.open(settings) as runtime, live_events(runtime) as events_hub:
+        config = settings or Settings()
+        async with (
+            Runtime.open(config, wait=config.startup_wait_seconds) as runtime,
+            live_events(runtime) as events_hub,
+        ):
             app.state.runtime = runtime
             app.state.events_hub = events_hub
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
