@@ -111,6 +111,11 @@ async def test_the_same_manager_survives_a_restart(
         await locks.fenced_write(KEY, before[0], "writer", "stale")
     await locks.fenced_write(KEY, after, "writer", "new")
     assert await locks.release(after) is True
+    # The domain registry went with the data: the manager registers its domain again
+    # (the event relay and `ade locks` list domains from it).
+    next_grant = await locks.acquire("t10", "agent-2", {"res-1": X}, timeout=10)
+    assert await locks.domains() == ["restart"]
+    assert await locks.release(next_grant) is True
 
 
 async def lock_libraries(client: AnyRedis) -> list[str]:

@@ -611,6 +611,7 @@ class LockManager:
                     if "function not found" not in str(exc).lower():
                         raise
                     # A restart without persistence, a failover or FUNCTION FLUSH lost it.
+                    self._forget_server_state()
                     await self._load_functions(loads)
                     return await self.redis.fcall(function, 1, prefix, *self._common, *args)
             evalsha = self._scripts.evalsha[script]
@@ -618,9 +619,15 @@ class LockManager:
                 return await self.redis.evalsha(evalsha.sha, 1, prefix, *self._common, *args)
             except NoScriptError:
                 # The server restarted or failed over: the script object loads itself again.
+                self._forget_server_state()
                 return await evalsha(keys=[prefix], args=[*self._common, *args])
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
+
+    def _forget_server_state(self) -> None:
+        """The server lost its data (the scripts were gone): register the domains again
+        as they are next used, or ``domains()`` and the event relay would miss them."""
+        self._known_domains.clear()
 
     async def _load_functions(self, seen: int) -> None:
         """Load the scripts as a Functions library, or settle for EVALSHA where the
