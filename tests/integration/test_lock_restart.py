@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import FAST, unavailable
-from lockutil import PrivateRedis
+from lockutil import PrivateRedis, private_redis_server
 
 from community_ade.errors import FenceRejected, LockLost
 from community_ade.infra.redis_client import AnyRedis, open_redis
@@ -26,14 +26,8 @@ KEY = "ade:test:{restart}:target"
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if PrivateRedis.binary() is None:
-        unavailable("no redis-server binary to run a private server")
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    try:
+    with private_redis_server(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -88,6 +88,12 @@ class Workers:
     def outputs(self) -> str:
         return "\n".join(self.output(i) for i in range(len(self.procs)))
 
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
