@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     worker_reconcile_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="How often a worker queues approved tasks missing from the queue.",
+        description="How often a worker queues approved (and applying) tasks missing from "
+        "the queue, e.g. after Redis lost its data.",
     )
     worker_lock_wait_seconds: float = Field(
         default=300.0,

@@ -234,16 +234,19 @@ class Worker:
                     touching.cleared()
 
     async def _reconcile(self) -> int:
-        """Queue APPROVED tasks that should apply and are not queued: a crash between a
-        commit and its enqueue loses nothing. Duplicates are refused by the queue."""
+        """Queue APPROVED tasks that should apply, and APPLYING ones, that are not queued:
+        a crash between a commit and its enqueue loses nothing, nor does a Redis that
+        lost its streams (an APPLYING task's message gone with its dead worker's would
+        leave it APPLYING for good). The queue refuses a task whose message is still
+        there (in flight included); a duplicate would be harmless anyway: it waits for
+        the task's lock, then finds the task settled, or adopts it."""
+        states = (TaskState.APPROVED.value, TaskState.APPLYING.value)
         async with self.runtime.sessions() as session:
-            rows = await session.scalars(
-                select(Task).where(Task.state == TaskState.APPROVED.value).limit(1000)
-            )
-            due = [(str(t.id), t.priority) for t in rows if wants_apply(t)]
+            rows = await session.scalars(select(Task).where(Task.state.in_(states)).limit(1000))
+            due = [(str(t.id), t.priority) for t in rows if self._actionable(t)]
         added = await self.queue.enqueue_many(due)
         if added:
-            log.info("reconciler queued %d approved task(s) missing from the queue", added)
+            log.info("reconciler queued %d task(s) missing from the queue", added)
         return added
 
     # -- one message ------------------------------------------------------------------
