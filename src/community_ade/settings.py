@@ -145,6 +145,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a worker waits for a task's locks before re-queueing it.",
     )
+    # -- secrets --
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Key(s) sealing stored secrets (AES-256-GCM): 32 bytes in URL-safe base64, "
+        "several separated by commas, the first seals (`ade secrets new-key`). Unset: generated "
+        "once into <data dir>/secrets.key (mode 0600). Share it between servers and workers.",
+    )
     # -- dashboard --
     secret_key: SecretStr | None = Field(
         default=None,

@@ -42,6 +42,8 @@ policy_write        .       .         .       x     .
 lock_admin          .       .         .       x     .
 catalogue_write     .       .         .       x     .
 user_admin          .       .         .       x     .
+secret_read         .       x         x       x     x
+secret_write        .       .         .       x     .
 """
 
 

@@ -57,6 +57,8 @@ from community_ade.execution.service import ExecutionService
 from community_ade.infra.aio import wait_event
 from community_ade.locks.manager import Grant
 from community_ade.runtime import Runtime
+from community_ade.secrets.keys import SecretCipher
+from community_ade.secrets.store import SecretVault
 from community_ade.storage.models import Task
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         plan_context = PlanContext.from_settings(settings)
         self.plan_context = plan_context
+        self.secrets = SecretVault(runtime.sessions, SecretCipher.from_settings(settings))
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
         )
@@ -312,7 +315,7 @@ class Worker:
     async def _handle_loaded(
         self, task: Task, stash: Plan | None, executor: Any, grant: Grant
     ) -> float | _Changed | None:
-        context = ApplyContext(self.plan_context, str(task.id), grant.fence)
+        context = ApplyContext(self.plan_context, str(task.id), grant.fence, self.secrets)
         if not isinstance(executor, ApplyingExecutor):
             if task.state == TaskState.APPROVED:
                 return await self._refuse(

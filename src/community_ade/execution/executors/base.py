@@ -25,6 +25,7 @@ from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
 
 if TYPE_CHECKING:
+    from community_ade.secrets.references import SecretSource
     from community_ade.settings import Settings
 
 PreviewFormat = Literal["diff", "text", "json"]
@@ -246,11 +247,14 @@ class Executor(Protocol):
 class ApplyContext:
     """What an apply runs under: the plan's confinement, the task, and the fencing token
     of the lock grant (DESIGN §5), which the executor passes to the target so that a
-    holder whose grant was lost cannot write after a newer one did."""
+    holder whose grant was lost cannot write after a newer one did. ``secrets`` reveals
+    the values of the secrets a payload refers to (``secrets.references``); None: the
+    apply has none to give, and a task that refers to one fails."""
 
     plan_context: PlanContext
     task_id: str
     fence: int
+    secrets: SecretSource | None = None
 
 
 @dataclass(frozen=True)
