@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from pathlib import Path
 
@@ -10,6 +12,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The pattern lives in settings (not locks.model) so settings import nothing of the domain.
 DOMAIN_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+SECRETS_KEY_BYTES = 32
+
+
+def parse_secrets_keys(text: str, *, source: str) -> tuple[bytes, ...]:
+    """The keys of a comma-separated list (``ADE_SECRETS_KEY``, the data directory's
+    ``secrets.key``); ``ValueError`` naming ``source`` unless each is 32 bytes in
+    URL-safe base64."""
+    keys = []
+    for part in text.split(","):
+        try:
+            key = base64.urlsafe_b64decode(part.strip().encode())
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != SECRETS_KEY_BYTES:
+            raise ValueError(
+                f"{source} must hold keys of {SECRETS_KEY_BYTES} bytes in URL-safe base64, "
+                "separated by commas (`ade secrets new-key` prints one)"
+            )
+        keys.append(key)
+    return tuple(keys)
 
 
 def default_data_dir() -> Path:
@@ -189,6 +213,12 @@ class Settings(BaseSettings):
     @property
     def allowed_workspace_roots(self) -> tuple[Path, ...]:
         return tuple(self.workspace_roots) or (self.data_dir / "workspaces",)
+
+    @model_validator(mode="after")
+    def _secrets_key_well_formed(self) -> Settings:
+        if self.secrets_key is not None:  # wrong here, not at the first apply that needs it
+            parse_secrets_keys(self.secrets_key.get_secret_value(), source="ADE_SECRETS_KEY")
+        return self
 
     @model_validator(mode="after")
     def _renewal_shorter_than_lease(self) -> Settings:

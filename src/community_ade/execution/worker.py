@@ -57,7 +57,6 @@ from community_ade.execution.service import ExecutionService
 from community_ade.infra.aio import wait_event
 from community_ade.locks.manager import Grant
 from community_ade.runtime import Runtime
-from community_ade.secrets.keys import SecretCipher
 from community_ade.secrets.store import SecretVault
 from community_ade.storage.models import Task
 
@@ -122,7 +121,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         plan_context = PlanContext.from_settings(settings)
         self.plan_context = plan_context
-        self.secrets = SecretVault(runtime.sessions, SecretCipher.from_settings(settings))
+        self.secrets = SecretVault(runtime.sessions, settings)
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
         )

@@ -17,47 +17,26 @@ the value of ``prod-db-password``.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from community_ade.errors import AdeError
+from community_ade.errors import ServiceUnavailable
 from community_ade.infra.keyfile import read_or_create
-from community_ade.settings import Settings
+from community_ade.settings import SECRETS_KEY_BYTES, Settings, parse_secrets_keys
 
 KEY_FILE = "secrets.key"
-_KEY_BYTES = 32
 _NONCE_BYTES = 12
 _FORMAT = b"\x01"  # the layout below: format, nonce, ciphertext with its 16-byte tag
 
 
-class SecretUnreadable(AdeError):
-    """A stored value opens with none of the configured keys."""
-
-    code = "secret_unreadable"
+class SecretUnreadable(ServiceUnavailable):
+    """A stored value opens with none of the configured keys (a misconfiguration)."""
 
 
 def new_key() -> str:
-    return base64.urlsafe_b64encode(os.urandom(_KEY_BYTES)).decode()
-
-
-def parse_keys(text: str, *, source: str) -> tuple[bytes, ...]:
-    """The keys of a comma-separated list; ``ValueError`` naming ``source`` otherwise."""
-    keys = []
-    for part in text.split(","):
-        try:
-            key = base64.urlsafe_b64decode(part.strip().encode())
-        except (binascii.Error, ValueError):
-            key = b""
-        if len(key) != _KEY_BYTES:
-            raise ValueError(
-                f"{source} must hold keys of {_KEY_BYTES} bytes in URL-safe base64, separated "
-                "by commas (`ade secrets new-key` prints one)"
-            )
-        keys.append(key)
-    return tuple(keys)
+    return base64.urlsafe_b64encode(os.urandom(SECRETS_KEY_BYTES)).decode()
 
 
 class SecretCipher:
@@ -70,12 +49,17 @@ class SecretCipher:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretCipher:
+        """The configured keys; a damaged key file is ``ServiceUnavailable`` (secrets cannot
+        be stored or sent until an operator repairs it)."""
         if settings.secrets_key is not None:
             text, source = settings.secrets_key.get_secret_value(), "ADE_SECRETS_KEY"
         else:
             path = settings.data_dir / KEY_FILE
             text, source = read_or_create(path, new_key), str(path)
-        return cls(parse_keys(text, source=source))
+        try:
+            return cls(parse_secrets_keys(text, source=source))
+        except ValueError as exc:
+            raise ServiceUnavailable(str(exc)) from None
 
     def seal(self, name: str, value: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

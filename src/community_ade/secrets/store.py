@@ -22,6 +22,7 @@ from community_ade.audit.chain import Actor
 from community_ade.errors import InvalidInput, NotFound
 from community_ade.secrets.keys import SecretCipher
 from community_ade.secrets.references import NAME_PATTERN
+from community_ade.settings import Settings
 from community_ade.storage.models import Secret, utcnow
 
 # Shorter values would make scrubbing them from recorded output meaningless (and are
@@ -133,11 +134,13 @@ async def rekey(session: AsyncSession, cipher: SecretCipher, *, actor: Actor) ->
 
 class SecretVault:
     """The ``SecretSource`` of applies: opens values in a short transaction of its own
-    and notes when each secret was last used."""
+    and notes when each secret was last used. The key is read at the first use, so a
+    worker that never sends a secret needs none."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cipher: SecretCipher) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         self.sessions = sessions
-        self.cipher = cipher
+        self.settings = settings
+        self._cipher: SecretCipher | None = None
 
     async def reveal(self, names: Collection[str]) -> Mapping[str, str]:
         wanted = sorted(set(names))
@@ -149,4 +152,6 @@ class SecretVault:
                     .where(Secret.name.in_([r.name for r in rows]))
                     .values(last_used_at=utcnow())
                 )
-        return {row.name: self.cipher.open(row.name, row.ciphertext) for row in rows}
+        if self._cipher is None:
+            self._cipher = SecretCipher.from_settings(self.settings)
+        return {row.name: self._cipher.open(row.name, row.ciphertext) for row in rows}
