@@ -100,6 +100,10 @@ GET    /api/v1/catalogue/tools                      agent_read        ok  ok  ok
 POST   /api/v1/catalogue/tools                      catalogue_write   ok  403 403 403 403 401 401
 PUT    /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
 DELETE /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
+GET    /api/v1/secrets                              secret_read       ok  ok  ok  403 ok  401 401
+GET    /api/v1/secrets/{name}                       secret_read       ok  ok  ok  403 ok  401 401
+PUT    /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
+DELETE /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
 POST   /api/v1/leases                               lock_lease        ok  ok  ok  403 ok  401 401
 POST   /api/v1/leases/{lease_id}/heartbeat          lock_lease        ok  ok  ok  403 ok  401 401
 DELETE /api/v1/leases/{lease_id}                    lock_lease        ok  ok  ok  403 ok  401 401
@@ -863,6 +867,50 @@ def register_catalogue_routes(kind: str) -> None:
 
 register_catalogue_routes("models")
 register_catalogue_routes("tools")
+
+SECRETS = "/api/v1/secrets"
+SECRET_VALUE = "matrix-secret-value"
+
+
+async def stored_secret(w: World, caller: str) -> Target:
+    """A secret the admin just stored (its name in ``entry_id``)."""
+    name = f"matrix-{uuid.uuid4().hex[:8]}"
+    r = await w.call("admin", Target(), "PUT", f"{SECRETS}/{name}", {"value": SECRET_VALUE})
+    assert r.status_code == 201, f"setup: admin stores a secret: {r.text}"
+    return Target(entry_id=name)
+
+
+async def secret_names(w: World) -> list[str]:
+    return [s["name"] for s in (await w.call("admin", Target(), "GET", SECRETS)).json()]
+
+
+@route("GET", SECRETS, stored_secret)
+async def list_secrets(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", SECRETS)
+    return Reply(
+        r, 200, lambda b: t.entry_id in [s["name"] for s in b] and SECRET_VALUE not in r.text
+    )
+
+
+@route("GET", SECRETS + "/{name}", stored_secret)
+async def get_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{SECRETS}/{t.entry_id}")
+    return Reply(r, 200, lambda b: b["name"] == t.entry_id and SECRET_VALUE not in r.text)
+
+
+@route("PUT", SECRETS + "/{name}")
+async def put_secret(w: World, caller: str, t: Target) -> Reply:
+    name = f"new-{uuid.uuid4().hex[:8]}"
+    r = await w.call(caller, t, "PUT", f"{SECRETS}/{name}", {"value": SECRET_VALUE})
+    stored = r.status_code == 201 and name in await secret_names(w)
+    return Reply(r, 201, lambda b: stored and b["name"] == name and SECRET_VALUE not in r.text)
+
+
+@route("DELETE", SECRETS + "/{name}", stored_secret)
+async def delete_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", f"{SECRETS}/{t.entry_id}")
+    gone = r.status_code == 204 and t.entry_id not in await secret_names(w)
+    return Reply(r, 204, lambda b: gone)
 
 
 @route("POST", "/api/v1/leases", own_leasable_agent)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import (
+    ApplyFailed,
     ApplyingExecutor,
     Executor,
     FieldError,
@@ -29,6 +30,7 @@ from community_ade.execution.executors import files_write as fw
 from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors import http_request as hr
 from community_ade.execution.executors import shell as sh
+from community_ade.secrets.references import SecretRef, SecretUse, scrub, secret_bearing_name
 
 FILES = fw.FilesWriteExecutor()
 GIT = gp.GitPatchExecutor()
@@ -444,7 +446,8 @@ def http_payload(**overrides: Any) -> dict[str, Any]:
 def test_http_accepts_a_well_formed_payload() -> None:
     spec, errors = hr.parse(
         http_payload(
-            headers={"X-Token": "t", "accept": "*/*"},
+            headers={"X-Token": {"secret": "hook-token"}, "accept": "*/*"},
+            query={"api_key": {"secret": "hook-key", "prefix": "k-"}, "region": "eu west"},
             body=[1, {"b": 2, "a": None}],
             timeout_seconds=5,
             rollback={"method": "DELETE", "url": "https://hooks.example.com/a/1"},
@@ -456,8 +459,16 @@ def test_http_accepts_a_well_formed_payload() -> None:
         ("accept", "*/*"),
         ("Content-Type", "application/json"),
         ("User-Agent", "community-ade"),
-        ("X-Token", "t"),
+        ("X-Token", SecretRef("hook-token")),
     )
+    assert spec.request.secret_names == {"hook-token", "hook-key"}
+    assert spec.request.shown_url() == (
+        "https://hooks.example.com/a?api_key=k-{secret:hook-key}&region=eu%20west"
+    )
+    assert "X-Token: {secret:hook-token}" in spec.request.render()
+    url, headers = spec.request.sent({"hook-token": "T0ken/1", "hook-key": "a&b=c"})
+    assert url == "https://hooks.example.com/a?api_key=k-a%26b%3Dc&region=eu%20west"
+    assert ("X-Token", "T0ken/1") in headers
     assert spec.request.body == b'[\n  1,\n  {\n    "a": null,\n    "b": 2\n  }\n]'
     assert spec.rollback is not None
     assert spec.rollback.method == "DELETE"
@@ -515,12 +526,86 @@ def test_http_refuses_a_header_given_twice_in_different_case() -> None:
         ("X-Hub-Signature-256", True),
         ("Ocp-Apim-Subscription-Key", True),
         ("X-Session-Id", True),
+        ("access_token", True),
+        ("api_key", True),
+        ("sig", True),
+        ("DB_PASSWORD", True),
+        ("Idempotency-Key", False),
         ("Content-Type", False),
         ("X-Request-Id", False),
+        ("region", False),
     ],
 )
-def test_http_secret_headers(name: str, secret: bool) -> None:
-    assert hr.is_secret(name) is secret
+def test_secret_bearing_names(name: str, secret: bool) -> None:
+    assert secret_bearing_name(name) is secret
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"headers": {"Authorization": "Bearer s3cret"}}, "headers.Authorization"),
+        ({"headers": {"X-Api-Key": ""}}, "headers.X-Api-Key"),
+        ({"query": {"access_token": "abc"}}, "query.access_token"),
+        ({"url": "https://hooks.example.com/a?env=1&token=abc"}, "url"),
+        ({"rollback": {"method": "DELETE", "url": "https://hooks.example.com/a?key=k"}},
+         "rollback.url"),
+        ({"rollback": {"method": "DELETE", "url": "https://hooks.example.com/a",
+                       "headers": {"Cookie": "c=1"}}}, "rollback.headers.Cookie"),
+    ],
+)  # fmt: skip
+def test_http_refuses_credentials_written_inline(overrides: dict[str, Any], where: str) -> None:
+    payload = http_payload(**overrides)
+    report = HTTP.validate(payload)
+    assert error_paths(report) == [where]
+    assert "ade secrets set" in report.errors[0].message
+    # The same problems are found before validation, on the payload as it is.
+    assert [e.path for e in HTTP.secret_use(payload).problems] == [where]
+
+
+@pytest.mark.parametrize(
+    ("reference", "where"),
+    [
+        ({"secret": "Bad Name"}, "headers.Authorization.secret"),
+        ({"secret": ""}, "headers.Authorization.secret"),
+        ({"secret": "t", "prefix": "Bearer\r\nX: 1"}, "headers.Authorization.prefix"),
+        ({"secret": "t", "prefix": "x" * 65}, "headers.Authorization.prefix"),
+        ({"secret": "t", "value": "inline"}, "headers.Authorization.value"),
+    ],
+)
+def test_http_refuses_malformed_references(reference: dict[str, Any], where: str) -> None:
+    assert error_paths(HTTP.validate(http_payload(headers={"Authorization": reference}))) == [where]
+
+
+def test_secret_use_names_every_reference_and_copes_with_any_payload() -> None:
+    payload = http_payload(
+        headers={"Authorization": {"secret": "a"}, "X-Other": "plain"},
+        query={"token": {"secret": "b"}},
+        rollback={"method": "DELETE", "url": "https://x/", "headers": {"Cookie": {"secret": "c"}}},
+        body={"secret": "not-a-reference: the body is data"},
+    )
+    use = HTTP.secret_use(payload)
+    assert use.problems == ()
+    assert [where for where, _ in use.references] == [
+        "headers.Authorization",
+        "query.token",
+        "rollback.headers.Cookie",
+    ]
+    assert use.names == {"a", "b", "c"}
+    for garbage in (None, [], "x", {"headers": 1, "query": [1], "url": 5, "rollback": "r"}):
+        assert HTTP.secret_use(garbage) == SecretUse()  # type: ignore[arg-type]
+
+
+def test_a_secret_that_is_no_header_value_is_not_sent() -> None:
+    spec, _ = hr.parse(http_payload(headers={"Authorization": {"secret": "t"}}))
+    assert spec is not None
+    with pytest.raises(ApplyFailed, match="printable ASCII"):
+        spec.request.sent({"t": "line\r\nInjected: 1"})
+
+
+def test_scrub_replaces_every_revealed_value_longest_first() -> None:
+    revealed = {"short": "abcdefgh", "long": "abcdefgh-and-more"}
+    text = "got abcdefgh-and-more and abcdefgh"
+    assert scrub(text, revealed) == "got {secret:long} and {secret:short}"
 
 
 def allowlist(*entries: str) -> tuple[urls.Target, ...]:

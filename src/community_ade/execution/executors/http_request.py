@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -115,7 +115,13 @@ class Request:
 
     def shown_url(self) -> str:
         """The URL as previews and messages show it: references, never values."""
-        return self._url(shown)
+
+        def text(value: Value) -> str:
+            if isinstance(value, SecretRef):  # the reference itself stays readable
+                return f"{quote(value.prefix, safe='')}{{secret:{value.name}}}"
+            return quote(value, safe="")
+
+        return self._url(text)
 
     def canonical(self) -> dict[str, Any]:
         """Everything sent, references as shown (for the fingerprint)."""
@@ -144,7 +150,7 @@ class Request:
                 )
         return self._url(lambda value: quote(resolve(value, revealed), safe="")), headers
 
-    def _url(self, text_of: Any) -> str:
+    def _url(self, text_of: Callable[[Value], str]) -> str:
         if not self.query:
             return self.url
         added = "&".join(f"{quote(name, safe='')}={text_of(value)}" for name, value in self.query)
