@@ -14,7 +14,7 @@ import json
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from gitutil import GIT, git
 
+from community_ade.audit.chain import SYSTEM
 from community_ade.errors import FenceRejected, InvalidInput
 from community_ade.execution.executors import (
     ApplyContext,
@@ -38,7 +39,11 @@ from community_ade.execution.executors.files_write import FilesWriteExecutor, _t
 from community_ade.execution.executors.git_patch import GitPatchExecutor, parse_worktrees
 from community_ade.execution.executors.http_request import HttpRequestExecutor
 from community_ade.execution.executors.shell import ShellExecutor
+from community_ade.secrets.keys import SecretCipher
+from community_ade.secrets.references import SecretSource
+from community_ade.secrets.store import SecretVault, put_secret
 from community_ade.settings import Settings
+from community_ade.storage import db
 
 pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
 
@@ -54,6 +59,7 @@ class Workspace:
     outside: Path
     fences: Path
     http_allowlist: tuple[str, ...] = ()
+    secrets: SecretSource | None = None
 
     @property
     def plan_context(self) -> PlanContext:
@@ -64,7 +70,7 @@ class Workspace:
         )
 
     def at(self, fence: int, task_id: str = "task-1") -> ApplyContext:
-        return ApplyContext(self.plan_context, task_id=task_id, fence=fence)
+        return ApplyContext(self.plan_context, task_id=task_id, fence=fence, secrets=self.secrets)
 
 
 @pytest.fixture
@@ -790,7 +796,8 @@ class Server:
 @pytest.fixture
 def server() -> Iterator[Server]:
     """A real HTTP server on localhost. ``/status/<n>`` answers n; ``/redirect``
-    redirects; everything else 200 with a JSON body."""
+    redirects; ``/echo`` answers with the request's headers (a careless receiver);
+    everything else 200 with a JSON body."""
     seen: list[Seen] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -806,7 +813,10 @@ def server() -> Iterator[Server]:
             self.send_response(status)
             if status == 302:
                 self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-            reply = json.dumps({"ok": status < 300}).encode()
+            if self.path.startswith("/hooks/echo"):
+                reply = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+            else:
+                reply = json.dumps({"ok": status < 300}).encode()
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)
@@ -826,16 +836,41 @@ def server() -> Iterator[Server]:
         httpd.server_close()
 
 
+HOOK_TOKEN = "hook-token-value-0123"
+
+
 @pytest.fixture
-def hws(ws: Workspace, server: Server) -> Workspace:
-    return Workspace(ws.allowed, ws.outside, ws.fences, (f"{server.url}/hooks/",))
+async def vault(tmp_path: Path) -> AsyncIterator[SecretVault]:
+    """The real secrets store on a SQLite database, holding ``hook-token``."""
+    settings = Settings(data_dir=tmp_path / "data")
+    engine = db.create_engine(db.default_url(settings.data_dir))
+    try:
+        await db.upgrade(engine)
+        sessions = db.sessionmaker(engine)
+        async with sessions.begin() as session:
+            cipher = SecretCipher.from_settings(settings)
+            await put_secret(
+                session, cipher, "hook-token", HOOK_TOKEN, description=None, actor=SYSTEM,
+                user_id=None,
+            )  # fmt: skip
+        yield SecretVault(sessions, settings)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def hws(ws: Workspace, server: Server, vault: SecretVault) -> Workspace:
+    return Workspace(ws.allowed, ws.outside, ws.fences, (f"{server.url}/hooks/",), vault)
 
 
 def http_payload(url: str, **extra: Any) -> dict[str, Any]:
     return {
         "method": "POST",
         "url": url,
-        "headers": {"Authorization": "Bearer s3cret", "X-Custom": "v"},
+        "headers": {
+            "Authorization": {"secret": "hook-token", "prefix": "Bearer "},
+            "X-Custom": "v",
+        },
         "body": {"service": "api", "replicas": 3},
         **extra,
     }
@@ -848,7 +883,7 @@ async def test_http_plan_shows_the_request_and_sends_nothing(
     plan = await HTTP.plan(payload, hws.plan_context)
     assert plan.preview == (
         f"POST {server.url}/hooks/deploy?env=prod\n"
-        "Authorization: <redacted>\n"
+        "Authorization: Bearer {secret:hook-token}\n"
         "Content-Type: application/json\n"
         "User-Agent: community-ade\n"
         "X-Custom: v\n"
@@ -860,14 +895,12 @@ async def test_http_plan_shows_the_request_and_sends_nothing(
         "timeout: 5 s; redirects are not followed\n"
         "rollback request: none\n"
     )
-    assert "s3cret" not in plan.preview
     assert server.seen == []
-    # The secret is not shown, but it is covered: changing it changes the fingerprint.
+    # The reference is what is reviewed: naming another secret is another preview.
     other = http_payload(f"{server.url}/hooks/deploy?env=prod", timeout_seconds=5)
-    other["headers"]["Authorization"] = "Bearer other"
+    other["headers"]["Authorization"] = {"secret": "other-token", "prefix": "Bearer "}
     changed = await HTTP.plan(other, hws.plan_context)
-    assert changed.digest == plan.digest
-    assert changed.precondition_fingerprint != plan.precondition_fingerprint
+    assert changed.digest != plan.digest
 
 
 async def test_http_apply_sends_exactly_the_previewed_request(
@@ -879,7 +912,7 @@ async def test_http_apply_sends_exactly_the_previewed_request(
     assert done.result.details == {"status": "200", "response": '{"ok": true}'}
     [request] = server.seen
     assert (request.method, request.path) == ("POST", "/hooks/deploy?env=prod")
-    assert request.headers["Authorization"] == "Bearer s3cret"
+    assert request.headers["Authorization"] == f"Bearer {HOOK_TOKEN}"
     assert request.headers["X-ADE-Task"] == "t-5"
     assert request.headers["X-ADE-Fence"] == "123"
     assert request.headers["X-Custom"] == "v"
@@ -916,10 +949,11 @@ async def test_http_does_not_follow_redirects(hws: Workspace, server: Server) ->
     assert len(server.seen) == 1
 
 
-async def test_http_connection_refused_is_transient(ws: Workspace) -> None:
+async def test_http_connection_refused_is_transient(ws: Workspace, vault: SecretVault) -> None:
     with socket_on_free_port() as port:
         url = f"http://127.0.0.1:{port}/hooks/x"
-    context = Workspace(ws.allowed, ws.outside, ws.fences, (f"http://127.0.0.1:{port}/hooks/",))
+    allowlist = (f"http://127.0.0.1:{port}/hooks/",)
+    context = Workspace(ws.allowed, ws.outside, ws.fences, allowlist, vault)
     with pytest.raises(ApplyFailed, match="ConnectError") as caught:
         await run(HTTP, http_payload(url), context.at(fence=1))
     assert caught.value.transient
@@ -989,3 +1023,50 @@ async def test_http_rollback_sends_the_rollback_request(hws: Workspace, server: 
     ]
     plain = http_payload(f"{server.url}/hooks/x")
     assert await HTTP.rollback(plain, snapshot, hws.at(fence=3)) == "nothing_to_roll_back"
+
+
+async def test_http_sends_query_secrets_encoded_and_records_no_value(
+    hws: Workspace, server: Server
+) -> None:
+    """A receiver that echoes what it got (headers, URL) does not get the values into
+    the task's result: the apply scrubs them."""
+    payload = http_payload(
+        f"{server.url}/hooks/echo?env=prod", query={"api_key": {"secret": "hook-token"}}
+    )
+    done = await run(HTTP, payload, hws.at(fence=4))
+    assert "?env=prod&api_key={secret:hook-token}" in done.plan.preview
+    [request] = server.seen
+    assert request.path == f"/hooks/echo?env=prod&api_key={HOOK_TOKEN}"
+    assert request.headers["Authorization"] == f"Bearer {HOOK_TOKEN}"
+    assert done.result is not None
+    recorded = json.dumps([done.result.summary, dict(done.result.details), done.snapshot.data])
+    assert HOOK_TOKEN not in recorded
+    assert "Bearer {secret:hook-token}" in done.result.details["response"]
+
+
+async def test_http_failure_details_carry_no_value(hws: Workspace, server: Server) -> None:
+    payload = http_payload(
+        f"{server.url}/hooks/status/500", query={"token": {"secret": "hook-token"}}
+    )
+    with pytest.raises(ApplyFailed) as caught:
+        await run(HTTP, payload, hws.at(fence=1))
+    assert HOOK_TOKEN not in caught.value.message + json.dumps(caught.value.details)
+    assert "token={secret:hook-token}" in caught.value.message
+
+
+async def test_http_a_secret_deleted_after_approval_fails_the_apply_and_sends_nothing(
+    hws: Workspace, server: Server, ws: Workspace
+) -> None:
+    payload = http_payload(f"{server.url}/hooks/x")
+    payload["headers"]["Authorization"] = {"secret": "gone-token"}
+    plan = await HTTP.plan(payload, hws.plan_context)  # planning needs no value
+    snapshot = await HTTP.snapshot(payload, plan, hws.at(fence=1))
+    with pytest.raises(ApplyFailed, match="no longer exist: gone-token") as caught:
+        await HTTP.apply(payload, plan, snapshot, hws.at(fence=1))
+    assert not caught.value.transient
+    without_store = Workspace(ws.allowed, ws.outside, ws.fences, hws.http_allowlist)
+    with pytest.raises(ApplyFailed, match="no secret store"):
+        await HTTP.apply(
+            http_payload(f"{server.url}/hooks/x"), plan, snapshot, without_store.at(fence=2)
+        )
+    assert server.seen == []
