@@ -308,7 +308,16 @@ ROLES = {
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+def api_settings() -> dict[str, Any]:
+    """More settings for the ``api`` fixture's app; a test module overrides this fixture
+    (e.g. with an ``http_allowlist`` naming its own local server)."""
+    return {}
+
+
+@pytest.fixture
+async def api(
+    database_url: str, tmp_path: Path, api_settings: dict[str, Any]
+) -> AsyncIterator[Api]:
     engine = db.create_engine(database_url)
     await db.upgrade(engine)
     await engine.dispose()
@@ -316,7 +325,10 @@ async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     workspace.mkdir(parents=True)
     (workspace / "app.conf").write_text("debug = false\n")
     settings = Settings(
-        data_dir=tmp_path, database_url=database_url, workspace_roots=[tmp_path / "workspaces"]
+        data_dir=tmp_path,
+        database_url=database_url,
+        workspace_roots=[tmp_path / "workspaces"],
+        **api_settings,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
