@@ -55,12 +55,14 @@ FAST = LockConfig(
 
 
 def run_ade(
-    env: Mapping[str, str], *args: str, timeout: float = 120
+    env: Mapping[str, str], *args: str, timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``ade *args`` in a child process with exactly ``env``, as a user runs it."""
+    """``ade *args`` in a child process with exactly ``env``, as a user runs it (``input``
+    piped to its stdin)."""
     return subprocess.run(
         [sys.executable, "-m", "community_ade", *args],
         env=dict(env),
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
