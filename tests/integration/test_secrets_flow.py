@@ -83,6 +83,17 @@ async def store(api: Api, name: str, value: str, who: str = "admin") -> Any:
     )
 
 
+@pytest.fixture
+async def stored(
+    api: Api, receiver: tuple[str, list[dict[str, Any]]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The two secrets ``webhook`` refers to, stored; the receiver, with nothing seen."""
+    assert (await store(api, "deploy-token", VALUE)).status_code == 201
+    assert (await store(api, "hooks-key", QUERY_VALUE)).status_code == 201
+    receiver[1].clear()
+    return receiver
+
+
 async def approved(api: Api, body: dict[str, Any]) -> str:
     """Created by alice, submitted, approved by as many reviewers as it needs."""
     c = api.client
@@ -135,13 +146,10 @@ async def everything_in_redis(api: Api) -> str:
 
 
 async def test_a_secret_reaches_the_receiver_and_no_reader(
-    api: Api, receiver: tuple[str, list[dict[str, Any]]]
+    api: Api, stored: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    url, seen = receiver
-    seen.clear()
+    url, seen = stored
     c = api.client
-    assert (await store(api, "deploy-token", VALUE)).status_code == 201
-    assert (await store(api, "hooks-key", QUERY_VALUE)).status_code == 201
     replaced = await store(api, "deploy-token", VALUE)
     assert replaced.status_code == 200
     assert replaced.json()["created_by"] == api.ids["admin"]
@@ -246,13 +254,10 @@ async def test_inline_credentials_and_unknown_secrets_are_refused_at_create(
 
 
 async def test_a_secret_deleted_after_approval_fails_the_apply(
-    api: Api, receiver: tuple[str, list[dict[str, Any]]]
+    api: Api, stored: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    url, seen = receiver
-    seen.clear()
+    url, seen = stored
     c = api.client
-    assert (await store(api, "deploy-token", VALUE)).status_code == 201
-    assert (await store(api, "hooks-key", QUERY_VALUE)).status_code == 201
     task_id = await approved(api, webhook(url))
     refused = await c.delete("/api/v1/secrets/hooks-key", headers=api.as_("bob"))
     assert refused.status_code == 403

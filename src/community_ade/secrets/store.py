@@ -23,6 +23,7 @@ from community_ade.errors import InvalidInput, NotFound
 from community_ade.secrets.keys import SecretCipher
 from community_ade.secrets.references import NAME_PATTERN
 from community_ade.settings import Settings
+from community_ade.storage.db import flush_unique
 from community_ade.storage.models import Secret, utcnow
 
 # Shorter values would make scrubbing them from recorded output meaningless (and are
@@ -79,7 +80,7 @@ async def put_secret(
     if description is not None:
         row.description = description
     row.updated_by, row.updated_at = user_id, now
-    await session.flush()
+    await flush_unique(session, f"secret {name!r}")  # created by another request meanwhile
     await audit.append(
         session,
         type="secret:stored",
