@@ -30,7 +30,14 @@ from community_ade.execution.executors import files_write as fw
 from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors import http_request as hr
 from community_ade.execution.executors import shell as sh
-from community_ade.secrets.references import SecretRef, SecretUse, scrub, secret_bearing_name
+from community_ade.secrets.references import (
+    SecretRef,
+    SecretUse,
+    resolve_references,
+    scrub,
+    secret_bearing_name,
+    use_of,
+)
 
 FILES = fw.FilesWriteExecutor()
 GIT = gp.GitPatchExecutor()
@@ -530,7 +537,10 @@ def test_http_refuses_a_header_given_twice_in_different_case() -> None:
         ("api_key", True),
         ("sig", True),
         ("DB_PASSWORD", True),
+        ("X-Authz", True),
         ("Idempotency-Key", False),
+        ("X-Author", False),
+        ("author_name", False),
         ("Content-Type", False),
         ("X-Request-Id", False),
         ("region", False),
@@ -600,6 +610,21 @@ def test_a_secret_that_is_no_header_value_is_not_sent() -> None:
     assert spec is not None
     with pytest.raises(ApplyFailed, match="printable ASCII"):
         spec.request.sent({"t": "line\r\nInjected: 1"})
+
+
+def test_references_resolve_in_any_mapping() -> None:
+    """What an executor other than http.request (a shell profile's environment) uses."""
+    use = use_of("env", {"DB_PASSWORD": {"secret": "db"}, "MODE": "prod"}, secret_bearing=None)
+    assert use.problems == ()
+    [(where, ref)] = use.references
+    assert (where, ref) == ("env.DB_PASSWORD", SecretRef("db"))
+    every = use_of("env", {"MODE": "prod"}, secret_bearing=True)
+    assert [p.path for p in every.problems] == ["env.MODE"]
+    values = {"DB_PASSWORD": ref, "MODE": "prod"}
+    assert resolve_references(values, {"db": "pw-12345678"}) == {
+        "DB_PASSWORD": "pw-12345678",
+        "MODE": "prod",
+    }
 
 
 def test_scrub_replaces_every_revealed_value_longest_first() -> None:

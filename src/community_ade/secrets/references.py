@@ -48,7 +48,9 @@ def secret_bearing_name(name: str) -> bool:
     lowered = name.lower().replace("_", "-")
     if lowered in _NOT_SECRET:
         return False
-    return lowered in _SECRET_NAMES or any(part in lowered for part in _SECRET_PARTS)
+    # "auth" names a credential, "author" (X-Author, ?author=) does not.
+    parts = lowered.replace("authoriz", "auth").replace("author", "")
+    return lowered in _SECRET_NAMES or any(part in parts for part in _SECRET_PARTS)
 
 
 @dataclass(frozen=True)
