@@ -154,7 +154,8 @@ class Request:
         if not self.query:
             return self.url
         added = "&".join(f"{quote(name, safe='')}={text_of(value)}" for name, value in self.query)
-        return f"{self.url}{'&' if self.target.query else '?'}{added}"
+        joint = "&" if self.target.query else "" if self.url.endswith("?") else "?"
+        return f"{self.url}{joint}{added}"
 
 
 @dataclass(frozen=True)
@@ -442,10 +443,9 @@ class HttpRequestExecutor:
         problem = failure(spec.request, response)
         if problem is not None:
             raise problem
+        summary = f"{spec.request.method} {spec.request.shown_url()} answered {response.status}"
         return ApplyResult(
-            summary=f"{spec.request.method} {spec.request.shown_url()} answered {response.status}"[
-                :300
-            ],
+            summary=summary[:300],
             details={"status": str(response.status), "response": response.body},
         )
 
