@@ -70,7 +70,7 @@ async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
 
 
 async def sweep_forever(runtime: Runtime) -> None:
-    """The periodic expiry of review and approval deadlines (DESIGN §3), and of stored
+    """The periodic expiry of review and approval deadlines (architecture §3), and of stored
     Idempotency-Key answers past their time to live."""
     while True:
         stop_if_cancelled()

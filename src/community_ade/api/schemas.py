@@ -1,4 +1,4 @@
-"""Pydantic models for every body the API reads or writes (DESIGN §8, REFERENCE.md)."""
+"""Pydantic models for every body the API reads or writes (architecture §8, docs/api.md)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ holds more than its owner either (``auth.service`` gives the agent of a ``viewer
 role ``viewer``).
 
 Ownership ("own tasks", "own agents") and separation of duties (no approving one's own
-task, DESIGN §4) are not permissions: the services check them against the principal.
+task, architecture §4) are not permissions: the services check them against the principal.
 """
 
 from __future__ import annotations

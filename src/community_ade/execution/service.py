@@ -1,4 +1,4 @@
-"""The execution transitions of a task (DESIGN §3: APPROVED → APPLYING → COMPLETED,
+"""The execution transitions of a task (architecture §3: APPROVED → APPLYING → COMPLETED,
 FAILED, or back to APPROVED for a retry), each one SQL transaction with its audit event.
 
 Every method checks, in the statement that changes the row or under its row lock, that

@@ -1,4 +1,4 @@
-"""The worker: claims queued tasks and applies them under their locks (DESIGN §6).
+"""The worker: claims queued tasks and applies them under their locks (architecture §6).
 
 For one message: load the task and its stash (not APPROVED → acknowledge and ignore: a
 duplicate never applies twice), take its locks (the task itself, its resources, one

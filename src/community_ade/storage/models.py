@@ -1,4 +1,4 @@
-"""The system of record (DESIGN §2): SQLAlchemy 2 models, one module for every table so
+"""The system of record (architecture §2): SQLAlchemy 2 models, one module for every table so
 that migrations and the schema stay easy to compare.
 
 Portable across PostgreSQL and SQLite: UUIDs via ``Uuid``, JSON via ``JSON`` (JSONB on
@@ -112,7 +112,7 @@ class GroupMember(Base):
 
 
 class Agent(Base):
-    """An agent: its identity, its owner and its current configuration (DESIGN §9).
+    """An agent: its identity, its owner and its current configuration (architecture §9).
 
     The configuration columns hold the newest version; ``agent_versions`` keeps every
     version. A deleted agent keeps its row (``deleted_at``), its name and its history."""
@@ -248,7 +248,7 @@ class Task(Base):
     fence: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
-    # Execution record (DESIGN §6): what the apply overwrote (so a rollback can run after
+    # Execution record (architecture §6): what the apply overwrote (so a rollback can run after
     # the worker that applied died), how it ended, and when.
     snapshot: Mapped[dict[str, Any] | None] = mapped_column(Json)
     rollback_outcome: Mapped[str | None] = mapped_column(String(32))

@@ -6,7 +6,7 @@ change?). The execution side additionally needs ``snapshot``, ``apply`` and ``ro
 they form a separate protocol, ``ApplyingExecutor``, so an executor that can only preview
 is a complete, honest object rather than one with methods that raise.
 
-The plan's ``preview`` is the *stash* of DESIGN §3: the canonical, content-addressed
+The plan's ``preview`` is the *stash* of architecture §3: the canonical, content-addressed
 change set that reviewers approve by its ``digest``. ``precondition_fingerprint`` names
 the state of the world the preview was computed against; the worker plans again before
 applying and compares both, so a change is only ever applied to the world it was
@@ -31,7 +31,7 @@ PreviewFormat = Literal["diff", "text", "json"]
 """How a dashboard should render a preview: a unified diff, plain text, or a JSON document."""
 
 RollbackOutcome = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"]
-"""The outcomes DESIGN §3 records for a failed apply."""
+"""The outcomes architecture §3 records for a failed apply."""
 
 Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
@@ -185,7 +185,7 @@ class Plan:
 
     ``digest`` is always ``digest_of(preview)``: it is checked on construction, so a plan
     rebuilt from storage with a tampered preview cannot be mistaken for the approved one.
-    ``lines_changed`` feeds the risk magnitude (DESIGN §4); ``summary`` is one line for
+    ``lines_changed`` feeds the risk magnitude (architecture §4); ``summary`` is one line for
     lists and notifications and is not part of the digest.
     """
 
@@ -245,7 +245,7 @@ class Executor(Protocol):
 @dataclass(frozen=True)
 class ApplyContext:
     """What an apply runs under: the plan's confinement, the task, and the fencing token
-    of the lock grant (DESIGN §5), which the executor passes to the target so that a
+    of the lock grant (architecture §5), which the executor passes to the target so that a
     holder whose grant was lost cannot write after a newer one did."""
 
     plan_context: PlanContext
