@@ -33,6 +33,11 @@ PreviewFormat = Literal["diff", "text", "json"]
 RollbackOutcome = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"]
 """The outcomes DESIGN §3 records for a failed apply."""
 
+Applier = Literal["worker", "agent"]
+"""Who carries out an approved task: an ``ade worker`` (the executor is an
+``ApplyingExecutor``), or the agent that proposed it (the executor says ``applied_by =
+"agent"``; the agent claims the task, applies, and reports the outcome)."""
+
 Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
 
@@ -240,6 +245,12 @@ class Executor(Protocol):
     def validate(self, payload: Payload) -> ValidationReport: ...
 
     async def plan(self, payload: Payload, context: PlanContext) -> Plan: ...
+
+
+def applier_of(executor: Executor) -> Applier:
+    """Who applies the tasks of ``executor``: ``applied_by`` where it says so, else a
+    worker."""
+    return "agent" if getattr(executor, "applied_by", "worker") == "agent" else "worker"
 
 
 @dataclass(frozen=True)
