@@ -241,3 +241,18 @@ async def test_bad_calls_are_refused_naming_the_field(
         created = await api.client.post(f"{TASKS}/{created.json()['id']}/submit", headers=agent)
     body = problem(created, 422, "validation_failed")
     assert [e["path"] for e in body["errors"]] == [field], body
+
+
+async def test_task_types_describe_themselves(api: Api) -> None:
+    listed = await api.client.get("/api/v1/task-types", headers=api.as_("vic"))
+    assert listed.status_code == 200, listed.text
+    types = {t["type"]: t for t in listed.json()}
+    assert {"agent.call", "files.write", "git.patch", "http.request", "shell"} <= set(types)
+    call = types["agent.call"]
+    assert call["applied_by"] == "agent"
+    assert types["files.write"]["applied_by"] == "worker"
+    assert call["description"].startswith("Previews a function call")
+    schema = call["payload_schema"]
+    assert schema["required"] == ["function"]
+    assert set(schema["properties"]) == {"function", "arguments"}
+    assert schema["additionalProperties"] is False

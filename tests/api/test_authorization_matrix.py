@@ -66,6 +66,7 @@ PATCH  /api/v1/tasks/{task_id}                      task_write        ok  ok  ok
 POST   /api/v1/tasks/{task_id}/submit               task_write        ok  ok  ok  403 ok  401 401
 POST   /api/v1/tasks/{task_id}/cancel               task_write        ok  ok  ok  403 ok  401 401
 POST   /api/v1/tasks/{task_id}/apply                task_write        ok  ok  ok  403 ok  401 401
+GET    /api/v1/task-types                           task_read         ok  ok  ok  ok  ok  401 401
 POST   /api/v1/tasks/{task_id}/claim                -                 403 403 403 403 ok  401 401
 POST   /api/v1/tasks/{task_id}/complete             -                 403 403 403 403 ok  401 401
 POST   /api/v1/tasks/{task_id}/fail                 -                 403 403 403 403 ok  401 401
@@ -619,6 +620,12 @@ async def cancel_task(w: World, caller: str, t: Target) -> Reply:
 async def apply_task(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/apply")
     return Reply(r, 202, lambda b: b["id"] == t.task_id and bool(b["apply_requested_at"]))
+
+
+@route("GET", "/api/v1/task-types")
+async def task_types(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/task-types")
+    return Reply(r, 200, lambda b: "files.write" in [i["type"] for i in b])
 
 
 @route("POST", "/api/v1/tasks/{task_id}/claim", agents_approved_call)

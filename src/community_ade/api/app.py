@@ -27,6 +27,7 @@ from community_ade.api.routes import (
     leases,
     locks,
     metrics,
+    task_types,
     tasks,
     ws,
 )
@@ -134,7 +135,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
     app.include_router(health.router)
-    for module in (tasks, claims, approvals, governance, audit, agents, leases):
+    for module in (tasks, task_types, claims, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)

@@ -36,7 +36,9 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     applier_of,
+    description_of,
     digest_of,
+    payload_schema_of,
 )
 
 __all__ = [
@@ -55,9 +57,11 @@ __all__ = [
     "ValidationReport",
     "agent_applied_types",
     "applier_of",
+    "description_of",
     "digest_of",
     "get_executor",
     "load_executors",
+    "payload_schema_of",
 ]
 
 ENTRY_POINT_GROUP = "community_ade.executors"
