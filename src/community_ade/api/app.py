@@ -21,11 +21,13 @@ from community_ade.api.routes import (
     agents,
     approvals,
     audit,
+    claims,
     governance,
     health,
     leases,
     locks,
     metrics,
+    task_types,
     tasks,
     ws,
 )
@@ -34,6 +36,7 @@ from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
 from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
+from community_ade.execution.claims import settle_lapsed_claims
 from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
@@ -77,12 +80,15 @@ async def sweep_forever(runtime: Runtime) -> None:
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
             expired = await sweep_once(runtime)
+            lapsed = await settle_lapsed_claims(runtime)
             forgotten = await forget_expired(runtime.sessions, runtime.settings)
         except AdeError as exc:  # e.g. the database is briefly unreachable: try again later
             log.warning("sweep failed: %s", exc.message)
             continue
         if expired:
             log.info("expired %d overdue task(s)", len(expired))
+        if lapsed:
+            log.info("settled %d agent claim(s) whose lease lapsed", len(lapsed))
         if forgotten:
             log.info("forgot %d Idempotency-Key(s) past their time to live", forgotten)
 
@@ -129,7 +135,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
     app.include_router(health.router)
-    for module in (tasks, approvals, governance, audit, agents, leases):
+    for module in (tasks, task_types, claims, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)

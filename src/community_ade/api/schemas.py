@@ -128,6 +128,18 @@ class TaskOut(BaseModel):
     duration_ms: int | None
 
 
+class TaskTypeOut(BaseModel):
+    type: str
+    description: str
+    applied_by: Literal["worker", "agent"] = Field(
+        description="worker: `ade worker` applies an approved task; agent: the agent that "
+        "proposed it claims and applies it (POST /tasks/{id}/claim)."
+    )
+    payload_schema: dict[str, Any] | None = Field(
+        description="JSON Schema of the payload; null when the executor publishes none."
+    )
+
+
 class CancelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

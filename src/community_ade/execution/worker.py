@@ -42,7 +42,7 @@ from community_ade.errors import (
     LockTimeout,
     ServiceUnavailable,
 )
-from community_ade.execution.executors import get_executor
+from community_ade.execution.executors import agent_applied_types, get_executor
 from community_ade.execution.executors.base import (
     ApplyContext,
     ApplyFailed,
@@ -82,7 +82,10 @@ def new_worker_id() -> str:
 
 def wants_apply(task: Task) -> bool:
     """An APPROVED task is applied automatically unless its policy says ``apply:
-    manual``; then only once someone asked for it (``POST /tasks/{id}/apply``)."""
+    manual``; then only once someone asked for it (``POST /tasks/{id}/apply``). A task
+    its agent applies (``agent.call``) is never a worker's."""
+    if task.type in agent_applied_types():
+        return False
     automatic = bool((task.requirements or {}).get("auto_apply", True))
     return automatic or task.apply_requested_at is not None
 
@@ -287,6 +290,8 @@ class Worker:
             await self.runtime.locks.release(grant)
 
     def _actionable(self, task: Task) -> bool:
+        if task.type in agent_applied_types():  # its agent's claim owns it, even APPLYING
+            return False
         if task.state == TaskState.APPLYING:
             return True
         return task.state == TaskState.APPROVED and wants_apply(task)

@@ -16,10 +16,13 @@ reviewed against.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
@@ -32,6 +35,11 @@ PreviewFormat = Literal["diff", "text", "json"]
 
 RollbackOutcome = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"]
 """The outcomes architecture §3 records for a failed apply."""
+
+Applier = Literal["worker", "agent"]
+"""Who carries out an approved task: an ``ade worker`` (the executor is an
+``ApplyingExecutor``), or the agent that proposed it (the executor says ``applied_by =
+"agent"``; the agent claims the task, applies, and reports the outcome)."""
 
 Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
@@ -240,6 +248,34 @@ class Executor(Protocol):
     def validate(self, payload: Payload) -> ValidationReport: ...
 
     async def plan(self, payload: Payload, context: PlanContext) -> Plan: ...
+
+
+def applier_of(executor: Executor) -> Applier:
+    """Who applies the tasks of ``executor``: ``applied_by`` where it says so, else a
+    worker."""
+    return "agent" if getattr(executor, "applied_by", "worker") == "agent" else "worker"
+
+
+def payload_schema_of(executor: Executor) -> dict[str, Any] | None:
+    """The JSON Schema of the executor's payload, from its ``payload_model`` (a Pydantic
+    model); None for an executor that publishes none."""
+    model = getattr(executor, "payload_model", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model.model_json_schema()
+    return None
+
+
+def description_of(executor: Executor) -> str:
+    """One paragraph on what the executor does: its ``description``, else the first
+    paragraph of its class's (or module's) docstring."""
+    given = getattr(executor, "description", None)
+    if isinstance(given, str) and given.strip():
+        return given.strip()
+    cls = type(executor)
+    doc = cls.__doc__ or (
+        sys.modules[cls.__module__].__doc__ if cls.__module__ in sys.modules else ""
+    )
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 @dataclass(frozen=True)
