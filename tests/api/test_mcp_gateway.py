@@ -41,7 +41,8 @@ async def test_tools_follow_the_configuration(api: Api) -> None:
         names2 = {t.name for t in (await c.list_tools()).tools}
         refused = await c.call_tool("files.write", {"title": "x", "payload": {}})
     assert names2 == {"git.log", "code.search", "wait_for_decision", "task_status", "cancel_task"}
-    assert refused.is_error and body(refused)["error"] == "tool_not_enabled"
+    assert refused.is_error
+    assert body(refused)["error"] == "tool_not_enabled"
 
 
 async def test_propose_then_decision(api: Api) -> None:
@@ -63,7 +64,8 @@ async def test_propose_then_decision(api: Api) -> None:
         )
         p = body(proposed)
         assert not proposed.is_error, p
-        assert p["state"] == "SUBMITTED" and "+debug = true" in p["preview"]
+        assert p["state"] == "SUBMITTED"
+        assert "+debug = true" in p["preview"]
         waiting = body(
             await c.call_tool("wait_for_decision", {"task_id": p["task_id"], "wait_seconds": 0})
         )
@@ -80,3 +82,34 @@ async def test_propose_then_decision(api: Api) -> None:
     assert decided["outcome"] == "changes_requested"
     assert decided["reviews"][0]["comment"] == "use a flag file"
     assert decided["reviews"][0]["reviewer"] == "bob"
+
+
+async def test_allowed_task_types_prompt_and_policy(api: Api) -> None:
+    token = await token_of(
+        api,
+        name="caller",
+        tools=["files.write", "shell", "tasks.submit"],
+        allowed_task_types=["agent.call"],
+        system_prompt="You deploy carefully.",
+    )
+    async with Client(Gateway(api.runtime, token=token).server) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        assert set(tools) == {"agent.call", "wait_for_decision", "task_status", "cancel_task"}
+        schema = tools["agent.call"].input_schema["properties"]["payload"]
+        assert schema["required"] == ["function"]
+        prompt = await c.get_prompt("system_prompt")
+        assert prompt.messages[0].content.text == "You deploy carefully."
+        policy = await c.read_resource("ade://policy")
+        assert "document" in json.loads(policy.contents[0].text)
+        proposed = await c.call_tool(
+            "agent.call",
+            {"title": "deploy", "payload": {"function": "deploy", "arguments": {"v": 2}}},
+        )
+        assert body(proposed)["state"] == "SUBMITTED", body(proposed)
+        assert '"function": "deploy"' in body(proposed)["preview"]
+
+
+async def test_a_person_token_is_refused(api: Api) -> None:
+    async with Client(Gateway(api.runtime, token=api.tokens["alice"]).server) as c:
+        with pytest.raises(Exception, match="serves agents"):
+            await c.list_tools()

@@ -166,6 +166,7 @@ async def test_stdio_subprocess(live: Live, tmp_path: Path) -> None:
         bad = await c.call_tool("files.write", {"title": "x", "payload": {"root": str(root)}})
         assert bad.is_error
         assert body(bad)["error"] == "validation_failed"
+        assert [e["path"] for e in body(bad)["errors"]] == ["changes"], body(bad)
         proposed = body(await c.call_tool("files.write", write_args(root, "on\n")))
         assert proposed["state"] == "SUBMITTED", proposed
         cancelled = body(
