@@ -139,7 +139,10 @@ FRAMEWORK_ROUTES = {
 # WS /api/v1/ws has no row: httpx cannot open a WebSocket. tests/api/test_ws.py checks its
 # authentication (bearer token, ?token=, a session cookie with its Origin: 4401 otherwise)
 # and the read permission of each topic.
-EXEMPT_ROUTES = {("WS", "/api/v1/ws")}
+# /mcp speaks JSON-RPC, not REST: tests/integration/test_mcp_transports.py checks that it
+# answers 401 without a token and refuses a person's token, and tests/api/test_mcp_gateway.py
+# that an agent sees only its own tools.
+EXEMPT_ROUTES = {("WS", "/api/v1/ws"), ("GET", "/mcp"), ("POST", "/mcp"), ("DELETE", "/mcp")}
 # The dashboard's pages (PageRoute) are not walked at all: they take a session cookie, not
 # a bearer token, and answer HTML and login redirects, not problem documents;
 # tests/integration/test_dashboard_pages.py covers them role by role.

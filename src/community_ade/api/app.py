@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from community_ade import __version__, dashboard
 from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
 from community_ade.api.idempotency import forget_expired
+from community_ade.api.mcp_mount import McpEndpoint
 from community_ade.api.middleware import RejectNulMiddleware
 from community_ade.api.routes import (
     agents,
@@ -109,7 +111,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime.open(settings) as runtime, live_events(runtime) as events_hub:
+        async with (
+            Runtime.open(settings) as runtime,
+            live_events(runtime) as events_hub,
+            mcp.serving(runtime, events_hub),
+        ):
             app.state.runtime = runtime
             app.state.events_hub = events_hub
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
@@ -126,6 +132,7 @@ def create_app(
                 await cancel_and_wait((sweeper, health_watch, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
+    mcp = McpEndpoint()
     app = FastAPI(
         title="Community ADE",
         version=__version__,
@@ -140,6 +147,11 @@ def create_app(
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
+    # A route, not a mount: a mount answers /mcp with a redirect to /mcp/, which MCP
+    # clients do not follow.
+    app.router.routes.append(
+        Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
     dashboard.install(app)
     app.openapi = _problems_only(app.openapi)  # type: ignore[method-assign]
     return app

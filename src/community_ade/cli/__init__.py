@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import agents, audit, database, demo, locks, serve, users, worker
+from community_ade.cli import agents, audit, database, demo, locks, mcp, serve, users, worker
 
 app = typer.Typer(
     name="ade",
@@ -22,6 +22,7 @@ app.add_typer(agents.app, name="agents")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)
+app.command("mcp")(mcp.mcp)
 
 
 def main() -> None:

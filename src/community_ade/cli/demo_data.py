@@ -45,6 +45,10 @@ AGENTS = {
     "deploy-bot": "Rolls out configuration changes for the demo service.",
     "docs-bot": "Keeps the demo repository's notes up to date.",
 }
+# What a demo agent can do over MCP (`/mcp`, `ade mcp`): read the workspace, propose
+# changes to it.
+AGENT_TOOLS = ("files.read", "code.search", "git.log", "files.write", "git.patch")
+CONNECTABLE_AGENT = "deploy-bot"
 POLICY = {
     "rules": [
         {
@@ -156,13 +160,15 @@ async def _create_agents(runtime: Runtime, session: AsyncSession, owner: Princip
             description=description,
             tags=("demo",),
             capacity=2,
+            tools=AGENT_TOOLS,
             allowed_task_types=("files.write", "git.patch"),
         )
         await service.create(owner, config, comment="demo")
 
 
 async def seed(runtime: Runtime) -> dict[str, str]:
-    """Create the demo data unless users exist; return the demo API tokens by user name."""
+    """Create the demo data unless users exist; return the demo API tokens by user name
+    (and one for the agent ``CONNECTABLE_AGENT``, to connect an MCP host with)."""
     path = tokens_file(runtime)
     async with runtime.sessions.begin() as session:
         if await session.scalar(select(func.count()).select_from(User)):
@@ -191,6 +197,10 @@ async def seed(runtime: Runtime) -> dict[str, str]:
             people["admin"], PolicyDocument.model_validate(POLICY)
         )
         await _create_agents(runtime, session, people["alice"])
+        connectable = await _agent(session, CONNECTABLE_AGENT)
+        tokens[CONNECTABLE_AGENT], _ = await auth.create_token(
+            session, name="demo", agent_id=connectable.id
+        )
         await _initial_tasks(tasks, ReviewService(session), people, workspace)
     _write_private(logins_file(runtime.settings.data_dir), passwords)
     _write_private(path, tokens)
