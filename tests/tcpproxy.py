@@ -79,6 +79,8 @@ class TcpProxy:
             await self._forward(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # closed by close(): end quietly (asyncio logs a handler that raises)
         finally:
             self._tasks.discard(task)
             writer.transport.abort()
