@@ -5,6 +5,7 @@ the network failing in between (a TCP proxy that drops answers and sockets)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -271,6 +272,7 @@ async def test_problems_become_exceptions_by_type(start_live: StartLive, clients
         await alice.propose("files.write", write(live, path="../escape"), CONFIG)
     (error,) = bad_payload.value.errors
     assert error["path"] == "changes[0].path"
+    assert (await alice.get(bad_payload.value.task_id)).state == "DRAFT"  # to fix or cancel
 
     with pytest.raises(ValidationFailed) as bad_resource:  # refused before it is sent
         await alice.propose("files.write", write(live), [{"type": "planet", "id": "x"}])
@@ -328,9 +330,9 @@ async def test_a_lost_lease_raises_on_exit(start_live: StartLive) -> None:
             await hold_until_lost()
 
 
-def sync_scenario(url: str, tokens: dict[str, str], payload: dict[str, Any]) -> list[str]:
+def sync_scenario(url: str, tokens: dict[str, str], payload: dict[str, Any]) -> list[Any]:
     """Plain synchronous code, as a script would use the SDK."""
-    seen = []
+    seen: list[Any] = []
     with SyncAdeClient(url, tokens["alice"]) as alice, SyncAdeClient(url, tokens["bob"]) as bob:
         proposal = alice.propose("files.write", payload, CONFIG, title="sync")
         seen.append(alice.get(proposal.task.id).state)
@@ -340,10 +342,20 @@ def sync_scenario(url: str, tokens: dict[str, str], payload: dict[str, Any]) -> 
             seen.append(f"timeout {exc.task.state if exc.task else None}")
         bob.approve(proposal.task.id, proposal.preview_digest)
         seen.append(alice.wait(proposal.task.id, WAIT).state)
+    with SyncAdeClient(url, tokens["agent"]) as agent:
+        with agent.lease(resources={"db": "exclusive"}, lease_seconds=3) as lease:
+            for _ in range(int(WAIT / 0.05)):  # heartbeats go on while this thread works
+                if lease.heartbeats >= 1:
+                    break
+                time.sleep(0.05)
+            seen.append((lease.heartbeats >= 1, lease.fence is not None))
+        seen.append(lease.lost)
     return seen
 
 
 async def test_the_sync_client_works_from_plain_code(start_live: StartLive) -> None:
     live = await start_live()
-    seen = await asyncio.to_thread(sync_scenario, live.server.url, live.tokens, write(live))
-    assert seen == ["SUBMITTED", "timeout SUBMITTED", "APPROVED"]
+    tokens = {**live.tokens, "agent": await agent_token(live)}
+    seen = await asyncio.to_thread(sync_scenario, live.server.url, tokens, write(live))
+    assert seen == ["SUBMITTED", "timeout SUBMITTED", "APPROVED", (True, True), None]
+    assert (await live.runtime.locks.inspect_resource("db")).holders == []

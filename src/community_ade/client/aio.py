@@ -15,7 +15,6 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal, Self
 
-import httpx
 import pydantic
 
 from community_ade.api.schemas import (
@@ -31,7 +30,7 @@ from community_ade.api.schemas import (
     TaskOut,
 )
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TERMINAL_STATES, TaskState
-from community_ade.client.errors import request_invalid, validated
+from community_ade.client.errors import AdeProblem, request_invalid, validated
 from community_ade.client.lease import HeldLease, Mode, hold_lease
 from community_ade.client.transport import Backoff, Transport
 from community_ade.client.waiting import Done, TaskWaiter, WaitTimeout
@@ -87,7 +86,6 @@ class AdeClient:
         timeout: float = 30.0,
         backoff: Backoff | None = None,
         poll_interval: float = 2.0,
-        http: httpx.AsyncClient | None = None,
     ) -> None:
         if url is None or token is None:
             settings = ClientSettings()
@@ -96,7 +94,7 @@ class AdeClient:
                 token = settings.token.get_secret_value()
         if not token:
             raise ValueError("no API token: pass token=… or set ADE_TOKEN")
-        self.transport = Transport(url, token, timeout=timeout, backoff=backoff, http=http)
+        self.transport = Transport(url, token, timeout=timeout, backoff=backoff)
         self.poll_interval = poll_interval
 
     async def __aenter__(self) -> Self:
@@ -134,8 +132,8 @@ class AdeClient:
 
         Raises:
             ValidationFailed: a malformed request, an unknown type, or a payload the
-                executor refuses (then the task stays DRAFT; ``exc.errors`` names each
-                field).
+                executor refuses (``exc.errors`` names each field; the task stays DRAFT,
+                ``exc.task_id`` says which).
         """
         body = validated(
             TaskCreate,
@@ -155,9 +153,13 @@ class AdeClient:
         created = await self.transport.request(
             "POST", "/tasks", json=body.model_dump(mode="json"), idempotency_key=key
         )
-        submitted = await self.transport.request(
-            "POST", f"/tasks/{created['id']}/submit", idempotency_key=key
-        )
+        try:
+            submitted = await self.transport.request(
+                "POST", f"/tasks/{created['id']}/submit", idempotency_key=key
+            )
+        except AdeProblem as exc:  # the task stays DRAFT: say which, to fix or cancel it
+            exc.fields.setdefault("task_id", created["id"])
+            raise
         return SubmitOut.model_validate(submitted)
 
     async def get(self, task_id: TaskId) -> TaskOut:

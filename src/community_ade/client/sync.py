@@ -10,15 +10,16 @@ results, same exceptions.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Concatenate, ParamSpec, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from community_ade.client.aio import AdeClient
-from community_ade.client.lease import HeldLease
+from community_ade.client.aio import AdeClient, TaskId
+from community_ade.client.lease import HeldLease, Mode
+from community_ade.client.transport import Backoff
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,14 +50,20 @@ class SyncAdeClient:
             task = ade.wait(proposal.task.id)
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.client = AdeClient(
+            url, token, timeout=timeout, backoff=backoff, poll_interval=poll_interval
+        )
         self._stack = ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
-        try:
-            self.client = AdeClient(*args, **kwargs)
-        except BaseException:
-            self._stack.close()
-            raise
 
     def __enter__(self) -> Self:
         return self
@@ -88,12 +95,27 @@ class SyncAdeClient:
     request_changes = _blocking(AdeClient.request_changes)
 
     @contextmanager
-    def lease(self, **kwargs: Any) -> Iterator[HeldLease]:
+    def lease(
+        self,
+        *,
+        agent_id: TaskId | None = None,
+        lease_seconds: float | None = None,
+        resources: Mapping[str, Mode] | None = None,
+        task: str | None = None,
+        wait_seconds: float = 0.0,
+    ) -> Iterator[HeldLease]:
         """``with ade.lease(resources={"db": "exclusive"}) as lease:``: as
         ``AdeClient.lease``; heartbeats run on the background loop meanwhile. Inside,
-        ``lease.fence`` and ``lease.check()`` work as in async code."""
+        ``lease.fence`` and ``lease.check()`` work as in async code (``lease.heartbeat``
+        is a coroutine: leave it to the background loop)."""
         held: AbstractContextManager[HeldLease] = self.portal.wrap_async_context_manager(
-            self.client.lease(**kwargs)
+            self.client.lease(
+                agent_id=agent_id,
+                lease_seconds=lease_seconds,
+                resources=resources,
+                task=task,
+                wait_seconds=wait_seconds,
+            )
         )
         with held as lease:
             yield lease

@@ -83,12 +83,11 @@ class Transport:
         *,
         timeout: float = 30.0,
         backoff: Backoff | None = None,
-        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.backoff = backoff or Backoff()
-        self.http = http or httpx.AsyncClient(base_url=self.url, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
     @property
     def auth_headers(self) -> dict[str, str]:
