@@ -17,6 +17,7 @@ from typing import Any, Literal, Self
 
 import pydantic
 
+from community_ade.api.agent_schemas import LeaseCreate
 from community_ade.api.schemas import (
     ApprovalOut,
     CancelBody,
@@ -231,14 +232,17 @@ class AdeClient:
             LockTimeout: the locks were not granted within ``wait_seconds``.
             LockLost, NotFound: on exit (or ``lease.check()``), if the lease was lost.
         """
-        return hold_lease(
-            self.transport,
-            agent_id=None if agent_id is None else str(agent_id),
-            lease_seconds=lease_seconds,
-            resources=resources,
-            task=task,
-            wait_seconds=wait_seconds,
+        body = validated(
+            LeaseCreate,
+            {
+                "agent_id": agent_id,
+                "lease_seconds": lease_seconds,
+                "resources": dict(resources or {}),
+                "task": task,
+                "wait_seconds": wait_seconds,
+            },
         )
+        return hold_lease(self.transport, body)
 
     # -- reviewing ---------------------------------------------------------------------
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Literal
 
 import httpx
 
 from community_ade.api.agent_schemas import HeldLocksOut, LeaseCreate, LeaseOut
-from community_ade.client.errors import AdeProblem, validated
+from community_ade.client.errors import AdeProblem
 from community_ade.client.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -78,25 +78,7 @@ class HeldLease:
 
 
 @contextlib.asynccontextmanager
-async def hold_lease(
-    transport: Transport,
-    *,
-    agent_id: str | None = None,
-    lease_seconds: float | None = None,
-    resources: Mapping[str, Mode] | None = None,
-    task: str | None = None,
-    wait_seconds: float = 0.0,
-) -> AsyncIterator[HeldLease]:
-    body = validated(
-        LeaseCreate,
-        {
-            "agent_id": agent_id,
-            "lease_seconds": lease_seconds,
-            "resources": dict(resources or {}),
-            "task": task,
-            "wait_seconds": wait_seconds,
-        },
-    )
+async def hold_lease(transport: Transport, body: LeaseCreate) -> AsyncIterator[HeldLease]:
     opened = await transport.request("POST", "/leases", json=body.model_dump(mode="json"))
     lease = HeldLease(transport, LeaseOut.model_validate(opened))
     renewing = asyncio.create_task(lease._renew_until_lost(), name=f"lease-{lease.id}")

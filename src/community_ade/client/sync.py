@@ -10,19 +10,36 @@ results, same exceptions.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, ExitStack
 from types import TracebackType
 from typing import Concatenate, ParamSpec, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from community_ade.client.aio import AdeClient, TaskId
-from community_ade.client.lease import HeldLease, Mode
-from community_ade.client.transport import Backoff
+from community_ade.client.aio import AdeClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _built_like(
+    factory: Callable[P, AdeClient],
+) -> Callable[
+    [Callable[[SyncAdeClient, AdeClient], None]], Callable[Concatenate[SyncAdeClient, P], None]
+]:
+    """``__init__`` taking the async client's arguments."""
+
+    def decorate(
+        init: Callable[[SyncAdeClient, AdeClient], None],
+    ) -> Callable[Concatenate[SyncAdeClient, P], None]:
+        @functools.wraps(init)
+        def build(self: SyncAdeClient, /, *args: P.args, **kwargs: P.kwargs) -> None:
+            init(self, factory(*args, **kwargs))
+
+        return build
+
+    return decorate
 
 
 def _blocking(
@@ -40,6 +57,22 @@ def _blocking(
     return call
 
 
+def _blocking_context(
+    method: Callable[Concatenate[AdeClient, P], AbstractAsyncContextManager[R]],
+) -> Callable[Concatenate[SyncAdeClient, P], AbstractContextManager[R]]:
+    """The async client's context manager ``method`` as a blocking one: entered and
+    left on the background loop, which keeps its background work (heartbeats) running
+    in between."""
+
+    @functools.wraps(method)
+    def enter(
+        self: SyncAdeClient, /, *args: P.args, **kwargs: P.kwargs
+    ) -> AbstractContextManager[R]:
+        return self.portal.wrap_async_context_manager(method(self.client, *args, **kwargs))
+
+    return enter
+
+
 class SyncAdeClient:
     """The blocking client; arguments as ``AdeClient`` (``ADE_URL``/``ADE_TOKEN``).
 
@@ -50,18 +83,9 @@ class SyncAdeClient:
             task = ade.wait(proposal.task.id)
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        *,
-        timeout: float = 30.0,
-        backoff: Backoff | None = None,
-        poll_interval: float = 2.0,
-    ) -> None:
-        self.client = AdeClient(
-            url, token, timeout=timeout, backoff=backoff, poll_interval=poll_interval
-        )
+    @_built_like(AdeClient)
+    def __init__(self, client: AdeClient) -> None:
+        self.client = client
         self._stack = ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
 
@@ -94,28 +118,4 @@ class SyncAdeClient:
     reject = _blocking(AdeClient.reject)
     request_changes = _blocking(AdeClient.request_changes)
 
-    @contextmanager
-    def lease(
-        self,
-        *,
-        agent_id: TaskId | None = None,
-        lease_seconds: float | None = None,
-        resources: Mapping[str, Mode] | None = None,
-        task: str | None = None,
-        wait_seconds: float = 0.0,
-    ) -> Iterator[HeldLease]:
-        """``with ade.lease(resources={"db": "exclusive"}) as lease:``: as
-        ``AdeClient.lease``; heartbeats run on the background loop meanwhile. Inside,
-        ``lease.fence`` and ``lease.check()`` work as in async code (``lease.heartbeat``
-        is a coroutine: leave it to the background loop)."""
-        held: AbstractContextManager[HeldLease] = self.portal.wrap_async_context_manager(
-            self.client.lease(
-                agent_id=agent_id,
-                lease_seconds=lease_seconds,
-                resources=resources,
-                task=task,
-                wait_seconds=wait_seconds,
-            )
-        )
-        with held as lease:
-            yield lease
+    lease = _blocking_context(AdeClient.lease)
