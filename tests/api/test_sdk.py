@@ -350,6 +350,7 @@ def sync_scenario(url: str, tokens: dict[str, str], payload: dict[str, Any]) -> 
                 time.sleep(0.05)
             seen.append((lease.heartbeats >= 1, lease.fence is not None))
         seen.append(lease.lost)
+    agent.close()  # again: nothing to do
     return seen
 
 

@@ -86,6 +86,7 @@ class SyncAdeClient:
     @_built_like(AdeClient)
     def __init__(self, client: AdeClient) -> None:
         self.client = client
+        self.closed = False
         self._stack = ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
 
@@ -101,7 +102,10 @@ class SyncAdeClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connections and stop the background loop."""
+        """Close the connections and stop the background loop (once; again: no-op)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.portal.call(self.client.aclose)
         finally:
