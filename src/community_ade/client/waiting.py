@@ -67,7 +67,6 @@ class TaskWaiter:
         self.poll_interval = poll_interval
         self.since: int | None = None
         self.last: TaskOut | None = None
-        self.connections = 0
 
     def ws_url(self) -> str:
         base = "ws" + self.transport.url.removeprefix("http")
@@ -90,11 +89,8 @@ class TaskWaiter:
                     additional_headers=self.transport.auth_headers,
                     open_timeout=OPEN_TIMEOUT,
                 ) as ws:
-                    self.connections += 1
                     drops = 0
-                    task = await self._follow(ws)
-                if task is not None:
-                    return task
+                    return await self._follow(ws)
             except (InvalidStatus, InvalidHeader) as exc:
                 log.info("no WebSocket for task %s (%s): polling", self.task_id, exc)
                 return await self._poll()
@@ -109,9 +105,8 @@ class TaskWaiter:
             await asyncio.sleep(self.transport.backoff.delay(drops))
             drops += 1
 
-    async def _follow(self, ws: ClientConnection) -> TaskOut | None:
-        """Read frames until the task is done (returned) or the server says to reload
-        and reconnect (None)."""
+    async def _follow(self, ws: ClientConnection) -> TaskOut:
+        """Read frames until the task is done; a drop raises ``ConnectionClosed``."""
         hello = await _frame(ws)
         if self.since is None:  # first connection, or after a reset: nothing to resume
             self.since = int(hello.get("seq", 0))
