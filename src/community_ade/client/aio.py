@@ -156,7 +156,7 @@ class AdeClient:
         )
         try:
             submitted = await self.transport.request(
-                "POST", f"/tasks/{created['id']}/submit", idempotency_key=key
+                "POST", f"/tasks/{task_ref(created['id'])}/submit", idempotency_key=key
             )
         except AdeProblem as exc:  # the task stays DRAFT: say which, to fix or cancel it
             exc.fields.setdefault("task_id", created["id"])
