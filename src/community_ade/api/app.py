@@ -34,7 +34,6 @@ from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
 from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
-from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
@@ -64,7 +63,7 @@ log = logging.getLogger(__name__)
 async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
     """Expire what is overdue, in one transaction."""
     async with runtime.sessions.begin() as session:
-        plan_context = PlanContext.from_settings(runtime.settings)
+        plan_context = runtime.plan_context(session)
         governance = Governance(session, TaskService(session, plan_context=plan_context))
         return await governance.sweep_expired()
 
