@@ -26,6 +26,7 @@ from community_ade.api.routes import (
     leases,
     locks,
     metrics,
+    shell_profiles,
     tasks,
     ws,
 )
@@ -128,7 +129,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
     app.include_router(health.router)
-    for module in (tasks, approvals, governance, audit, agents, leases):
+    for module in (tasks, approvals, governance, audit, agents, leases, shell_profiles):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)

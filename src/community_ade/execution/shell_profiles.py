@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from community_ade.approvals.service import actor_of
 from community_ade.audit import log as audit
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, InvalidInput, NotFound
-from community_ade.execution.executors.shell_profile import ShellProfile
+from community_ade.execution.executors.shell_profile import PROFILE_NAME, ShellProfile
 from community_ade.storage.models import ShellProfileRow, utcnow
 
 
@@ -69,6 +70,8 @@ class ShellProfileService:
         """Create or replace ``name``; with ``expected_version``, only if the stored
         version is that one (0: only if it does not exist yet), else ``Conflict``."""
         require(principal, Permission.SHELL_PROFILE_WRITE)
+        if re.fullmatch(PROFILE_NAME, name) is None:
+            raise InvalidInput(f"{name!r} is not a profile name: 1-64 of a-z 0-9 . _ -")
         row = await self.session.get(ShellProfileRow, name, with_for_update=True)
         current = 0 if row is None else row.version
         if expected_version is not None and expected_version != current:
