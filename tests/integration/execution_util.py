@@ -16,7 +16,6 @@ from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth.principal import Principal
-from community_ade.execution.executors.base import PlanContext
 from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
@@ -87,7 +86,7 @@ async def set_policy(runtime: Runtime, document: Mapping[str, Any]) -> None:
 
 
 def tasks(runtime: Runtime, session: Any) -> TaskService:
-    return TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+    return TaskService(session, plan_context=runtime.plan_context(session))
 
 
 async def submit(
