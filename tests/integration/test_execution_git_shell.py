@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import Backend, delete_domain_keys
+from conftest import Backend, forget_domain
 from execution_util import (
     AUTO,
     events_of,
@@ -32,7 +32,6 @@ from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.states import TaskState
 from community_ade.execution.worker import Worker
-from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Review
 
@@ -85,9 +84,7 @@ async def runtime(
         async with open_runtime(settings) as rt:
             yield rt
     finally:
-        client = await open_redis(backend.url)
-        await delete_domain_keys(client, domain)
-        await client.aclose()
+        await forget_domain(backend.url, domain)
 
 
 @pytest.fixture

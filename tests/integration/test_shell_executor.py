@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend, delete_domain_keys
+from conftest import Backend, forget_domain
 from execution_util import AUTO, make_user, open_runtime, reload, set_policy, submit
 from shellutil import IS_ROOT, NOBODY, SECRET, Site, require_bwrap, require_root, site
 from sqlalchemy import select
@@ -30,7 +30,6 @@ from community_ade.execution.executors.shell_profile import ShellProfile
 from community_ade.execution.shell_profiles import ShellProfileService
 from community_ade.execution.worker import Worker
 from community_ade.infra.data_dir import make_private
-from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Preview
 
@@ -316,9 +315,7 @@ async def runtime(database_url: str, backend: Backend, domain: str) -> AsyncIter
             async with open_runtime(settings) as rt:
                 yield rt
         finally:
-            client = await open_redis(backend.url)
-            await delete_domain_keys(client, domain)
-            await client.aclose()
+            await forget_domain(backend.url, domain)
 
 
 async def save_profile(runtime: Runtime, name: str, document: dict[str, Any]) -> None:

@@ -10,9 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import _server_url, delete_domain_keys, run_ade
-
-from community_ade.infra.redis_client import open_redis
+from conftest import _server_url, forget_domain, run_ade
 
 PROFILE = {
     "command": ["git", "commit", "-am", "{message}"],
@@ -67,8 +65,4 @@ async def test_put_list_show_delete_and_refusals(tmp_path: Path, domain: str) ->
         assert missing.returncode == 1
         assert "there is no shell profile 'commit'" in missing.stderr
     finally:
-        client = await open_redis(redis_url)
-        try:
-            await delete_domain_keys(client, domain)
-        finally:
-            await client.aclose()
+        await forget_domain(redis_url, domain)

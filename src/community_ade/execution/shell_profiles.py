@@ -89,13 +89,7 @@ class ShellProfileService:
             row.updated_at = self.now()
         row.updated_by = principal.user_id
         await self.session.flush()
-        await audit.append(
-            self.session,
-            type="policy:shell_profile_saved",
-            actor=actor_of(principal),
-            subject=f"shell_profile:{name}",
-            data={"version": row.version, "digest": _digest(profile)},
-        )
+        await self._audit("saved", principal, name, version=row.version, digest=_digest(profile))
         return row
 
     async def delete(self, principal: Principal, name: str) -> None:
@@ -106,12 +100,15 @@ class ShellProfileService:
         version = row.version
         await self.session.delete(row)
         await self.session.flush()
+        await self._audit("deleted", principal, name, version=version)
+
+    async def _audit(self, what: str, principal: Principal, name: str, **data: object) -> None:
         await audit.append(
             self.session,
-            type="policy:shell_profile_deleted",
+            type=f"policy:shell_profile_{what}",
             actor=actor_of(principal),
             subject=f"shell_profile:{name}",
-            data={"version": version},
+            data=data,
         )
 
 
