@@ -13,6 +13,7 @@ processes, a real TCP listener.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from collections.abc import Iterator
@@ -48,6 +49,19 @@ def world() -> Iterator[Site]:
     require_bwrap()
     with site() as s:
         yield s
+
+
+def running(cmdline: str) -> bool:
+    """Whether a live process's command line (NUL-separated) contains ``cmdline``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            found = cmdline.encode() in (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError, IndexError):
+            continue
+        if found and state != "Z":
+            return True
+    return False
 
 
 def existing(*paths: Path) -> list[Path]:
@@ -193,8 +207,16 @@ async def test_a_profile_without_a_preview_needs_no_sandbox(world: Site) -> None
 async def test_a_preview_is_killed_at_the_plan_timeout(world: Site) -> None:
     context = world.plan_context(HOSTILE)
     quick = dataclasses.replace(context, command_timeout_seconds=0.5)
+    script = "sleep 3071 & sleep 3072; echo never"  # a background child too
     with pytest.raises(InvalidInput, match=r"did not finish within 0\.5 s"):
-        await SHELL.plan(world.task("hostile", script="echo ran; sleep 30"), quick)
+        await SHELL.plan(world.task("hostile", script=script), quick)
+    # Killing bwrap takes its whole PID namespace with it.
+    for _ in range(100):
+        if not running("sleep\x003071") and not running("sleep\x003072"):
+            break
+        await asyncio.sleep(0.02)
+    assert not running("sleep\x003071")
+    assert not running("sleep\x003072")
 
 
 async def test_a_preview_is_held_to_its_cpu_and_file_size_limits(world: Site) -> None:

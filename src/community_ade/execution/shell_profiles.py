@@ -19,6 +19,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.service import actor_of
@@ -88,7 +89,10 @@ class ShellProfileService:
             row.version = current + 1
             row.updated_at = self.now()
         row.updated_by = principal.user_id
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except IntegrityError:  # created by a concurrent request since we looked
+            raise Conflict(f"shell profile {name!r} was created meanwhile; try again") from None
         await self._audit("saved", principal, name, version=row.version, digest=_digest(profile))
         return row
 

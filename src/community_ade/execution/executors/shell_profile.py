@@ -17,6 +17,7 @@ import math
 import os
 import re
 import unicodedata
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +87,9 @@ class _Parameter(BaseModel):
 
     description: str = Field(default="", max_length=500)
 
-    def problem(self, value: object) -> str | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def problem(self, value: object) -> str | None:
+        """Why ``value`` does not fit this parameter, or None."""
 
     def argument(self, value: Any) -> str:
         return str(value)
