@@ -268,12 +268,31 @@ async def test_rollback_runs_the_profiles_rollback_command(world: Site) -> None:
     assert (world.repo / "out.txt").exists()
     assert await SHELL.rollback(payload, snapshot, context) == "rolled_back"
     assert not (world.repo / "out.txt").exists()
-    without = world.apply_context(shell_free_form=True)
-    assert await SHELL.rollback(free_form(world, "true"), snapshot, without) == (
-        "nothing_to_roll_back"
+    changed = {"script": SCRIPT["script"] | {"rollback": ["/bin/sh", "-c", "rm -rf ."]}}
+    assert await SHELL.rollback(payload, snapshot, world.apply_context(changed)) == (
+        "rollback_failed"  # not the rollback that was approved: not run
     )
-    gone_profile = world.apply_context({})
-    assert await SHELL.rollback(payload, snapshot, gone_profile) == "rollback_failed"
+    assert await SHELL.rollback(payload, snapshot, world.apply_context({})) == "rollback_failed"
+    without = world.apply_context(shell_free_form=True)
+    plain = free_form(world, "true")
+    plain_snapshot = await SHELL.snapshot(
+        plain, await SHELL.plan(plain, without.plan_context), without
+    )
+    assert await SHELL.rollback(plain, plain_snapshot, without) == "nothing_to_roll_back"
+
+
+async def test_a_profile_saved_after_the_last_plan_is_not_applied(world: Site) -> None:
+    payload = world.task("script", script="echo x > out.txt")
+    context = world.apply_context(SCRIPT)
+    plan = await SHELL.plan(payload, context.plan_context)
+    snapshot = await SHELL.snapshot(payload, plan, context)
+    edited = SCRIPT["script"] | {"env": {"DEPLOY_ENV": "production"}}
+    later = world.apply_context({"script": edited})
+    with pytest.raises(ApplyFailed, match="no longer matches its approved preview"):
+        await SHELL.snapshot(payload, plan, later)
+    with pytest.raises(ApplyFailed, match="no longer matches its approved preview"):
+        await SHELL.apply(payload, plan, snapshot, later)
+    assert not (world.repo / "out.txt").exists()
 
 
 async def test_an_older_fence_is_refused_without_running(world: Site) -> None:

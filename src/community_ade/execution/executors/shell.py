@@ -215,8 +215,13 @@ def render_argv(argv: Sequence[str]) -> str:
 
 
 class ShellExecutor:
-    """``shell``: validate, plan (run the profile's preview in the sandbox), snapshot,
-    apply, rollback."""
+    """Run a command an admin's shell profile allows: the payload names the profile, fills
+    in its typed parameters and names the working directory (``{"profile": "git-commit",
+    "params": {"message": "..."}, "cwd": "/srv/repos/api"}``; GET /api/v1/shell-profiles
+    lists the profiles). The profile's preview runs in a sandbox at submit; the approved
+    command runs as the shell user.
+
+    validate, plan (the profile's preview, sandboxed), snapshot, apply, rollback."""
 
     task_type = TASK_TYPE
 
@@ -227,23 +232,10 @@ class ShellExecutor:
         spec, errors = parse(payload)
         if spec is None:
             raise invalid(TASK_TYPE, errors)
-        config = _config(context)
         cwd = _working_directory(spec, context)
         commands = await _resolve(spec, cwd, context)
-        run_as = _run_as(config)
-        lines = [
-            f"profile: {commands.profile or 'none (a free-form command)'}",
-            f"command: {render_argv(commands.command)}",
-            f"cwd: {cwd}",
-            f"timeout: {commands.timeout_seconds:g} s",
-            f"runs as: {run_as}",
-            "rollback: "
-            + ("none" if commands.rollback is None else render_argv(commands.rollback)),
-            f"environment: {_ENVIRONMENT}",
-        ]
-        if commands.apply_env:
-            shown = ", ".join(f"{k}={v}" for k, v in sorted(commands.apply_env.items()))
-            lines.append(f"profile environment: {shown}")
+        run_as = _run_as(_config(context))
+        lines = _header(commands, cwd, run_as)
         preview: Run | None = None
         if commands.preview is None:
             lines.append("preview command: none")
@@ -265,16 +257,18 @@ class ShellExecutor:
         )
 
     async def snapshot(self, payload: Payload, plan: Plan, context: ApplyContext) -> Snapshot:
-        spec = _spec(payload)
-        cwd = _apply_directory(spec, context)
-        return Snapshot(TASK_TYPE, {"cwd": str(cwd)})
+        """What the apply will run, checked against the approved preview: the working
+        directory and the digest of the preview's header (command, rollback, user,
+        environment), which a rollback checks again."""
+        task = await _approved(payload, plan.preview, context)
+        return Snapshot(TASK_TYPE, {"cwd": str(task.cwd), "approved": task.header_digest})
 
     async def apply(
         self, payload: Payload, plan: Plan, snapshot: Snapshot, context: ApplyContext
     ) -> ApplyResult:
-        spec = _spec(payload)
-        commands = await _apply_commands(spec, context)
-        run = await _run_fenced(commands.command, commands, spec, context)
+        task = await _approved(payload, plan.preview, context)
+        commands = task.commands
+        run = await _run_fenced(commands.command, task, context)
         shown = render_argv(commands.command)[:200]
         details = {"exit_code": str(run.exit_code), "output": run.output}
         if run.exit_code is None:
@@ -293,12 +287,13 @@ class ShellExecutor:
     async def rollback(
         self, payload: Payload, snapshot: Snapshot, context: ApplyContext
     ) -> RollbackOutcome:
-        spec = _spec(payload)
         try:
-            commands = await _apply_commands(spec, context)
-            if commands.rollback is None:
+            task = await _resolved_for_apply(payload, context)
+            if task.header_digest != snapshot.data_of(TASK_TYPE).get("approved"):
+                return "rollback_failed"  # its profile changed since: not what was approved
+            if task.commands.rollback is None:
                 return "nothing_to_roll_back"
-            run = await _run_fenced(commands.rollback, commands, spec, context)
+            run = await _run_fenced(task.commands.rollback, task, context)
         except ApplyFailed:
             return "rollback_failed"
         return "rolled_back" if run.ok else "rollback_failed"
@@ -412,6 +407,24 @@ def _run_as(config: ShellConfig) -> RunAs:
         raise _refuse("", str(exc)) from None
 
 
+def _header(commands: Commands, cwd: Path, run_as: RunAs) -> list[str]:
+    """The preview's lines before the preview command's output: everything the apply
+    and the rollback depend on."""
+    lines = [
+        f"profile: {commands.profile or 'none (a free-form command)'}",
+        f"command: {render_argv(commands.command)}",
+        f"cwd: {cwd}",
+        f"timeout: {commands.timeout_seconds:g} s",
+        f"runs as: {run_as}",
+        "rollback: " + ("none" if commands.rollback is None else render_argv(commands.rollback)),
+        f"environment: {_ENVIRONMENT}",
+    ]
+    if commands.apply_env:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(commands.apply_env.items()))
+        lines.append(f"profile environment: {shown}")
+    return lines
+
+
 async def _preview(commands: Commands, cwd: Path, context: PlanContext, run_as: RunAs) -> Run:
     assert commands.preview is not None
     timeout = context.command_timeout_seconds
@@ -446,24 +459,52 @@ def _apply_directory(spec: ShellTask, context: ApplyContext) -> Path:
         raise ApplyFailed(exc.message) from None
 
 
-async def _apply_commands(spec: ShellTask, context: ApplyContext) -> Commands:
+@dataclass(frozen=True)
+class _ApplyTask:
+    """A task resolved at apply: what it runs, where, as whom, and the preview header
+    those make (which must be the approved preview's)."""
+
+    commands: Commands
+    cwd: Path
+    run_as: RunAs
+    header: str
+
+    @property
+    def header_digest(self) -> str:
+        return _digest([self.header])
+
+
+async def _resolved_for_apply(payload: Payload, context: ApplyContext) -> _ApplyTask:
+    spec = _spec(payload)
     cwd = _apply_directory(spec, context)
     try:
-        return await _resolve(spec, cwd, context.plan_context)
+        commands = await _resolve(spec, cwd, context.plan_context)
+        run_as = resolve_run_as(_config(context.plan_context).user)
     except InvalidInput as exc:
         raise ApplyFailed(exc.message) from None
-
-
-async def _run_fenced(
-    argv: Sequence[str], commands: Commands, spec: ShellTask, context: ApplyContext
-) -> Run:
-    """Check and advance the working directory's fence record, then run ``argv`` as the
-    shell user."""
-    cwd = _apply_directory(spec, context)
-    try:
-        run_as = resolve_run_as(_config(context.plan_context).user)
     except RunAsProblem as exc:
         raise ApplyFailed(str(exc)) from None
+    header = "\n".join(_header(commands, cwd, run_as)) + "\n"
+    return _ApplyTask(commands, cwd, run_as, header)
+
+
+async def _approved(payload: Payload, preview: str, context: ApplyContext) -> _ApplyTask:
+    """The task as it would run now, if that is what the approved ``preview`` shows. The
+    worker re-plans right before; this closes the gap after it (a profile saved between
+    the re-plan and the run), so what runs is exactly what was approved."""
+    task = await _resolved_for_apply(payload, context)
+    if not preview.startswith(task.header):
+        raise ApplyFailed(
+            "what the task would run no longer matches its approved preview (its shell "
+            "profile or the shell user changed since); submit it again"
+        )
+    return task
+
+
+async def _run_fenced(argv: Sequence[str], task: _ApplyTask, context: ApplyContext) -> Run:
+    """Check and advance the working directory's fence record, then run ``argv`` as the
+    shell user."""
+    cwd, run_as = task.cwd, task.run_as
     root = context.plan_context.root_of(cwd)
     assert root is not None  # confined
     record = fencing.record_path(root / STATE_DIR_NAME / "fences", f"dir:{cwd}")
@@ -471,10 +512,10 @@ async def _run_fenced(
     # file lock that long would stall every other writer's check.
     await fencing.advance([record], context.fence, target=str(cwd))
     ours = {"ADE_TASK_ID": context.task_id, "ADE_FENCE": str(context.fence)}
-    env = command_environment(dict(commands.apply_env) | ours, home=run_as.home)
+    env = command_environment(dict(task.commands.apply_env) | ours, home=run_as.home)
     try:
         return await run_command(
-            argv, cwd=cwd, timeout=commands.timeout_seconds, env=env, run_as=run_as
+            argv, cwd=cwd, timeout=task.commands.timeout_seconds, env=env, run_as=run_as
         )
     except OSError as exc:
         raise ApplyFailed(f"cannot run {argv[0]!r} as {run_as}: {exc}") from None
