@@ -10,6 +10,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from community_ade.approvals.accounting import Accounting, EligibleReviewers
 from community_ade.approvals.risk import Action, ResourceRef, ResourceType, RiskScore, Scope
+from community_ade.execution.executors.shell_profile import ShellProfile
+from community_ade.execution.shell_profiles import profile_of
+from community_ade.storage.models import ShellProfileRow
 
 T = TypeVar("T")
 
@@ -378,3 +381,25 @@ class VerifyOut(BaseModel):
 
 SortBy = Literal["created_at", "updated_at", "risk_score", "state"]
 SortOrder = Literal["asc", "desc"]
+
+
+class ShellProfileOut(BaseModel):
+    """A stored shell profile: its name, how often it was saved, and the profile."""
+
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: uuid.UUID | None
+    profile: ShellProfile
+
+    @classmethod
+    def of(cls, row: ShellProfileRow) -> ShellProfileOut:
+        return cls(
+            name=row.name,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            updated_by=row.updated_by,
+            profile=profile_of(row),
+        )

@@ -20,6 +20,7 @@ Roles and permissions (``x`` = granted)::
     policy_write                                     x*    edit policies
     lock_admin                                       x*    force-release locks
     catalogue_write                                  x*    edit the catalogue of models and tools
+    shell_profile_write                              x*    define the shell profiles tasks run
     user_admin                                       x*    users, groups, tokens
 
 Each role holds everything of the role to its left (viewer ⊂ submitter ⊂ reviewer ⊂
@@ -69,6 +70,7 @@ class Permission(StrEnum):
     POLICY_WRITE = "policy_write"
     LOCK_ADMIN = "lock_admin"
     CATALOGUE_WRITE = "catalogue_write"
+    SHELL_PROFILE_WRITE = "shell_profile_write"
     USER_ADMIN = "user_admin"
 
 
@@ -101,6 +103,7 @@ HUMAN_ONLY: frozenset[Permission] = frozenset(
         Permission.POLICY_WRITE,
         Permission.LOCK_ADMIN,
         Permission.CATALOGUE_WRITE,
+        Permission.SHELL_PROFILE_WRITE,
         Permission.USER_ADMIN,
     }
 )

@@ -48,7 +48,6 @@ from community_ade.execution.executors.base import (
     ApplyFailed,
     ApplyingExecutor,
     Plan,
-    PlanContext,
     Snapshot,
 )
 from community_ade.execution.queue import Message, TaskQueue
@@ -121,7 +120,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.worker_id = worker_id or new_worker_id()
-        plan_context = PlanContext.from_settings(settings)
+        plan_context = runtime.plan_context()
         self.plan_context = plan_context
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
