@@ -171,6 +171,15 @@ async def delete_domain_keys(client: AnyRedis, domain: str) -> None:
     await client.srem(lock_keys.DOMAINS, domain)
 
 
+async def forget_domain(redis_url: str, domain: str) -> None:
+    """``delete_domain_keys`` through a connection of its own (a test's cleanup)."""
+    client = await open_redis(redis_url)
+    try:
+        await delete_domain_keys(client, domain)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def redis_client(backend: Backend, domain: str) -> AsyncIterator[AnyRedis]:
     """A client of the backend (standalone or Cluster); the domain's keys go afterwards."""

@@ -72,6 +72,43 @@ class Settings(BaseSettings):
         '["https://hooks.example.com/deploy/"]. Scheme, host and port must match exactly and '
         "the path at a segment boundary. Default: empty, no URL is allowed.",
     )
+    # -- shell: who runs commands, and the sandbox of previews --
+    shell_user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The OS user (name or uid) approved shell commands and sandboxed "
+        "previews run as; never root. Unset: nobody when the worker runs as root, else the "
+        "worker's own user. Switching users needs a worker running as root.",
+    )
+    shell_free_form: bool = Field(
+        default=False,
+        description="Whether shell tasks may carry their own command instead of naming an "
+        "admin's shell profile (they never get a preview command either way).",
+    )
+    sandbox_bwrap: str = Field(
+        default="bwrap",
+        min_length=1,
+        description="bubblewrap, which every shell preview runs in (a name on PATH or a "
+        "path); without a working one shell previews are refused.",
+    )
+    sandbox_cpu_seconds: int = Field(
+        default=30, ge=1, le=3600, description="CPU seconds a sandboxed preview may use."
+    )
+    sandbox_memory_mb: int = Field(
+        default=1024, ge=16, le=1024 * 1024, description="Address space of a sandboxed preview."
+    )
+    sandbox_file_size_mb: int = Field(
+        default=64, ge=1, le=1024 * 1024, description="Largest file a sandboxed preview writes."
+    )
+    sandbox_max_processes: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Processes of the shell user at once (RLIMIT_NPROC) inside a preview.",
+    )
+    sandbox_scratch_mb: int = Field(
+        default=64, ge=1, le=1024 * 1024, description="Size of a preview's private /tmp."
+    )
     sweep_interval_seconds: float = Field(
         default=30.0,
         gt=0,
@@ -229,3 +266,18 @@ class Settings(BaseSettings):
                 f"ADE_LOCK_LEASE_SECONDS ({self.lock_lease_seconds})"
             )
         return self
+
+
+class ClientSettings(BaseSettings):
+    """What the SDK (``community_ade.client``) reads when it is not given arguments. The
+    README's configuration table lists these too."""
+
+    model_config = SettingsConfigDict(env_prefix="ADE_", extra="ignore", frozen=True)
+
+    url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of the server the SDK talks to (`ade serve`'s address).",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="The API token the SDK sends (`ade tokens create`)."
+    )

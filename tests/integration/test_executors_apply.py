@@ -1,5 +1,5 @@
 """The executors' apply side against real targets: a real filesystem, real git
-repositories, real subprocesses and a real HTTP server on localhost.
+repositories and a real HTTP server on localhost (shell: test_shell_executor.py).
 
 Every task runs the way the worker runs it: plan, snapshot (stored as JSON and read
 back), apply with the approved plan, rollback with the stored snapshot.
@@ -38,7 +38,6 @@ from community_ade.execution.executors.base import ApplyFailed
 from community_ade.execution.executors.files_write import FilesWriteExecutor, _temp_of
 from community_ade.execution.executors.git_patch import GitPatchExecutor, parse_worktrees
 from community_ade.execution.executors.http_request import HttpRequestExecutor
-from community_ade.execution.executors.shell import ShellExecutor
 from community_ade.secrets.keys import SecretCipher
 from community_ade.secrets.references import SecretSource
 from community_ade.secrets.store import SecretVault, put_secret
@@ -49,7 +48,6 @@ pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
 
 FILES = FilesWriteExecutor()
 PATCHER = GitPatchExecutor()
-SHELL = ShellExecutor()
 HTTP = HttpRequestExecutor()
 
 
@@ -119,27 +117,8 @@ def without_state(snap: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]
     return {k: v for k, v in snap.items() if not k.startswith((".ade", ".git/"))}
 
 
-async def gone(pid: int) -> bool:
-    """Whether ``pid`` ends soon: a SIGKILL is delivered when the process next runs, so
-    it may still show as running for a moment after the kill."""
-    for _ in range(100):
-        if not alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
 def records_in(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.name != fencing.LOCK_NAME]
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for a reaper does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 # --- fencing --------------------------------------------------------------------------
@@ -638,142 +617,6 @@ def test_parse_worktrees() -> None:
         "worktree /r/w\nHEAD def\ndetached\n\nworktree /b\nbare\n"
     )
     assert parse_worktrees(porcelain) == {"refs/heads/main": Path("/r")}
-
-
-# --- shell ------------------------------------------------------------------------------
-
-
-def shell_payload(cwd: Path, script: str, **extra: Any) -> dict[str, Any]:
-    return {"command": ["/bin/sh", "-c", script], "cwd": str(cwd), **extra}
-
-
-async def test_shell_plan_runs_the_preview_command_and_shows_it(
-    ws: Workspace, project: Path
-) -> None:
-    payload = shell_payload(
-        project,
-        "echo deployed > out.txt",
-        timeout_seconds=5,
-        preview_command=["cat", "keep.txt"],
-        rollback_command=["rm", "-f", "out.txt"],
-    )
-    plan = await SHELL.plan(payload, ws.plan_context)
-    assert plan.preview == (
-        "command: /bin/sh -c 'echo deployed > out.txt'\n"
-        f"cwd: {project}\n"
-        "timeout: 5 s\n"
-        "rollback: rm -f out.txt\n"
-        "environment: PATH, HOME, LANG, LC_ALL, ADE_TASK_ID, ADE_FENCE\n"
-        "preview command: cat keep.txt\n"
-        "preview exit code: 0\n"
-        "preview output:\n"
-        "old\n"
-    )
-    assert not (project / "out.txt").exists()
-    (project / "keep.txt").write_text("changed\n")
-    moved = await SHELL.plan(payload, ws.plan_context)
-    assert moved.precondition_fingerprint != plan.precondition_fingerprint
-
-
-async def test_shell_apply_runs_the_command_with_the_task_and_fence(
-    ws: Workspace, project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ADE_DATABASE_URL", "postgresql://secret@db/ade")
-    payload = shell_payload(project, 'env > env.txt; echo "done $ADE_TASK_ID"')
-    done = await run(SHELL, payload, ws.at(fence=77, task_id="t-9"))
-    assert done.result is not None
-    assert done.result.details == {"exit_code": "0", "output": "done t-9\n"}
-    env = (project / "env.txt").read_text().splitlines()
-    assert "ADE_TASK_ID=t-9" in env
-    assert "ADE_FENCE=77" in env
-    assert not any("secret" in line for line in env)
-    assert await SHELL.rollback(payload, done.snapshot, ws.at(fence=77)) == "nothing_to_roll_back"
-
-
-async def test_shell_failing_command_records_exit_code_and_output(
-    ws: Workspace, project: Path
-) -> None:
-    payload = shell_payload(project, "echo to stdout; echo to stderr >&2; exit 3")
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=1))
-    with pytest.raises(ApplyFailed, match="exited with 3") as caught:
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
-    assert not caught.value.transient
-    assert caught.value.details == {"exit_code": 3, "output": "to stdout\nto stderr\n"}
-
-
-async def test_shell_output_is_bounded(ws: Workspace, project: Path) -> None:
-    payload = shell_payload(project, "head -c 1000000 /dev/zero | tr '\\0' a; echo; echo END")
-    done = await run(SHELL, payload, ws.at(fence=1))
-    assert done.result is not None
-    output = done.result.details["output"]
-    assert len(output) < 70_000
-    assert output.startswith("aaa")
-    assert output.endswith("END\n")
-    assert "bytes omitted" in output
-
-
-async def test_shell_timeout_kills_the_command(ws: Workspace, project: Path) -> None:
-    pid_file = ws.outside / "pid"
-    payload = shell_payload(
-        project, f"sleep 30 & echo $! > {pid_file}; echo started; wait", timeout_seconds=0.5
-    )
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=1))
-    with pytest.raises(ApplyFailed, match=r"did not finish within 0\.5 s") as caught:
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
-    assert caught.value.details["output"] == "started\n"
-    assert await gone(int(pid_file.read_text()))  # the whole process group, not just sh
-
-
-async def test_cancelling_a_shell_apply_kills_the_process(ws: Workspace, project: Path) -> None:
-    pid_file = ws.outside / "pid"
-    payload = shell_payload(project, f"sleep 30 & echo $! > {pid_file}; wait", timeout_seconds=60)
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=1))
-    apply = asyncio.create_task(SHELL.apply(payload, plan, snapshot, ws.at(fence=1)))
-    for _ in range(200):
-        if pid_file.exists() and pid_file.read_text().strip():
-            break
-        await asyncio.sleep(0.02)
-    pid = int(pid_file.read_text())
-    assert alive(pid)
-    apply.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await apply
-    assert await gone(pid)
-
-
-async def test_shell_rollback_runs_the_rollback_command(ws: Workspace, project: Path) -> None:
-    payload = shell_payload(project, "echo x > out.txt; exit 1", rollback_command=["rm", "out.txt"])
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = stored(await SHELL.snapshot(payload, plan, ws.at(fence=1)))
-    with pytest.raises(ApplyFailed):
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
-    assert (project / "out.txt").exists()
-    assert await SHELL.rollback(payload, snapshot, ws.at(fence=1)) == "rolled_back"
-    assert not (project / "out.txt").exists()
-    assert await SHELL.rollback(payload, snapshot, ws.at(fence=1)) == "rollback_failed"  # rm fails
-
-
-async def test_shell_refuses_an_older_fence_without_running(ws: Workspace, project: Path) -> None:
-    await run(SHELL, shell_payload(project, "true"), ws.at(fence=50))
-    payload = shell_payload(project, "echo x > out.txt")
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=49))
-    with pytest.raises(FenceRejected):
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=49))
-    assert not (project / "out.txt").exists()
-
-
-async def test_shell_plan_refuses_a_missing_program_and_a_cwd_outside(
-    ws: Workspace, project: Path
-) -> None:
-    missing = shell_payload(project, "true", preview_command=["no-such-program-ade"])
-    with pytest.raises(InvalidInput, match="preview_command: cannot run"):
-        await SHELL.plan(missing, ws.plan_context)
-    with pytest.raises(InvalidInput, match="outside the workspace roots"):
-        await SHELL.plan(shell_payload(ws.outside, "true"), ws.plan_context)
 
 
 # --- http.request -----------------------------------------------------------------------

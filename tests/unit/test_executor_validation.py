@@ -26,10 +26,12 @@ from community_ade.execution.executors import (
     digest_of,
     urls,
 )
+from community_ade.execution.executors import commands as cm
 from community_ade.execution.executors import files_write as fw
 from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors import http_request as hr
 from community_ade.execution.executors import shell as sh
+from community_ade.execution.executors import shell_profile as sp
 from community_ade.secrets.references import (
     SecretRef,
     SecretUse,
@@ -380,24 +382,66 @@ def test_git_commit_message_ends_with_the_task_and_fence_trailers() -> None:
 
 
 def shell_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"profile": "deploy", "params": {"env": "eu"}, "cwd": "/srv/w"}
+    payload.update(overrides)
+    return payload
+
+
+def free_form(**overrides: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"command": ["make", "deploy"], "cwd": "/srv/w"}
     payload.update(overrides)
     return payload
 
 
-def test_shell_accepts_a_well_formed_payload() -> None:
-    spec, errors = sh.parse(
-        shell_payload(
-            timeout_seconds=10, preview_command=["make", "-n"], rollback_command=["make", "undo"]
-        )
-    )
+def test_shell_accepts_a_well_formed_profile_task() -> None:
+    spec, errors = sh.parse(shell_payload(timeout_seconds=10))
     assert errors == ()
     assert spec == sh.ShellTask(
-        ("make", "deploy"), "/srv/w", 10.0, ("make", "-n"), ("make", "undo")
+        cwd="/srv/w", timeout_seconds=10.0, profile="deploy", params={"env": "eu"}
     )
-    assert sh.parse(shell_payload())[0] == sh.ShellTask(
-        ("make", "deploy"), "/srv/w", sh.DEFAULT_TIMEOUT_SECONDS, None, None
+    assert sh.parse(shell_payload(params={}))[0] == sh.ShellTask(
+        cwd="/srv/w", timeout_seconds=None, profile="deploy"
     )
+
+
+def test_shell_accepts_a_well_formed_free_form_task() -> None:
+    spec, errors = sh.parse(free_form(rollback_command=["make", "undo"]))
+    assert errors == ()
+    assert spec == sh.ShellTask(
+        cwd="/srv/w",
+        timeout_seconds=None,
+        command=("make", "deploy"),
+        rollback_command=("make", "undo"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("command", ["make"]),  # a profile task runs the profile's command
+        ("preview_command", ["ls"]),  # never a task's own preview
+        ("profile", "Deploy!"),
+        ("profile", 3),
+        ("params", ["eu"]),
+        ("params.env", True),
+        ("params.env", 1.5),
+        ("params.env", {"nested": 1}),
+        ("params.env", "x" * 5000),
+        ("params.Bad-Name", "x"),
+        ("cwd", "relative"),
+        ("cwd", None),
+        ("cwd", "/a\nb"),
+        ("timeout_seconds", 0),
+        ("timeout_seconds", sh.MAX_TIMEOUT_SECONDS + 1),
+        ("timeout_seconds", True),
+    ],
+)
+def test_shell_refuses_bad_profile_fields(field: str, value: Any) -> None:
+    if field.startswith("params."):
+        payload = shell_payload(params={field.removeprefix("params."): value})
+    else:
+        payload = shell_payload(**{field: value})
+    assert error_paths(SHELL.validate(payload)) == [field]
 
 
 @pytest.mark.parametrize(
@@ -408,37 +452,35 @@ def test_shell_accepts_a_well_formed_payload() -> None:
         ("command", [""]),
         ("command", ["ok", 3]),
         ("command", ["a\x00b"]),
-        ("command", ["x"] * (sh.MAX_ARGS + 1)),
-        ("command", ["x" * (sh.MAX_COMMAND_BYTES + 1)]),
+        ("command", ["x"] * (sp.MAX_ARGS + 1)),
+        ("command", ["x" * (sp.MAX_COMMAND_BYTES + 1)]),
         ("command", None),
-        ("preview_command", "ls"),
+        ("preview_command", ["make", "-n"]),
         ("rollback_command", []),
-        ("cwd", "relative"),
-        ("cwd", None),
-        ("cwd", "/a\nb"),
-        ("timeout_seconds", 0),
-        ("timeout_seconds", -1),
-        ("timeout_seconds", sh.MAX_TIMEOUT_SECONDS + 1),
-        ("timeout_seconds", True),
-        ("timeout_seconds", "10"),
+        ("params", {}),  # only a profile task has parameters
         ("shell", True),
     ],
 )
-def test_shell_refuses_bad_fields(field: str, value: Any) -> None:
-    assert error_paths(SHELL.validate(shell_payload(**{field: value}))) == [field]
+def test_shell_refuses_bad_free_form_fields(field: str, value: Any) -> None:
+    assert error_paths(SHELL.validate(free_form(**{field: value}))) == [field]
+
+
+def test_shell_says_why_a_task_cannot_bring_its_own_preview() -> None:
+    (error,) = SHELL.validate(free_form(preview_command=["cat", "x"])).errors
+    assert "previews run only from an admin's shell profile" in error.message
 
 
 def test_shell_output_keeps_the_start_and_the_end() -> None:
-    assert sh.bounded(b"short") == "short"
+    assert cm.bounded(b"short") == "short"
     data = b"a" * 100 + b"b" * 100
-    text = sh.bounded(data, limit=20)
+    text = cm.bounded(data, limit=20)
     assert text.startswith("a" * 10)
     assert text.endswith("b" * 10)
     assert "[... 180 bytes omitted ...]" in text
 
 
 def test_shell_render_quotes_what_a_shell_would_split() -> None:
-    assert sh.render(["sh", "-c", "echo $HOME; rm x"]) == "sh -c 'echo $HOME; rm x'"
+    assert sh.render_argv(["sh", "-c", "echo $HOME; rm x"]) == "sh -c 'echo $HOME; rm x'"
 
 
 # --- http.request -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ Roles and permissions (``x`` = granted)::
     policy_write                                     x*    edit policies
     lock_admin                                       x*    force-release locks
     catalogue_write                                  x*    edit the catalogue of models and tools
+    shell_profile_write                              x*    define the shell profiles tasks run
     user_admin                                       x*    users, groups, tokens
     secret_write                                     x*    store and delete secrets
 
@@ -34,7 +35,7 @@ holds more than its owner either (``auth.service`` gives the agent of a ``viewer
 role ``viewer``).
 
 Ownership ("own tasks", "own agents") and separation of duties (no approving one's own
-task, DESIGN §4) are not permissions: the services check them against the principal.
+task, architecture §4) are not permissions: the services check them against the principal.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Permission(StrEnum):
     POLICY_WRITE = "policy_write"
     LOCK_ADMIN = "lock_admin"
     CATALOGUE_WRITE = "catalogue_write"
+    SHELL_PROFILE_WRITE = "shell_profile_write"
     USER_ADMIN = "user_admin"
     SECRET_READ = "secret_read"
     SECRET_WRITE = "secret_write"
@@ -111,6 +113,7 @@ HUMAN_ONLY: frozenset[Permission] = frozenset(
         Permission.POLICY_WRITE,
         Permission.LOCK_ADMIN,
         Permission.CATALOGUE_WRITE,
+        Permission.SHELL_PROFILE_WRITE,
         Permission.USER_ADMIN,
         Permission.SECRET_WRITE,
     }
