@@ -13,10 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import _server_url, delete_domain_keys, run_ade
+from conftest import _server_url, forget_domain, run_ade
 from livesrv import StartLive
-
-from community_ade.infra.redis_client import open_redis
 
 
 async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: str) -> None:
@@ -81,11 +79,7 @@ async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: s
         assert no_token.returncode == 1
         assert "set ADE_AGENT_TOKEN" in no_token.stderr
     finally:
-        client = await open_redis(redis_url)
-        try:
-            await delete_domain_keys(client, domain)
-        finally:
-            await client.aclose()
+        await forget_domain(redis_url, domain)
 
 
 @pytest.mark.parametrize("backend", ["server"], indirect=True)

@@ -1,4 +1,4 @@
-"""Apply locks held over HTTP (DESIGN §5: "locks are also reachable over HTTP, leases
+"""Apply locks held over HTTP (architecture §5: "locks are also reachable over HTTP, leases
 with heartbeat, for agents not written in Python").
 
 A lease opened with resources makes the API process that served it acquire them for the

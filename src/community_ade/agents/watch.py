@@ -5,7 +5,7 @@ look).
 Health changes are not audit-worthy, so they do not go through the audit log. Each
 change is appended to the capped stream ``ade:agent:events:{<namespace>}`` (the
 namespace is the lock domain, as for the events stream) in the events stream's own
-entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the DESIGN §7 envelope as
+entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the architecture §7 envelope as
 JSON, without ``seq``: actor ``system``); the event relay (``events.relay``) carries
 them to WebSocket clients as it carries lock events.
 

@@ -58,7 +58,9 @@ def problem(
     status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"type": code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
-    body.update({k: v for k, v in extra.items() if v is not None})
+    # A detail never replaces a member of the document itself (an error's ``type=``
+    # detail once turned a 409's type into a task type).
+    body.update({k: v for k, v in extra.items() if v is not None and k not in body})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -1,4 +1,4 @@
-"""The task queue on Redis Streams (DESIGN §6).
+"""The task queue on Redis Streams (architecture §6).
 
 One stream per priority band, read by one consumer group: a worker always takes from
 the most urgent band that has work. A retry waits in a delayed sorted set until its

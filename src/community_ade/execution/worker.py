@@ -1,4 +1,4 @@
-"""The worker: claims queued tasks and applies them under their locks (DESIGN §6).
+"""The worker: claims queued tasks and applies them under their locks (architecture §6).
 
 For one message: load the task and its stash (not APPROVED → acknowledge and ignore: a
 duplicate never applies twice), take its locks (the task itself, its resources, one
@@ -43,13 +43,12 @@ from community_ade.errors import (
     LockTimeout,
     ServiceUnavailable,
 )
-from community_ade.execution.executors import get_executor
+from community_ade.execution.executors import agent_applied_types, get_executor
 from community_ade.execution.executors.base import (
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
     Plan,
-    PlanContext,
     Snapshot,
 )
 from community_ade.execution.executors.watchdog import bound_to_lease
@@ -59,6 +58,7 @@ from community_ade.execution.service import ExecutionService
 from community_ade.infra.aio import Incident, wait_event
 from community_ade.locks.manager import Grant
 from community_ade.runtime import Runtime
+from community_ade.secrets.store import SecretVault
 from community_ade.storage.models import Task
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,10 @@ def new_worker_id() -> str:
 
 def wants_apply(task: Task) -> bool:
     """An APPROVED task is applied automatically unless its policy says ``apply:
-    manual``; then only once someone asked for it (``POST /tasks/{id}/apply``)."""
+    manual``; then only once someone asked for it (``POST /tasks/{id}/apply``). A task
+    its agent applies (``agent.call``) is never a worker's."""
+    if task.type in agent_applied_types():
+        return False
     automatic = bool((task.requirements or {}).get("auto_apply", True))
     return automatic or task.apply_requested_at is not None
 
@@ -120,8 +123,9 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.worker_id = worker_id or new_worker_id()
-        plan_context = PlanContext.from_settings(settings)
+        plan_context = runtime.plan_context()
         self.plan_context = plan_context
+        self.secrets = SecretVault(runtime.sessions, settings)
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
         )
@@ -307,6 +311,8 @@ class Worker:
             await self.runtime.locks.release(grant)
 
     def _actionable(self, task: Task) -> bool:
+        if task.type in agent_applied_types():  # its agent's claim owns it, even APPLYING
+            return False
         if task.state == TaskState.APPLYING:
             return True
         return task.state == TaskState.APPROVED and wants_apply(task)
@@ -332,7 +338,7 @@ class Worker:
     async def _handle_loaded(
         self, task: Task, stash: Plan | None, executor: Any, grant: Grant
     ) -> float | _Changed | None:
-        context = ApplyContext(self.plan_context, str(task.id), grant.fence)
+        context = ApplyContext(self.plan_context, str(task.id), grant.fence, self.secrets)
         if not isinstance(executor, ApplyingExecutor):
             if task.state == TaskState.APPROVED:
                 return await self._refuse(
