@@ -24,6 +24,7 @@ from execution_util import (
 
 from community_ade.approvals.states import TaskState
 from community_ade.execution.queue import band_of
+from community_ade.execution.service import ExecutionService
 from community_ade.execution.worker import Worker
 from community_ade.runtime import Runtime
 
@@ -151,3 +152,29 @@ async def test_a_manual_apply_task_waits_for_its_request(runtime: Runtime) -> No
     await burst(runtime)
     assert (await reload(runtime, task.id)).state == TaskState.APPROVED
     assert not (ws(runtime) / "m.txt").exists()
+
+
+async def test_a_grant_older_than_the_tasks_fence_neither_starts_nor_adopts_it(
+    runtime: Runtime,
+) -> None:
+    """A worker that stalled past its lease wakes up with its old grant: it must not adopt
+    the apply a newer holder started meanwhile, nor start the task once that holder sent
+    it back for a retry."""
+    alice = await make_user(runtime)
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "f.txt", "1\n"))
+    stale, fresh = (
+        ExecutionService(runtime.sessions, worker_id=name, plan_context=runtime.plan_context())
+        for name in ("stale", "fresh")
+    )
+    started = await fresh.start(task, 200, None)
+    assert started is not None
+    assert await stale.take_over(task.id, 100) is None
+    assert await stale.take_over(task.id, 200) is None  # the same grant adopts nothing
+    assert await fresh.retry(task.id, 200, "transient", "nothing_to_roll_back", 0.0)
+    again = await reload(runtime, task.id)
+    assert await stale.start(again, 100, None) is None
+    assert (await reload(runtime, task.id)).state == TaskState.APPROVED
+    adopted = await fresh.start(again, 300, None)
+    assert adopted is not None
+    assert (await fresh.take_over(task.id, 400)) is not None
+    assert (await reload(runtime, task.id)).fence == 400
