@@ -5,6 +5,7 @@ recorded COMPLETED; duplicates never apply twice; failures roll back; manual app
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,11 +22,13 @@ from execution_util import (
     submit,
     write_payload,
 )
+from lockutil import eventually, queue_of
 
 from community_ade.approvals.states import TaskState
 from community_ade.execution.queue import band_of
 from community_ade.execution.service import ExecutionService
 from community_ade.execution.worker import Worker
+from community_ade.locks import keys
 from community_ade.runtime import Runtime
 
 # The whole pipeline on standalone Redis and on Cluster (queue and lock keys hash-tagged).
@@ -178,3 +181,34 @@ async def test_a_grant_older_than_the_tasks_fence_neither_starts_nor_adopts_it(
     assert adopted is not None
     assert (await fresh.take_over(task.id, 400)) is not None
     assert (await reload(runtime, task.id)).fence == 400
+
+
+async def test_a_lock_request_that_ends_while_it_waits_is_queued_again(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's lock request is gone while it waits (Redis lost the lock domain): the
+    task is queued again with a short backoff, not left pending as an unexpected error
+    until its message is reclaimed."""
+    caplog.set_level(logging.INFO, logger="community_ade")
+    alice = await make_user(runtime)
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "g.txt", "1\n"))
+    await runtime.queue.drain_background()
+    blocker = await runtime.locks.acquire("blocker", "someone", {f"task:{task.id}": "exclusive"})
+    worker = Worker(runtime, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: queue_of(runtime.locks, f"task:{task.id}"), what="a waiter")
+        prefix = keys.domain_prefix(runtime.settings.lock_domain)
+        async for key in runtime.redis.scan_iter(match=prefix + "*", count=1000):
+            await runtime.redis.delete(key)
+        for _ in range(300):
+            if (await reload(runtime, task.id)).state == TaskState.COMPLETED:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await runtime.locks.release(blocker)
+    assert (await reload(runtime, task.id)).state == TaskState.COMPLETED
+    assert "locks not granted" in caplog.text
+    assert "unexpected error" not in caplog.text

@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from sqlalchemy import select
 
 from community_ade.approvals.states import TaskState
@@ -41,7 +40,6 @@ from community_ade.errors import (
     InvalidInput,
     LockLost,
     LockTimeout,
-    ServiceUnavailable,
 )
 from community_ade.execution.executors import agent_applied_types, get_executor
 from community_ade.execution.executors.base import (
@@ -132,6 +130,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], Message] = {}
+        self._handling = Incident(f"worker {self.worker_id}: handling tasks", log)
 
     def stop(self) -> None:
         """Stop claiming; ``run`` returns once in-flight tasks have finished."""
@@ -267,11 +266,14 @@ class Worker:
                 await self.queue.retry(message, delay)
         except _Settled:
             pass
-        except (ServiceUnavailable, redis.RedisError, OSError) as exc:
-            # Left pending: reclaimed once idle, then handled again (idempotently).
-            log.warning("task %s: backing service unreachable (%s)", message.task_id, exc)
-        except Exception:
-            log.exception("task %s: unexpected error; the message stays pending", message.task_id)
+        except Exception as exc:
+            # Left pending: reclaimed once idle, then handled again (idempotently). A
+            # database or Redis away is one incident however many tasks it hits; only
+            # an error of no dependency (a bug) is logged with its traceback.
+            self._handling.failed(exc)
+            log.debug("task %s: left pending after %s", message.task_id, type(exc).__name__)
+        else:
+            self._handling.cleared()
 
     async def _handle(self, message: Message) -> float | None:
         """Handle one delivery; the delay before it should be queued again, or None."""
@@ -299,7 +301,9 @@ class Worker:
                 resources,
                 timeout=self.settings.worker_lock_wait_seconds,
             )
-        except (LockTimeout, DeadlockDetected) as exc:
+        except (LockTimeout, DeadlockDetected, LockLost) as exc:
+            # LockLost: the request ended while it waited (Redis restarted, or this
+            # process stalled past its session's lease).
             log.info("task %s: locks not granted (%s); re-queued", task.id, exc.message)
             return backoff_delay(1, base=1.0, cap=30.0)
         except InvalidInput as exc:
