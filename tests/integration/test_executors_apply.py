@@ -506,6 +506,26 @@ async def test_git_patch_rollback_leaves_a_branch_someone_else_moved(
     assert git(repo, "rev-parse", "feature") == moved
 
 
+async def test_git_patch_knows_an_interrupted_commit_that_others_built_upon(
+    ws: Workspace, repo: Path
+) -> None:
+    """Its commit on the branch with another on top: kept (a rollback would undo the
+    other's work too). Alone at the tip, or not there at all: rolled back as usual."""
+    payload = patch_payload(repo, "feature")
+    done = await run(PATCHER, payload, ws.at(fence=10, task_id="t-1"))
+    assert done.result is not None
+    commit = done.result.details["commit"]
+    assert await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=11, task_id="t-1")) is None
+    git(repo, "checkout", "-q", "feature")
+    (repo / "notes.txt").write_text("human\n")
+    git(repo, "commit", "-q", "-am", "human work on top")
+    kept = await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=11, task_id="t-1"))
+    assert kept is not None
+    assert kept.details["commit"] == commit
+    other = await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=11, task_id="t-2"))
+    assert other is None  # not this task's commit
+
+
 async def test_git_patch_works_on_a_bare_repository(ws: Workspace, repo: Path) -> None:
     bare = ws.allowed / "bare.git"
     git(ws.allowed, "clone", "-q", "--bare", str(repo), str(bare))

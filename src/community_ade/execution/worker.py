@@ -46,6 +46,8 @@ from community_ade.execution.executors.base import (
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
+    ApplyResult,
+    BuiltUponChecking,
     Plan,
     Snapshot,
 )
@@ -371,6 +373,17 @@ class Worker:
             "task %s: adopting an interrupted apply (attempt %d)", task.id, adopted.attempts
         )
         snapshot = None if adopted.snapshot is None else Snapshot(task.type, adopted.snapshot)
+        if snapshot is not None:
+            landed = await self._built_upon(executor, adopted, snapshot, context)
+            if landed is not None:
+                if await self.service.complete(
+                    adopted, grant.fence, landed.summary, landed.details
+                ):
+                    self.stats.completed += 1
+                    log.warning(
+                        "task %s: the interrupted apply is in place: %s", task.id, landed.summary
+                    )
+                return None
         with self._bound_to(grant):
             outcome = await self._rollback(executor, adopted, snapshot, context)
         failure = Failure("the worker applying it stopped (reclaimed)", True, outcome)
@@ -436,6 +449,24 @@ class Worker:
                 result.summary,
             )
         return None
+
+    async def _built_upon(
+        self,
+        executor: ApplyingExecutor,
+        task: Task,
+        snapshot: Snapshot,
+        context: ApplyContext,
+    ) -> ApplyResult | None:
+        """The interrupted attempt's result if its change is in place and built upon (so
+        it is kept, not rolled back: ``BuiltUponChecking``); None when it is not, or the
+        executor cannot tell."""
+        if not isinstance(executor, BuiltUponChecking):
+            return None
+        try:
+            return await executor.built_upon(task.payload, snapshot, context)
+        except (ApplyFailed, AdeError, OSError, ValueError, RuntimeError) as exc:
+            log.warning("task %s: cannot tell whether its apply is in place: %s", task.id, exc)
+            return None
 
     def _bound_to(self, grant: Grant) -> contextlib.AbstractContextManager[None]:
         """Commands started in the block die with ``grant``'s lease even when this

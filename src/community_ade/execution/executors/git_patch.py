@@ -382,6 +382,38 @@ class GitPatchExecutor:
                 log.error("rollback of %s in %s failed: %s", taken.ref, taken.repo, exc.message)
                 return "rollback_failed"
 
+    async def built_upon(
+        self, payload: Payload, snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult | None:
+        """The commit of the attempt made from ``snapshot`` (the snapshot's commit its
+        parent, its ``ADE-Task`` trailer this task's; an earlier attempt from the same
+        commit was rolled back, so it is not on the branch), when the branch has moved
+        past it: an interrupted apply that others committed on top of (their locks were
+        free once its worker's lease ran out, before its message was reclaimed)."""
+        spec = _spec(payload)
+        taken = GitSnapshot.from_snapshot(snapshot)
+        with tempfile.TemporaryDirectory(prefix="ade-git-landed-") as scratch:
+            git = Git.locate(context.plan_context, taken.repo, Path(scratch))
+            tip = await _Applier(git, taken, context).tip()
+            if not tip or tip == taken.commit:
+                return None
+            listed = await git.run(
+                "rev-list", "--ancestry-path", "--parents", f"{taken.commit}..{tip}"
+            )
+            trailer = f"\nADE-Task: {context.task_id}\n"
+            for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+                commit, *parents = line.split()
+                if commit == tip or parents[:1] != [taken.commit]:
+                    continue
+                body = await git.run("log", "-1", "--format=%B", commit)
+                if trailer in body.stdout:
+                    return ApplyResult(
+                        summary=f"committed {commit[:12]} on {spec.branch} in {taken.repo} "
+                        f"(an interrupted apply, found built upon at {tip[:12]})",
+                        details={"commit": commit, "parent": taken.commit, "branch": spec.branch},
+                    )
+        return None
+
 
 if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
     _conforms: ApplyingExecutor = GitPatchExecutor()
