@@ -247,3 +247,32 @@ async def test_an_interrupted_commit_that_others_built_upon_is_kept(
     assert git(repo, "show", "main:b.txt") == "dos"
     events = await events_of(runtime, task.id)
     assert events[-2:] == ["task:apply_reclaimed", "task:completed"]
+
+
+async def test_a_task_approved_again_after_its_branch_moved_does_not_wait_for_the_reconciler(
+    runtime: Runtime, repo: Path
+) -> None:
+    """The second patch of a branch is re-planned and approved again by the policy while
+    its message is still in flight: it is queued again when that message is settled, not
+    left for the reconciler (here: not before an hour)."""
+    await set_policy(runtime, AUTO)
+    alice = await make_user(runtime)
+    tasks = [
+        await submit(runtime, alice, "git.patch", patch_payload(repo, diff), REPO_LOCK)
+        for diff in (patch("a.txt", "one", "two"), patch("b.txt", "uno", "dos"))
+    ]
+    await runtime.queue.drain_background()
+    worker = Worker(runtime, concurrency=2)
+    worker.settings = runtime.settings.model_copy(update={"worker_reconcile_seconds": 3600})
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(300):
+            states = [(await reload(runtime, t.id)).state for t in tasks]
+            if states == [TaskState.COMPLETED] * 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    assert states == [TaskState.COMPLETED] * 2
+    assert worker.stats.moved == 1

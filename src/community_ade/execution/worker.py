@@ -411,7 +411,10 @@ class Worker:
                 return _CHANGED
             self.stats.moved += 1
             log.info("task %s: preconditions moved; back to review", task.id)
-            return None
+            # Queued again at once: an approval of the new preview that came meanwhile
+            # (a policy that approves it) could not queue it while this message was in
+            # its stream. Still in review, the next delivery finds nothing to apply.
+            return 0.0
         try:
             attempt.snapshot = await executor.snapshot(task.payload, stash, context)
         except ApplyFailed as exc:
