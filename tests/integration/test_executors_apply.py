@@ -526,6 +526,25 @@ async def test_git_patch_knows_an_interrupted_commit_that_others_built_upon(
     assert other is None  # not this task's commit
 
 
+async def test_git_patch_brings_back_a_checkout_an_interrupted_rollback_reverted(
+    ws: Workspace, repo: Path
+) -> None:
+    """The rollback reverted the checkout, then its worker died before moving the branch
+    back; another patch was committed on top. The kept commit's files are put back into
+    the checkout, which then matches the branch."""
+    payload = patch_payload(repo)
+    done = await run(PATCHER, payload, ws.at(fence=10, task_id="t-1"))
+    assert done.result is not None
+    git(repo, "read-tree", "-m", "-u", done.result.details["commit"], done.snapshot.data["commit"])
+    assert not (repo / "added.txt").exists()
+    await run(PATCHER, patch_payload(repo, patch=APP_PATCH), ws.at(fence=11, task_id="t-2"))
+    kept = await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=12, task_id="t-1"))
+    assert kept is not None
+    assert (repo / "added.txt").read_text() == "brand new\n"
+    assert (repo / "notes.txt").read_text() == "first\nsecond\n"
+    assert git(repo, "status", "--porcelain") == ""
+
+
 async def test_git_patch_works_on_a_bare_repository(ws: Workspace, repo: Path) -> None:
     bare = ws.allowed / "bare.git"
     git(ws.allowed, "clone", "-q", "--bare", str(repo), str(bare))

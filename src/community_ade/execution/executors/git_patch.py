@@ -389,30 +389,29 @@ class GitPatchExecutor:
         parent, its ``ADE-Task`` trailer this task's; an earlier attempt from the same
         commit was rolled back, so it is not on the branch), when the branch has moved
         past it: an interrupted apply that others committed on top of (their locks were
-        free once its worker's lease ran out, before its message was reclaimed)."""
+        free once its worker's lease ran out, before its message was reclaimed). If an
+        interrupted rollback had reverted its files in the checkout, they are put back
+        (``restore_checkout``)."""
         spec = _spec(payload)
         taken = GitSnapshot.from_snapshot(snapshot)
         with tempfile.TemporaryDirectory(prefix="ade-git-landed-") as scratch:
             git = Git.locate(context.plan_context, taken.repo, Path(scratch))
-            tip = await _Applier(git, taken, context).tip()
-            if not tip or tip == taken.commit:
+            applier = _Applier(git, taken, context)
+            tip = await applier.tip()
+            commit = await applier.built_upon(tip) if tip and tip != taken.commit else None
+            if commit is None:
                 return None
-            listed = await git.run(
-                "rev-list", "--ancestry-path", "--parents", f"{taken.commit}..{tip}"
+            await fencing.fenced_call(
+                [await applier.record()],
+                context.fence,
+                lambda: applier.restore_checkout(commit, tip),
+                target=taken.ref,
             )
-            trailer = f"\nADE-Task: {context.task_id}\n"
-            for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
-                commit, *parents = line.split()
-                if commit == tip or parents[:1] != [taken.commit]:
-                    continue
-                body = await git.run("log", "-1", "--format=%B", commit)
-                if trailer in body.stdout:
-                    return ApplyResult(
-                        summary=f"committed {commit[:12]} on {spec.branch} in {taken.repo} "
-                        f"(an interrupted apply, found built upon at {tip[:12]})",
-                        details={"commit": commit, "parent": taken.commit, "branch": spec.branch},
-                    )
-        return None
+        return ApplyResult(
+            summary=f"committed {commit[:12]} on {spec.branch} in {taken.repo} "
+            f"(an interrupted apply, found built upon at {tip[:12]})",
+            details={"commit": commit, "parent": taken.commit, "branch": spec.branch},
+        )
 
 
 if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
@@ -603,6 +602,39 @@ class _Applier:
                 return "rollback_failed"
         reset = await self.git.run("update-ref", "-m", self.reason(), self.taken.ref, old, current)
         return "rolled_back" if reset.returncode == 0 else "rollback_failed"
+
+    async def built_upon(self, tip: str) -> str | None:
+        """This task's commit on the snapshot's commit, if ``tip`` descends from it."""
+        listed = await self.git.run(
+            "rev-list", "--ancestry-path", "--parents", f"{self.taken.commit}..{tip}"
+        )
+        for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+            commit, *parents = line.split()
+            if (
+                commit != tip
+                and parents[:1] == [self.taken.commit]
+                and await self.made_here(commit)
+            ):
+                return commit
+        return None
+
+    async def restore_checkout(self, commit: str, tip: str) -> None:
+        """Under the fence: in the working tree that has the branch checked out, each
+        path ``commit`` changed that is still exactly as the snapshot's commit had it
+        (index and file: an interrupted rollback reverted the checkout before it could
+        move the branch, and the next apply left it so) is brought to ``tip``. Local
+        changes are left alone."""
+        worktree = await self.checkout_of_branch()
+        if worktree is None:
+            return
+        parent = self.taken.commit
+        changed = await worktree.must("diff", "--name-only", "-z", parent, commit)
+        for path in filter(None, changed.split("\0")):
+            staged = await worktree.run("diff", "--cached", "--quiet", parent, "--", path)
+            local = await worktree.run("diff", "--quiet", "--", path)
+            present = await worktree.run("cat-file", "-e", f"{tip}:{path}")
+            if staged.returncode == local.returncode == present.returncode == 0:
+                await worktree.must("checkout", tip, "--", path)
 
     async def made_here(self, commit: str) -> bool:
         parent = await self.git.run("rev-parse", "--verify", "--quiet", f"{commit}^1")
