@@ -545,6 +545,23 @@ async def test_git_patch_brings_back_a_checkout_an_interrupted_rollback_reverted
     assert git(repo, "status", "--porcelain") == ""
 
 
+async def test_git_patch_rollback_of_an_attempt_that_never_moved_a_moved_branch(
+    ws: Workspace, repo: Path
+) -> None:
+    """The attempt died before it moved the branch; others committed meanwhile. Nothing
+    of it is on the branch: nothing to roll back (and the task may be retried), not a
+    failed rollback."""
+    payload = patch_payload(repo, "feature")
+    plan = await PATCHER.plan(payload, ws.at(fence=10).plan_context)
+    snapshot = await PATCHER.snapshot(payload, plan, ws.at(fence=10))
+    git(repo, "checkout", "-q", "feature")
+    (repo / "notes.txt").write_text("human\n")
+    git(repo, "commit", "-q", "-am", "human work")
+    moved = git(repo, "rev-parse", "feature")
+    assert await PATCHER.rollback(payload, snapshot, ws.at(fence=11)) == "nothing_to_roll_back"
+    assert git(repo, "rev-parse", "feature") == moved
+
+
 async def test_git_patch_works_on_a_bare_repository(ws: Workspace, repo: Path) -> None:
     bare = ws.allowed / "bare.git"
     git(ws.allowed, "clone", "-q", "--bare", str(repo), str(bare))

@@ -391,8 +391,9 @@ class Worker:
             await self.service.retry(task.id, grant.fence, failure.message, outcome, 0.0)
             self.stats.retried += 1
             return await self.service.load_for_apply(task.id)
-        await self.service.fail(task.id, grant.fence, failure.message, outcome, {})
-        self.stats.failed += 1
+        if await self.service.fail(task.id, grant.fence, failure.message, outcome, {}):
+            self.stats.failed += 1
+            log.warning("task %s failed: %s; rollback: %s", task.id, failure.message, outcome)
         return None
 
     async def _apply(self, attempt: _Attempt, stash: Plan | None) -> float | _Changed | None:

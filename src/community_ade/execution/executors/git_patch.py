@@ -587,10 +587,16 @@ class _Applier:
 
     async def restore_branch(self) -> RollbackOutcome:
         """Under the fence: the branch back to the snapshot's commit, if it points at the
-        commit this task made (anything else was not ours to undo)."""
+        commit this task made; nothing to do if that commit is not on the branch at all
+        (anything else was not ours to undo)."""
         old, current = self.taken.commit, await self.tip()
         if current == old:
             return "rolled_back"
+        if current and not await self.made_here(current) and not await self.built_upon(current):
+            # The branch moved on (others were granted it once this attempt's lease ran
+            # out) without this task's commit: the attempt never moved it, nothing to undo.
+            log.warning("rollback: %s moved on without this task's commit", self.taken.ref)
+            return "nothing_to_roll_back"
         if not current or not await self.made_here(current):
             log.error("rollback: %s is at %s, not at this task's commit", self.taken.ref, current)
             return "rollback_failed"
