@@ -192,3 +192,18 @@ class Settings(BaseSettings):
                 f"ADE_LOCK_LEASE_SECONDS ({self.lock_lease_seconds})"
             )
         return self
+
+
+class ClientSettings(BaseSettings):
+    """What the SDK (``community_ade.client``) reads when it is not given arguments. The
+    README's configuration table lists these too."""
+
+    model_config = SettingsConfigDict(env_prefix="ADE_", extra="ignore", frozen=True)
+
+    url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of the server the SDK talks to (`ade serve`'s address).",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="The API token the SDK sends (`ade tokens create`)."
+    )
