@@ -179,6 +179,32 @@ class Settings(BaseSettings):
         "behind is disconnected (close code 4408).",
     )
 
+    # -- the audit log as a transparency log --
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key that signs the audit log's checkpoints, as base64 of "
+        "its 32-byte seed. Unset: generated once into <data dir>/audit-signing.key (mode "
+        "0600). Share it between servers; its public key is GET /.well-known/ade-audit-key.",
+    )
+    audit_origin: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="The checkpoints' origin line, naming this deployment's log (no spaces). "
+        "Default: community-ade/<the signing key's id in hex>.",
+    )
+    audit_checkpoint_entries: int = Field(
+        default=100,
+        ge=1,
+        description="A new checkpoint is signed once the log grew by this many entries …",
+    )
+    audit_checkpoint_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="… or this long after the last one, when the log grew at all.",
+    )
+
     @property
     def allowed_workspace_roots(self) -> tuple[Path, ...]:
         return tuple(self.workspace_roots) or (self.data_dir / "workspaces",)

@@ -31,11 +31,13 @@ from community_ade.api.routes import (
     metrics,
     task_types,
     tasks,
+    transparency,
     ws,
 )
 from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
+from community_ade.audit.checkpoints import checkpoint_forever, log_signer
 from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
@@ -118,8 +120,10 @@ def create_app(
         ):
             app.state.runtime = runtime
             app.state.events_hub = events_hub
+            app.state.audit_signer = log_signer(runtime.settings)
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
+            signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -129,7 +133,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, *extra))
+                await cancel_and_wait((sweeper, health_watch, signing, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -145,6 +149,7 @@ def create_app(
     for module in (tasks, task_types, claims, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
+    app.include_router(transparency.router, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
     # A route, not a mount: a mount answers /mcp with a redirect to /mcp/, which MCP

@@ -40,6 +40,7 @@ belongs to the caller, and its stale snapshot would read the same stale head aga
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +50,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
+from community_ade.audit import tree
 from community_ade.audit.chain import (
     GENESIS,
     HASHED_FIELDS,
@@ -56,7 +58,7 @@ from community_ade.audit.chain import (
     Anchor,
     ChainReport,
     ChainVerifier,
-    compute_hash,
+    canonical,
     iso_utc,
     normalise,
 )
@@ -189,10 +191,12 @@ async def _insert_after(
         "data": data,
         "prev_hash": GENESIS if head is None else head[1],
     }
-    fields["hash"] = compute_hash(fields)
+    entry = canonical(fields)
+    fields["hash"] = hashlib.sha256(entry).hexdigest()
     # A Core INSERT: the row is written once and never changed, so the ORM's unit of
     # work (identity map, flush bookkeeping) would only add cost to every transition.
     await session.execute(_INSERT, fields)
+    await tree.extend(session, (fields["seq"], fields["hash"]), entry, head)
     session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
     session.info[APPENDED] = True
     return AuditEvent(**fields)  # what was written (not attached to the session)

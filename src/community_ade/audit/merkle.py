@@ -19,11 +19,16 @@ what an auditor runs offline: it needs no storage at all.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 HASH_SIZE = 32
 Node = Callable[[int, int], bytes]
 """``node(level, index)``: the root of the complete perfect subtree at that place."""
+
+
+def lookup(nodes: Mapping[tuple[int, int], bytes]) -> Node:
+    """``node`` over a mapping of stored nodes (``KeyError`` for one that is missing)."""
+    return lambda level, index: nodes[(level, index)]
 
 
 def leaf_hash(entry: bytes) -> bytes:

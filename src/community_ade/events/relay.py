@@ -38,7 +38,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from community_ade.agents.watch import events_stream as agent_events_stream
 from community_ade.audit import log as audit
 from community_ade.errors import AdeError
 from community_ade.events.envelope import (
@@ -48,6 +47,7 @@ from community_ade.events.envelope import (
     from_stored_entry,
 )
 from community_ade.events.keys import EventKeys, stream_entries
+from community_ade.events.system import system_stream
 from community_ade.infra.aio import wait_event
 from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
@@ -59,7 +59,8 @@ from community_ade.storage.models import AuditEvent
 log = logging.getLogger(__name__)
 
 AUDIT_SOURCE = "audit"
-AGENT_SOURCE = "agent-health"
+# The source name predates audit checkpoints in that stream; kept so cursors carry over.
+SYSTEM_SOURCE = "agent-health"
 # A Redis source's entry (id, fields) as the events stream stores it.
 Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
@@ -131,7 +132,7 @@ class Relay:
         self.redis = redis_client
         self.sessions = db.read_sessions(sessions)
         self.keys = EventKeys.for_namespace(namespace)
-        self.agent_events = agent_events_stream(namespace)
+        self.system_events = system_stream(namespace)
         self.maxlen = maxlen
         self.batch = batch
         self._append: AsyncScript = register_lua(
@@ -170,13 +171,13 @@ class Relay:
 
     async def relay_streams(self) -> int:
         """Append what the Redis sources hold past each one's cursor: the lock events of
-        every lock domain, and the agents' health changes (``agents.watch``)."""
+        every lock domain, and the system events (agents' health, audit checkpoints)."""
         domains = sorted(str(d) for d in await self.redis.smembers(lock_keys.DOMAINS))
         sources: list[tuple[str, str, Convert]] = [
             (f"lock:{domain}", lock_keys.events(domain), functools.partial(from_lock_entry, domain))
             for domain in domains
         ]
-        sources.append((AGENT_SOURCE, self.agent_events, from_stored_entry))
+        sources.append((SYSTEM_SOURCE, self.system_events, from_stored_entry))
         names = [name for name, _, _ in sources]
         cursors: list[str | None] = await self.redis.hmget(self.keys.cursors, names)  # type: ignore[assignment]
         total = 0

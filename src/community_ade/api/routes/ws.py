@@ -53,6 +53,7 @@ TOPIC_PERMISSIONS = {
     "agent": Permission.AGENT_READ,
     "delegation": Permission.DELEGATION_READ,
     "policy": Permission.POLICY_READ,
+    "audit": Permission.AUDIT_READ,
 }
 
 
