@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from community_ade.audit import chain, merkle
+from community_ade.storage.models import AuditEvent
 
 revision = "0007"
 down_revision = "0006"
@@ -43,7 +44,8 @@ def _backfill(nodes: sa.Table) -> None:
     """The tree over the rows already logged, in seq order (leaf = the chain's canonical
     bytes of the row), batch by batch."""
     bind = op.get_bind()
-    log = sa.table("audit_log", *(sa.column(name) for name in chain.HASHED_FIELDS))
+    # The model's typed columns, so ts and data read back as the append hashed them.
+    log = AuditEvent.__table__
     known: dict[tuple[int, int], bytes] = {}
     size = 0
     last = 0
