@@ -12,7 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from community_ade.errors import ServiceUnavailable
 from community_ade.execution.dispatch import bind_queue
+from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.queue import TaskQueue
+from community_ade.execution.shell_profiles import StoredShellProfiles
+from community_ade.infra.data_dir import make_private
 from community_ade.infra.embedded_redis import EmbeddedRedis
 from community_ade.infra.redis_client import AnyRedis, open_redis
 from community_ade.locks import LockConfig, LockManager
@@ -41,6 +44,7 @@ class Runtime:
         """
         settings = settings or Settings()
         lock_config = LockConfig.from_settings(settings)
+        make_private(settings.data_dir)
         engine = db.create_engine(settings.database_url or db.default_url(settings.data_dir))
         try:
             await _prepare_schema(engine, automatic=settings.database_url is None)
@@ -71,6 +75,17 @@ class Runtime:
                 )
         finally:
             await engine.dispose()
+
+    def plan_context(self, session: AsyncSession | None = None) -> PlanContext:
+        """What executors plan and apply under: the settings' roots and limits, and the
+        stored shell profiles, read in ``session`` when given (inside a transaction),
+        else each in a short session of its own."""
+        profiles = (
+            StoredShellProfiles.of(db.read_sessions(self.sessions))
+            if session is None
+            else StoredShellProfiles.in_session(session)
+        )
+        return PlanContext.from_settings(self.settings, shell_profiles=profiles)
 
 
 async def _prepare_schema(engine: AsyncEngine, *, automatic: bool) -> None:

@@ -9,9 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import _server_url, delete_domain_keys, run_ade
-
-from community_ade.infra.redis_client import open_redis
+from conftest import _server_url, forget_domain, run_ade
 
 
 async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: str) -> None:
@@ -76,8 +74,4 @@ async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: s
         assert no_token.returncode == 1
         assert "set ADE_AGENT_TOKEN" in no_token.stderr
     finally:
-        client = await open_redis(redis_url)
-        try:
-            await delete_domain_keys(client, domain)
-        finally:
-            await client.aclose()
+        await forget_domain(redis_url, domain)

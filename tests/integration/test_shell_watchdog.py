@@ -1,6 +1,6 @@
 """A shell command dies with the worker that runs it (executors/watchdog.py).
 
-Real processes: a small "worker" runs ``run_command`` and is SIGKILLed mid-command; the
+Real processes: a small "worker" runs ``commands.run_command`` and is SIGKILLed mid-command; the
 command's process group (its leader and a background child) must be gone shortly after.
 The commands wait 0.2 s before recording their pids: the few event-loop steps between a
 command's start and its registration with the watchdog are a documented blind spot.
@@ -22,7 +22,7 @@ import pytest
 _WORKER = """
 import asyncio, sys
 from pathlib import Path
-from community_ade.execution.executors.shell import run_command, command_environment
+from community_ade.execution.executors.commands import run_command, command_environment
 script = sys.argv[1]
 asyncio.run(run_command(["/bin/sh", "-c", script], cwd=Path.cwd(), timeout=300,
                         env=command_environment({})))
@@ -109,7 +109,7 @@ def test_a_killed_watchdog_is_replaced_and_still_protects(tmp_path: Path) -> Non
     script = (
         "import asyncio, os, signal, sys\n"
         "from pathlib import Path\n"
-        "from community_ade.execution.executors.shell import run_command, command_environment\n"
+        "from community_ade.execution.executors.commands import run_command, command_environment\n"
         "from community_ade.execution.executors.watchdog import WATCHDOG\n"
         "async def main():\n"
         "    env = command_environment({})\n"

@@ -29,6 +29,8 @@ from community_ade.api.routes import (
     leases,
     locks,
     metrics,
+    secrets,
+    shell_profiles,
     task_types,
     tasks,
     transparency,
@@ -41,7 +43,6 @@ from community_ade.audit.checkpoints import checkpoint_forever, log_signer
 from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
-from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
     """Expire what is overdue, in one transaction."""
     async with runtime.sessions.begin() as session:
-        plan_context = PlanContext.from_settings(runtime.settings)
+        plan_context = runtime.plan_context(session)
         governance = Governance(session, TaskService(session, plan_context=plan_context))
         return await governance.sweep_expired()
 
@@ -146,7 +147,8 @@ def create_app(
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
     app.include_router(health.router)
-    for module in (tasks, task_types, claims, approvals, governance, audit, agents, leases):
+    modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
+    for module in (*modules, shell_profiles, secrets):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)

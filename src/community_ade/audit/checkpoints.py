@@ -32,7 +32,7 @@ from community_ade.audit.tree import Tree, fetch
 from community_ade.errors import AdeError, InvalidInput, NotFound
 from community_ade.events.system import publish
 from community_ade.infra.aio import stop_if_cancelled
-from community_ade.infra.keyfiles import read_or_create
+from community_ade.infra.keyfile import read_or_create
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.storage.models import AuditCheckpoint, AuditEvent, utcnow

@@ -18,13 +18,19 @@ import httpx
 import typer
 from rich.box import SIMPLE
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.agents.config import AgentConfig, Parameters
 from community_ade.agents.service import AgentChanges, AgentService, config_of
 from community_ade.auth import service as auth
-from community_ade.auth.principal import Principal
-from community_ade.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, console, err_console, run
+from community_ade.cli.common import (
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    OPERATOR,
+    acting_principal,
+    console,
+    err_console,
+    run,
+)
 from community_ade.runtime import Runtime
 
 app = typer.Typer(help="Manage agents: configuration, versions, health.", no_args_is_help=True)
@@ -34,16 +40,6 @@ ActingUser = Annotated[
 ]
 Tags = Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeat for more).")]
 Tools = Annotated[list[str] | None, typer.Option("--tool", help="A tool id (repeat for more).")]
-
-
-async def _principal(session: AsyncSession, username: str) -> Principal:
-    return await auth.human_principal(session, await auth.get_user_by_name(session, username))
-
-
-# Reading needs no particular user: the operator of the machine reads as a viewer.
-OPERATOR = Principal(
-    id=uuid.UUID(int=0), kind="human", name="operator", role="viewer", groups=frozenset()
-)
 
 
 def _params(
@@ -143,7 +139,7 @@ def create(
     async def action(rt: Runtime) -> uuid.UUID:
         async with rt.sessions.begin() as session:
             agent = await AgentService.of(rt, session).create(
-                await _principal(session, acting), config
+                await acting_principal(session, acting), config
             )
             return agent.id
 
@@ -180,7 +176,7 @@ def set_fields(
     async def action(rt: Runtime) -> int:
         async with rt.sessions.begin() as session:
             agent = await auth.get_agent_by_name(session, name)
-            principal = await _principal(session, acting)
+            principal = await acting_principal(session, acting)
             saved = await AgentService.of(rt, session).update(
                 principal, agent.id, changes, comment=comment
             )
@@ -221,7 +217,7 @@ def revert(
     async def action(rt: Runtime) -> int:
         async with rt.sessions.begin() as session:
             agent = await auth.get_agent_by_name(session, name)
-            principal = await _principal(session, acting)
+            principal = await acting_principal(session, acting)
             saved = await AgentService.of(rt, session).revert(principal, agent.id, version)
             return saved.config_version
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from community_ade.auth import service as auth
+from community_ade.auth.principal import Principal
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
@@ -26,6 +30,16 @@ err_console = Console(stderr=True, emoji=False)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+
+# Reading needs no particular user: the operator of the machine reads as a viewer.
+OPERATOR = Principal(
+    id=uuid.UUID(int=0), kind="human", name="operator", role="viewer", groups=frozenset()
+)
+
+
+async def acting_principal(session: AsyncSession, username: str) -> Principal:
+    """The user named with ``--as``: a change is checked and audited as theirs."""
+    return await auth.human_principal(session, await auth.get_user_by_name(session, username))
 
 
 def load_settings() -> Settings:

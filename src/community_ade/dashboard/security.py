@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 
-from community_ade.infra.keyfiles import read_or_create
+from community_ade.infra.keyfile import read_or_create
 from community_ade.settings import Settings
 
 SECRET_FILE = "secret.key"

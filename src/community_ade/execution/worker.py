@@ -48,7 +48,6 @@ from community_ade.execution.executors.base import (
     ApplyFailed,
     ApplyingExecutor,
     Plan,
-    PlanContext,
     Snapshot,
 )
 from community_ade.execution.queue import Message, TaskQueue
@@ -57,6 +56,7 @@ from community_ade.execution.service import ExecutionService
 from community_ade.infra.aio import wait_event
 from community_ade.locks.manager import Grant
 from community_ade.runtime import Runtime
+from community_ade.secrets.store import SecretVault
 from community_ade.storage.models import Task
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.worker_id = worker_id or new_worker_id()
-        plan_context = PlanContext.from_settings(settings)
+        plan_context = runtime.plan_context()
         self.plan_context = plan_context
+        self.secrets = SecretVault(runtime.sessions, settings)
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
         )
@@ -317,7 +318,7 @@ class Worker:
     async def _handle_loaded(
         self, task: Task, stash: Plan | None, executor: Any, grant: Grant
     ) -> float | _Changed | None:
-        context = ApplyContext(self.plan_context, str(task.id), grant.fence)
+        context = ApplyContext(self.plan_context, str(task.id), grant.fence, self.secrets)
         if not isinstance(executor, ApplyingExecutor):
             if task.state == TaskState.APPROVED:
                 return await self._refuse(

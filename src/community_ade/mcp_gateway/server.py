@@ -47,7 +47,6 @@ from community_ade.execution.executors import (
     load_executors,
     payload_schema_of,
 )
-from community_ade.execution.executors.base import PlanContext
 from community_ade.mcp_gateway import reads
 from community_ade.mcp_gateway.tools import MAX_WAIT_SECONDS, ToolSpec, tools_for
 from community_ade.runtime import Runtime
@@ -109,7 +108,7 @@ class Gateway:
         self.runtime = runtime
         self.token = token  # stdio: the one caller; HTTP: each request's Bearer token
         self.hub = hub
-        self.plan_context = PlanContext.from_settings(runtime.settings)
+        self.plan_context = runtime.plan_context()  # reads: roots and limits only
         self.leases = LeaseStore(runtime.redis)
         self._lease_of: dict[uuid.UUID, Lease] = {}
         self.server: Server[Any] = Server(
@@ -165,6 +164,9 @@ class Gateway:
             with contextlib.suppress(AdeError):
                 await self.leases.close(lease)
         self._lease_of.clear()
+
+    def _tasks(self, session: AsyncSession) -> TaskService:
+        return TaskService(session, plan_context=self.runtime.plan_context(session))
 
     def _tools(self, agent: Agent) -> dict[str, ToolSpec]:
         executors = load_executors()
@@ -243,7 +245,7 @@ class Gateway:
             task = await self._task(session, principal, arguments)
             return _answer(await self._status(session, task))
         if spec.name == "cancel_task":
-            tasks = TaskService(session, plan_context=self.plan_context)
+            tasks = self._tasks(session)
             task = await self._task(session, principal, arguments)
             reason = str(arguments.get("reason", ""))[:1000] or "cancelled by the agent"
             task = await tasks.cancel(principal, task.id, reason)
@@ -271,7 +273,7 @@ class Gateway:
                 for e in exc.errors()
             ]
             raise InvalidInput(f"invalid arguments for {task_type}", errors=errors) from None
-        tasks = TaskService(session, plan_context=self.plan_context)
+        tasks = self._tasks(session)
         draft = TaskDraft(
             type=body.type,
             title=body.title,
@@ -308,7 +310,7 @@ class Gateway:
                 "task_id must be a task's id (a UUID)",
                 errors=[{"path": "task_id", "message": "not a UUID"}],
             ) from None
-        task = await TaskService(session, plan_context=self.plan_context).get(principal, task_id)
+        task = await self._tasks(session).get(principal, task_id)
         if task.agent_id != principal.id:
             raise NotFound(f"no task {task_id} of yours")
         return task
@@ -448,7 +450,7 @@ class Gateway:
             raise MCPError(INVALID_PARAMS, f"no resource {params.uri}")
         async with self.runtime.sessions.begin() as session:
             principal, _ = await self._caller(ctx, session)
-            governance = Governance(session, TaskService(session, plan_context=self.plan_context))
+            governance = Governance(session, self._tasks(session))
             version, document = await governance.current_policy(principal)
         text = json.dumps(
             {"version": version, "document": document.model_dump(mode="json")}, indent=1

@@ -1,7 +1,7 @@
 """Process groups that must not outlive the process that started them.
 
 A shell command runs in a process group of its own, so that a timeout or a cancellation
-kills all of it (``shell.run_command``). If the worker itself dies — SIGKILL, the OOM
+kills all of it (``commands.run_command``). If the worker itself dies — SIGKILL, the OOM
 killer, its container stopped — nothing would: the command would go on changing its
 target while another worker, having taken the task over, rolls it back and applies it
 again.

@@ -1,7 +1,7 @@
 """The audit log as a transparency log: Merkle tree nodes and signed checkpoints
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 from community_ade.audit import chain, merkle
 from community_ade.storage.models import AuditEvent
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
