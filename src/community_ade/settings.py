@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         '["https://hooks.example.com/deploy/"]. Scheme, host and port must match exactly and '
         "the path at a segment boundary. Default: empty, no URL is allowed.",
     )
+    startup_wait_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long `ade serve` and `ade worker` wait at start-up for Redis and "
+        "the database to answer (and for the schema to be migrated) before giving up.",
+    )
     # -- shell: who runs commands, and the sandbox of previews --
     shell_user: str | None = Field(
         default=None,
@@ -199,7 +205,8 @@ class Settings(BaseSettings):
     worker_reconcile_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="How often a worker queues approved tasks missing from the queue.",
+        description="How often a worker queues approved (and applying) tasks missing from "
+        "the queue, e.g. after Redis lost its data.",
     )
     worker_lock_wait_seconds: float = Field(
         default=300.0,

@@ -22,16 +22,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from community_ade.agents.health import Health
 from community_ade.agents.leases import redis_call
 from community_ade.agents.service import AgentService
-from community_ade.errors import AdeError
 from community_ade.events.system import publish
-from community_ade.infra.aio import stop_if_cancelled
+from community_ade.infra.aio import Incident, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Agent
 
@@ -96,12 +93,13 @@ async def publish_changes(runtime: Runtime) -> list[HealthChange]:
     return changes
 
 
-async def _pass(runtime: Runtime) -> None:
+async def _pass(runtime: Runtime, incident: Incident) -> None:
     try:
         changes = await publish_changes(runtime)
-    except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
-        log.warning("agent health pass failed: %s", exc)
+    except Exception as exc:  # the next pass retries; the interval is the backoff
+        incident.failed(exc)
         return
+    incident.cleared()
     for change in changes:
         log.info(
             "agent %s is %s (was %s)",
@@ -113,7 +111,8 @@ async def _pass(runtime: Runtime) -> None:
 
 async def watch_health(runtime: Runtime) -> None:
     """Publish health changes every ``ADE_AGENT_HEALTH_INTERVAL_SECONDS`` until cancelled."""
+    incident = Incident("agent health pass", log)
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.agent_health_interval_seconds)
-        await _pass(runtime)
+        await _pass(runtime, incident)

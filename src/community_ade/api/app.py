@@ -40,11 +40,10 @@ from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
 from community_ade.audit.checkpoints import checkpoint_forever, log_signer
-from community_ade.errors import AdeError
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
 from community_ade.execution.worker import Worker
-from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
+from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -80,6 +79,7 @@ async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
 async def sweep_forever(runtime: Runtime) -> None:
     """The periodic expiry of review and approval deadlines (architecture §3), and of stored
     Idempotency-Key answers past their time to live."""
+    incident = Incident("expiry sweep", log)
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
@@ -87,9 +87,10 @@ async def sweep_forever(runtime: Runtime) -> None:
             expired = await sweep_once(runtime)
             lapsed = await settle_lapsed_claims(runtime)
             forgotten = await forget_expired(runtime.sessions, runtime.settings)
-        except AdeError as exc:  # e.g. the database is briefly unreachable: try again later
-            log.warning("sweep failed: %s", exc.message)
+        except Exception as exc:  # e.g. a database connection closed: the next sweep retries
+            incident.failed(exc)
             continue
+        incident.cleared()
         if expired:
             log.info("expired %d overdue task(s)", len(expired))
         if lapsed:
@@ -114,8 +115,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings or Settings()
         async with (
-            Runtime.open(settings) as runtime,
+            Runtime.open(config, wait=config.startup_wait_seconds) as runtime,
             live_events(runtime) as events_hub,
             mcp.serving(runtime, events_hub),
         ):

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from community_ade.errors import AdeError
@@ -86,13 +87,17 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        if not transient(exc):
+            return await unexpected(request, exc)
+        log.warning("dependency unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem(
             503,
             "service_unavailable",
-            "the database is busy or unreachable; retry in a moment",
+            "the database or Redis is busy or unreachable; retry in a moment",
             headers={"Retry-After": "1"},
         )
 
@@ -100,6 +105,18 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def transient(exc: BaseException) -> bool:
+    """A dependency's error that retrying can cure: Redis unreachable, the database
+    unreachable or busy, a connection closed under the request (killed, the server
+    restarted; SQLAlchemy replaces the pool's connections), or asyncpg's "another
+    operation is in progress" on a connection a cancelled request left mid-statement."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    )
 
 
 def _json_safe(value: Any) -> bool:

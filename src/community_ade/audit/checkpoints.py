@@ -31,7 +31,7 @@ from community_ade.audit.chain import HASHED_FIELDS, canonical, normalise
 from community_ade.audit.tree import Tree, fetch
 from community_ade.errors import AdeError, InvalidInput, NotFound
 from community_ade.events.system import publish
-from community_ade.infra.aio import stop_if_cancelled
+from community_ade.infra.aio import Incident, stop_if_cancelled
 from community_ade.infra.keyfile import read_or_create
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
@@ -217,19 +217,19 @@ async def checkpoint_once(runtime: Runtime, signer: notes.Signer) -> Signed | No
 
 
 async def checkpoint_forever(runtime: Runtime) -> None:
-    """``checkpoint_once`` every few seconds until cancelled; errors are logged."""
+    """``checkpoint_once`` every few seconds until cancelled; a failing pass (the
+    database or Redis briefly away) is logged once per incident and retried."""
     signer = log_signer(runtime.settings)
     period = min(5.0, runtime.settings.audit_checkpoint_seconds)
-    failing = False
+    incident = Incident("audit checkpoints", log)
     while True:
         stop_if_cancelled()
         try:
             await checkpoint_once(runtime, signer)
-            failing = False
-        except Exception as exc:  # the database or Redis briefly away: next round
-            if not failing:
-                log.warning("audit checkpoint failed: %s", exc)
-            failing = True
+        except Exception as exc:
+            await asyncio.sleep(max(period, incident.failed(exc)))
+            continue
+        incident.cleared()
         await asyncio.sleep(period)
 
 

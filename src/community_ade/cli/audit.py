@@ -14,8 +14,8 @@ from community_ade.audit import Anchor, ChainReport
 from community_ade.audit import log as audit_log
 from community_ade.audit.checkpoints import log_signer, verify_tree
 from community_ade.cli import audit_proofs
-from community_ade.cli.common import EXIT_FAILED, console, run
-from community_ade.runtime import Runtime
+from community_ade.cli.common import EXIT_FAILED, console, run_database
+from community_ade.runtime import Database
 from community_ade.storage.models import AuditEvent
 
 app = typer.Typer(help="Verify and read the tamper-evident audit log.", no_args_is_help=True)
@@ -54,13 +54,13 @@ def verify(
     tree against the newest signed checkpoint (exit 1 if either is broken)."""
     expected = _anchor(anchor)
 
-    async def action(runtime: Runtime) -> tuple[ChainReport, str | None]:
+    async def action(runtime: Database) -> tuple[ChainReport, str | None]:
         verifier = log_signer(runtime.settings).verifier
         async with runtime.sessions() as session:
             report = await audit_log.verify_log(session, batch=batch, anchor=expected)
             return report, await verify_tree(session, verifier)
 
-    report, tree_problem = run(action)
+    report, tree_problem = run_database(action)
     if not report.ok:
         _say(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem}", "red")
         raise typer.Exit(EXIT_FAILED)
@@ -112,7 +112,7 @@ def list_(
 ) -> None:
     """Show audit events, newest first."""
 
-    async def action(runtime: Runtime) -> list[AuditEvent]:
+    async def action(runtime: Database) -> list[AuditEvent]:
         async with runtime.sessions() as session:
             return await audit_log.list_events(
                 session,
@@ -123,7 +123,7 @@ def list_(
                 before_seq=before,
             )
 
-    events = run(action)
+    events = run_database(action)
     if as_json:
         typer.echo(json.dumps([audit_log.envelope(e) for e in events], ensure_ascii=False))
         return

@@ -20,9 +20,9 @@ from community_ade.cli.common import (
     console,
     err_console,
     load_settings,
-    run,
+    run_database,
 )
-from community_ade.runtime import Runtime
+from community_ade.runtime import Database
 
 WITNESS_KEY = "witness.key"
 PINNED_KEY = "log.vkey"
@@ -56,12 +56,12 @@ def key() -> None:
 def checkpoint() -> None:
     """Sign a checkpoint of the audit log now and print it."""
 
-    async def action(runtime: Runtime) -> checkpoints.Signed:
-        signer = checkpoints.log_signer(runtime.settings)
-        async with runtime.sessions.begin() as session:
+    async def action(database: Database) -> checkpoints.Signed:
+        signer = checkpoints.log_signer(database.settings)
+        async with database.sessions.begin() as session:
             return await checkpoints.make(session, signer)
 
-    _say(run(action).note.rstrip("\n"))
+    _say(run_database(action).note.rstrip("\n"))
 
 
 def verify_receipt(

@@ -127,8 +127,8 @@ async def run_command(
     on timeout or cancellation the whole group is killed (a ``sh -c`` and everything it
     started) before this returns or raises.
 
-    The group is also killed if this process dies while the command runs
-    (``watchdog``).
+    The group is also killed if this process dies while the command runs, and, under a
+    lease (``watchdog.bound_to_lease``), once the lease runs out unrenewed (``watchdog``).
 
     Raises:
         OSError: the program could not be started (not found, not executable, the
@@ -148,7 +148,7 @@ async def run_command(
         group=run_as.gid if switch and run_as else None,
         extra_groups=[] if switch else None,
     )
-    WATCHDOG.watch(process.pid)
+    supervision = WATCHDOG.supervise(process.pid)
     chunks = bytearray()
     try:
         async with asyncio.timeout(timeout):
@@ -165,7 +165,7 @@ async def run_command(
     finally:
         if process.returncode is None:  # cancelled
             await fencing.finish(_kill_group(process))
-        WATCHDOG.unwatch(process.pid)
+        supervision.end()
     return Run(process.returncode, bounded(bytes(chunks)))
 
 
