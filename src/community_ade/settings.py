@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     lock_events_maxlen: int = Field(
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the server reads, in bytes (smaller limits apply "
+        "to the login form and the lock and lease routes); a larger one is refused with 413 "
+        "before anything reads it. The default fits a files.write task at its 10 MB content "
+        "limit with room for JSON escaping.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
     # -- agents: leases and health --
     agent_lease_seconds: float = Field(

@@ -15,6 +15,7 @@ from community_ade import __version__, dashboard
 from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
+from community_ade.api.body_limit import BodyLimitMiddleware
 from community_ade.api.idempotency import forget_expired
 from community_ade.api.middleware import RejectNulMiddleware
 from community_ade.api.routes import (
@@ -100,10 +101,11 @@ def create_app(
     """Build the app; the Runtime opens when it starts serving and closes when it stops.
     ``run_worker``: also apply approved tasks in this process (``ade serve``'s default);
     ``jobs``: more background work, started with the Runtime and cancelled at shutdown."""
+    app_settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime.open(settings) as runtime, live_events(runtime) as events_hub:
+        async with Runtime.open(app_settings) as runtime, live_events(runtime) as events_hub:
             app.state.runtime = runtime
             app.state.events_hub = events_hub
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
@@ -128,6 +130,8 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
+    # Added last, so it runs first: every other layer reads the body through its limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     for module in (tasks, approvals, governance, audit, agents, leases):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)

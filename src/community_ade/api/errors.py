@@ -47,6 +47,7 @@ TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     422: "Unprocessable content",
     500: "Internal server error",
     503: "Service unavailable",
@@ -59,6 +60,26 @@ def problem(
     body = {"type": code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+class PayloadTooLarge(StarletteHTTPException):
+    """Raised from a request's ``receive`` once its body passes the limit
+    (``api/body_limit.py``). An ``HTTPException``, so FastAPI's body parsing passes it
+    on unchanged instead of turning it into a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds this route's limit of {limit} bytes")
+        self.limit = limit
+
+
+def payload_too_large(limit: int) -> JSONResponse:
+    """413 ``payload_too_large``."""
+    return problem(
+        413,
+        "payload_too_large",
+        f"the request body exceeds this route's limit of {limit} bytes",
+        limit=limit,
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -78,6 +99,10 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return problem(422, "validation_failed", "the request is not valid", errors=errors)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return payload_too_large(exc.limit)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
