@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from community_ade.errors import AdeError
+from community_ade.errors import AdeError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "lock_lost": 409,
     "fence_rejected": 409,
     "service_unavailable": 503,
+    "rate_limited": 429,
 }
 
 TITLES: dict[int, str] = {
@@ -49,6 +50,7 @@ TITLES: dict[int, str] = {
     409: "Conflict",
     413: "Content too large",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -88,7 +90,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AdeError)
     async def domain_error(request: Request, exc: AdeError) -> JSONResponse:
         status = STATUS_BY_CODE.get(exc.code, 400)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = _headers_for(exc, status)
         details = {k: v for k, v in exc.details.items() if _json_safe(v)}
         return problem(status, exc.code, exc.message, headers=headers, **details)
 
@@ -123,6 +125,14 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _headers_for(exc: AdeError, status: int) -> dict[str, str] | None:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
 
 
 def _json_safe(value: Any) -> bool:
