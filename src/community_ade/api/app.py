@@ -55,7 +55,9 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         404: "No such object (`not_found`).",
         409: "Conflicts with the current state (`invalid_transition`, `stale_preview`, "
         "`already_decided`, `conflict`).",
+        413: "The request body is larger than the route's limit (`payload_too_large`).",
         422: "The request is not valid (`validation_failed`).",
+        429: "Too many calls, e.g. of /audit/verify (`rate_limited`); see `Retry-After`.",
         503: "Redis or the database is unreachable (`service_unavailable`).",
     }.items()
 }

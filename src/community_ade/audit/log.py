@@ -211,8 +211,9 @@ async def verify_log(
 
     A row the database cannot even decode (on SQLite anything can be written into a
     column) is reported as the break, at its seq, instead of raising. All batches run in
-    the caller's transaction, so they see one snapshot (on SQLite, under
-    ``BEGIN IMMEDIATE``, that also means writers wait until the caller ends it).
+    the caller's transaction: give it a session of ``db.snapshot_sessions`` so they see
+    one snapshot without holding up writers (a SQLite session of the ordinary kind holds
+    the write lock from ``BEGIN IMMEDIATE`` until it ends).
     """
     if batch < 1:
         raise InvalidInput("batch must be at least 1")

@@ -14,6 +14,7 @@ from community_ade.audit import Anchor, ChainReport
 from community_ade.audit import log as audit_log
 from community_ade.cli.common import EXIT_FAILED, console, run
 from community_ade.runtime import Runtime
+from community_ade.storage import db
 from community_ade.storage.models import AuditEvent
 
 app = typer.Typer(help="Verify and read the tamper-evident audit log.", no_args_is_help=True)
@@ -52,7 +53,7 @@ def verify(
     expected = _anchor(anchor)
 
     async def action(runtime: Runtime) -> ChainReport:
-        async with runtime.sessions() as session:
+        async with db.snapshot_sessions(runtime.sessions)() as session:
             return await audit_log.verify_log(session, batch=batch, anchor=expected)
 
     report = run(action)
