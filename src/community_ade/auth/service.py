@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -458,6 +458,29 @@ async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal 
         groups=frozenset(),
         owner_id=owner.id,
     )
+
+
+async def live_token_hashes(
+    session: AsyncSession, token_hashes: Sequence[str], *, now: datetime
+) -> set[str]:
+    """Which of these token hashes still authenticate: not revoked, not expired, and the
+    owner (an agent's owner for an agent token) not disabled. One query, for re-checking
+    the tokens long-lived connections were opened with."""
+    if not token_hashes:
+        return set()
+    owner_id = func.coalesce(ApiToken.user_id, Agent.owner_id)
+    query = (
+        select(ApiToken.token_hash)
+        .outerjoin(Agent, Agent.id == ApiToken.agent_id)
+        .join(User, User.id == owner_id)
+        .where(
+            ApiToken.token_hash.in_(token_hashes),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            User.disabled_at.is_(None),
+        )
+    )
+    return set((await session.scalars(query)).all())
 
 
 async def revoke_token(
