@@ -4,13 +4,17 @@ what a client may send over it is bounded (size 1009, rate and sockets 4429)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from conftest import run_ade
 from livesrv import Live, StartLive, closed_with, recv
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,7 +26,11 @@ from community_ade.storage.models import ApiToken, utcnow
 
 pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
 
+# The periodic re-check, which alone sees expiry and other processes' revocations.
 RECHECK = {"ws_auth_recheck_seconds": 0.3}
+# Far beyond the test's patience: only the wake-up after a revoking commit in this process
+# (the live server runs in the test's process) can close the socket in time.
+EVENT_ONLY = {"ws_auth_recheck_seconds": 60}
 PASSWORD = "a long enough passphrase"
 
 
@@ -42,7 +50,7 @@ async def still_open(ws: ClientConnection) -> None:
 
 
 async def test_revoking_the_token_closes_its_socket_only(start_live: StartLive) -> None:
-    live = await start_live(ws_ping_seconds=1.0, **RECHECK)
+    live = await start_live(ws_ping_seconds=1.0, **EVENT_ONLY)
     doomed = await new_token(live, "vic")
     bearer = {"Authorization": f"Bearer {doomed}"}
     async with (
@@ -63,6 +71,30 @@ async def test_revoking_the_token_closes_its_socket_only(start_live: StartLive) 
         await still_open(other)  # the same user's other token goes on
 
 
+async def test_a_revocation_by_another_process_is_seen_by_the_periodic_check(
+    start_live: StartLive, tmp_path: Path
+) -> None:
+    live = await start_live(**RECHECK)
+    doomed = await new_token(live, "vic")
+    async with connect(live.ws(token=doomed)) as ws:
+        assert (await recv(ws))["kind"] == "hello"
+        async with live.runtime.sessions.begin() as session:
+            row = await session.scalar(
+                select(ApiToken).where(ApiToken.token_hash == tokens.hash_token(doomed))
+            )
+            assert row is not None
+        settings = live.server.settings
+        env = {
+            **os.environ,
+            "ADE_DATA_DIR": str(tmp_path),
+            "ADE_DATABASE_URL": str(settings.database_url),
+            "ADE_REDIS_URL": str(settings.redis_url),
+        }
+        revoked = await asyncio.to_thread(run_ade, env, "tokens", "revoke", str(row.id))
+        assert revoked.returncode == 0, revoked.stderr
+        assert (await closed_with(ws))[0] == 4401  # the same user's other token goes on
+
+
 async def test_an_expiring_token_closes_its_socket(start_live: StartLive) -> None:
     live = await start_live(**RECHECK)
     short = await new_token(live, "vic", expires_in=1.5)
@@ -72,7 +104,7 @@ async def test_an_expiring_token_closes_its_socket(start_live: StartLive) -> Non
 
 
 async def test_disabling_the_user_closes_every_socket_of_theirs(start_live: StartLive) -> None:
-    live = await start_live(**RECHECK)
+    live = await start_live(**EVENT_ONLY)
     second = await new_token(live, "alice")
     async with (
         connect(live.ws(), additional_headers=live.as_("alice")) as first_ws,
@@ -87,7 +119,7 @@ async def test_disabling_the_user_closes_every_socket_of_theirs(start_live: Star
 
 
 async def test_a_dashboard_logout_closes_the_dashboards_socket(start_live: StartLive) -> None:
-    live = await start_live(**RECHECK)
+    live = await start_live(**EVENT_ONLY)
     async with live.runtime.sessions.begin() as session:
         await auth.set_password(session, uuid.UUID(live.ids["bob"]), PASSWORD)
     async with httpx.AsyncClient(base_url=live.server.url) as browser:

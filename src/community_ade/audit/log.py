@@ -61,6 +61,7 @@ from community_ade.audit.chain import (
     normalise,
 )
 from community_ade.errors import Conflict, InvalidInput, ServiceUnavailable
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.models import AuditEvent, utcnow
 
 # The first 8 bytes of sha256(b"community_ade.audit_log") as a signed bigint: one key
@@ -80,9 +81,9 @@ _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).
 _INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
-APPENDED = "ade.audit_appended"
-"""``session.info`` key set once the session's transaction has appended an event (the
-events relay wakes after such a commit); whoever reads it clears it."""
+APPENDED = CommitSignal("ade.audit_appended")
+"""Set once the session's transaction has appended an event: the events relay of this
+process wakes after such a commit."""
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -194,7 +195,7 @@ async def _insert_after(
     # work (identity map, flush bookkeeping) would only add cost to every transition.
     await session.execute(_INSERT, fields)
     session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
-    session.info[APPENDED] = True
+    APPENDED.mark(session)
     return AuditEvent(**fields)  # what was written (not attached to the session)
 
 

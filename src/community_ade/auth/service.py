@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from community_ade.auth import passwords, tokens
 from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.models import Agent, ApiToken, Group, GroupMember, User, utcnow
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ DISPLAY_NAME_MAX = 200
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 INVALID_LOGIN = "invalid username or password"
+
+ACCESS_REVOKED = CommitSignal("ade.access_revoked")
+"""Marks a transaction that revoked a token or disabled a user: after its commit, this
+process re-checks the tokens of its open WebSockets at once (``events.access``)."""
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -136,6 +141,7 @@ async def disable_user(
     if user.disabled_at is None:
         user.disabled_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return user
 
 
@@ -493,6 +499,7 @@ async def revoke_token(
     if token.revoked_at is None:
         token.revoked_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return TokenInfo.of(token)
 
 

@@ -3,11 +3,12 @@ hub ends its subscriber (close code 4401) once that token no longer authenticate
 revoked (a dashboard logout revokes its session token), expired, or its owner (or its
 agent's owner) disabled.
 
-One query per server process every ``ADE_WS_AUTH_RECHECK_SECONDS`` checks the tokens of
-all its sockets at once, on a read snapshot that takes no write lock. Polling rather
-than an event from each revoking path: it covers expiry (which no event announces) and
-revocations by other processes (``ade users disable`` on the command line) alike, and it
-costs the same however many sockets are open.
+A commit in this process that revoked a token or disabled a user (the dashboard's
+logout, an agent token revoked over the API) triggers a check at once; besides, every
+``ADE_WS_AUTH_RECHECK_SECONDS`` a check covers what no commit here announces: tokens
+expiring, and revocations by other processes (``ade users disable`` on the command
+line). A check is one query for all the process's sockets, on a read snapshot that
+takes no write lock.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from community_ade.auth.service import live_token_hashes
+from community_ade.auth.service import ACCESS_REVOKED, live_token_hashes
 from community_ade.errors import AdeError
-from community_ade.infra.aio import stop_if_cancelled
+from community_ade.infra.aio import wait_event
 from community_ade.runtime import Runtime
 from community_ade.storage import db
 from community_ade.storage.models import utcnow
@@ -49,13 +50,15 @@ async def check_access_once(hub: Hub, runtime: Runtime) -> int:
 
 async def watch_access(hub: Hub, runtime: Runtime) -> None:
     """Re-check the open sockets' tokens until cancelled."""
-    while True:
-        stop_if_cancelled()
-        await asyncio.sleep(runtime.settings.ws_auth_recheck_seconds)
-        try:
-            ended = await check_access_once(hub, runtime)
-        except (AdeError, SQLAlchemyError, OSError) as exc:  # e.g. the database is away
-            log.warning("cannot re-check the WebSockets' tokens: %s", exc)
-            continue
-        if ended:
-            log.info("closed %d WebSocket(s) whose access ended", ended)
+    revoked_here = asyncio.Event()
+    with ACCESS_REVOKED.waking(revoked_here):
+        while True:
+            await wait_event(revoked_here, runtime.settings.ws_auth_recheck_seconds)
+            revoked_here.clear()
+            try:
+                ended = await check_access_once(hub, runtime)
+            except (AdeError, SQLAlchemyError, OSError) as exc:  # e.g. the database is away
+                log.warning("cannot re-check the WebSockets' tokens: %s", exc)
+                continue
+            if ended:
+                log.info("closed %d WebSocket(s) whose access ended", ended)
