@@ -1,4 +1,5 @@
-"""The login backoff rule (auth.backoff), exhaustively over small parameters."""
+"""The throttling rules: login backoff (auth.backoff), exhaustively over small
+parameters, and a WebSocket client's message budget."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import itertools
 
 import pytest
 
+from community_ade.api.routes.ws import MessageBudget
 from community_ade.auth.backoff import Backoff
+from community_ade.errors import RateLimited
 
 
 @pytest.mark.parametrize(
@@ -41,3 +44,17 @@ def test_the_wait_runs_from_the_newest_failure() -> None:
 def test_nonsense_parameters_are_refused(free: int, base: float, cap: float) -> None:
     with pytest.raises(ValueError, match="need free"):
         Backoff(free, base, cap)
+
+
+def test_a_websockets_message_budget_refills_each_window() -> None:
+    budget = MessageBudget(3, window_seconds=60.0)
+    for now in (0.0, 1.0, 59.0):
+        budget.spend(now)
+    with pytest.raises(RateLimited) as refused:
+        budget.spend(59.5)
+    assert refused.value.retry_after == 1
+    budget.spend(60.0)  # a new window
+    budget.spend(60.0)
+    budget.spend(61.0)
+    with pytest.raises(RateLimited, match="more than 3 messages in 60 s"):
+        budget.spend(70.0)
