@@ -20,16 +20,34 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import redis
 
 from community_ade.auth.backoff import Backoff
-from community_ade.errors import RateLimited
+from community_ade.errors import RateLimited, ServiceUnavailable
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.settings import Settings
 
 
 def _prefix(namespace: str) -> str:
     return f"ade:throttle:{{{namespace}}}:"
+
+
+async def _in_one_transaction(client: AnyRedis, queue: Callable[[Any], None]) -> list[Any]:
+    """Run the commands ``queue`` adds to a MULTI pipeline; their replies. Without Redis
+    nothing can be counted: refuse (503) rather than let attempts through uncounted."""
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            queue(pipe)
+            replies: list[Any] = await pipe.execute()
+    except (redis.RedisError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"Redis is unreachable, attempts cannot be counted: {exc}"
+        ) from exc
+    return replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +90,15 @@ class LoginThrottle:
         """Seconds before this username may try again from this address (0: now)."""
         now = time.time() if now is None else now
         account_key, address_key = self._keys(username, address)
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.hmget(account_key, "failures", "last")
             pipe.hmget(address_key, "failures", "last")
-            (
-                (account_failures, account_last),
-                (address_failures, address_last),
-            ) = await pipe.execute()
+
+        (
+            (account_failures, account_last),
+            (address_failures, address_last),
+        ) = await _in_one_transaction(self.redis, queue)
         return max(
             self.account.remaining(int(account_failures or 0), float(account_last or 0), now),
             self.address.remaining(int(address_failures or 0), float(address_last or 0), now),
@@ -90,12 +110,14 @@ class LoginThrottle:
         """Count one failed login of ``username`` from ``address``."""
         now = time.time() if now is None else now
         memory_ms = math.ceil(self.memory_seconds * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Any) -> None:
             for key in self._keys(username, address):
                 pipe.hincrby(key, "failures", 1)
                 pipe.hset(key, "last", repr(now))
                 pipe.pexpire(key, memory_ms)
-            replies = await pipe.execute()
+
+        replies = await _in_one_transaction(self.redis, queue)
         account_failures, address_failures = int(replies[0]), int(replies[3])
         return LoginFailure(
             account_failures,
@@ -108,10 +130,12 @@ class LoginThrottle:
         """Forget the account's failures (not the address's: one good password must not
         let an address go on guessing others'); how many there were."""
         account_key, _ = self._keys(username, "")
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.hget(account_key, "failures")
             pipe.delete(account_key)
-            failures, _deleted = await pipe.execute()
+
+        failures, _deleted = await _in_one_transaction(self.redis, queue)
         return int(failures or 0)
 
 
@@ -128,11 +152,13 @@ class RateLimit:
     async def hit(self, caller: str) -> None:
         """Count a call; ``RateLimited`` (with the seconds to wait) past the limit."""
         key = f"{_prefix(self.namespace)}rate:{self.name}:{caller}"
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.set(key, 0, px=math.ceil(self.window_seconds * 1000), nx=True)
             pipe.incr(key)
             pipe.pttl(key)
-            _created, calls, ttl_ms = await pipe.execute()
+
+        _created, calls, ttl_ms = await _in_one_transaction(self.redis, queue)
         if int(calls) > self.limit:
             retry_after = max(1, math.ceil(int(ttl_ms) / 1000))
             raise RateLimited(

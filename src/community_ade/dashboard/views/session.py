@@ -139,6 +139,8 @@ async def _audit_throttled(
     session: AsyncSession, username: str, address: str, failure: LoginFailure
 ) -> None:
     """Once per episode: the failure that first makes the account or the address wait."""
+    # As typed, so possibly anything: printable characters only (no NUL in the chain).
+    shown = "".join(c if c.isprintable() else "?" for c in username[:MAX_LOGGED_NAME])
     locked = [
         what
         for what, locks in (("account", failure.locks_account), ("address", failure.locks_address))
@@ -148,9 +150,9 @@ async def _audit_throttled(
         session,
         type="auth:login_throttled",
         actor=SYSTEM,
-        subject=f"login:{username[:MAX_LOGGED_NAME]}",
+        subject=f"login:{shown}",
         data={
-            "username": username[:MAX_LOGGED_NAME],
+            "username": shown,
             "address": address,
             "locked": locked,
             "account_failures": failure.account_failures,
