@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -83,6 +84,8 @@ async def test_the_nul_check_reads_through_the_limit(client: httpx.AsyncClient) 
 async def test_the_login_form_has_a_smaller_limit(client: httpx.AsyncClient) -> None:
     big_form = {"username": "alice", "password": "p" * (LIMIT // 2), "csrf_token": "x"}
     too_large(await client.post("/login", data=big_form), FORM_BODY_BYTES)
+    token_route = f"/api/v1/agents/{uuid.uuid4()}/tokens"
+    too_large(await client.post(token_route, data=big_form), FORM_BODY_BYTES)
     # The same size is fine on a route with the default limit (it fails for another reason).
     assert (await client.post("/api/v1/tasks", data=big_form)).status_code == 401
 

@@ -16,7 +16,7 @@ connection reset instead of the 413.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,22 +26,20 @@ from community_ade.api.errors import PayloadTooLarge, payload_too_large
 # there is no reason to accept the default's megabytes before checking a password.
 FORM_BODY_BYTES = 16 * 1024
 SMALL_BODY_BYTES = 64 * 1024
-SMALL_BODY_ROUTES: Mapping[str, int] = {
-    "/login": FORM_BODY_BYTES,
-    "/logout": FORM_BODY_BYTES,
-}
-SMALL_BODY_PREFIXES: tuple[tuple[str, int], ...] = (
-    ("/api/v1/leases", SMALL_BODY_BYTES),
-    ("/api/v1/locks", SMALL_BODY_BYTES),
+SMALL_BODY_ROUTES: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"/log(in|out)"), FORM_BODY_BYTES),
+    # Token names and expiry, over the API and on the dashboard's agent pages.
+    (re.compile(r"(/api/v1)?/agents/[^/]+/tokens(/.*)?"), FORM_BODY_BYTES),
+    (re.compile(r"/api/v1/(locks|leases)(/.*)?"), SMALL_BODY_BYTES),
 )
 
 
 def limit_for(path: str, default: int) -> int:
     """The most bytes a request body to ``path`` may have."""
-    limit = SMALL_BODY_ROUTES.get(path)
-    if limit is None:
-        limit = next((n for prefix, n in SMALL_BODY_PREFIXES if path.startswith(prefix)), default)
-    return min(limit, default)
+    for pattern, limit in SMALL_BODY_ROUTES:
+        if pattern.fullmatch(path):
+            return min(limit, default)
+    return default
 
 
 class BodyLimitMiddleware:
