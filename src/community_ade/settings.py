@@ -94,9 +94,9 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024,
         ge=1024,
         description="Largest request body the server reads, in bytes (smaller limits apply "
-        "to the login form, token routes and the lock and lease routes); a larger one is refused with 413 "
-        "before anything reads it. The default fits a files.write task at its 10 MB content "
-        "limit with room for JSON escaping.",
+        "to the login form, token routes and the lock and lease routes); a larger one is "
+        "refused with 413 before anything reads it. The default fits a files.write task at "
+        "its 10 MB content limit with room for JSON escaping.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
     # -- agents: leases and health --
