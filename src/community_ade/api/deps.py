@@ -16,7 +16,6 @@ from community_ade.approvals.service import TaskService
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
 from community_ade.errors import Unauthenticated
-from community_ade.execution.executors.base import PlanContext
 from community_ade.runtime import Runtime
 from community_ade.storage.models import utcnow
 
@@ -74,7 +73,7 @@ PrincipalApartDep = Annotated[Principal, Depends(get_principal_apart)]
 
 
 def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
-    return TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+    return TaskService(session, plan_context=runtime.plan_context(session))
 
 
 TasksDep = Annotated[TaskService, Depends(get_tasks)]

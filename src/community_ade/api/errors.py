@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from community_ade.errors import AdeError, RateLimited
@@ -60,7 +61,9 @@ def problem(
     status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"type": code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
-    body.update({k: v for k, v in extra.items() if v is not None})
+    # A detail never replaces a member of the document itself (an error's ``type=``
+    # detail once turned a 409's type into a task type).
+    body.update({k: v for k, v in extra.items() if v is not None and k not in body})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -111,13 +114,17 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        if not transient(exc):
+            return await unexpected(request, exc)
+        log.warning("dependency unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem(
             503,
             "service_unavailable",
-            "the database is busy or unreachable; retry in a moment",
+            "the database or Redis is busy or unreachable; retry in a moment",
             headers={"Retry-After": "1"},
         )
 
@@ -133,6 +140,18 @@ def _headers_for(exc: AdeError, status: int) -> dict[str, str] | None:
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(exc.retry_after)}
     return None
+
+
+def transient(exc: BaseException) -> bool:
+    """A dependency's error that retrying can cure: Redis unreachable, the database
+    unreachable or busy, a connection closed under the request (killed, the server
+    restarted; SQLAlchemy replaces the pool's connections), or asyncpg's "another
+    operation is in progress" on a connection a cancelled request left mid-statement."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    )
 
 
 def _json_safe(value: Any) -> bool:

@@ -1,7 +1,7 @@
 """Appending to and reading the ``audit_log`` table, inside the caller's transaction.
 
 Every state transition writes its audit event in the transaction that makes the change
-(DESIGN §3), so this module never commits: it flushes, and the event is kept or lost
+(architecture §3), so this module never commits: it flushes, and the event is kept or lost
 with the change it records.
 
 Appends are serialised, so the chain never forks and no caller's transaction fails
@@ -285,7 +285,7 @@ async def list_events(
 
 
 def envelope(event: AuditEvent) -> dict[str, Any]:
-    """The DESIGN §7 event envelope of a row (JSON-ready), with the chain's hashes so
+    """The architecture §7 event envelope of a row (JSON-ready), with the chain's hashes so
     that a reader can re-verify what it was given."""
     return {
         "seq": event.seq,

@@ -22,13 +22,13 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import passwords, tokens
 from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from community_ade.storage.commit_signal import CommitSignal
+from community_ade.storage.db import flush_unique
 from community_ade.storage.models import Agent, ApiToken, Group, GroupMember, User, utcnow
 
 logger = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ def _check_role(role: str) -> Role:
         raise InvalidInput(f"unknown role {role!r}: choose one of {choices}") from None
 
 
-async def _flush_unique(session: AsyncSession, what: str) -> None:
-    """Flush; a unique violation (a concurrent insert of the same name) becomes Conflict."""
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict(f"{what} already exists") from None
-
-
 async def create_user(
     session: AsyncSession,
     username: str,
@@ -98,7 +90,7 @@ async def create_user(
         password_hash=password_hash,
     )
     session.add(user)
-    await _flush_unique(session, f"user {username!r}")
+    await flush_unique(session, f"user {username!r}")
     return user
 
 
@@ -216,7 +208,7 @@ async def create_group(session: AsyncSession, name: str, description: str = "") 
         raise Conflict(f"group {name!r} already exists", group=name)
     group = Group(name=name, description=description)
     session.add(group)
-    await _flush_unique(session, f"group {name!r}")
+    await flush_unique(session, f"group {name!r}")
     return group
 
 
@@ -240,7 +232,7 @@ async def add_member(session: AsyncSession, group_id: uuid.UUID, user_id: uuid.U
     if await session.get(GroupMember, (group_id, user_id)) is not None:
         return False
     session.add(GroupMember(group_id=group_id, user_id=user_id))
-    await _flush_unique(session, "this membership")
+    await flush_unique(session, "this membership")
     return True
 
 
@@ -292,7 +284,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
         raise Conflict(f"agent {name!r} already exists", agent=name)
     agent = Agent(name=name, owner_id=owner_id)
     session.add(agent)
-    await _flush_unique(session, f"agent {name!r}")
+    await flush_unique(session, f"agent {name!r}")
     return agent
 
 

@@ -20,13 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from community_ade.events.access import watch_access
 from community_ade.events.envelope import Filter, event_frame, seq_of, topic_of
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import run_relay
-from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
+from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.runtime import Runtime
 
@@ -160,6 +158,7 @@ class Hub:
         """Tail the stream until cancelled, from its newest entry when started."""
         last_id: str | None = None
         epoch: str | None = None
+        incident = Incident("events fan-out reading the stream", log, cap=RETRY_SECONDS * 5)
         while True:
             stop_if_cancelled()
             try:
@@ -171,10 +170,10 @@ class Hub:
                     {self.keys.stream: last_id}, count=self.read_count, block=BLOCK_MS
                 )
                 current = await self._epoch()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("events fan-out cannot read the stream: %s", exc)
-                await asyncio.sleep(RETRY_SECONDS)
+            except Exception as exc:
+                await asyncio.sleep(incident.failed(exc))
                 continue
+            incident.cleared()
             if current != epoch and epoch is not None:
                 self._reset()
                 last_id = None

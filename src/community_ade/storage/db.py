@@ -12,7 +12,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InvalidatePoolError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from community_ade.errors import InvalidInput, ServiceUnavailable
+from community_ade.errors import Conflict, InvalidInput, ServiceUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -198,3 +204,11 @@ async def _run(engine: AsyncEngine, step: Any, revision: str) -> None:
             await connection.run_sync(step, revision)
     except (OperationalError, OSError) as exc:
         raise ServiceUnavailable(f"cannot reach the database: {exc}") from exc
+
+
+async def flush_unique(session: AsyncSession, what: str) -> None:
+    """Flush; a unique violation (a concurrent insert of the same name) becomes Conflict."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(f"{what} already exists") from None
