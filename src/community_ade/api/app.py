@@ -16,6 +16,7 @@ from community_ade import __version__, dashboard
 from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
+from community_ade.api.body_limit import BodyLimitMiddleware
 from community_ade.api.idempotency import forget_expired
 from community_ade.api.mcp_mount import McpEndpoint
 from community_ade.api.middleware import RejectNulMiddleware
@@ -61,7 +62,9 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         404: "No such object (`not_found`).",
         409: "Conflicts with the current state (`invalid_transition`, `stale_preview`, "
         "`already_decided`, `conflict`).",
+        413: "The request body is larger than the route's limit (`payload_too_large`).",
         422: "The request is not valid (`validation_failed`).",
+        429: "Too many calls, e.g. of /audit/verify (`rate_limited`); see `Retry-After`.",
         503: "Redis or the database is unreachable (`service_unavailable`).",
     }.items()
 }
@@ -112,12 +115,12 @@ def create_app(
     """Build the app; the Runtime opens when it starts serving and closes when it stops.
     ``run_worker``: also apply approved tasks in this process (``ade serve``'s default);
     ``jobs``: more background work, started with the Runtime and cancelled at shutdown."""
+    app_settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = settings or Settings()
         async with (
-            Runtime.open(config, wait=config.startup_wait_seconds) as runtime,
+            Runtime.open(app_settings, wait=app_settings.startup_wait_seconds) as runtime,
             live_events(runtime) as events_hub,
             mcp.serving(runtime, events_hub),
         ):
@@ -148,6 +151,8 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
+    # Added last, so it runs first: every other layer reads the body through its limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
     for module in (*modules, shell_profiles, secrets):

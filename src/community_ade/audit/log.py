@@ -63,6 +63,7 @@ from community_ade.audit.chain import (
     normalise,
 )
 from community_ade.errors import Conflict, InvalidInput, ServiceUnavailable
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.models import AuditEvent, utcnow
 
 # The first 8 bytes of sha256(b"community_ade.audit_log") as a signed bigint: one key
@@ -82,9 +83,9 @@ _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).
 _INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
-APPENDED = "ade.audit_appended"
-"""``session.info`` key set once the session's transaction has appended an event (the
-events relay wakes after such a commit); whoever reads it clears it."""
+APPENDED = CommitSignal("ade.audit_appended")
+"""Set once the session's transaction has appended an event: the events relay of this
+process wakes after such a commit."""
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -198,7 +199,7 @@ async def _insert_after(
     await session.execute(_INSERT, fields)
     await tree.extend(session, (fields["seq"], fields["hash"]), entry, head)
     session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
-    session.info[APPENDED] = True
+    APPENDED.mark(session)
     return AuditEvent(**fields)  # what was written (not attached to the session)
 
 
@@ -215,8 +216,9 @@ async def verify_log(
 
     A row the database cannot even decode (on SQLite anything can be written into a
     column) is reported as the break, at its seq, instead of raising. All batches run in
-    the caller's transaction, so they see one snapshot (on SQLite, under
-    ``BEGIN IMMEDIATE``, that also means writers wait until the caller ends it).
+    the caller's transaction: give it a session of ``db.snapshot_sessions`` so they see
+    one snapshot without holding up writers (a SQLite session of the ordinary kind holds
+    the write lock from ``BEGIN IMMEDIATE`` until it ends).
     """
     if batch < 1:
         raise InvalidInput("batch must be at least 1")

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import passwords, tokens
 from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.db import flush_unique
 from community_ade.storage.models import Agent, ApiToken, Group, GroupMember, User, utcnow
 
@@ -40,6 +41,10 @@ DISPLAY_NAME_MAX = 200
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 INVALID_LOGIN = "invalid username or password"
+
+ACCESS_REVOKED = CommitSignal("ade.access_revoked")
+"""Marks a transaction that revoked a token or disabled a user: after its commit, this
+process re-checks the tokens of its open WebSockets at once (``events.access``)."""
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -128,6 +133,7 @@ async def disable_user(
     if user.disabled_at is None:
         user.disabled_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return user
 
 
@@ -452,6 +458,29 @@ async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal 
     )
 
 
+async def live_token_hashes(
+    session: AsyncSession, token_hashes: Sequence[str], *, now: datetime
+) -> set[str]:
+    """Which of these token hashes still authenticate: not revoked, not expired, and the
+    owner (an agent's owner for an agent token) not disabled. One query, for re-checking
+    the tokens long-lived connections were opened with."""
+    if not token_hashes:
+        return set()
+    owner_id = func.coalesce(ApiToken.user_id, Agent.owner_id)
+    query = (
+        select(ApiToken.token_hash)
+        .outerjoin(Agent, Agent.id == ApiToken.agent_id)
+        .join(User, User.id == owner_id)
+        .where(
+            ApiToken.token_hash.in_(token_hashes),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            User.disabled_at.is_(None),
+        )
+    )
+    return set((await session.scalars(query)).all())
+
+
 async def revoke_token(
     session: AsyncSession, token_id: uuid.UUID, *, now: datetime | None = None
 ) -> TokenInfo:
@@ -462,6 +491,7 @@ async def revoke_token(
     if token.revoked_at is None:
         token.revoked_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return TokenInfo.of(token)
 
 

@@ -16,6 +16,7 @@ from community_ade.audit.checkpoints import log_signer, verify_tree
 from community_ade.cli import audit_proofs
 from community_ade.cli.common import EXIT_FAILED, console, run_database
 from community_ade.runtime import Database
+from community_ade.storage import db
 from community_ade.storage.models import AuditEvent
 
 app = typer.Typer(help="Verify and read the tamper-evident audit log.", no_args_is_help=True)
@@ -56,7 +57,7 @@ def verify(
 
     async def action(runtime: Database) -> tuple[ChainReport, str | None]:
         verifier = log_signer(runtime.settings).verifier
-        async with runtime.sessions() as session:
+        async with db.snapshot_sessions(runtime.sessions)() as session:
             report = await audit_log.verify_log(session, batch=batch, anchor=expected)
             return report, await verify_tree(session, verifier)
 

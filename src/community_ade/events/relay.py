@@ -25,16 +25,13 @@ so that under load one pass relays several commits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 from redis.commands.core import AsyncScript
-from sqlalchemy import bindparam, event, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
 from community_ade.audit import log as audit
 from community_ade.events.envelope import (
@@ -75,38 +72,6 @@ _FROM = (
     .order_by(AuditEvent.seq)
     .limit(bindparam("count"))
 )
-
-# -- waking relays of this process after a commit that appended audit rows -----------
-
-_wakeups: set[Callable[[], None]] = set()
-
-
-def _wake_after_commit(session: Session) -> None:
-    if session.info.pop(audit.APPENDED, False):
-        for wake in tuple(_wakeups):
-            wake()
-
-
-def _forget_after_rollback(session: Session, _previous: Any = None) -> None:
-    session.info.pop(audit.APPENDED, None)
-
-
-event.listen(Session, "after_commit", _wake_after_commit)
-event.listen(Session, "after_soft_rollback", _forget_after_rollback)
-
-
-@contextlib.contextmanager
-def _woken_by_commits(nudge: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(nudge.set)
-
-    _wakeups.add(wake)
-    try:
-        yield
-    finally:
-        _wakeups.discard(wake)
 
 
 async def _head(session: AsyncSession) -> int:
@@ -213,7 +178,7 @@ class Relay:
         # only, so a commit right after a periodic poll is not held back.
         last_woken = -gap
         incident = Incident("event relay", log, cap=poll_seconds * 4)
-        with _woken_by_commits(nudge):
+        with audit.APPENDED.waking(nudge):
             while True:
                 nudge.clear()
                 started = loop.time()
