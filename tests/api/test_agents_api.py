@@ -588,14 +588,18 @@ async def test_waiting_for_locks_holds_no_database_transaction(api: Api) -> None
 async def test_an_agent_creates_only_its_allowed_task_types(api: Api) -> None:
     narrow = await create(api, name="files-only", allowed_task_types=["files.write"])
     headers = await agent_token(api, narrow["id"])
-    draft = {"title": "t", "payload": {"root": str(api.workspace), "changes": []}}
+    files = {"root": str(api.workspace), "changes": [{"path": "a", "action": "delete"}]}
+    patch = {"repo": str(api.workspace), "branch": "main", "patch": "x", "message": "m"}
+    draft = {"title": "t", "payload": patch}
     refused = await api.client.post(
         "/api/v1/tasks", json={"type": "git.patch", **draft}, headers=headers
     )
     body = problem(refused, 403, "forbidden")
     assert "allowed task types are files.write" in body["detail"]
     allowed = await api.client.post(
-        "/api/v1/tasks", json={"type": "files.write", **draft}, headers=headers
+        "/api/v1/tasks",
+        json={"type": "files.write", "title": "t", "payload": files},
+        headers=headers,
     )
     assert allowed.status_code == 201, allowed.text
 

@@ -371,3 +371,44 @@ async def test_out_of_range_and_nul_input_is_refused_not_a_server_error(api: Api
     # Text that merely mentions the escape is fine.
     literal = task_body(api, 'note = "\\\\u0000 is not a NUL"\n')
     assert (await c.post("/api/v1/tasks", json=literal, headers=admin)).status_code == 201
+
+
+@pytest.mark.parametrize("resource_id", ["repo: x", "a{b}", "tab\there", "nbsp\u00a0x"])
+async def test_a_resource_the_lock_manager_refuses_is_refused_at_create(
+    api: Api, resource_id: str
+) -> None:
+    body = task_body(api)
+    body["resources"] = [
+        {"type": "configuration", "id": "fine", "actions": ["read"]},
+        {"type": "configuration", "id": resource_id, "actions": ["write"]},
+    ]
+    c = api.client
+    refused = problem(await c.post("/api/v1/tasks", json=body, headers=api.as_("alice")), 422,
+                      "validation_failed")  # fmt: skip
+    assert [e["path"] for e in refused["errors"]] == ["resources[1].id"]
+    assert "whitespace or braces" in refused["detail"]
+    created = await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_("alice"))
+    edited = await c.patch(
+        f"/api/v1/tasks/{created.json()['id']}",
+        json={"resources": body["resources"]},
+        headers=api.as_("alice"),
+    )
+    assert problem(edited, 422, "validation_failed")["errors"][0]["path"] == "resources[1].id"
+
+
+async def test_a_payload_its_executor_refuses_is_refused_at_create_and_edit(api: Api) -> None:
+    body = task_body(api)
+    body["payload"]["changes"][0]["path"] = "../escape"
+    c = api.client
+    refused = problem(await c.post("/api/v1/tasks", json=body, headers=api.as_("alice")), 422,
+                      "validation_failed")  # fmt: skip
+    assert [e["path"] for e in refused["errors"]] == ["changes[0].path"]
+    assert refused["task_type"] == "files.write"
+    created = await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_("alice"))
+    task_id = created.json()["id"]
+    edited = await c.patch(
+        f"/api/v1/tasks/{task_id}", json={"payload": body["payload"]}, headers=api.as_("alice")
+    )
+    assert problem(edited, 422, "validation_failed")["errors"][0]["path"] == "changes[0].path"
+    kept = await c.get(f"/api/v1/tasks/{task_id}", headers=api.as_("alice"))
+    assert kept.json()["payload"] == task_body(api)["payload"]
