@@ -24,8 +24,9 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-from community_ade.auth import passwords, tokens
+from community_ade.auth import names, passwords, tokens
 from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from community_ade.storage.models import Agent, ApiToken, Group, GroupMember, User, utcnow
@@ -76,7 +77,9 @@ async def create_user(
     password: str | None = None,
     display_name: str = "",
 ) -> User:
-    """A new user; without a password it can only authenticate with API tokens."""
+    """A new user; without a password it can only authenticate with API tokens. The
+    name is stored NFKC-normalised; one that looks like an existing user's is refused."""
+    username = names.normal(username)
     _check_username(username)
     checked_role = _check_role(role)
     if len(display_name) > DISPLAY_NAME_MAX:
@@ -86,6 +89,7 @@ async def create_user(
         password_hash = await asyncio.to_thread(passwords.hash_password, password)
     if await _find_user(session, username) is not None:
         raise Conflict(f"user {username!r} already exists", username=username)
+    await _refuse_lookalike(session, User.username, username, "user")
     user = User(
         username=username,
         display_name=display_name,
@@ -97,7 +101,22 @@ async def create_user(
     return user
 
 
+async def _refuse_lookalike(
+    session: AsyncSession, column: InstrumentedAttribute[str], name: str, what: str
+) -> None:
+    """``Conflict`` when ``name`` could be mistaken for an existing ``what``'s name."""
+    other = names.lookalike(name, await session.scalars(select(column)))
+    if other is not None:
+        raise Conflict(
+            f"{what} name {name!r} looks like the existing {what} {other!r} (confusable "
+            "characters, Unicode TS #39): choose a name that cannot be mistaken for it",
+            name=name,
+            lookalike=other,
+        )
+
+
 async def _find_user(session: AsyncSession, username: str) -> User | None:
+    username = names.normal(username)
     result = await session.execute(select(User).where(User.username == username))
     return result.scalar_one_or_none()
 
@@ -202,12 +221,16 @@ class GroupInfo:
 
 
 async def create_group(session: AsyncSession, name: str, description: str = "") -> Group:
+    """A new group; its name is stored NFKC-normalised, and one that looks like an
+    existing group's is refused."""
+    name = names.normal(name)
     if not GROUP_NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid group name {name!r}: 2 to 64 characters of a-z, 0-9, '.', '_', '-'"
         )
     if await _find_group(session, name) is not None:
         raise Conflict(f"group {name!r} already exists", group=name)
+    await _refuse_lookalike(session, Group.name, name, "group")
     group = Group(name=name, description=description)
     session.add(group)
     await _flush_unique(session, f"group {name!r}")
@@ -215,6 +238,7 @@ async def create_group(session: AsyncSession, name: str, description: str = "") 
 
 
 async def _find_group(session: AsyncSession, name: str) -> Group | None:
+    name = names.normal(name)
     result = await session.execute(select(Group).where(Group.name == name))
     return result.scalar_one_or_none()
 
@@ -268,6 +292,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
 
     Its owner must be an enabled user allowed to submit tasks: the agent acts for it and
     never holds more than it does."""
+    name = names.normal(name)
     low, high = AGENT_NAME_LENGTH
     if not low <= len(name) <= high or name != name.strip() or not name.isprintable():
         raise InvalidInput(
@@ -284,6 +309,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
         )
     if await _find_agent(session, name) is not None:
         raise Conflict(f"agent {name!r} already exists", agent=name)
+    await _refuse_lookalike(session, Agent.name, name, "agent")
     agent = Agent(name=name, owner_id=owner_id)
     session.add(agent)
     await _flush_unique(session, f"agent {name!r}")
@@ -291,6 +317,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
 
 
 async def _find_agent(session: AsyncSession, name: str) -> Agent | None:
+    name = names.normal(name)
     result = await session.execute(select(Agent).where(Agent.name == name))
     return result.scalar_one_or_none()
 
