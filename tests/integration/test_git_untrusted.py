@@ -31,9 +31,9 @@ PATCH = """\
 diff --git a/notes.txt b/notes.txt
 --- a/notes.txt
 +++ b/notes.txt
-@@ -1 +1,2 @@
- first
-+second
+@@ -1 +1 @@
+-first
++first, amended
 diff --git a/readme.md b/readme.md
 --- a/readme.md
 +++ b/readme.md
@@ -164,7 +164,7 @@ async def test_plan_apply_and_rollback_run_nothing_the_repository_names(
     assert left(markers) == []
     # The checked-out branch moved and its working tree with it, filters unapplied.
     assert result.details["worktree"] == str(hostile)
-    assert (hostile / "notes.txt").read_text() == "first\nsecond\n"
+    assert (hostile / "notes.txt").read_text() == "first, amended\n"
     assert (hostile / "readme.md").read_text() == "new\n"
     assert await PATCHER.rollback(spec, stored, ctx) == "rolled_back"
     assert left(markers) == []

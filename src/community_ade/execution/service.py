@@ -138,14 +138,8 @@ class ExecutionService:
             previous = {"fence": str(task.fence), "worker": task.worker_id}
             task.fence = fence
             task.worker_id = self.worker_id
-            await session.flush()
-            await audit.append(
-                session,
-                type="task:apply_reclaimed",
-                actor=self.actor,
-                subject=f"task:{task.id}",
-                data={"previous": previous, "fence": str(fence), "attempt": task.attempts},
-            )
+            data = {"previous": previous, "fence": str(fence), "attempt": task.attempts}
+            await self._noted(session, task, "task:apply_reclaimed", data)
             return task
 
     async def complete(
@@ -240,14 +234,7 @@ class ExecutionService:
             task.last_error = error[:_MAX_ERROR]
             data: dict[str, Any] = {"error": task.last_error, "attempt": task.attempts}
             if task.attempts < max_attempts:
-                await session.flush()
-                await audit.append(
-                    session,
-                    type="task:apply_not_started",
-                    actor=self.actor,
-                    subject=f"task:{task.id}",
-                    data=data,
-                )
+                await self._noted(session, task, "task:apply_not_started", data)
                 return False
             now = self.now()
             task.worker_id = self.worker_id
@@ -273,6 +260,15 @@ class ExecutionService:
                 task, plan
             )
             return True
+
+    async def _noted(
+        self, session: AsyncSession, task: Task, event: str, data: Mapping[str, Any]
+    ) -> None:
+        """Store the task's changed columns (no transition) and audit why."""
+        await session.flush()
+        await audit.append(
+            session, type=event, actor=self.actor, subject=f"task:{task.id}", data=data
+        )
 
     async def _locked(self, session: AsyncSession, task_id: uuid.UUID) -> Task | None:
         task: Task | None = await session.scalar(
