@@ -227,3 +227,14 @@ def _no_inherited_git_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tests' own git runs must not pick up the developer's global configuration."""
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+async def test_a_git_directory_outside_the_roots_is_refused(roots: Path, tmp_path: Path) -> None:
+    """A ``.git`` file inside the roots may name any git directory: its refs are what
+    apply would move, so that directory must lie inside the roots too."""
+    elsewhere = plain_repo(tmp_path / "elsewhere")
+    front = roots / "front"
+    front.mkdir()
+    (front / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
+    with pytest.raises(InvalidInput, match=r"keeps its git directory at .* outside the workspace"):
+        await PATCHER.plan(payload(front), context(roots, tmp_path).plan_context)

@@ -196,7 +196,7 @@ class GitPatchExecutor:
             raise _refuse("repo", f"{spec.repo} is not a directory")
         with tempfile.TemporaryDirectory(prefix="ade-git-plan-") as scratch:
             git = await _open(context, repo, Path(scratch))
-            await _check_repository(git, spec.repo)
+            await _check_repository(git, spec.repo, context)
             commit = await _branch_commit(git, spec.branch)
             index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
             await git.must("read-tree", commit, env=index)
@@ -297,20 +297,28 @@ def _spec(payload: Payload) -> GitPatch:
     return parsed_for_apply(TASK_TYPE, parse(payload))
 
 
-async def _check_repository(git: Git, shown: str) -> None:
+async def _check_repository(git: Git, shown: str, context: PlanContext) -> None:
     """The directory is a repository itself: a bare one (its own git dir), or the top of
-    a work tree; never a directory somewhere inside one."""
+    a work tree; never a directory somewhere inside one. Its git directory, whose refs
+    apply moves and where the fence records live, lies inside the workspace roots too: a
+    ``.git`` file may point anywhere."""
     probe = await git.run(
-        "rev-parse", "--is-bare-repository", "--is-inside-git-dir", "--absolute-git-dir"
-    )
+        "rev-parse", "--is-bare-repository", "--is-inside-git-dir", "--absolute-git-dir",
+        "--path-format=absolute", "--git-common-dir",
+    )  # fmt: skip
     if probe.returncode != 0:
         raise _refuse("repo", f"{shown} is not a git repository: {probe.stderr}")
-    bare, inside_git_dir, git_dir = probe.stdout.splitlines()
-    if bare == "true" and Path(git_dir) == git.cwd:
-        return
-    top = await git.run("rev-parse", "--show-toplevel")
-    if inside_git_dir == "true" or top.returncode != 0 or Path(top.stdout.strip()) != git.cwd:
-        raise _refuse("repo", f"{shown} is not the top directory of a git repository")
+    bare, inside_git_dir, git_dir, common = probe.stdout.splitlines()
+    if bare != "true" or Path(git_dir) != git.cwd:
+        top = await git.run("rev-parse", "--show-toplevel")
+        if inside_git_dir == "true" or top.returncode != 0 or Path(top.stdout.strip()) != git.cwd:
+            raise _refuse("repo", f"{shown} is not the top directory of a git repository")
+    try:
+        context.confine(common, task_type=TASK_TYPE, field_path="repo")
+    except InvalidInput:
+        raise _refuse(
+            "repo", f"{shown} keeps its git directory at {common}, outside the workspace roots"
+        ) from None
 
 
 async def _branch_commit(git: Git, branch: str) -> str:
@@ -382,7 +390,7 @@ async def _locate_repo(spec: GitPatch, context: PlanContext, scratch: Path) -> G
     """git in the payload's repository; ``InvalidInput`` if it is no longer acceptable."""
     repo = context.confine(spec.repo, task_type=TASK_TYPE, field_path="repo")
     git = await _open(context, repo, scratch)
-    await _check_repository(git, spec.repo)
+    await _check_repository(git, spec.repo, context)
     return git
 
 
