@@ -49,6 +49,8 @@ INELIGIBLE = "not_eligible"
 
 CALLERS = ("admin", "reviewer", "submitter", "viewer", "agent", "anonymous", "bad_token")
 
+# Claim, complete and fail belong to the agent that proposed the task (an agent.call):
+# every person is refused, whatever the role, so no permission is named ("-").
 # Columns: adm admin, rev reviewer (bob), sub submitter (alice), vwr viewer (vic), agt an
 # agent of alice's, non no token, bad a well-formed token that was never issued.
 # Cells: ok = allowed and done; 403 = forbidden, naming the permission in "needs";
@@ -64,6 +66,10 @@ PATCH  /api/v1/tasks/{task_id}                      task_write        ok  ok  ok
 POST   /api/v1/tasks/{task_id}/submit               task_write        ok  ok  ok  403 ok  401 401
 POST   /api/v1/tasks/{task_id}/cancel               task_write        ok  ok  ok  403 ok  401 401
 POST   /api/v1/tasks/{task_id}/apply                task_write        ok  ok  ok  403 ok  401 401
+GET    /api/v1/task-types                           task_read         ok  ok  ok  ok  ok  401 401
+POST   /api/v1/tasks/{task_id}/claim                -                 403 403 403 403 ok  401 401
+POST   /api/v1/tasks/{task_id}/complete             -                 403 403 403 403 ok  401 401
+POST   /api/v1/tasks/{task_id}/fail                 -                 403 403 403 403 ok  401 401
 GET    /api/v1/tasks/{task_id}/preview              task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/approvals                            task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/approvals/{task_id}                  task_read         ok  ok  ok  ok  ok  401 401
@@ -100,6 +106,14 @@ GET    /api/v1/catalogue/tools                      agent_read        ok  ok  ok
 POST   /api/v1/catalogue/tools                      catalogue_write   ok  403 403 403 403 401 401
 PUT    /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
 DELETE /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
+GET    /api/v1/secrets                              secret_read       ok  ok  ok  403 ok  401 401
+GET    /api/v1/secrets/{name}                       secret_read       ok  ok  ok  403 ok  401 401
+PUT    /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
+DELETE /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
+GET    /api/v1/shell-profiles                       task_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/shell-profiles/{name}                task_read         ok  ok  ok  ok  ok  401 401
+PUT    /api/v1/shell-profiles/{name}                shell_profile_write ok 403 403 403 403 401 401
+DELETE /api/v1/shell-profiles/{name}                shell_profile_write ok 403 403 403 403 401 401
 POST   /api/v1/leases                               lock_lease        ok  ok  ok  403 ok  401 401
 POST   /api/v1/leases/{lease_id}/heartbeat          lock_lease        ok  ok  ok  403 ok  401 401
 DELETE /api/v1/leases/{lease_id}                    lock_lease        ok  ok  ok  403 ok  401 401
@@ -133,7 +147,10 @@ FRAMEWORK_ROUTES = {
 # WS /api/v1/ws has no row: httpx cannot open a WebSocket. tests/api/test_ws.py checks its
 # authentication (bearer token, ?token=, a session cookie with its Origin: 4401 otherwise)
 # and the read permission of each topic.
-EXEMPT_ROUTES = {("WS", "/api/v1/ws")}
+# /mcp speaks JSON-RPC, not REST: tests/integration/test_mcp_transports.py checks that it
+# answers 401 without a token and refuses a person's token, and tests/api/test_mcp_gateway.py
+# that an agent sees only its own tools.
+EXEMPT_ROUTES = {("WS", "/api/v1/ws"), ("GET", "/mcp"), ("POST", "/mcp"), ("DELETE", "/mcp")}
 # The dashboard's pages (PageRoute) are not walked at all: they take a session cookie, not
 # a bearer token, and answer HTML and login redirects, not problem documents;
 # tests/integration/test_dashboard_pages.py covers them role by role.
@@ -173,6 +190,7 @@ class Target:
     entry_id: str | None = None  # a catalogue entry
     resource: str | None = None  # a lock resource, held by request_id
     request_id: str | None = None
+    fence: int | None = None  # of a claimed task
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -338,6 +356,31 @@ async def own_approved(w: World, caller: str) -> Target:
     return await approved_waiting(w, caller if caller in TASK_WRITERS else "submitter")
 
 
+async def agents_approved_call(w: World, caller: str) -> Target:
+    """An APPROVED agent.call task of the matrix's agent (auto-approved). Each cell's
+    claim holds one permit of the agent's until its lease lapses: room for all seven."""
+    await w.api.runtime.locks.set_capacity(w.ids["agent"], len(CALLERS))
+    await w.put_policy(
+        {"rules": [{"name": "auto", "task_types": ["*"], "auto_approve_below": 100}]}
+    )
+    body = {"type": "agent.call", "title": "call", "payload": {"function": "f", "arguments": {}}}
+    r = await w.call("agent", Target(), "POST", "/api/v1/tasks", body)
+    assert r.status_code == 201, f"setup: the agent proposes a call: {r.text}"
+    task_id = r.json()["id"]
+    r = await w.call("agent", Target(), "POST", f"/api/v1/tasks/{task_id}/submit")
+    assert r.json()["task"]["state"] == "APPROVED", f"setup: the call approved: {r.text}"
+    return Target(task_id=task_id)
+
+
+async def agents_claimed_call(w: World, caller: str) -> Target:
+    """The matrix's agent claimed its approved agent.call task."""
+    target = await agents_approved_call(w, caller)
+    r = await w.call("agent", target, "POST", f"/api/v1/tasks/{target.task_id}/claim", {})
+    assert r.status_code == 200, f"setup: the agent claims its call: {r.text}"
+    target.fence = r.json()["fence"]
+    return target
+
+
 async def submitters_approved(w: World, caller: str) -> Target:
     return await approved_waiting(w, "submitter")
 
@@ -482,6 +525,18 @@ def catalogue_entry(kind: str) -> Precondition:
     return added
 
 
+SHELL_PROFILE = {"command": ["git", "diff", "--stat"], "description": "matrix"}
+SHELL_PROFILES = "/api/v1/shell-profiles"
+
+
+async def shell_profile(w: World, caller: str) -> Target:
+    """A shell profile the admin just saved (version 1)."""
+    name = f"matrix-{uuid.uuid4().hex[:8]}"
+    r = await w.call("admin", Target(), "PUT", f"{SHELL_PROFILES}/{name}", SHELL_PROFILE)
+    assert r.status_code == 200, f"setup: admin saves a shell profile: {r.text}"
+    return Target(entry_id=name)
+
+
 async def held_lock(w: World, caller: str) -> Target:
     """An exclusive grant on a resource of this cell's own (its own lock agent too, so
     that the cells of a route never wait for a permit)."""
@@ -588,6 +643,32 @@ async def cancel_task(w: World, caller: str, t: Target) -> Reply:
 async def apply_task(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/apply")
     return Reply(r, 202, lambda b: b["id"] == t.task_id and bool(b["apply_requested_at"]))
+
+
+@route("GET", "/api/v1/task-types")
+async def task_types(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/task-types")
+    return Reply(r, 200, lambda b: "files.write" in [i["type"] for i in b])
+
+
+@route("POST", "/api/v1/tasks/{task_id}/claim", agents_approved_call)
+async def claim_task(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/claim", {})
+    return Reply(r, 200, lambda b: b["task"]["state"] == "APPLYING" and b["fence"] > 0)
+
+
+@route("POST", "/api/v1/tasks/{task_id}/complete", agents_claimed_call)
+async def complete_task(w: World, caller: str, t: Target) -> Reply:
+    body = {"fence": t.fence}
+    r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/complete", body)
+    return Reply(r, 200, lambda b: b["state"] == "COMPLETED")
+
+
+@route("POST", "/api/v1/tasks/{task_id}/fail", agents_claimed_call)
+async def fail_task(w: World, caller: str, t: Target) -> Reply:
+    body = {"fence": t.fence, "error": "no", "rollback_outcome": "nothing_to_roll_back"}
+    r = await w.call(caller, t, "POST", f"/api/v1/tasks/{t.task_id}/fail", body)
+    return Reply(r, 200, lambda b: b["state"] == "FAILED")
 
 
 @route("GET", "/api/v1/tasks/{task_id}/preview", submitted_by_submitter)
@@ -863,6 +944,79 @@ def register_catalogue_routes(kind: str) -> None:
 
 register_catalogue_routes("models")
 register_catalogue_routes("tools")
+
+SECRETS = "/api/v1/secrets"
+SECRET_VALUE = "matrix-secret-value"
+
+
+async def stored_secret(w: World, caller: str) -> Target:
+    """A secret the admin just stored (its name in ``entry_id``)."""
+    name = f"matrix-{uuid.uuid4().hex[:8]}"
+    r = await w.call("admin", Target(), "PUT", f"{SECRETS}/{name}", {"value": SECRET_VALUE})
+    assert r.status_code == 201, f"setup: admin stores a secret: {r.text}"
+    return Target(entry_id=name)
+
+
+async def secret_names(w: World) -> list[str]:
+    return [s["name"] for s in (await w.call("admin", Target(), "GET", SECRETS)).json()]
+
+
+@route("GET", SECRETS, stored_secret)
+async def list_secrets(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", SECRETS)
+    return Reply(
+        r, 200, lambda b: t.entry_id in [s["name"] for s in b] and SECRET_VALUE not in r.text
+    )
+
+
+@route("GET", SECRETS + "/{name}", stored_secret)
+async def get_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{SECRETS}/{t.entry_id}")
+    return Reply(r, 200, lambda b: b["name"] == t.entry_id and SECRET_VALUE not in r.text)
+
+
+@route("PUT", SECRETS + "/{name}")
+async def put_secret(w: World, caller: str, t: Target) -> Reply:
+    name = f"new-{uuid.uuid4().hex[:8]}"
+    r = await w.call(caller, t, "PUT", f"{SECRETS}/{name}", {"value": SECRET_VALUE})
+    stored = r.status_code == 201 and name in await secret_names(w)
+    return Reply(r, 201, lambda b: stored and b["name"] == name and SECRET_VALUE not in r.text)
+
+
+@route("DELETE", SECRETS + "/{name}", stored_secret)
+async def delete_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", f"{SECRETS}/{t.entry_id}")
+    gone = r.status_code == 204 and t.entry_id not in await secret_names(w)
+    return Reply(r, 204, lambda b: gone)
+
+
+@route("GET", SHELL_PROFILES, shell_profile)
+async def list_shell_profiles(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", SHELL_PROFILES)
+    return Reply(r, 200, lambda b: t.entry_id in [p["name"] for p in b])
+
+
+@route("GET", SHELL_PROFILES + "/{name}", shell_profile)
+async def get_shell_profile(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{SHELL_PROFILES}/{t.entry_id}")
+    return Reply(r, 200, lambda b: b["name"] == t.entry_id and b["profile"]["command"][0] == "git")
+
+
+@route("PUT", SHELL_PROFILES + "/{name}", shell_profile)
+async def put_shell_profile(w: World, caller: str, t: Target) -> Reply:
+    body = SHELL_PROFILE | {"command": ["git", "status"]}
+    r = await w.call(caller, t, "PUT", f"{SHELL_PROFILES}/{t.entry_id}", body)
+    return Reply(
+        r, 200, lambda b: b["version"] == 2 and b["profile"]["command"] == ["git", "status"]
+    )
+
+
+@route("DELETE", SHELL_PROFILES + "/{name}", shell_profile)
+async def delete_shell_profile(w: World, caller: str, t: Target) -> Reply:
+    url = f"{SHELL_PROFILES}/{t.entry_id}"
+    r = await w.call(caller, t, "DELETE", url)
+    gone = r.status_code == 204 and await w.status("GET", url) == 404
+    return Reply(r, 204, lambda b: gone)
 
 
 @route("POST", "/api/v1/leases", own_leasable_agent)

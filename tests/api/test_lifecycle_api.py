@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -210,6 +211,46 @@ async def test_idempotency_key_replays_the_first_answer(api: Api) -> None:
     )
     assert first.status_code == again.status_code == 200
     assert first.json()["review"]["id"] == again.json()["review"]["id"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_repeat_while_the_first_still_runs_is_told_to_retry(api: Api) -> None:
+    """The first request holds its key's row, not yet committed; the repeat waits on that
+    row, then answers 409 ``in_progress`` (a client retries it) and leaves nothing."""
+    from sqlalchemy import text
+
+    from community_ade.storage.models import IdempotencyKey
+
+    headers = {**api.as_("alice"), "Idempotency-Key": "slow-1"}
+    async with api.runtime.sessions() as first, first.begin():
+        first.add(
+            IdempotencyKey(
+                key="slow-1",
+                actor=api.ids["alice"],
+                route="POST /tasks",  # the route's own template, as idempotent() keys it
+                request_hash="the first request",
+                status_code=201,
+                response={},
+            )
+        )
+        await first.flush()
+        repeat = asyncio.create_task(
+            api.client.post("/api/v1/tasks", json=task_body(api), headers=headers)
+        )
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        async with api.runtime.sessions() as probe:
+            for _ in range(500):
+                if await probe.scalar(waiting) or repeat.done():
+                    break
+                await asyncio.sleep(0.02)
+                await probe.rollback()  # a fresh snapshot of pg_stat_activity each turn
+    body = problem(await repeat, 409, "conflict")
+    assert body["in_progress"] is True
+    listed = (await api.client.get("/api/v1/tasks", headers=api.as_("alice"))).json()
+    assert listed["total"] == 0
 
 
 async def test_an_idempotency_key_past_its_time_to_live_is_forgotten(api: Api) -> None:

@@ -625,7 +625,14 @@ async def test_a_third_party_executor_appears_without_code_changes(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="community_ade.execution.executors"):
         found = load_executors()
-    assert sorted(found) == ["demo.echo", "files.write", "git.patch", "http.request", "shell"]
+    assert sorted(found) == [
+        "agent.call",
+        "demo.echo",
+        "files.write",
+        "git.patch",
+        "http.request",
+        "shell",
+    ]
     echo = get_executor("demo.echo")
     assert isinstance(echo, Executor)
     assert (await echo.plan({"a": 1}, ws.context)).preview == "{'a': 1}"

@@ -1,1 +1,1 @@
-"""Agents (DESIGN §9): configuration and its versions, the catalogue, leases, health."""
+"""Agents (architecture §9): configuration and its versions, the catalogue, leases, health."""

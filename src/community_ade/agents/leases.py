@@ -1,4 +1,4 @@
-"""Agent leases over HTTP (DESIGN §8 ``/leases``): how an agent process shows it is alive.
+"""Agent leases over HTTP (architecture §8 ``/leases``): how an agent process shows it is alive.
 
 A lease is opened for one agent, renewed by heartbeats and closed on exit; a lease not
 renewed within its length lapses, and the agent's health turns offline once it has no

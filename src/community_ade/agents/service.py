@@ -560,7 +560,7 @@ class AgentService:
         locks ended while held."""
         lease = await self.lease(principal, lease_id)
         if lease.lost is not None:
-            await self._close(lease)
+            await self.end_lease(lease)
             raise LockLost(
                 f"the locks of lease {lease.id} ended: {lease.lost}; stop the work they "
                 "guarded and open a new lease",
@@ -569,9 +569,11 @@ class AgentService:
         return await self.leases.heartbeat(lease)
 
     async def close_lease(self, principal: Principal, lease_id: uuid.UUID) -> None:
-        await self._close(await self.lease(principal, lease_id))
+        await self.end_lease(await self.lease(principal, lease_id))
 
-    async def _close(self, lease: Lease) -> None:
+    async def end_lease(self, lease: Lease) -> None:
+        """Close ``lease`` and release the locks it held (no permission check: the
+        caller checked it)."""
         await self.leases.close(lease)
         await LeaseLocks.of(self.locks, self.leases).release(lease.id)
 

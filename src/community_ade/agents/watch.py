@@ -5,7 +5,7 @@ look).
 Health changes are not audit-worthy, so they do not go through the audit log. Each
 change is appended to the capped stream ``ade:agent:events:{<namespace>}`` (the
 namespace is the lock domain, as for the events stream) in the events stream's own
-entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the DESIGN §7 envelope as
+entry shape (``type``, ``subject`` = ``agent:<id>``, ``e`` = the architecture §7 envelope as
 JSON, without ``seq``: actor ``system``); the event relay (``events.relay``) carries
 them to WebSocket clients as it carries lock events.
 
@@ -23,16 +23,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from community_ade.agents.health import Health
 from community_ade.agents.leases import redis_call
 from community_ade.agents.service import AgentService
 from community_ade.audit.chain import SYSTEM, iso_utc
-from community_ade.errors import AdeError
-from community_ade.infra.aio import stop_if_cancelled
+from community_ade.infra.aio import Incident, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Agent, utcnow
 
@@ -115,12 +112,13 @@ async def publish_changes(runtime: Runtime) -> list[HealthChange]:
     return changes
 
 
-async def _pass(runtime: Runtime) -> None:
+async def _pass(runtime: Runtime, incident: Incident) -> None:
     try:
         changes = await publish_changes(runtime)
-    except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
-        log.warning("agent health pass failed: %s", exc)
+    except Exception as exc:  # the next pass retries; the interval is the backoff
+        incident.failed(exc)
         return
+    incident.cleared()
     for change in changes:
         log.info(
             "agent %s is %s (was %s)",
@@ -132,7 +130,8 @@ async def _pass(runtime: Runtime) -> None:
 
 async def watch_health(runtime: Runtime) -> None:
     """Publish health changes every ``ADE_AGENT_HEALTH_INTERVAL_SECONDS`` until cancelled."""
+    incident = Incident("agent health pass", log)
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.agent_health_interval_seconds)
-        await _pass(runtime)
+        await _pass(runtime, incident)

@@ -1,4 +1,4 @@
-"""Bodies of the agent, catalogue and lease routes.
+"""Bodies of the agent, catalogue, lease and claim routes.
 
 Ranges (name length, temperature, top_p, token limits against the model's context window,
 capacity) are checked by the domain (``agents.config.validate``), not here, so that one
@@ -9,16 +9,17 @@ types and generous size caps.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from community_ade.agents import config as cfg
 from community_ade.agents.health import Health
 from community_ade.agents.leases import Lease
-from community_ade.api.schemas import UtcDatetime
+from community_ade.api.schemas import TaskOut, UtcDatetime
 from community_ade.storage.models import Agent, AgentVersion
 
 _TEXT_CAP = 100_000
@@ -290,3 +291,60 @@ class LeaseOut(BaseModel):
             renew_every_seconds=seconds / 3,
             locks=None if held is None else HeldLocksOut(**dataclasses.asdict(held)),
         )
+
+
+# -- tasks their agent applies (POST /tasks/{id}/claim, complete, fail) ------------------
+
+_REPORT_DETAILS_CAP = 16 * 1024
+
+
+class ClaimBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_seconds: float | None = Field(
+        default=None,
+        description="1 to 3600; default ADE_AGENT_LEASE_SECONDS. Renew it with "
+        "POST /leases/{id}/heartbeat while you apply; a lapsed claim is retried or failed.",
+    )
+    wait_seconds: float = Field(
+        default=0.0, ge=0, le=60, description="How long to wait for the task's locks."
+    )
+
+
+class ClaimOut(BaseModel):
+    task: TaskOut
+    fence: int = Field(description="Pass it to the target of the change and to the report.")
+    lease: LeaseOut
+
+
+def _bounded_details(details: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(details, default=str)) > _REPORT_DETAILS_CAP:
+        raise ValueError(f"longer than {_REPORT_DETAILS_CAP} bytes as JSON")
+    return details
+
+
+BoundedDetails = Annotated[dict[str, Any], AfterValidator(_bounded_details)]
+
+
+class CompleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fence: int = Field(description="The fence the claim answered.")
+    summary: str = Field(default="done", min_length=1, max_length=500)
+    details: BoundedDetails = Field(default_factory=dict)
+
+
+class FailBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fence: int = Field(description="The fence the claim answered.")
+    error: str = Field(min_length=1, max_length=4000)
+    rollback_outcome: Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"] = Field(
+        description="What became of anything the attempt changed."
+    )
+    retry: bool = Field(
+        default=False,
+        description="A transient failure: back to APPROVED for another claim while attempts "
+        "are left (ADE_WORKER_MAX_ATTEMPTS), else FAILED.",
+    )
+    details: BoundedDetails = Field(default_factory=dict)

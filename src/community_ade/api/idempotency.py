@@ -102,6 +102,7 @@ async def idempotent(
         raise Conflict(
             "a request with this Idempotency-Key is being processed; retry to get its answer",
             idempotency_key=key,
+            in_progress=True,  # tells a client this conflict is worth retrying
         ) from None
     return result
 

@@ -1,6 +1,6 @@
 """Pure requirement accounting: which vote fills which slot, and why a task is blocked.
 
-DESIGN §4: "one human act fills at most one slot"; a delegated vote counts as the
+architecture §4: "one human act fills at most one slot"; a delegated vote counts as the
 delegator's, marked ``via_delegation``. The assignment of votes to slots is a maximum
 matching (a vote that could fill either of two groups never blocks the other), computed
 as a unit-capacity flow: acts → counted users → slots. Sizes are tiny.

@@ -1,4 +1,4 @@
-"""Batch decisions (DESIGN §4): many decisions in one transaction, each item in its own
+"""Batch decisions (architecture §4): many decisions in one transaction, each item in its own
 savepoint, so an item is applied whole or not at all and the others go on. Shared by the
 API (``POST /approvals/batch``) and the dashboard's multi-select."""
 

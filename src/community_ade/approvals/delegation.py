@@ -1,4 +1,4 @@
-"""Pure delegation: "if X approves, count it as my vote too" (DESIGN §4).
+"""Pure delegation: "if X approves, count it as my vote too" (architecture §4).
 
 A delegation is scoped (task types, resource types, max risk), time-boxed, revocable and
 one level deep: only a human's own approval triggers the delegations made *to* them; the

@@ -184,7 +184,7 @@ class Governance:
     # -- expiry -----------------------------------------------------------------------
 
     async def sweep_expired(self, limit: int = 500) -> list[uuid.UUID]:
-        """Expire tasks whose review or approval deadline has passed (DESIGN §3)."""
+        """Expire tasks whose review or approval deadline has passed (architecture §3)."""
         now = self.now()
         overdue = await self.session.scalars(
             select(Task)

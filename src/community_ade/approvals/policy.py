@@ -1,7 +1,7 @@
 """Pure approval policy: rules, the requirement set, eligibility, separation of duties.
 
-DESIGN §4. A task's requirement set is the union of the policy rules that match it and the
-risk quorum. Decisions taken where DESIGN §4 is silent are stated where they are made (the
+architecture §4. A task's requirement set is the union of the policy rules that match it and the
+risk quorum. Decisions taken where architecture §4 is silent are stated where they are made (the
 docstrings below) and collected in ``docs/policies.md``. The risk model lives in
 ``risk.py`` (re-exported here), vote accounting in ``accounting.py``, delegation in
 ``delegation.py``.
@@ -251,7 +251,7 @@ class Slot:
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a task needs (DESIGN §4: the union of the matching rules and the risk quorum).
+    """What a task needs (architecture §4: the union of the matching rules and the risk quorum).
 
     ``min_total`` is the largest of the risk quorum and the matched rules' ``min_total``;
     approvals from the group slots count toward it. So the task needs
@@ -386,7 +386,7 @@ def check_can_vote(
     *,
     auto_approval: bool = False,
 ) -> None:
-    """Separation of duties (DESIGN §4), for every vote, approve or reject.
+    """Separation of duties (architecture §4), for every vote, approve or reject.
 
     Agents never vote; the system only auto-approves (``auto_approval=True``), and only it
     does; the submitter and the owner of the submitting agent never vote on the task.

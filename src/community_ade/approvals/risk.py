@@ -2,7 +2,7 @@
 
 ``risk = criticality×0.4 + magnitude×0.3 + blast_radius×0.2 + failure_rate×0.1``, each input
 0–100 (the brief's formula and weights, deliberately not configurable). The default inputs
-follow DESIGN §4; their tables live in a ``RiskTable`` so a deployment can tune them
+follow architecture §4; their tables live in a ``RiskTable`` so a deployment can tune them
 without touching the formula.
 
 Rounding: each input is rounded to one decimal (half up) when a ``RiskInputs`` is built, and
@@ -161,7 +161,7 @@ DEFAULT_SCOPE_WEIGHTS: Mapping[Scope, float] = MappingProxyType(
 
 @dataclass(frozen=True)
 class RiskTable:
-    """The configurable part of the default risk inputs (DESIGN §4).
+    """The configurable part of the default risk inputs (architecture §4).
 
     A partial mapping overrides only the entries it names; the rest keep their defaults.
     """
@@ -201,7 +201,7 @@ def criticality(resources: Sequence[ResourceRef], table: RiskTable = DEFAULT_TAB
     """The most critical resource type, × ``read_only_factor`` when the task only reads.
 
     The read-only discount applies only when every action of every resource is ``read``
-    (DESIGN §4): reading a secret while writing storage still counts the secret fully.
+    (architecture §4): reading a secret while writing storage still counts the secret fully.
     No resources → 0.
     """
     if not resources:

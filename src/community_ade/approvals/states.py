@@ -1,4 +1,4 @@
-"""Pure task lifecycle: the states, the triggers and the transition table of DESIGN §3.
+"""Pure task lifecycle: the states, the triggers and the transition table of architecture §3.
 
 No IO here. The service checks a trigger's guard (validation, quorum, TTL, locks) and
 then asks ``next_state`` where the task goes; anything not in the table is refused with
@@ -64,7 +64,7 @@ class Trigger(StrEnum):
 _S = TaskState
 _OPEN = (_S.SUBMITTED, _S.REVIEWING)
 
-# DESIGN §3, one row per line of its table: (from states, trigger, to state).
+# architecture §3, one row per line of its table: (from states, trigger, to state).
 _TABLE: tuple[tuple[tuple[TaskState, ...], Trigger, TaskState], ...] = (
     ((_S.DRAFT,), Trigger.SUBMIT, _S.SUBMITTED),
     ((_S.DRAFT,), Trigger.AUTO_APPROVE, _S.APPROVED),

@@ -1,4 +1,4 @@
-"""The tamper-evident audit log (DESIGN §7): ``chain`` is the pure hash chain, ``log``
+"""The tamper-evident audit log (architecture §7): ``chain`` is the pure hash chain, ``log``
 appends to and reads the ``audit_log`` table inside the caller's transaction.
 
 Only the pure names are re-exported, so importing the package pulls in no database code.

@@ -2,7 +2,7 @@
 
 Each row's ``hash`` is the sha256 of the canonical JSON of its content *and* of the
 previous row's hash, so editing a row breaks its own hash, and deleting, reordering or
-splicing in rows breaks the link from the next one (DESIGN §7). Everything here is
+splicing in rows breaks the link from the next one (architecture §7). Everything here is
 deterministic and free of storage, so the same rules serve ``audit.log`` (which feeds
 rows from the database), the API and anyone re-checking an exported log.
 
@@ -51,7 +51,7 @@ ACTOR_KINDS: tuple[str, ...] = get_args(ActorKind)
 
 @dataclass(frozen=True)
 class Actor:
-    """Who caused an event (DESIGN §7 envelope): a user, an agent, or the system itself
+    """Who caused an event (architecture §7 envelope): a user, an agent, or the system itself
     (sweeps, auto-approval). ``via_delegation`` marks a vote cast for someone else."""
 
     kind: ActorKind

@@ -1,5 +1,5 @@
 """Force release, done and audited together: the one operator action on locks that goes to
-the audit log as well as the lock event stream (DESIGN §7). The API, the dashboard and
+the audit log as well as the lock event stream (architecture §7). The API, the dashboard and
 ``ade locks release`` all call this, so none of them can release without the record."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Appending to and reading the ``audit_log`` table, inside the caller's transaction.
 
 Every state transition writes its audit event in the transaction that makes the change
-(DESIGN §3), so this module never commits: it flushes, and the event is kept or lost
+(architecture §3), so this module never commits: it flushes, and the event is kept or lost
 with the change it records.
 
 Appends are serialised, so the chain never forks and no caller's transaction fails
@@ -61,6 +61,7 @@ from community_ade.audit.chain import (
     normalise,
 )
 from community_ade.errors import Conflict, InvalidInput, ServiceUnavailable
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.models import AuditEvent, utcnow
 
 # The first 8 bytes of sha256(b"community_ade.audit_log") as a signed bigint: one key
@@ -80,9 +81,9 @@ _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).
 _INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
-APPENDED = "ade.audit_appended"
-"""``session.info`` key set once the session's transaction has appended an event (the
-events relay wakes after such a commit); whoever reads it clears it."""
+APPENDED = CommitSignal("ade.audit_appended")
+"""Set once the session's transaction has appended an event: the events relay of this
+process wakes after such a commit."""
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -194,7 +195,7 @@ async def _insert_after(
     # work (identity map, flush bookkeeping) would only add cost to every transition.
     await session.execute(_INSERT, fields)
     session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
-    session.info[APPENDED] = True
+    APPENDED.mark(session)
     return AuditEvent(**fields)  # what was written (not attached to the session)
 
 
@@ -211,8 +212,9 @@ async def verify_log(
 
     A row the database cannot even decode (on SQLite anything can be written into a
     column) is reported as the break, at its seq, instead of raising. All batches run in
-    the caller's transaction, so they see one snapshot (on SQLite, under
-    ``BEGIN IMMEDIATE``, that also means writers wait until the caller ends it).
+    the caller's transaction: give it a session of ``db.snapshot_sessions`` so they see
+    one snapshot without holding up writers (a SQLite session of the ordinary kind holds
+    the write lock from ``BEGIN IMMEDIATE`` until it ends).
     """
     if batch < 1:
         raise InvalidInput("batch must be at least 1")
@@ -283,7 +285,7 @@ async def list_events(
 
 
 def envelope(event: AuditEvent) -> dict[str, Any]:
-    """The DESIGN §7 event envelope of a row (JSON-ready), with the chain's hashes so
+    """The architecture §7 event envelope of a row (JSON-ready), with the chain's hashes so
     that a reader can re-verify what it was given."""
     return {
         "seq": event.seq,

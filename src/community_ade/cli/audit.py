@@ -12,8 +12,9 @@ from rich.text import Text
 
 from community_ade.audit import Anchor, ChainReport
 from community_ade.audit import log as audit_log
-from community_ade.cli.common import EXIT_FAILED, console, run
-from community_ade.runtime import Runtime
+from community_ade.cli.common import EXIT_FAILED, console, run_database
+from community_ade.runtime import Database
+from community_ade.storage import db
 from community_ade.storage.models import AuditEvent
 
 app = typer.Typer(help="Verify and read the tamper-evident audit log.", no_args_is_help=True)
@@ -51,11 +52,11 @@ def verify(
     """Re-hash every event and check each links to the one before (exit 1 if not)."""
     expected = _anchor(anchor)
 
-    async def action(runtime: Runtime) -> ChainReport:
-        async with runtime.sessions() as session:
+    async def action(runtime: Database) -> ChainReport:
+        async with db.snapshot_sessions(runtime.sessions)() as session:
             return await audit_log.verify_log(session, batch=batch, anchor=expected)
 
-    report = run(action)
+    report = run_database(action)
     if not report.ok:
         _say(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem}", "red")
         raise typer.Exit(EXIT_FAILED)
@@ -103,7 +104,7 @@ def list_(
 ) -> None:
     """Show audit events, newest first."""
 
-    async def action(runtime: Runtime) -> list[AuditEvent]:
+    async def action(runtime: Database) -> list[AuditEvent]:
         async with runtime.sessions() as session:
             return await audit_log.list_events(
                 session,
@@ -114,7 +115,7 @@ def list_(
                 before_seq=before,
             )
 
-    events = run(action)
+    events = run_database(action)
     if as_json:
         typer.echo(json.dumps([audit_log.envelope(e) for e in events], ensure_ascii=False))
         return

@@ -33,7 +33,6 @@ from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Principal
 from community_ade.errors import AdeError
-from community_ade.execution.executors.base import PlanContext
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Agent, User, utcnow
 
@@ -45,6 +44,10 @@ AGENTS = {
     "deploy-bot": "Rolls out configuration changes for the demo service.",
     "docs-bot": "Keeps the demo repository's notes up to date.",
 }
+# What a demo agent can do over MCP (`/mcp`, `ade mcp`): read the workspace, propose
+# changes to it.
+AGENT_TOOLS = ("files.read", "code.search", "git.log", "files.write", "git.patch")
+CONNECTABLE_AGENT = "deploy-bot"
 POLICY = {
     "rules": [
         {
@@ -156,13 +159,15 @@ async def _create_agents(runtime: Runtime, session: AsyncSession, owner: Princip
             description=description,
             tags=("demo",),
             capacity=2,
+            tools=AGENT_TOOLS,
             allowed_task_types=("files.write", "git.patch"),
         )
         await service.create(owner, config, comment="demo")
 
 
 async def seed(runtime: Runtime) -> dict[str, str]:
-    """Create the demo data unless users exist; return the demo API tokens by user name."""
+    """Create the demo data unless users exist; return the demo API tokens by user name
+    (and one for the agent ``CONNECTABLE_AGENT``, to connect an MCP host with)."""
     path = tokens_file(runtime)
     async with runtime.sessions.begin() as session:
         if await session.scalar(select(func.count()).select_from(User)):
@@ -186,11 +191,15 @@ async def seed(runtime: Runtime) -> dict[str, str]:
         (workspace / "app.yaml").write_text("replicas: 2\nlog_level: info\n")
         (workspace / "README.md").write_text("# demo service\n")
         await asyncio.to_thread(make_repository, repository_of(runtime))
-        tasks = TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+        tasks = TaskService(session, plan_context=runtime.plan_context(session))
         await Governance(session, tasks).put_policy(
             people["admin"], PolicyDocument.model_validate(POLICY)
         )
         await _create_agents(runtime, session, people["alice"])
+        connectable = await _agent(session, CONNECTABLE_AGENT)
+        tokens[CONNECTABLE_AGENT], _ = await auth.create_token(
+            session, name="demo", agent_id=connectable.id
+        )
         await _initial_tasks(tasks, ReviewService(session), people, workspace)
     _write_private(logins_file(runtime.settings.data_dir), passwords)
     _write_private(path, tokens)
@@ -334,7 +343,7 @@ async def add_trickle_task(runtime: Runtime, n: int) -> str:
     draft = make(runtime, n)
     async with runtime.sessions.begin() as session:
         agent = await _agent(session, agent_name)
-        tasks = TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+        tasks = TaskService(session, plan_context=runtime.plan_context(session))
         created = await tasks.create(agent, draft)
         await tasks.submit(agent, created.id)
     return draft.title

@@ -9,7 +9,7 @@ import uvicorn
 
 from community_ade.api.app import create_app
 from community_ade.cli.common import console, load_settings, run
-from community_ade.cli.demo_data import logins, seed, trickle
+from community_ade.cli.demo_data import CONNECTABLE_AGENT, logins, seed, trickle
 
 
 def serve(
@@ -43,7 +43,16 @@ def serve(
         console.print("bob and carol review (carol is the sre), alice and her agents submit.")
         console.print(f"API tokens (Bearer, for http://{host}:{port}/docs):")
         for name, token in tokens.items():
-            console.print(f"  {name:<6} {token}")
+            console.print(f"  {name:<10} {token}")
+        agent_token = tokens.get(CONNECTABLE_AGENT)
+        if agent_token:
+            console.print(
+                f"Connect an agent as {CONNECTABLE_AGENT} (its tools, its changes reviewed), "
+                "e.g. Claude Code:\n"
+                f"  claude mcp add --transport http ade http://{host}:{port}/mcp "
+                f'--header "Authorization: Bearer {agent_token}"',
+                soft_wrap=True,  # one line to copy, whatever the terminal's width
+            )
     uvicorn.run(
         create_app(settings, run_worker=worker, jobs=[trickle] if demo else []),
         host=host,
@@ -53,4 +62,6 @@ def serve(
         # Live events are small JSON frames sent to many clients: compressing each one
         # per connection costs more CPU than the bytes it saves (bench/events.py).
         ws_per_message_deflate=False,
+        # Clients send small JSON messages: never buffer a bigger frame (closed with 1009).
+        ws_max_size=settings.ws_max_message_bytes,
     )

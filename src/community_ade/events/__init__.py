@@ -1,4 +1,4 @@
-"""Live events (DESIGN §7): the relay from the audit log and lock streams into one Redis
+"""Live events (architecture §7): the relay from the audit log and lock streams into one Redis
 events stream, and the per-process fan-out to WebSocket clients.
 
 A process that commits audit events and wants them live at once (e.g. a worker) runs

@@ -39,7 +39,7 @@ def _dumps(value: Any) -> str:
 
 
 def from_audit_row(row: Mapping[str, Any]) -> StoredEvent:
-    """The envelope of an ``audit_log`` row (DESIGN §7); ``audit_seq`` links the live
+    """The envelope of an ``audit_log`` row (architecture §7); ``audit_seq`` links the live
     event to its audit row."""
     envelope = {
         "ts": iso_utc(row["ts"]),

@@ -6,7 +6,8 @@ services call ``enqueue_after_commit``; the session's ``after_commit`` event the
 the tasks to the queue bound to the session factory by the Runtime. Without a bound
 queue (a bare sessionmaker in tests or scripts) nothing is queued here: every worker's
 reconciler periodically queues approved tasks that are missing from the queue, so a
-crash between commit and enqueue loses nothing either.
+crash between commit and enqueue loses nothing either. Tasks their agent applies
+(``agent.call``) are never queued: the agent claims them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from community_ade.execution.executors import agent_applied_types
 from community_ade.execution.queue import TaskQueue
 from community_ade.storage.models import Task
 
@@ -31,7 +33,7 @@ def bind_queue(sessions: async_sessionmaker[Any], queue: TaskQueue) -> None:
 
 def enqueue_after_commit(session: AsyncSession, task: Task) -> None:
     """Queue ``task`` when the session's current transaction commits (not on rollback)."""
-    if _QUEUE not in session.info:
+    if _QUEUE not in session.info or task.type in agent_applied_types():
         return
     pending: dict[str, int] | None = session.info.get(_PENDING)
     if pending is None:

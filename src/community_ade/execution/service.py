@@ -1,4 +1,4 @@
-"""The execution transitions of a task (DESIGN §3: APPROVED → APPLYING → COMPLETED,
+"""The execution transitions of a task (architecture §3: APPROVED → APPLYING → COMPLETED,
 FAILED, or back to APPROVED for a retry), each one SQL transaction with its audit event.
 
 Every method checks, in the statement that changes the row or under its row lock, that
@@ -43,7 +43,7 @@ def worker_actor(worker_id: str) -> Actor:
     return Actor(kind=SYSTEM.kind, id=f"worker:{worker_id}")
 
 
-def _elapsed_ms(task: Task, now: datetime) -> int | None:
+def elapsed_ms(task: Task, now: datetime) -> int | None:
     if task.apply_started_at is None:
         return None
     started = task.apply_started_at
@@ -148,7 +148,7 @@ class ExecutionService:
         """APPLYING → COMPLETED with the apply's result, while the task is still this
         attempt's (``started``, as ``start`` returned it: APPLYING under ``fence``)."""
         now = self.now()
-        duration_ms = _elapsed_ms(started, now)
+        duration_ms = elapsed_ms(started, now)
         values = {
             "result": {"summary": summary, "details": dict(details), "fence": str(fence)},
             "finished_at": now,
@@ -208,7 +208,7 @@ class ExecutionService:
             task.rollback_outcome = rollback_outcome
             task.result = {"error": task.last_error, "details": dict(details), "fence": str(fence)}
             task.finished_at = now
-            task.duration_ms = _elapsed_ms(task, now)
+            task.duration_ms = elapsed_ms(task, now)
             data = {
                 "fence": str(fence),
                 "error": task.last_error,

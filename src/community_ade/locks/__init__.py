@@ -1,4 +1,4 @@
-"""Clean apply locks on Redis (DESIGN §5)."""
+"""Clean apply locks on Redis (architecture §5)."""
 
 from community_ade.locks.manager import Grant, LockManager
 from community_ade.locks.model import LockConfig, LockRequest, Mode

@@ -1,4 +1,4 @@
-"""The system of record (DESIGN §2): SQLAlchemy 2 models, one module for every table so
+"""The system of record (architecture §2): SQLAlchemy 2 models, one module for every table so
 that migrations and the schema stay easy to compare.
 
 Portable across PostgreSQL and SQLite: UUIDs via ``Uuid``, JSON via ``JSON`` (JSONB on
@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -112,7 +113,7 @@ class GroupMember(Base):
 
 
 class Agent(Base):
-    """An agent: its identity, its owner and its current configuration (DESIGN §9).
+    """An agent: its identity, its owner and its current configuration (architecture §9).
 
     The configuration columns hold the newest version; ``agent_versions`` keeps every
     version. A deleted agent keeps its row (``deleted_at``), its name and its history."""
@@ -196,6 +197,21 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class ShellProfileRow(Base):
+    """An admin's shell profile: the commands a shell task may run, as argv templates
+    with typed parameters (``execution.executors.shell_profile.ShellProfile``, stored as
+    its JSON ``document``). ``version`` counts saves."""
+
+    __tablename__ = "shell_profiles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -248,7 +264,7 @@ class Task(Base):
     fence: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
-    # Execution record (DESIGN §6): what the apply overwrote (so a rollback can run after
+    # Execution record (architecture §6): what the apply overwrote (so a rollback can run after
     # the worker that applied died), how it ended, and when.
     snapshot: Mapped[dict[str, Any] | None] = mapped_column(Json)
     rollback_outcome: Mapped[str | None] = mapped_column(String(32))
@@ -357,6 +373,23 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class Secret(Base):
+    """A named secret (docs/secrets.md): its value sealed with the secrets key, bound to
+    its name. No route or page reads ``ciphertext``; only an apply opens it."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # None: set by an operator with `ade secrets set` (the audit log names them).
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class AuditEvent(Base):

@@ -1,5 +1,5 @@
-"""The risk model (``community_ade.approvals.risk``) against DESIGN §4, by hand and by
-property."""
+"""The risk model (``community_ade.approvals.risk``) against docs/policies.md §2, by hand
+and by property."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_criticality_is_the_highest_resource() -> None:
 
 
 def test_read_only_discount_needs_every_action_of_every_resource_to_be_read() -> None:
-    # Reading a secret while writing storage: the secret counts fully (DESIGN's rule).
+    # Reading a secret while writing storage: the secret counts fully (docs/policies.md §2).
     mixed = [res(R.SECRET, "s", actions=(Action.READ,)), res(R.STORAGE, "b")]
     assert criticality(mixed) == 100
     assert criticality([res(R.DATABASE, actions=(Action.READ, Action.EXECUTE))]) == 90

@@ -1,7 +1,8 @@
 """Exhaustive tests of the pure task lifecycle (``community_ade.approvals.states``).
 
-The expected table below is written out by hand from DESIGN §3, in the values stored in
-the database and sent over the wire; it is deliberately not derived from the module.
+The expected table below is written out by hand from docs/architecture.md §3, in the
+values stored in the database and sent over the wire; it is deliberately not derived
+from the module.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ TRIGGERS = [
     "apply_failed",
     "cancel",
 ]
-# (from, trigger) -> to, one line per edge of DESIGN §3.
+# (from, trigger) -> to, one line per edge of architecture.md §3.
 EXPECTED = {
     ("DRAFT", "submit"): "SUBMITTED",
     ("DRAFT", "auto_approve"): "APPROVED",

@@ -1,4 +1,4 @@
-"""Agents (DESIGN §9): the registry, versions, health, the agents' tokens and the
+"""Agents (architecture §9): the registry, versions, health, the agents' tokens and the
 catalogue of models and tools the wizard offers."""
 
 from __future__ import annotations

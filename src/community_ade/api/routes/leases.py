@@ -1,4 +1,4 @@
-"""Agent leases (DESIGN §8): an agent process opens one, renews it with heartbeats and
+"""Agent leases (architecture §8): an agent process opens one, renews it with heartbeats and
 closes it on exit; while a lease lives the agent counts as alive (docs/agents.md)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Clean apply locks over HTTP (DESIGN §5, §8): who holds and waits, the recent lock
+"""Clean apply locks over HTTP (architecture §5, §8): who holds and waits, the recent lock
 events, and an admin's force release (audited)."""
 
 from __future__ import annotations

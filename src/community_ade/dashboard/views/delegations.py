@@ -1,4 +1,4 @@
-"""Standing delegations: "if X approves, count it as my approval too" (DESIGN §4)."""
+"""Standing delegations: "if X approves, count it as my approval too" (architecture §4)."""
 
 from __future__ import annotations
 

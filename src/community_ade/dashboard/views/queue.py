@@ -118,7 +118,7 @@ async def load_queue(
     What waits on the principal comes first. Sorting by that predicate would evaluate it
     for every open task; instead the page is taken from two ordered, limited queries —
     the tasks waiting on the principal, then the others — which the review queue's
-    indexes serve in order (DESIGN §12: the queue stays fast at 100 000 tasks)."""
+    indexes serve in order (architecture §12: the queue stays fast at 100 000 tasks)."""
     require(principal, Permission.TASK_READ)
     reviewer = principal.can(Permission.REVIEW)
     waits_on_me = awaiting(principal, await standing_covers(session, principal))

@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors.base import (
+    Applier,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -34,11 +35,15 @@ from community_ade.execution.executors.base import (
     RollbackOutcome,
     Snapshot,
     ValidationReport,
+    applier_of,
+    description_of,
     digest_of,
+    payload_schema_of,
 )
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Applier",
     "ApplyContext",
     "ApplyFailed",
     "ApplyResult",
@@ -50,9 +55,13 @@ __all__ = [
     "RollbackOutcome",
     "Snapshot",
     "ValidationReport",
+    "agent_applied_types",
+    "applier_of",
+    "description_of",
     "digest_of",
     "get_executor",
     "load_executors",
+    "payload_schema_of",
 ]
 
 ENTRY_POINT_GROUP = "community_ade.executors"
@@ -89,6 +98,11 @@ def get_executor(task_type: str) -> Executor:
             task_type=task_type,
             known=known,
         ) from None
+
+
+def agent_applied_types() -> frozenset[str]:
+    """The installed task types their agents apply (never queued for a worker)."""
+    return frozenset(t for t, e in load_executors().items() if applier_of(e) == "agent")
 
 
 def _distribution(point: EntryPoint) -> str:

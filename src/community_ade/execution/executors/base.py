@@ -6,7 +6,7 @@ change?). The execution side additionally needs ``snapshot``, ``apply`` and ``ro
 they form a separate protocol, ``ApplyingExecutor``, so an executor that can only preview
 is a complete, honest object rather than one with methods that raise.
 
-The plan's ``preview`` is the *stash* of DESIGN §3: the canonical, content-addressed
+The plan's ``preview`` is the *stash* of architecture §3: the canonical, content-addressed
 change set that reviewers approve by its ``digest``. ``precondition_fingerprint`` names
 the state of the world the preview was computed against; the worker plans again before
 applying and compares both, so a change is only ever applied to the world it was
@@ -16,22 +16,32 @@ reviewed against.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from pydantic import BaseModel
+
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
 
 if TYPE_CHECKING:
+    from community_ade.execution.executors.shell_profile import ShellConfig, ShellProfileSource
+    from community_ade.secrets.references import SecretSource
     from community_ade.settings import Settings
 
 PreviewFormat = Literal["diff", "text", "json"]
 """How a dashboard should render a preview: a unified diff, plain text, or a JSON document."""
 
 RollbackOutcome = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"]
-"""The outcomes DESIGN §3 records for a failed apply."""
+"""The outcomes architecture §3 records for a failed apply."""
+
+Applier = Literal["worker", "agent"]
+"""Who carries out an approved task: an ``ade worker`` (the executor is an
+``ApplyingExecutor``), or the agent that proposed it (the executor says ``applied_by =
+"agent"``; the agent claims the task, applies, and reports the outcome)."""
 
 Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
@@ -110,7 +120,8 @@ class PlanContext:
     can be planned, which is the safe default for a misconfigured deployment.
     ``http_allowlist`` holds the URL prefixes ``http.request`` may call (``urls``);
     ``fence_dir`` is where targets without a directory of their own (an HTTP endpoint)
-    keep their fence records; without it such targets cannot be applied.
+    keep their fence records; without it such targets cannot be applied. ``shell`` is
+    the shell executor's configuration (profiles, sandbox, user; None: its defaults).
     """
 
     allowed_roots: tuple[Path, ...]
@@ -118,6 +129,7 @@ class PlanContext:
     git_executable: str = "git"
     http_allowlist: tuple[str, ...] = ()
     fence_dir: Path | None = None
+    shell: ShellConfig | None = None
 
     def __post_init__(self) -> None:
         for root in self.allowed_roots:
@@ -130,12 +142,39 @@ class PlanContext:
         urls.parse_allowlist(self.http_allowlist)  # a bad entry fails at startup, loudly
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PlanContext:
-        """The one place settings become a context (API, worker, CLI)."""
+    def from_settings(
+        cls, settings: Settings, *, shell_profiles: ShellProfileSource | None = None
+    ) -> PlanContext:
+        """The one place settings become a context (API, worker, CLI; through
+        ``Runtime.plan_context``, which passes the stored shell profiles)."""
+        from community_ade.execution.executors.sandbox import SandboxConfig, SandboxLimits
+        from community_ade.execution.executors.shell_profile import (
+            ShellConfig,
+            StaticShellProfiles,
+        )
+
+        mib = 1024 * 1024
+        sandbox = SandboxConfig(
+            bwrap=settings.sandbox_bwrap,
+            limits=SandboxLimits(
+                cpu_seconds=settings.sandbox_cpu_seconds,
+                memory_bytes=settings.sandbox_memory_mb * mib,
+                file_size_bytes=settings.sandbox_file_size_mb * mib,
+                processes=settings.sandbox_max_processes,
+                scratch_bytes=settings.sandbox_scratch_mb * mib,
+            ),
+            hidden=(settings.data_dir.absolute(),),
+        )
         return cls(
             allowed_roots=tuple(p.absolute() for p in settings.allowed_workspace_roots),
             http_allowlist=tuple(settings.http_allowlist),
             fence_dir=settings.data_dir.absolute() / "fences",
+            shell=ShellConfig(
+                profiles=shell_profiles or StaticShellProfiles(),
+                sandbox=sandbox,
+                user=settings.shell_user,
+                free_form=settings.shell_free_form,
+            ),
         )
 
     @property
@@ -185,7 +224,7 @@ class Plan:
 
     ``digest`` is always ``digest_of(preview)``: it is checked on construction, so a plan
     rebuilt from storage with a tampered preview cannot be mistaken for the approved one.
-    ``lines_changed`` feeds the risk magnitude (DESIGN §4); ``summary`` is one line for
+    ``lines_changed`` feeds the risk magnitude (architecture §4); ``summary`` is one line for
     lists and notifications and is not part of the digest.
     """
 
@@ -242,15 +281,46 @@ class Executor(Protocol):
     async def plan(self, payload: Payload, context: PlanContext) -> Plan: ...
 
 
+def applier_of(executor: Executor) -> Applier:
+    """Who applies the tasks of ``executor``: ``applied_by`` where it says so, else a
+    worker."""
+    return "agent" if getattr(executor, "applied_by", "worker") == "agent" else "worker"
+
+
+def payload_schema_of(executor: Executor) -> dict[str, Any] | None:
+    """The JSON Schema of the executor's payload, from its ``payload_model`` (a Pydantic
+    model); None for an executor that publishes none."""
+    model = getattr(executor, "payload_model", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model.model_json_schema()
+    return None
+
+
+def description_of(executor: Executor) -> str:
+    """One paragraph on what the executor does: its ``description``, else the first
+    paragraph of its class's (or module's) docstring."""
+    given = getattr(executor, "description", None)
+    if isinstance(given, str) and given.strip():
+        return given.strip()
+    cls = type(executor)
+    doc = cls.__doc__ or (
+        sys.modules[cls.__module__].__doc__ if cls.__module__ in sys.modules else ""
+    )
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 @dataclass(frozen=True)
 class ApplyContext:
     """What an apply runs under: the plan's confinement, the task, and the fencing token
-    of the lock grant (DESIGN §5), which the executor passes to the target so that a
-    holder whose grant was lost cannot write after a newer one did."""
+    of the lock grant (architecture §5), which the executor passes to the target so that a
+    holder whose grant was lost cannot write after a newer one did. ``secrets`` reveals
+    the values of the secrets a payload refers to (``secrets.references``); None: the
+    apply has none to give, and a task that refers to one fails."""
 
     plan_context: PlanContext
     task_id: str
     fence: int
+    secrets: SecretSource | None = None
 
 
 @dataclass(frozen=True)

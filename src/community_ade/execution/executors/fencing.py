@@ -1,6 +1,6 @@
 """Fencing at the target: refuse a write whose fence is older than the newest one seen.
 
-DESIGN §5: a lock grant carries a strictly increasing fencing token. A holder whose grant
+architecture §5: a lock grant carries a strictly increasing fencing token. A holder whose grant
 was lost (a paused process, a partition) may still believe it holds it; the lock manager
 cannot stop it, the target can. Each target keeps a *fence record*, a small file next to
 it holding the newest fence that wrote there. A write first takes an exclusive OS lock
