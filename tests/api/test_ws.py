@@ -88,7 +88,10 @@ async def test_an_api_call_is_seen_live(start_live: StartLive) -> None:
                 json={
                     "type": "files.write",
                     "title": "live",
-                    "payload": {"root": str(live.server.settings.data_dir), "changes": []},
+                    "payload": {
+                        "root": str(live.server.settings.data_dir),
+                        "changes": [{"path": "a.txt", "action": "write", "content": "a\n"}],
+                    },
                     "resources": [],
                 },
             )
