@@ -16,11 +16,11 @@ import httpx
 import pytest
 from livesrv import Live, StartLive
 from sqlalchemy import update
+from test_sdk import FAST, WAIT, agent_token
 
 from community_ade.client import (
     AdeClient,
     ApplyFailed,
-    Backoff,
     ChangesRequested,
     Rejected,
     SyncAdeClient,
@@ -34,22 +34,10 @@ from community_ade.storage.models import Task
 
 pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
 
-WAIT = 30.0
-FAST = Backoff(attempts=5, base=0.05, cap=0.2)
 SERVICE = [{"type": "service", "id": "api", "actions": ["write"]}]
 
 # What the governed functions below saw when they ran: (name, arguments, fence, start, end).
 RUNS: list[tuple[str, dict[str, Any], int, float, float]] = []
-
-
-async def agent_client(live: Live, name: str = "deployer") -> AdeClient:
-    """A new agent of alice's and an SDK client with its own token."""
-    async with httpx.AsyncClient(base_url=live.server.url, headers=live.as_("alice")) as http:
-        agent = await http.post("/api/v1/agents", json={"name": name, "model": "gpt-4o"})
-        assert agent.status_code == 201, agent.text
-        token = await http.post(f"/api/v1/agents/{agent.json()['id']}/tokens", json={"name": "t"})
-        assert token.status_code == 201, token.text
-    return AdeClient(live.server.url, token.json()["token"], backoff=FAST)
 
 
 @pytest.fixture
@@ -61,7 +49,7 @@ async def live(start_live: StartLive) -> Live:
 @pytest.fixture
 async def clients(live: Live) -> AsyncIterator[tuple[AdeClient, AdeClient]]:
     """(the agent's client, bob's: a reviewer)."""
-    agent = await agent_client(live)
+    agent = AdeClient(live.server.url, await agent_token(live), backoff=FAST)
     bob = AdeClient(live.server.url, live.tokens["bob"], backoff=FAST)
     yield agent, bob
     await agent.aclose()
