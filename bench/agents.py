@@ -40,6 +40,8 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -443,6 +445,14 @@ async def prepare(url: str, sdk_agents: int, mcp_agents: int) -> Cast:
     return Cast(reviewer, tokens[:sdk_agents], tokens[sdk_agents:])
 
 
+async def start_worker(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
+    """``python -m community_ade worker`` beside the server (``--separate-worker``)."""
+    with log_path.open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "community_ade", "worker", env=env, stdout=log, stderr=log
+        )
+
+
 def rounds_for(agents: int, args: argparse.Namespace) -> int:
     """Enough rounds for ~``--samples`` samples, at least ``--min-rounds``."""
     return max(args.min_rounds, -(-args.samples // agents))
@@ -458,8 +468,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         with redis_server(args.redis_url) as (redis_url, _own):
             env = server_env(database.url, tmp, workspaces, redis_url)
             env["ADE_QUEUE_NAME"] = f"bench-{uuid.uuid4().hex[:8]}"
-            server = Server(env, tmp / "server.log")
+            server = Server(
+                env, tmp / "server.log", ["--no-worker"] if args.separate_worker else []
+            )
             await server.start()
+            worker = await start_worker(env, tmp / "worker.log") if args.separate_worker else None
             try:
                 floor = await pubsub_floor(redis_url, args.floor_messages)
                 progress(
@@ -468,6 +481,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 )
                 return await run_levels(args, server, database, cast, workspace, floor)
             finally:
+                if worker is not None:
+                    worker.send_signal(signal.SIGINT)  # drain and exit
+                    await asyncio.wait_for(worker.wait(), 30)
                 await server.stop()
     finally:
         await drop_database(database)
@@ -594,6 +610,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-rounds", type=int, help="rounds per level at least (3; quick 2)")
     parser.add_argument("--mcp-agents", type=int, default=10, help="MCP agents (10; 0: none)")
     parser.add_argument("--agent-procs", type=int, default=2, help="agent processes (2)")
+    parser.add_argument(
+        "--separate-worker",
+        action="store_true",
+        help="the worker in a process of its own (ade serve --no-worker + ade worker)",
+    )
     parser.add_argument("--think", type=float, default=0.5, help="reviewer's delay, s (0.5)")
     parser.add_argument("--floor-messages", type=int, help="pub/sub round trips (1000; quick 300)")
     args = parser.parse_args(argv)
