@@ -25,6 +25,7 @@ from community_ade.client import (
     Rejected,
     SyncAdeClient,
     Verdict,
+    WaitTimeout,
     current_fence,
     governed,
 )
@@ -141,6 +142,18 @@ async def test_changes_requested_come_back_raised_or_returned(
     verdict = await asyncio.wait_for(calling_again, WAIT)
     assert isinstance(verdict, Verdict)
     assert (verdict.outcome, verdict.comments) == ("changes_requested", ["replicas: 3"])
+    assert RUNS == []
+
+
+async def test_a_caller_that_stops_waiting_cancels_the_task(
+    live: Live, clients: tuple[AdeClient, AdeClient]
+) -> None:
+    agent, _ = clients
+    with pytest.raises(WaitTimeout):
+        await governed(client=agent, timeout=1)(deploy)("api", "4.0")
+    async with httpx.AsyncClient(base_url=live.server.url) as http:
+        listed = await http.get("/api/v1/tasks", headers=live.as_("admin"))
+    assert [t["state"] for t in listed.json()["items"]] == ["CANCELLED"]
     assert RUNS == []
 
 

@@ -181,7 +181,9 @@ async def hold_claim(
     try:
         try:
             yield claim
-        except BaseException as exc:
+        except GeneratorExit:  # the generator is being closed, not the block failing
+            raise
+        except BaseException as exc:  # cancellation too: the attempt did not finish
             if not claim.reported:
                 await claim.fail_with(exc)
             raise

@@ -41,6 +41,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NoReturn, ParamSpec, TypeVar, overload
 
+import httpx
+
 from community_ade.api.schemas import ResourceRefModel, ReviewOut, TaskOut
 from community_ade.approvals.states import TaskState
 from community_ade.client.aio import AdeClient
@@ -274,9 +276,11 @@ async def govern(
     task_id = proposal.task.id
     try:
         task = await ade.wait(task_id, options.timeout)
-    except WaitTimeout:
-        with contextlib.suppress(AdeProblem):  # decided meanwhile: it stays unclaimed
-            await ade.cancel(task_id, f"the caller stopped waiting after {options.timeout:g} s")
+    except (WaitTimeout, asyncio.CancelledError):
+        # Nobody will run this call now: take it out of the reviewers' queue (decided
+        # meanwhile, it stays unclaimed; a cancelled caller may be cancelled again).
+        with contextlib.suppress(AdeProblem, httpx.TransportError, asyncio.CancelledError):
+            await ade.cancel(task_id, "the caller stopped waiting for the decision")
         raise
     if task.state != TaskState.APPROVED.value:
         verdict = await verdict_of(ade, task)
