@@ -55,12 +55,14 @@ FAST = LockConfig(
 
 
 def run_ade(
-    env: Mapping[str, str], *args: str, timeout: float = 120
+    env: Mapping[str, str], *args: str, timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``ade *args`` in a child process with exactly ``env``, as a user runs it."""
+    """``ade *args`` in a child process with exactly ``env``, as a user runs it (``input``
+    piped to its stdin)."""
     return subprocess.run(
         [sys.executable, "-m", "community_ade", *args],
         env=dict(env),
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -167,6 +169,15 @@ async def delete_domain_keys(client: AnyRedis, domain: str) -> None:
     for key in found:  # one at a time: fine on Cluster whatever the slots
         await client.delete(key)
     await client.srem(lock_keys.DOMAINS, domain)
+
+
+async def forget_domain(redis_url: str, domain: str) -> None:
+    """``delete_domain_keys`` through a connection of its own (a test's cleanup)."""
+    client = await open_redis(redis_url)
+    try:
+        await delete_domain_keys(client, domain)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -308,7 +319,16 @@ ROLES = {
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+def api_settings() -> dict[str, Any]:
+    """More settings for the ``api`` fixture's app; a test module overrides this fixture
+    (e.g. with an ``http_allowlist`` naming its own local server)."""
+    return {}
+
+
+@pytest.fixture
+async def api(
+    database_url: str, tmp_path: Path, api_settings: dict[str, Any]
+) -> AsyncIterator[Api]:
     engine = db.create_engine(database_url)
     await db.upgrade(engine)
     await engine.dispose()
@@ -316,7 +336,10 @@ async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     workspace.mkdir(parents=True)
     (workspace / "app.conf").write_text("debug = false\n")
     settings = Settings(
-        data_dir=tmp_path, database_url=database_url, workspace_roots=[tmp_path / "workspaces"]
+        data_dir=tmp_path,
+        database_url=database_url,
+        workspace_roots=[tmp_path / "workspaces"],
+        **api_settings,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

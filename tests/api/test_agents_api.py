@@ -11,7 +11,8 @@ from typing import Any
 
 from conftest import Api
 
-from community_ade.agents.watch import events_stream, publish_changes
+from community_ade.agents.watch import publish_changes
+from community_ade.events.system import system_stream as events_stream
 from community_ade.storage.models import Task, utcnow
 
 AGENTS = "/api/v1/agents"

@@ -106,6 +106,14 @@ GET    /api/v1/catalogue/tools                      agent_read        ok  ok  ok
 POST   /api/v1/catalogue/tools                      catalogue_write   ok  403 403 403 403 401 401
 PUT    /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
 DELETE /api/v1/catalogue/tools/{tool_id}            catalogue_write   ok  403 403 403 403 401 401
+GET    /api/v1/secrets                              secret_read       ok  ok  ok  403 ok  401 401
+GET    /api/v1/secrets/{name}                       secret_read       ok  ok  ok  403 ok  401 401
+PUT    /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
+DELETE /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
+GET    /api/v1/shell-profiles                       task_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/shell-profiles/{name}                task_read         ok  ok  ok  ok  ok  401 401
+PUT    /api/v1/shell-profiles/{name}                shell_profile_write ok 403 403 403 403 401 401
+DELETE /api/v1/shell-profiles/{name}                shell_profile_write ok 403 403 403 403 401 401
 POST   /api/v1/leases                               lock_lease        ok  ok  ok  403 ok  401 401
 POST   /api/v1/leases/{lease_id}/heartbeat          lock_lease        ok  ok  ok  403 ok  401 401
 DELETE /api/v1/leases/{lease_id}                    lock_lease        ok  ok  ok  403 ok  401 401
@@ -517,6 +525,18 @@ def catalogue_entry(kind: str) -> Precondition:
     return added
 
 
+SHELL_PROFILE = {"command": ["git", "diff", "--stat"], "description": "matrix"}
+SHELL_PROFILES = "/api/v1/shell-profiles"
+
+
+async def shell_profile(w: World, caller: str) -> Target:
+    """A shell profile the admin just saved (version 1)."""
+    name = f"matrix-{uuid.uuid4().hex[:8]}"
+    r = await w.call("admin", Target(), "PUT", f"{SHELL_PROFILES}/{name}", SHELL_PROFILE)
+    assert r.status_code == 200, f"setup: admin saves a shell profile: {r.text}"
+    return Target(entry_id=name)
+
+
 async def held_lock(w: World, caller: str) -> Target:
     """An exclusive grant on a resource of this cell's own (its own lock agent too, so
     that the cells of a route never wait for a permit)."""
@@ -924,6 +944,79 @@ def register_catalogue_routes(kind: str) -> None:
 
 register_catalogue_routes("models")
 register_catalogue_routes("tools")
+
+SECRETS = "/api/v1/secrets"
+SECRET_VALUE = "matrix-secret-value"
+
+
+async def stored_secret(w: World, caller: str) -> Target:
+    """A secret the admin just stored (its name in ``entry_id``)."""
+    name = f"matrix-{uuid.uuid4().hex[:8]}"
+    r = await w.call("admin", Target(), "PUT", f"{SECRETS}/{name}", {"value": SECRET_VALUE})
+    assert r.status_code == 201, f"setup: admin stores a secret: {r.text}"
+    return Target(entry_id=name)
+
+
+async def secret_names(w: World) -> list[str]:
+    return [s["name"] for s in (await w.call("admin", Target(), "GET", SECRETS)).json()]
+
+
+@route("GET", SECRETS, stored_secret)
+async def list_secrets(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", SECRETS)
+    return Reply(
+        r, 200, lambda b: t.entry_id in [s["name"] for s in b] and SECRET_VALUE not in r.text
+    )
+
+
+@route("GET", SECRETS + "/{name}", stored_secret)
+async def get_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{SECRETS}/{t.entry_id}")
+    return Reply(r, 200, lambda b: b["name"] == t.entry_id and SECRET_VALUE not in r.text)
+
+
+@route("PUT", SECRETS + "/{name}")
+async def put_secret(w: World, caller: str, t: Target) -> Reply:
+    name = f"new-{uuid.uuid4().hex[:8]}"
+    r = await w.call(caller, t, "PUT", f"{SECRETS}/{name}", {"value": SECRET_VALUE})
+    stored = r.status_code == 201 and name in await secret_names(w)
+    return Reply(r, 201, lambda b: stored and b["name"] == name and SECRET_VALUE not in r.text)
+
+
+@route("DELETE", SECRETS + "/{name}", stored_secret)
+async def delete_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", f"{SECRETS}/{t.entry_id}")
+    gone = r.status_code == 204 and t.entry_id not in await secret_names(w)
+    return Reply(r, 204, lambda b: gone)
+
+
+@route("GET", SHELL_PROFILES, shell_profile)
+async def list_shell_profiles(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", SHELL_PROFILES)
+    return Reply(r, 200, lambda b: t.entry_id in [p["name"] for p in b])
+
+
+@route("GET", SHELL_PROFILES + "/{name}", shell_profile)
+async def get_shell_profile(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{SHELL_PROFILES}/{t.entry_id}")
+    return Reply(r, 200, lambda b: b["name"] == t.entry_id and b["profile"]["command"][0] == "git")
+
+
+@route("PUT", SHELL_PROFILES + "/{name}", shell_profile)
+async def put_shell_profile(w: World, caller: str, t: Target) -> Reply:
+    body = SHELL_PROFILE | {"command": ["git", "status"]}
+    r = await w.call(caller, t, "PUT", f"{SHELL_PROFILES}/{t.entry_id}", body)
+    return Reply(
+        r, 200, lambda b: b["version"] == 2 and b["profile"]["command"] == ["git", "status"]
+    )
+
+
+@route("DELETE", SHELL_PROFILES + "/{name}", shell_profile)
+async def delete_shell_profile(w: World, caller: str, t: Target) -> Reply:
+    url = f"{SHELL_PROFILES}/{t.entry_id}"
+    r = await w.call(caller, t, "DELETE", url)
+    gone = r.status_code == 204 and await w.status("GET", url) == 404
+    return Reply(r, 204, lambda b: gone)
 
 
 @route("POST", "/api/v1/leases", own_leasable_agent)

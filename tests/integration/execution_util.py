@@ -9,15 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from conftest import delete_domain_keys
+from conftest import forget_domain
 from sqlalchemy import select
 
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth.principal import Principal
-from community_ade.execution.executors.base import PlanContext
-from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.storage import db
@@ -56,9 +54,7 @@ async def auto_approving_runtime(
             await set_policy(rt, AUTO)
             yield rt
     finally:
-        client = await open_redis(redis_url)
-        await delete_domain_keys(client, name)
-        await client.aclose()
+        await forget_domain(redis_url, name)
 
 
 @asynccontextmanager
@@ -87,7 +83,7 @@ async def set_policy(runtime: Runtime, document: Mapping[str, Any]) -> None:
 
 
 def tasks(runtime: Runtime, session: Any) -> TaskService:
-    return TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+    return TaskService(session, plan_context=runtime.plan_context(session))
 
 
 async def submit(

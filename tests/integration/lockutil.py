@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from conftest import unavailable
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -234,3 +235,16 @@ class PrivateRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def private_redis_server(directory: Path) -> Iterator[PrivateRedis]:
+    """A started ``PrivateRedis`` for the block (unavailable without a redis-server)."""
+    if PrivateRedis.binary() is None:
+        unavailable("no redis-server binary to run a private server")
+    server = PrivateRedis(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

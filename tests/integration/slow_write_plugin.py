@@ -3,8 +3,9 @@ real entry point (a ``*.dist-info`` written at test time, see ``install_slow_plu
 
 It appends one line to a file after sleeping in a thread, the way a real target write is
 a blocking step that asyncio cannot interrupt half-way. The file's fence record
-(``<file>.fence``) refuses a writer older than the newest one seen; a refused writer is
-logged to ``<file>.refused``, so a test can see that the stale worker tried and failed.
+(``<file>.fence``) refuses a writer (apply or rollback) older than the newest one seen; a
+refused writer is logged to ``<file>.refused``, so a test can see that the stale worker
+tried and failed.
 
 Payload: ``{"path": "/abs/file", "line": "text", "seconds": 3}``, optionally
 ``"fail": "transient" | "permanent"`` and ``"fail_times": n`` (default: always): the apply
@@ -42,8 +43,8 @@ def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def _append(path: Path, line: str, seconds: float, fence: int) -> None:
-    time.sleep(seconds)
+def _fence(path: Path, fence: int) -> None:
+    """Check ``fence`` against the file's record and record it, as real executors do."""
     record = Path(f"{path}.fence")
     newest = int(record.read_text()) if record.exists() else 0
     if fence < newest:
@@ -51,6 +52,11 @@ def _append(path: Path, line: str, seconds: float, fence: int) -> None:
             refused.write(f"{fence}\n")
         raise FenceRejected(f"fence {fence} is older than {newest}", fence=fence, newest=newest)
     record.write_text(str(fence))
+
+
+def _append(path: Path, line: str, seconds: float, fence: int) -> None:
+    time.sleep(seconds)
+    _fence(path, fence)
     with path.open("a") as target:
         target.write(line + "\n")
 
@@ -69,7 +75,8 @@ def _count_snapshot(path: Path) -> int:
     return count
 
 
-def _restore(path: Path, content: str | None) -> RollbackOutcome:
+def _restore(path: Path, content: str | None, fence: int) -> RollbackOutcome:
+    _fence(path, fence)
     if _read(path) == content:
         return "nothing_to_roll_back"
     if content is None:
@@ -124,7 +131,7 @@ class SlowAppend:
         self, payload: Mapping[str, Any], snapshot: Snapshot, context: ApplyContext
     ) -> RollbackOutcome:
         return await asyncio.to_thread(
-            _restore, Path(payload["path"]), snapshot.data.get("content")
+            _restore, Path(payload["path"]), snapshot.data.get("content"), context.fence
         )
 
 

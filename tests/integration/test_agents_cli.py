@@ -7,11 +7,14 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-from conftest import _server_url, delete_domain_keys, run_ade
-
-from community_ade.infra.redis_client import open_redis
+import httpx
+import pytest
+from conftest import _server_url, forget_domain, run_ade
+from livesrv import StartLive
 
 
 async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: str) -> None:
@@ -76,8 +79,59 @@ async def test_create_set_versions_revert_and_refusals(tmp_path: Path, domain: s
         assert no_token.returncode == 1
         assert "set ADE_AGENT_TOKEN" in no_token.stderr
     finally:
-        client = await open_redis(redis_url)
-        try:
-            await delete_domain_keys(client, domain)
-        finally:
-            await client.aclose()
+        await forget_domain(redis_url, domain)
+
+
+@pytest.mark.parametrize("backend", ["server"], indirect=True)
+async def test_an_agent_process_replaces_a_lease_the_server_lost(
+    start_live: StartLive, tmp_path: Path
+) -> None:
+    live = await start_live()
+    api = f"{live.server.url}/api/v1"
+    async with httpx.AsyncClient(base_url=api, headers=live.as_("alice")) as alice:
+        made = await alice.post("/agents", json={"name": "lease-bot", "model": "gpt-4o"})
+        assert made.status_code == 201, made.text
+        issued = await alice.post(f"/agents/{made.json()['id']}/tokens", json={"name": "t"})
+        assert issued.status_code == 201, issued.text
+    token = issued.json()["token"]
+    output = tmp_path / "agent.log"
+    agent = start_agent(live.server.url, token, output)
+    try:
+        first = (await lines_with(output, "holding lease", 1))[0].split()[2]
+        # The server forgets the lease, as a Redis restarted empty would.
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=api, headers=headers) as as_agent:
+            assert (await as_agent.delete(f"/leases/{first}")).status_code == 204
+        second = (await lines_with(output, "holding lease", 2))[1].split()[2]
+        assert second != first
+        assert agent.poll() is None, output.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(30)
+
+
+async def lines_with(path: Path, text: str, count: int, limit: float = 30) -> list[str]:
+    deadline = time.monotonic() + limit
+    while True:
+        content = await asyncio.to_thread(read_if_there, path)
+        found = [line for line in content.splitlines() if text in line]
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, content
+        await asyncio.sleep(0.1)
+
+
+def start_agent(server: str, token: str, output: Path) -> subprocess.Popen[bytes]:
+    """``ade agents run`` with a 1 s lease, its output into ``output``."""
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "community_ade", "agents", "run", "--server", server,
+             "--lease-seconds", "1"],
+            env={**os.environ, "ADE_AGENT_TOKEN": token},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def read_if_there(path: Path) -> str:
+    return path.read_text() if path.exists() else ""

@@ -1,7 +1,7 @@
-"""Real git, real processes and a real HTTP server through the worker: a patch commits with
-the task id and fence, two patches on one branch are serialised, a moved branch sends the
-task back to review with its votes stale, a failing shell command records exit code and
-output, and an http.request reaches a local server with the task id and fence."""
+"""Real git and a real HTTP server through the worker: a patch commits with the task id and
+fence, two patches on one branch are serialised, a moved branch sends the task back to
+review with its votes stale, and an http.request reaches a local server with the task id
+and fence. (Shell tasks through the worker: test_shell_executor.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import Backend, delete_domain_keys
+from conftest import Backend, forget_domain
 from execution_util import (
     AUTO,
     events_of,
@@ -32,7 +32,6 @@ from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.states import TaskState
 from community_ade.execution.worker import Worker
-from community_ade.infra.redis_client import open_redis
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Review
 
@@ -85,9 +84,7 @@ async def runtime(
         async with open_runtime(settings) as rt:
             yield rt
     finally:
-        client = await open_redis(backend.url)
-        await delete_domain_keys(client, domain)
-        await client.aclose()
+        await forget_domain(backend.url, domain)
 
 
 @pytest.fixture
@@ -188,34 +185,6 @@ async def test_a_moved_branch_sends_the_task_back_with_stale_votes(
     assert [v.stale for v in votes] == [True]
     events = await events_of(runtime, task.id)
     assert events[-2:] == ["task:preconditions_moved", "approval:requested"]
-
-
-async def test_a_failing_shell_command_records_exit_code_and_output(
-    runtime: Runtime, tmp_path: Path
-) -> None:
-    await set_policy(runtime, AUTO)
-    cwd = tmp_path / "workspaces" / "svc"
-    cwd.mkdir(parents=True)
-    alice = await make_user(runtime)
-    payload = {
-        "command": ["/bin/sh", "-c", "echo started > state; echo boom; exit 3"],
-        "cwd": str(cwd),
-        "rollback_command": ["/bin/sh", "-c", "rm -f state"],
-        "timeout_seconds": 30,
-    }
-    task = await submit(runtime, alice, "shell", payload)
-    await runtime.queue.drain_background()
-    await burst(runtime)
-    failed = await reload(runtime, task.id)
-    assert failed.state == TaskState.FAILED
-    assert failed.rollback_outcome == "rolled_back"
-    assert failed.result is not None
-    assert "3" in str(failed.result["details"].get("exit_code"))
-    assert "boom" in str(failed.result["details"].get("output"))
-    assert failed.last_error
-    assert not (cwd / "state").exists()  # the rollback command ran
-    assert failed.finished_at is not None
-    assert (await events_of(runtime, task.id))[-1] == "task:failed"
 
 
 async def test_an_http_request_reaches_a_local_server_with_task_and_fence(

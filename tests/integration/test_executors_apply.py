@@ -1,5 +1,5 @@
 """The executors' apply side against real targets: a real filesystem, real git
-repositories, real subprocesses and a real HTTP server on localhost.
+repositories and a real HTTP server on localhost (shell: test_shell_executor.py).
 
 Every task runs the way the worker runs it: plan, snapshot (stored as JSON and read
 back), apply with the approved plan, rollback with the stored snapshot.
@@ -14,7 +14,7 @@ import json
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from gitutil import GIT, git
 
+from community_ade.audit.chain import SYSTEM
 from community_ade.errors import FenceRejected, InvalidInput
 from community_ade.execution.executors import (
     ApplyContext,
@@ -37,14 +38,16 @@ from community_ade.execution.executors.base import ApplyFailed
 from community_ade.execution.executors.files_write import FilesWriteExecutor, _temp_of
 from community_ade.execution.executors.git_patch import GitPatchExecutor, parse_worktrees
 from community_ade.execution.executors.http_request import HttpRequestExecutor
-from community_ade.execution.executors.shell import ShellExecutor
+from community_ade.secrets.keys import SecretCipher
+from community_ade.secrets.references import SecretSource
+from community_ade.secrets.store import SecretVault, put_secret
 from community_ade.settings import Settings
+from community_ade.storage import db
 
 pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
 
 FILES = FilesWriteExecutor()
 PATCHER = GitPatchExecutor()
-SHELL = ShellExecutor()
 HTTP = HttpRequestExecutor()
 
 
@@ -54,6 +57,7 @@ class Workspace:
     outside: Path
     fences: Path
     http_allowlist: tuple[str, ...] = ()
+    secrets: SecretSource | None = None
 
     @property
     def plan_context(self) -> PlanContext:
@@ -64,7 +68,7 @@ class Workspace:
         )
 
     def at(self, fence: int, task_id: str = "task-1") -> ApplyContext:
-        return ApplyContext(self.plan_context, task_id=task_id, fence=fence)
+        return ApplyContext(self.plan_context, task_id=task_id, fence=fence, secrets=self.secrets)
 
 
 @pytest.fixture
@@ -113,27 +117,8 @@ def without_state(snap: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]
     return {k: v for k, v in snap.items() if not k.startswith((".ade", ".git/"))}
 
 
-async def gone(pid: int) -> bool:
-    """Whether ``pid`` ends soon: a SIGKILL is delivered when the process next runs, so
-    it may still show as running for a moment after the kill."""
-    for _ in range(100):
-        if not alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
 def records_in(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if p.name != fencing.LOCK_NAME]
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for a reaper does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 # --- fencing --------------------------------------------------------------------------
@@ -634,142 +619,6 @@ def test_parse_worktrees() -> None:
     assert parse_worktrees(porcelain) == {"refs/heads/main": Path("/r")}
 
 
-# --- shell ------------------------------------------------------------------------------
-
-
-def shell_payload(cwd: Path, script: str, **extra: Any) -> dict[str, Any]:
-    return {"command": ["/bin/sh", "-c", script], "cwd": str(cwd), **extra}
-
-
-async def test_shell_plan_runs_the_preview_command_and_shows_it(
-    ws: Workspace, project: Path
-) -> None:
-    payload = shell_payload(
-        project,
-        "echo deployed > out.txt",
-        timeout_seconds=5,
-        preview_command=["cat", "keep.txt"],
-        rollback_command=["rm", "-f", "out.txt"],
-    )
-    plan = await SHELL.plan(payload, ws.plan_context)
-    assert plan.preview == (
-        "command: /bin/sh -c 'echo deployed > out.txt'\n"
-        f"cwd: {project}\n"
-        "timeout: 5 s\n"
-        "rollback: rm -f out.txt\n"
-        "environment: PATH, HOME, LANG, LC_ALL, ADE_TASK_ID, ADE_FENCE\n"
-        "preview command: cat keep.txt\n"
-        "preview exit code: 0\n"
-        "preview output:\n"
-        "old\n"
-    )
-    assert not (project / "out.txt").exists()
-    (project / "keep.txt").write_text("changed\n")
-    moved = await SHELL.plan(payload, ws.plan_context)
-    assert moved.precondition_fingerprint != plan.precondition_fingerprint
-
-
-async def test_shell_apply_runs_the_command_with_the_task_and_fence(
-    ws: Workspace, project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ADE_DATABASE_URL", "postgresql://secret@db/ade")
-    payload = shell_payload(project, 'env > env.txt; echo "done $ADE_TASK_ID"')
-    done = await run(SHELL, payload, ws.at(fence=77, task_id="t-9"))
-    assert done.result is not None
-    assert done.result.details == {"exit_code": "0", "output": "done t-9\n"}
-    env = (project / "env.txt").read_text().splitlines()
-    assert "ADE_TASK_ID=t-9" in env
-    assert "ADE_FENCE=77" in env
-    assert not any("secret" in line for line in env)
-    assert await SHELL.rollback(payload, done.snapshot, ws.at(fence=77)) == "nothing_to_roll_back"
-
-
-async def test_shell_failing_command_records_exit_code_and_output(
-    ws: Workspace, project: Path
-) -> None:
-    payload = shell_payload(project, "echo to stdout; echo to stderr >&2; exit 3")
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=1))
-    with pytest.raises(ApplyFailed, match="exited with 3") as caught:
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
-    assert not caught.value.transient
-    assert caught.value.details == {"exit_code": 3, "output": "to stdout\nto stderr\n"}
-
-
-async def test_shell_output_is_bounded(ws: Workspace, project: Path) -> None:
-    payload = shell_payload(project, "head -c 1000000 /dev/zero | tr '\\0' a; echo; echo END")
-    done = await run(SHELL, payload, ws.at(fence=1))
-    assert done.result is not None
-    output = done.result.details["output"]
-    assert len(output) < 70_000
-    assert output.startswith("aaa")
-    assert output.endswith("END\n")
-    assert "bytes omitted" in output
-
-
-async def test_shell_timeout_kills_the_command(ws: Workspace, project: Path) -> None:
-    pid_file = ws.outside / "pid"
-    payload = shell_payload(
-        project, f"sleep 30 & echo $! > {pid_file}; echo started; wait", timeout_seconds=0.5
-    )
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=1))
-    with pytest.raises(ApplyFailed, match=r"did not finish within 0\.5 s") as caught:
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
-    assert caught.value.details["output"] == "started\n"
-    assert await gone(int(pid_file.read_text()))  # the whole process group, not just sh
-
-
-async def test_cancelling_a_shell_apply_kills_the_process(ws: Workspace, project: Path) -> None:
-    pid_file = ws.outside / "pid"
-    payload = shell_payload(project, f"sleep 30 & echo $! > {pid_file}; wait", timeout_seconds=60)
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=1))
-    apply = asyncio.create_task(SHELL.apply(payload, plan, snapshot, ws.at(fence=1)))
-    for _ in range(200):
-        if pid_file.exists() and pid_file.read_text().strip():
-            break
-        await asyncio.sleep(0.02)
-    pid = int(pid_file.read_text())
-    assert alive(pid)
-    apply.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await apply
-    assert await gone(pid)
-
-
-async def test_shell_rollback_runs_the_rollback_command(ws: Workspace, project: Path) -> None:
-    payload = shell_payload(project, "echo x > out.txt; exit 1", rollback_command=["rm", "out.txt"])
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = stored(await SHELL.snapshot(payload, plan, ws.at(fence=1)))
-    with pytest.raises(ApplyFailed):
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=1))
-    assert (project / "out.txt").exists()
-    assert await SHELL.rollback(payload, snapshot, ws.at(fence=1)) == "rolled_back"
-    assert not (project / "out.txt").exists()
-    assert await SHELL.rollback(payload, snapshot, ws.at(fence=1)) == "rollback_failed"  # rm fails
-
-
-async def test_shell_refuses_an_older_fence_without_running(ws: Workspace, project: Path) -> None:
-    await run(SHELL, shell_payload(project, "true"), ws.at(fence=50))
-    payload = shell_payload(project, "echo x > out.txt")
-    plan = await SHELL.plan(payload, ws.plan_context)
-    snapshot = await SHELL.snapshot(payload, plan, ws.at(fence=49))
-    with pytest.raises(FenceRejected):
-        await SHELL.apply(payload, plan, snapshot, ws.at(fence=49))
-    assert not (project / "out.txt").exists()
-
-
-async def test_shell_plan_refuses_a_missing_program_and_a_cwd_outside(
-    ws: Workspace, project: Path
-) -> None:
-    missing = shell_payload(project, "true", preview_command=["no-such-program-ade"])
-    with pytest.raises(InvalidInput, match="preview_command: cannot run"):
-        await SHELL.plan(missing, ws.plan_context)
-    with pytest.raises(InvalidInput, match="outside the workspace roots"):
-        await SHELL.plan(shell_payload(ws.outside, "true"), ws.plan_context)
-
-
 # --- http.request -----------------------------------------------------------------------
 
 
@@ -790,7 +639,8 @@ class Server:
 @pytest.fixture
 def server() -> Iterator[Server]:
     """A real HTTP server on localhost. ``/status/<n>`` answers n; ``/redirect``
-    redirects; everything else 200 with a JSON body."""
+    redirects; ``/echo`` answers with the request's headers (a careless receiver);
+    everything else 200 with a JSON body."""
     seen: list[Seen] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -806,7 +656,10 @@ def server() -> Iterator[Server]:
             self.send_response(status)
             if status == 302:
                 self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-            reply = json.dumps({"ok": status < 300}).encode()
+            if self.path.startswith("/hooks/echo"):
+                reply = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+            else:
+                reply = json.dumps({"ok": status < 300}).encode()
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)
@@ -826,16 +679,41 @@ def server() -> Iterator[Server]:
         httpd.server_close()
 
 
+HOOK_TOKEN = "hook-token-value-0123"
+
+
 @pytest.fixture
-def hws(ws: Workspace, server: Server) -> Workspace:
-    return Workspace(ws.allowed, ws.outside, ws.fences, (f"{server.url}/hooks/",))
+async def vault(tmp_path: Path) -> AsyncIterator[SecretVault]:
+    """The real secrets store on a SQLite database, holding ``hook-token``."""
+    settings = Settings(data_dir=tmp_path / "data")
+    engine = db.create_engine(db.default_url(settings.data_dir))
+    try:
+        await db.upgrade(engine)
+        sessions = db.sessionmaker(engine)
+        async with sessions.begin() as session:
+            cipher = SecretCipher.from_settings(settings)
+            await put_secret(
+                session, cipher, "hook-token", HOOK_TOKEN, description=None, actor=SYSTEM,
+                user_id=None,
+            )  # fmt: skip
+        yield SecretVault(sessions, settings)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def hws(ws: Workspace, server: Server, vault: SecretVault) -> Workspace:
+    return Workspace(ws.allowed, ws.outside, ws.fences, (f"{server.url}/hooks/",), vault)
 
 
 def http_payload(url: str, **extra: Any) -> dict[str, Any]:
     return {
         "method": "POST",
         "url": url,
-        "headers": {"Authorization": "Bearer s3cret", "X-Custom": "v"},
+        "headers": {
+            "Authorization": {"secret": "hook-token", "prefix": "Bearer "},
+            "X-Custom": "v",
+        },
         "body": {"service": "api", "replicas": 3},
         **extra,
     }
@@ -848,7 +726,7 @@ async def test_http_plan_shows_the_request_and_sends_nothing(
     plan = await HTTP.plan(payload, hws.plan_context)
     assert plan.preview == (
         f"POST {server.url}/hooks/deploy?env=prod\n"
-        "Authorization: <redacted>\n"
+        "Authorization: Bearer {secret:hook-token}\n"
         "Content-Type: application/json\n"
         "User-Agent: community-ade\n"
         "X-Custom: v\n"
@@ -860,14 +738,12 @@ async def test_http_plan_shows_the_request_and_sends_nothing(
         "timeout: 5 s; redirects are not followed\n"
         "rollback request: none\n"
     )
-    assert "s3cret" not in plan.preview
     assert server.seen == []
-    # The secret is not shown, but it is covered: changing it changes the fingerprint.
+    # The reference is what is reviewed: naming another secret is another preview.
     other = http_payload(f"{server.url}/hooks/deploy?env=prod", timeout_seconds=5)
-    other["headers"]["Authorization"] = "Bearer other"
+    other["headers"]["Authorization"] = {"secret": "other-token", "prefix": "Bearer "}
     changed = await HTTP.plan(other, hws.plan_context)
-    assert changed.digest == plan.digest
-    assert changed.precondition_fingerprint != plan.precondition_fingerprint
+    assert changed.digest != plan.digest
 
 
 async def test_http_apply_sends_exactly_the_previewed_request(
@@ -879,7 +755,7 @@ async def test_http_apply_sends_exactly_the_previewed_request(
     assert done.result.details == {"status": "200", "response": '{"ok": true}'}
     [request] = server.seen
     assert (request.method, request.path) == ("POST", "/hooks/deploy?env=prod")
-    assert request.headers["Authorization"] == "Bearer s3cret"
+    assert request.headers["Authorization"] == f"Bearer {HOOK_TOKEN}"
     assert request.headers["X-ADE-Task"] == "t-5"
     assert request.headers["X-ADE-Fence"] == "123"
     assert request.headers["X-Custom"] == "v"
@@ -916,10 +792,11 @@ async def test_http_does_not_follow_redirects(hws: Workspace, server: Server) ->
     assert len(server.seen) == 1
 
 
-async def test_http_connection_refused_is_transient(ws: Workspace) -> None:
+async def test_http_connection_refused_is_transient(ws: Workspace, vault: SecretVault) -> None:
     with socket_on_free_port() as port:
         url = f"http://127.0.0.1:{port}/hooks/x"
-    context = Workspace(ws.allowed, ws.outside, ws.fences, (f"http://127.0.0.1:{port}/hooks/",))
+    allowlist = (f"http://127.0.0.1:{port}/hooks/",)
+    context = Workspace(ws.allowed, ws.outside, ws.fences, allowlist, vault)
     with pytest.raises(ApplyFailed, match="ConnectError") as caught:
         await run(HTTP, http_payload(url), context.at(fence=1))
     assert caught.value.transient
@@ -989,3 +866,50 @@ async def test_http_rollback_sends_the_rollback_request(hws: Workspace, server: 
     ]
     plain = http_payload(f"{server.url}/hooks/x")
     assert await HTTP.rollback(plain, snapshot, hws.at(fence=3)) == "nothing_to_roll_back"
+
+
+async def test_http_sends_query_secrets_encoded_and_records_no_value(
+    hws: Workspace, server: Server
+) -> None:
+    """A receiver that echoes what it got (headers, URL) does not get the values into
+    the task's result: the apply scrubs them."""
+    payload = http_payload(
+        f"{server.url}/hooks/echo?env=prod", query={"api_key": {"secret": "hook-token"}}
+    )
+    done = await run(HTTP, payload, hws.at(fence=4))
+    assert "?env=prod&api_key={secret:hook-token}" in done.plan.preview
+    [request] = server.seen
+    assert request.path == f"/hooks/echo?env=prod&api_key={HOOK_TOKEN}"
+    assert request.headers["Authorization"] == f"Bearer {HOOK_TOKEN}"
+    assert done.result is not None
+    recorded = json.dumps([done.result.summary, dict(done.result.details), done.snapshot.data])
+    assert HOOK_TOKEN not in recorded
+    assert "Bearer {secret:hook-token}" in done.result.details["response"]
+
+
+async def test_http_failure_details_carry_no_value(hws: Workspace, server: Server) -> None:
+    payload = http_payload(
+        f"{server.url}/hooks/status/500", query={"token": {"secret": "hook-token"}}
+    )
+    with pytest.raises(ApplyFailed) as caught:
+        await run(HTTP, payload, hws.at(fence=1))
+    assert HOOK_TOKEN not in caught.value.message + json.dumps(caught.value.details)
+    assert "token={secret:hook-token}" in caught.value.message
+
+
+async def test_http_a_secret_deleted_after_approval_fails_the_apply_and_sends_nothing(
+    hws: Workspace, server: Server, ws: Workspace
+) -> None:
+    payload = http_payload(f"{server.url}/hooks/x")
+    payload["headers"]["Authorization"] = {"secret": "gone-token"}
+    plan = await HTTP.plan(payload, hws.plan_context)  # planning needs no value
+    snapshot = await HTTP.snapshot(payload, plan, hws.at(fence=1))
+    with pytest.raises(ApplyFailed, match="no longer exist: gone-token") as caught:
+        await HTTP.apply(payload, plan, snapshot, hws.at(fence=1))
+    assert not caught.value.transient
+    without_store = Workspace(ws.allowed, ws.outside, ws.fences, hws.http_allowlist)
+    with pytest.raises(ApplyFailed, match="no secret store"):
+        await HTTP.apply(
+            http_payload(f"{server.url}/hooks/x"), plan, snapshot, without_store.at(fence=2)
+        )
+    assert server.seen == []

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import FAST, unavailable
-from lockutil import PrivateRedis
+from lockutil import PrivateRedis, private_redis_server
 
 from community_ade.errors import FenceRejected, LockLost
 from community_ade.infra.redis_client import AnyRedis, open_redis
@@ -26,14 +26,8 @@ KEY = "ade:test:{restart}:target"
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if PrivateRedis.binary() is None:
-        unavailable("no redis-server binary to run a private server")
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    try:
+    with private_redis_server(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -111,6 +105,11 @@ async def test_the_same_manager_survives_a_restart(
         await locks.fenced_write(KEY, before[0], "writer", "stale")
     await locks.fenced_write(KEY, after, "writer", "new")
     assert await locks.release(after) is True
+    # The domain registry went with the data: the manager registers its domain again
+    # (the event relay and `ade locks` list domains from it).
+    next_grant = await locks.acquire("t10", "agent-2", {"res-1": X}, timeout=10)
+    assert await locks.domains() == ["restart"]
+    assert await locks.release(next_grant) is True
 
 
 async def lock_libraries(client: AnyRedis) -> list[str]:

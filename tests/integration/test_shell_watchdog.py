@@ -1,6 +1,6 @@
 """A shell command dies with the worker that runs it (executors/watchdog.py).
 
-Real processes: a small "worker" runs ``run_command`` and is SIGKILLed mid-command; the
+Real processes: a small "worker" runs ``commands.run_command`` and is SIGKILLed mid-command; the
 command's process group (its leader and a background child) must be gone shortly after.
 The commands wait 0.2 s before recording their pids: the few event-loop steps between a
 command's start and its registration with the watchdog are a documented blind spot.
@@ -22,7 +22,7 @@ import pytest
 _WORKER = """
 import asyncio, sys
 from pathlib import Path
-from community_ade.execution.executors.shell import run_command, command_environment
+from community_ade.execution.executors.commands import run_command, command_environment
 script = sys.argv[1]
 asyncio.run(run_command(["/bin/sh", "-c", script], cwd=Path.cwd(), timeout=300,
                         env=command_environment({})))
@@ -45,6 +45,19 @@ def _wait_for(path: Path, timeout: float = 20.0) -> int:
             return int(path.read_text())
         time.sleep(0.02)
     raise AssertionError(f"{path} was not written within {timeout}s")
+
+
+def _wait_until_ignoring(pid: int, sig: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        ignored = int(
+            next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16
+        )
+        if ignored & (1 << (sig - 1)):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} did not start ignoring signal {sig}")
 
 
 def _start_worker(tmp_path: Path, script: str) -> subprocess.Popen[bytes]:
@@ -109,7 +122,7 @@ def test_a_killed_watchdog_is_replaced_and_still_protects(tmp_path: Path) -> Non
     script = (
         "import asyncio, os, signal, sys\n"
         "from pathlib import Path\n"
-        "from community_ade.execution.executors.shell import run_command, command_environment\n"
+        "from community_ade.execution.executors.commands import run_command, command_environment\n"
         "from community_ade.execution.executors.watchdog import WATCHDOG\n"
         "async def main():\n"
         "    env = command_environment({})\n"
@@ -141,9 +154,66 @@ def test_the_watchdog_ignores_interrupt_and_terminate(tmp_path: Path, sig: int) 
         stdin=subprocess.PIPE,
     )
     assert watchdog.stdin is not None
-    time.sleep(0.5)  # started and listening
+    _wait_until_ignoring(watchdog.pid, sig)  # started (a loaded machine takes a while)
     watchdog.send_signal(sig)
     time.sleep(0.2)
     assert watchdog.poll() is None
     watchdog.stdin.close()
     assert watchdog.wait(10) == 0
+
+
+# A stand-in worker whose command runs under a lease: renewed by a "heartbeat" every
+# 0.1 s for ``renew_for`` seconds (0.6 s of validity each time), then no more.
+_LEASED_WORKER = """
+import asyncio, sys, time
+from pathlib import Path
+from community_ade.execution.executors.shell import run_command, command_environment
+from community_ade.execution.executors.watchdog import bound_to_lease
+script, renew_for = sys.argv[1], float(sys.argv[2])
+valid_until = time.monotonic() + 0.6
+async def heartbeat():
+    global valid_until
+    end = time.monotonic() + renew_for
+    while time.monotonic() < end:
+        valid_until = time.monotonic() + 0.6
+        await asyncio.sleep(0.1)
+async def main():
+    beating = asyncio.create_task(heartbeat())
+    with bound_to_lease(lambda: valid_until):
+        run = await run_command(["/bin/sh", "-c", script], cwd=Path.cwd(), timeout=60,
+                                env=command_environment({}))
+    print("exit", run.exit_code, flush=True)
+asyncio.run(main())
+"""
+
+
+def test_a_command_under_a_renewed_lease_runs_to_its_end(tmp_path: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _LEASED_WORKER, "sleep 2; echo done > finished", "30"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = worker.communicate(timeout=30)
+    assert out.decode().strip() == "exit 0"
+    assert (tmp_path / "finished").read_text() == "done\n"
+
+
+def test_a_command_whose_lease_stops_being_renewed_is_killed(tmp_path: Path) -> None:
+    # The worker lives on but renews for 1 s only, as a paused one would: the watchdog
+    # kills the command once the last validity (0.6 s) has passed.
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _LEASED_WORKER, "echo $$ > leader; exec sleep 300", "1"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        leader = _wait_for(tmp_path / "leader")
+        out, err = worker.communicate(timeout=30)
+        assert out.decode().strip() == "exit -9"
+        assert not _alive(leader)
+        assert b"its lease ran out" in err
+    finally:
+        worker.kill()
+        worker.wait(10)
+        _kill_written(tmp_path, "leader")

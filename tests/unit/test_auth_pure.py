@@ -41,7 +41,10 @@ delegation_write    .       .         x       x     .
 policy_write        .       .         .       x     .
 lock_admin          .       .         .       x     .
 catalogue_write     .       .         .       x     .
+shell_profile_write .       .         .       x     .
 user_admin          .       .         .       x     .
+secret_read         .       x         x       x     x
+secret_write        .       .         .       x     .
 """
 
 

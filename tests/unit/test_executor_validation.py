@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import (
+    ApplyFailed,
     ApplyingExecutor,
     Executor,
     FieldError,
@@ -25,10 +26,20 @@ from community_ade.execution.executors import (
     digest_of,
     urls,
 )
+from community_ade.execution.executors import commands as cm
 from community_ade.execution.executors import files_write as fw
 from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors import http_request as hr
 from community_ade.execution.executors import shell as sh
+from community_ade.execution.executors import shell_profile as sp
+from community_ade.secrets.references import (
+    SecretRef,
+    SecretUse,
+    resolve_references,
+    scrub,
+    secret_bearing_name,
+    use_of,
+)
 
 FILES = fw.FilesWriteExecutor()
 GIT = gp.GitPatchExecutor()
@@ -371,24 +382,66 @@ def test_git_commit_message_ends_with_the_task_and_fence_trailers() -> None:
 
 
 def shell_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"profile": "deploy", "params": {"env": "eu"}, "cwd": "/srv/w"}
+    payload.update(overrides)
+    return payload
+
+
+def free_form(**overrides: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"command": ["make", "deploy"], "cwd": "/srv/w"}
     payload.update(overrides)
     return payload
 
 
-def test_shell_accepts_a_well_formed_payload() -> None:
-    spec, errors = sh.parse(
-        shell_payload(
-            timeout_seconds=10, preview_command=["make", "-n"], rollback_command=["make", "undo"]
-        )
-    )
+def test_shell_accepts_a_well_formed_profile_task() -> None:
+    spec, errors = sh.parse(shell_payload(timeout_seconds=10))
     assert errors == ()
     assert spec == sh.ShellTask(
-        ("make", "deploy"), "/srv/w", 10.0, ("make", "-n"), ("make", "undo")
+        cwd="/srv/w", timeout_seconds=10.0, profile="deploy", params={"env": "eu"}
     )
-    assert sh.parse(shell_payload())[0] == sh.ShellTask(
-        ("make", "deploy"), "/srv/w", sh.DEFAULT_TIMEOUT_SECONDS, None, None
+    assert sh.parse(shell_payload(params={}))[0] == sh.ShellTask(
+        cwd="/srv/w", timeout_seconds=None, profile="deploy"
     )
+
+
+def test_shell_accepts_a_well_formed_free_form_task() -> None:
+    spec, errors = sh.parse(free_form(rollback_command=["make", "undo"]))
+    assert errors == ()
+    assert spec == sh.ShellTask(
+        cwd="/srv/w",
+        timeout_seconds=None,
+        command=("make", "deploy"),
+        rollback_command=("make", "undo"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("command", ["make"]),  # a profile task runs the profile's command
+        ("preview_command", ["ls"]),  # never a task's own preview
+        ("profile", "Deploy!"),
+        ("profile", 3),
+        ("params", ["eu"]),
+        ("params.env", True),
+        ("params.env", 1.5),
+        ("params.env", {"nested": 1}),
+        ("params.env", "x" * 5000),
+        ("params.Bad-Name", "x"),
+        ("cwd", "relative"),
+        ("cwd", None),
+        ("cwd", "/a\nb"),
+        ("timeout_seconds", 0),
+        ("timeout_seconds", sh.MAX_TIMEOUT_SECONDS + 1),
+        ("timeout_seconds", True),
+    ],
+)
+def test_shell_refuses_bad_profile_fields(field: str, value: Any) -> None:
+    if field.startswith("params."):
+        payload = shell_payload(params={field.removeprefix("params."): value})
+    else:
+        payload = shell_payload(**{field: value})
+    assert error_paths(SHELL.validate(payload)) == [field]
 
 
 @pytest.mark.parametrize(
@@ -399,37 +452,35 @@ def test_shell_accepts_a_well_formed_payload() -> None:
         ("command", [""]),
         ("command", ["ok", 3]),
         ("command", ["a\x00b"]),
-        ("command", ["x"] * (sh.MAX_ARGS + 1)),
-        ("command", ["x" * (sh.MAX_COMMAND_BYTES + 1)]),
+        ("command", ["x"] * (sp.MAX_ARGS + 1)),
+        ("command", ["x" * (sp.MAX_COMMAND_BYTES + 1)]),
         ("command", None),
-        ("preview_command", "ls"),
+        ("preview_command", ["make", "-n"]),
         ("rollback_command", []),
-        ("cwd", "relative"),
-        ("cwd", None),
-        ("cwd", "/a\nb"),
-        ("timeout_seconds", 0),
-        ("timeout_seconds", -1),
-        ("timeout_seconds", sh.MAX_TIMEOUT_SECONDS + 1),
-        ("timeout_seconds", True),
-        ("timeout_seconds", "10"),
+        ("params", {}),  # only a profile task has parameters
         ("shell", True),
     ],
 )
-def test_shell_refuses_bad_fields(field: str, value: Any) -> None:
-    assert error_paths(SHELL.validate(shell_payload(**{field: value}))) == [field]
+def test_shell_refuses_bad_free_form_fields(field: str, value: Any) -> None:
+    assert error_paths(SHELL.validate(free_form(**{field: value}))) == [field]
+
+
+def test_shell_says_why_a_task_cannot_bring_its_own_preview() -> None:
+    (error,) = SHELL.validate(free_form(preview_command=["cat", "x"])).errors
+    assert "previews run only from an admin's shell profile" in error.message
 
 
 def test_shell_output_keeps_the_start_and_the_end() -> None:
-    assert sh.bounded(b"short") == "short"
+    assert cm.bounded(b"short") == "short"
     data = b"a" * 100 + b"b" * 100
-    text = sh.bounded(data, limit=20)
+    text = cm.bounded(data, limit=20)
     assert text.startswith("a" * 10)
     assert text.endswith("b" * 10)
     assert "[... 180 bytes omitted ...]" in text
 
 
 def test_shell_render_quotes_what_a_shell_would_split() -> None:
-    assert sh.render(["sh", "-c", "echo $HOME; rm x"]) == "sh -c 'echo $HOME; rm x'"
+    assert sh.render_argv(["sh", "-c", "echo $HOME; rm x"]) == "sh -c 'echo $HOME; rm x'"
 
 
 # --- http.request -----------------------------------------------------------------------
@@ -444,7 +495,8 @@ def http_payload(**overrides: Any) -> dict[str, Any]:
 def test_http_accepts_a_well_formed_payload() -> None:
     spec, errors = hr.parse(
         http_payload(
-            headers={"X-Token": "t", "accept": "*/*"},
+            headers={"X-Token": {"secret": "hook-token"}, "accept": "*/*"},
+            query={"api_key": {"secret": "hook-key", "prefix": "k-"}, "region": "eu west"},
             body=[1, {"b": 2, "a": None}],
             timeout_seconds=5,
             rollback={"method": "DELETE", "url": "https://hooks.example.com/a/1"},
@@ -456,8 +508,16 @@ def test_http_accepts_a_well_formed_payload() -> None:
         ("accept", "*/*"),
         ("Content-Type", "application/json"),
         ("User-Agent", "community-ade"),
-        ("X-Token", "t"),
+        ("X-Token", SecretRef("hook-token")),
     )
+    assert spec.request.secret_names == {"hook-token", "hook-key"}
+    assert spec.request.shown_url() == (
+        "https://hooks.example.com/a?api_key=k-{secret:hook-key}&region=eu%20west"
+    )
+    assert "X-Token: {secret:hook-token}" in spec.request.render()
+    url, headers = spec.request.sent({"hook-token": "T0ken/1", "hook-key": "a&b=c"})
+    assert url == "https://hooks.example.com/a?api_key=k-a%26b%3Dc&region=eu%20west"
+    assert ("X-Token", "T0ken/1") in headers
     assert spec.request.body == b'[\n  1,\n  {\n    "a": null,\n    "b": 2\n  }\n]'
     assert spec.rollback is not None
     assert spec.rollback.method == "DELETE"
@@ -515,12 +575,104 @@ def test_http_refuses_a_header_given_twice_in_different_case() -> None:
         ("X-Hub-Signature-256", True),
         ("Ocp-Apim-Subscription-Key", True),
         ("X-Session-Id", True),
+        ("access_token", True),
+        ("api_key", True),
+        ("sig", True),
+        ("DB_PASSWORD", True),
+        ("X-Authz", True),
+        ("Idempotency-Key", False),
+        ("X-Author", False),
+        ("author_name", False),
         ("Content-Type", False),
         ("X-Request-Id", False),
+        ("region", False),
     ],
 )
-def test_http_secret_headers(name: str, secret: bool) -> None:
-    assert hr.is_secret(name) is secret
+def test_secret_bearing_names(name: str, secret: bool) -> None:
+    assert secret_bearing_name(name) is secret
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"headers": {"Authorization": "Bearer s3cret"}}, "headers.Authorization"),
+        ({"headers": {"X-Api-Key": ""}}, "headers.X-Api-Key"),
+        ({"query": {"access_token": "abc"}}, "query.access_token"),
+        ({"url": "https://hooks.example.com/a?env=1&token=abc"}, "url"),
+        ({"rollback": {"method": "DELETE", "url": "https://hooks.example.com/a?key=k"}},
+         "rollback.url"),
+        ({"rollback": {"method": "DELETE", "url": "https://hooks.example.com/a",
+                       "headers": {"Cookie": "c=1"}}}, "rollback.headers.Cookie"),
+    ],
+)  # fmt: skip
+def test_http_refuses_credentials_written_inline(overrides: dict[str, Any], where: str) -> None:
+    payload = http_payload(**overrides)
+    report = HTTP.validate(payload)
+    assert error_paths(report) == [where]
+    assert "ade secrets set" in report.errors[0].message
+    # The same problems are found before validation, on the payload as it is.
+    assert [e.path for e in HTTP.secret_use(payload).problems] == [where]
+
+
+@pytest.mark.parametrize(
+    ("reference", "where"),
+    [
+        ({"secret": "Bad Name"}, "headers.Authorization.secret"),
+        ({"secret": ""}, "headers.Authorization.secret"),
+        ({"secret": "t", "prefix": "Bearer\r\nX: 1"}, "headers.Authorization.prefix"),
+        ({"secret": "t", "prefix": "x" * 65}, "headers.Authorization.prefix"),
+        ({"secret": "t", "value": "inline"}, "headers.Authorization.value"),
+    ],
+)
+def test_http_refuses_malformed_references(reference: dict[str, Any], where: str) -> None:
+    assert error_paths(HTTP.validate(http_payload(headers={"Authorization": reference}))) == [where]
+
+
+def test_secret_use_names_every_reference_and_copes_with_any_payload() -> None:
+    payload = http_payload(
+        headers={"Authorization": {"secret": "a"}, "X-Other": "plain"},
+        query={"token": {"secret": "b"}},
+        rollback={"method": "DELETE", "url": "https://x/", "headers": {"Cookie": {"secret": "c"}}},
+        body={"secret": "not-a-reference: the body is data"},
+    )
+    use = HTTP.secret_use(payload)
+    assert use.problems == ()
+    assert [where for where, _ in use.references] == [
+        "headers.Authorization",
+        "query.token",
+        "rollback.headers.Cookie",
+    ]
+    assert use.names == {"a", "b", "c"}
+    for garbage in (None, [], "x", {"headers": 1, "query": [1], "url": 5, "rollback": "r"}):
+        assert HTTP.secret_use(garbage) == SecretUse()  # type: ignore[arg-type]
+
+
+def test_a_secret_that_is_no_header_value_is_not_sent() -> None:
+    spec, _ = hr.parse(http_payload(headers={"Authorization": {"secret": "t"}}))
+    assert spec is not None
+    with pytest.raises(ApplyFailed, match="printable ASCII"):
+        spec.request.sent({"t": "line\r\nInjected: 1"})
+
+
+def test_references_resolve_in_any_mapping() -> None:
+    """What an executor other than http.request (a shell profile's environment) uses."""
+    use = use_of("env", {"DB_PASSWORD": {"secret": "db"}, "MODE": "prod"}, secret_bearing=None)
+    assert use.problems == ()
+    [(where, ref)] = use.references
+    assert (where, ref) == ("env.DB_PASSWORD", SecretRef("db"))
+    every = use_of("env", {"MODE": "prod"}, secret_bearing=True)
+    assert [p.path for p in every.problems] == ["env.MODE"]
+    values = {"DB_PASSWORD": ref, "MODE": "prod"}
+    assert resolve_references(values, {"db": "pw-12345678"}) == {
+        "DB_PASSWORD": "pw-12345678",
+        "MODE": "prod",
+    }
+
+
+def test_scrub_replaces_every_revealed_value_longest_first() -> None:
+    revealed = {"short": "abcdefgh", "long": "abcdefgh-and-more"}
+    text = "got abcdefgh-and-more and abcdefgh"
+    assert scrub(text, revealed) == "got {secret:long} and {secret:short}"
 
 
 def allowlist(*entries: str) -> tuple[urls.Target, ...]:

@@ -22,7 +22,7 @@ import weakref
 
 from community_ade.agents.leases import Lease, LeaseStore
 from community_ade.errors import AdeError
-from community_ade.infra.aio import wait_event
+from community_ade.infra.aio import Incident, wait_event
 from community_ade.locks import LockManager
 from community_ade.locks.manager import Grant
 from community_ade.locks.model import ResourceSpec
@@ -83,6 +83,7 @@ class LeaseLocks:
                 await found.release(lease_id)
 
     async def _watch(self, lease: Lease, grant: Grant) -> None:
+        incident = Incident(f"lease {lease.id}: checking it", log)
         while True:
             if await wait_event(grant.lost, POLL_SECONDS):
                 reason = grant.lost_reason or "lost"
@@ -92,9 +93,10 @@ class LeaseLocks:
                 break
             try:
                 alive = await self.store.alive(lease.id)
-            except AdeError as exc:  # Redis briefly away: the lock session keeps the grant
-                log.warning("lease %s: cannot check it: %s", lease.id, exc.message)
+            except Exception as exc:  # Redis briefly away: the lock session keeps the grant
+                incident.failed(exc)
                 continue
+            incident.cleared()
             if not alive:
                 break
         self.watchers.pop(lease.id, None)

@@ -16,6 +16,7 @@ from community_ade import __version__, dashboard
 from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
+from community_ade.api.body_limit import BodyLimitMiddleware
 from community_ade.api.idempotency import forget_expired
 from community_ade.api.mcp_mount import McpEndpoint
 from community_ade.api.middleware import RejectNulMiddleware
@@ -29,19 +30,21 @@ from community_ade.api.routes import (
     leases,
     locks,
     metrics,
+    secrets,
+    shell_profiles,
     task_types,
     tasks,
+    transparency,
     ws,
 )
 from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
-from community_ade.errors import AdeError
+from community_ade.audit.checkpoints import checkpoint_forever, log_signer
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
-from community_ade.execution.executors.base import PlanContext
 from community_ade.execution.worker import Worker
-from community_ade.infra.aio import cancel_and_wait, stop_if_cancelled
+from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -59,7 +62,9 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         404: "No such object (`not_found`).",
         409: "Conflicts with the current state (`invalid_transition`, `stale_preview`, "
         "`already_decided`, `conflict`).",
+        413: "The request body is larger than the route's limit (`payload_too_large`).",
         422: "The request is not valid (`validation_failed`).",
+        429: "Too many calls, e.g. of /audit/verify (`rate_limited`); see `Retry-After`.",
         503: "Redis or the database is unreachable (`service_unavailable`).",
     }.items()
 }
@@ -69,7 +74,7 @@ log = logging.getLogger(__name__)
 async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
     """Expire what is overdue, in one transaction."""
     async with runtime.sessions.begin() as session:
-        plan_context = PlanContext.from_settings(runtime.settings)
+        plan_context = runtime.plan_context(session)
         governance = Governance(session, TaskService(session, plan_context=plan_context))
         return await governance.sweep_expired()
 
@@ -77,6 +82,7 @@ async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
 async def sweep_forever(runtime: Runtime) -> None:
     """The periodic expiry of review and approval deadlines (architecture §3), and of stored
     Idempotency-Key answers past their time to live."""
+    incident = Incident("expiry sweep", log)
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
@@ -84,9 +90,10 @@ async def sweep_forever(runtime: Runtime) -> None:
             expired = await sweep_once(runtime)
             lapsed = await settle_lapsed_claims(runtime)
             forgotten = await forget_expired(runtime.sessions, runtime.settings)
-        except AdeError as exc:  # e.g. the database is briefly unreachable: try again later
-            log.warning("sweep failed: %s", exc.message)
+        except Exception as exc:  # e.g. a database connection closed: the next sweep retries
+            incident.failed(exc)
             continue
+        incident.cleared()
         if expired:
             log.info("expired %d overdue task(s)", len(expired))
         if lapsed:
@@ -108,18 +115,21 @@ def create_app(
     """Build the app; the Runtime opens when it starts serving and closes when it stops.
     ``run_worker``: also apply approved tasks in this process (``ade serve``'s default);
     ``jobs``: more background work, started with the Runtime and cancelled at shutdown."""
+    app_settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
-            Runtime.open(settings) as runtime,
+            Runtime.open(app_settings, wait=app_settings.startup_wait_seconds) as runtime,
             live_events(runtime) as events_hub,
             mcp.serving(runtime, events_hub),
         ):
             app.state.runtime = runtime
             app.state.events_hub = events_hub
+            app.state.audit_signer = log_signer(runtime.settings)
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
+            signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -129,7 +139,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, *extra))
+                await cancel_and_wait((sweeper, health_watch, signing, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -141,10 +151,14 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
+    # Added last, so it runs first: every other layer reads the body through its limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (tasks, task_types, claims, approvals, governance, audit, agents, leases):
+    modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
+    for module in (*modules, shell_profiles, secrets):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
+    app.include_router(transparency.router, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
     # A route, not a mount: a mount answers /mcp with a redirect to /mcp/, which MCP

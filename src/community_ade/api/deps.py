@@ -16,7 +16,6 @@ from community_ade.approvals.service import TaskService
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
 from community_ade.errors import Unauthenticated
-from community_ade.execution.executors.base import PlanContext
 from community_ade.runtime import Runtime
 from community_ade.storage.models import utcnow
 
@@ -59,8 +58,22 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+async def get_principal_apart(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller, authenticated in a short transaction of its own, committed before the
+    handler runs: for handlers that do their long work in other sessions and must not
+    keep the request's transaction open (on SQLite it would hold the write lock)."""
+    async with runtime.sessions.begin() as session:
+        return await get_principal(session, credentials)
+
+
+PrincipalApartDep = Annotated[Principal, Depends(get_principal_apart)]
+
+
 def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
-    return TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+    return TaskService(session, plan_context=runtime.plan_context(session))
 
 
 TasksDep = Annotated[TaskService, Depends(get_tasks)]

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from community_ade.errors import AdeError
+from community_ade.errors import AdeError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "lock_lost": 409,
     "fence_rejected": 409,
     "service_unavailable": 503,
+    "rate_limited": 429,
 }
 
 TITLES: dict[int, str] = {
@@ -47,7 +49,9 @@ TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -63,13 +67,33 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+class PayloadTooLarge(StarletteHTTPException):
+    """Raised from a request's ``receive`` once its body passes the limit
+    (``api/body_limit.py``). An ``HTTPException``, so FastAPI's body parsing passes it
+    on unchanged instead of turning it into a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds this route's limit of {limit} bytes")
+        self.limit = limit
+
+
+def payload_too_large(limit: int) -> JSONResponse:
+    """413 ``payload_too_large``."""
+    return problem(
+        413,
+        "payload_too_large",
+        f"the request body exceeds this route's limit of {limit} bytes",
+        limit=limit,
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into a problem document."""
 
     @app.exception_handler(AdeError)
     async def domain_error(request: Request, exc: AdeError) -> JSONResponse:
         status = STATUS_BY_CODE.get(exc.code, 400)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = _headers_for(exc, status)
         details = {k: v for k, v in exc.details.items() if _json_safe(v)}
         return problem(status, exc.code, exc.message, headers=headers, **details)
 
@@ -81,18 +105,26 @@ def install(app: FastAPI) -> None:
         ]
         return problem(422, "validation_failed", "the request is not valid", errors=errors)
 
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return payload_too_large(exc.limit)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        if not transient(exc):
+            return await unexpected(request, exc)
+        log.warning("dependency unavailable on %s %s: %s", request.method, request.url.path, exc)
         return problem(
             503,
             "service_unavailable",
-            "the database is busy or unreachable; retry in a moment",
+            "the database or Redis is busy or unreachable; retry in a moment",
             headers={"Retry-After": "1"},
         )
 
@@ -100,6 +132,26 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _headers_for(exc: AdeError, status: int) -> dict[str, str] | None:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
+
+
+def transient(exc: BaseException) -> bool:
+    """A dependency's error that retrying can cure: Redis unreachable, the database
+    unreachable or busy, a connection closed under the request (killed, the server
+    restarted; SQLAlchemy replaces the pool's connections), or asyncpg's "another
+    operation is in progress" on a connection a cancelled request left mid-statement."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    )
 
 
 def _json_safe(value: Any) -> bool:

@@ -6,10 +6,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from community_ade.approvals.accounting import Accounting, EligibleReviewers
 from community_ade.approvals.risk import Action, ResourceRef, ResourceType, RiskScore, Scope
+from community_ade.execution.executors.shell_profile import ShellProfile
+from community_ade.execution.shell_profiles import profile_of
+from community_ade.storage.models import ShellProfileRow
 
 T = TypeVar("T")
 
@@ -379,3 +382,50 @@ class VerifyOut(BaseModel):
 
 SortBy = Literal["created_at", "updated_at", "risk_score", "state"]
 SortOrder = Literal["asc", "desc"]
+
+
+class SecretPut(BaseModel):
+    """A secret's value (never returned by any route) and what it is for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: SecretStr = Field(description="The value, 8 to 16384 characters; write-only.")
+    description: str | None = Field(
+        default=None, max_length=500, description="What it is for; omitted: kept as it is."
+    )
+
+
+class SecretOut(BaseModel):
+    """What anyone may know about a secret: never its value."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    description: str
+    created_by: uuid.UUID | None = Field(description="None: stored with `ade secrets set`.")
+    updated_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None = Field(description="When an apply last sent it.")
+
+
+class ShellProfileOut(BaseModel):
+    """A stored shell profile: its name, how often it was saved, and the profile."""
+
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: uuid.UUID | None
+    profile: ShellProfile
+
+    @classmethod
+    def of(cls, row: ShellProfileRow) -> ShellProfileOut:
+        return cls(
+            name=row.name,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            updated_by=row.updated_by,
+            profile=profile_of(row),
+        )

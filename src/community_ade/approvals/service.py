@@ -38,7 +38,9 @@ from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.execution.executors import get_executor
-from community_ade.execution.executors.base import Plan, PlanContext
+from community_ade.execution.executors.base import FieldError, Plan, PlanContext, invalid
+from community_ade.secrets.references import UsesSecrets
+from community_ade.secrets.store import known_names
 from community_ade.storage.models import (
     Agent,
     Group,
@@ -220,6 +222,7 @@ class TaskService:
         require(principal, Permission.TASK_WRITE)
         get_executor(draft.type)  # an unknown type is refused now, not at submit
         _check_text("title", draft.title, 300)
+        await self._check_secrets(draft.type, draft.payload)
         _check_priority(draft.priority)
         is_agent = principal.kind == "agent"
         if is_agent:
@@ -238,6 +241,27 @@ class TaskService:
         await self.session.flush()
         await self._audit("task:created", principal, task, {"type": task.type, "title": task.title})
         return task
+
+    async def _check_secrets(self, task_type: str, payload: Mapping[str, Any]) -> None:
+        """A payload stores no credential inline and refers only to secrets that exist
+        (``validation_failed`` naming each field); before anything is stored, because a
+        draft is readable by every viewer."""
+        executor = get_executor(task_type)
+        if not isinstance(executor, UsesSecrets):
+            return
+        use = executor.secret_use(payload)
+        known = await known_names(self.session, use.names)
+        errors = list(use.problems) + [
+            FieldError(
+                where,
+                f"refers to the secret {ref.name!r}, which does not exist: an admin stores it "
+                f"with `ade secrets set {ref.name}` (GET /api/v1/secrets lists them)",
+            )
+            for where, ref in use.references
+            if ref.name not in known
+        ]
+        if errors:
+            raise invalid(task_type, errors)
 
     async def _check_agent_may_create(self, principal: Principal, task_type: str) -> None:
         """An agent configured with allowed task types creates only those (none: any)."""
@@ -262,6 +286,7 @@ class TaskService:
         if changes.description is not None:
             task.description = changes.description
         if changes.payload is not None:
+            await self._check_secrets(task.type, changes.payload)
             task.payload = dict(changes.payload)
         if changes.resources is not None:
             task.resources = [resource_document(r) for r in changes.resources]
@@ -284,6 +309,7 @@ class TaskService:
         next_state(TaskState(task.state), Trigger.SUBMIT)  # refuse early, before planning
         executor = get_executor(task.type)
         executor.validate(task.payload).raise_if_invalid(task.type)
+        await self._check_secrets(task.type, task.payload)
         plan = await executor.plan(task.payload, self.plan_context)
         routing = await self._take_preview(task, plan, principal.owner_id)
         risk, requirements = routing.risk, routing.requirements

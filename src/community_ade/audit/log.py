@@ -40,6 +40,7 @@ belongs to the caller, and its stale snapshot would read the same stale head aga
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +50,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
+from community_ade.audit import tree
 from community_ade.audit.chain import (
     GENESIS,
     HASHED_FIELDS,
@@ -56,11 +58,12 @@ from community_ade.audit.chain import (
     Anchor,
     ChainReport,
     ChainVerifier,
-    compute_hash,
+    canonical,
     iso_utc,
     normalise,
 )
 from community_ade.errors import Conflict, InvalidInput, ServiceUnavailable
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.models import AuditEvent, utcnow
 
 # The first 8 bytes of sha256(b"community_ade.audit_log") as a signed bigint: one key
@@ -80,9 +83,9 @@ _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).
 _INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
-APPENDED = "ade.audit_appended"
-"""``session.info`` key set once the session's transaction has appended an event (the
-events relay wakes after such a commit); whoever reads it clears it."""
+APPENDED = CommitSignal("ade.audit_appended")
+"""Set once the session's transaction has appended an event: the events relay of this
+process wakes after such a commit."""
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -189,12 +192,14 @@ async def _insert_after(
         "data": data,
         "prev_hash": GENESIS if head is None else head[1],
     }
-    fields["hash"] = compute_hash(fields)
+    entry = canonical(fields)
+    fields["hash"] = hashlib.sha256(entry).hexdigest()
     # A Core INSERT: the row is written once and never changed, so the ORM's unit of
     # work (identity map, flush bookkeeping) would only add cost to every transition.
     await session.execute(_INSERT, fields)
+    await tree.extend(session, (fields["seq"], fields["hash"]), entry, head)
     session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
-    session.info[APPENDED] = True
+    APPENDED.mark(session)
     return AuditEvent(**fields)  # what was written (not attached to the session)
 
 
@@ -211,8 +216,9 @@ async def verify_log(
 
     A row the database cannot even decode (on SQLite anything can be written into a
     column) is reported as the break, at its seq, instead of raising. All batches run in
-    the caller's transaction, so they see one snapshot (on SQLite, under
-    ``BEGIN IMMEDIATE``, that also means writers wait until the caller ends it).
+    the caller's transaction: give it a session of ``db.snapshot_sessions`` so they see
+    one snapshot without holding up writers (a SQLite session of the ordinary kind holds
+    the write lock from ``BEGIN IMMEDIATE`` until it ends).
     """
     if batch < 1:
         raise InvalidInput("batch must be at least 1")

@@ -14,13 +14,16 @@ Roles and permissions (``x`` = granted)::
     lock_read           x        x          x        x     inspect apply locks
     task_write                   x          x        x     create, edit, submit, cancel own tasks
     lock_lease                   x          x        x     hold apply-lock leases over HTTP
+    secret_read                  x          x        x     list secrets' names (never values)
     agent_write                  x*         x*       x     register and configure own agents
     review                                  x*       x*    approve, reject, ask changes, delegate
     delegation_write                        x*       x*    create and revoke own delegations
     policy_write                                     x*    edit policies
     lock_admin                                       x*    force-release locks
     catalogue_write                                  x*    edit the catalogue of models and tools
+    shell_profile_write                              x*    define the shell profiles tasks run
     user_admin                                       x*    users, groups, tokens
+    secret_write                                     x*    store and delete secrets
 
 Each role holds everything of the role to its left (viewer ⊂ submitter ⊂ reviewer ⊂
 admin); ``admin`` holds every permission.
@@ -69,7 +72,10 @@ class Permission(StrEnum):
     POLICY_WRITE = "policy_write"
     LOCK_ADMIN = "lock_admin"
     CATALOGUE_WRITE = "catalogue_write"
+    SHELL_PROFILE_WRITE = "shell_profile_write"
     USER_ADMIN = "user_admin"
+    SECRET_READ = "secret_read"
+    SECRET_WRITE = "secret_write"
 
 
 _VIEWER = frozenset(
@@ -82,7 +88,13 @@ _VIEWER = frozenset(
         Permission.LOCK_READ,
     }
 )
-_SUBMITTER = _VIEWER | {Permission.TASK_WRITE, Permission.LOCK_LEASE, Permission.AGENT_WRITE}
+# Submitters see which secrets exist to refer to them; no role ever reads a value.
+_SUBMITTER = _VIEWER | {
+    Permission.TASK_WRITE,
+    Permission.LOCK_LEASE,
+    Permission.AGENT_WRITE,
+    Permission.SECRET_READ,
+}
 _REVIEWER = _SUBMITTER | {Permission.REVIEW, Permission.DELEGATION_WRITE}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -101,7 +113,9 @@ HUMAN_ONLY: frozenset[Permission] = frozenset(
         Permission.POLICY_WRITE,
         Permission.LOCK_ADMIN,
         Permission.CATALOGUE_WRITE,
+        Permission.SHELL_PROFILE_WRITE,
         Permission.USER_ADMIN,
+        Permission.SECRET_WRITE,
     }
 )
 

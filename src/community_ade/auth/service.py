@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import passwords, tokens
 from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from community_ade.storage.commit_signal import CommitSignal
+from community_ade.storage.db import flush_unique
 from community_ade.storage.models import Agent, ApiToken, Group, GroupMember, User, utcnow
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ DISPLAY_NAME_MAX = 200
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 INVALID_LOGIN = "invalid username or password"
+
+ACCESS_REVOKED = CommitSignal("ade.access_revoked")
+"""Marks a transaction that revoked a token or disabled a user: after its commit, this
+process re-checks the tokens of its open WebSockets at once (``events.access``)."""
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -58,14 +63,6 @@ def _check_role(role: str) -> Role:
     except ValueError:
         choices = ", ".join(r.value for r in Role)
         raise InvalidInput(f"unknown role {role!r}: choose one of {choices}") from None
-
-
-async def _flush_unique(session: AsyncSession, what: str) -> None:
-    """Flush; a unique violation (a concurrent insert of the same name) becomes Conflict."""
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict(f"{what} already exists") from None
 
 
 async def create_user(
@@ -93,7 +90,7 @@ async def create_user(
         password_hash=password_hash,
     )
     session.add(user)
-    await _flush_unique(session, f"user {username!r}")
+    await flush_unique(session, f"user {username!r}")
     return user
 
 
@@ -136,6 +133,7 @@ async def disable_user(
     if user.disabled_at is None:
         user.disabled_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return user
 
 
@@ -210,7 +208,7 @@ async def create_group(session: AsyncSession, name: str, description: str = "") 
         raise Conflict(f"group {name!r} already exists", group=name)
     group = Group(name=name, description=description)
     session.add(group)
-    await _flush_unique(session, f"group {name!r}")
+    await flush_unique(session, f"group {name!r}")
     return group
 
 
@@ -234,7 +232,7 @@ async def add_member(session: AsyncSession, group_id: uuid.UUID, user_id: uuid.U
     if await session.get(GroupMember, (group_id, user_id)) is not None:
         return False
     session.add(GroupMember(group_id=group_id, user_id=user_id))
-    await _flush_unique(session, "this membership")
+    await flush_unique(session, "this membership")
     return True
 
 
@@ -286,7 +284,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
         raise Conflict(f"agent {name!r} already exists", agent=name)
     agent = Agent(name=name, owner_id=owner_id)
     session.add(agent)
-    await _flush_unique(session, f"agent {name!r}")
+    await flush_unique(session, f"agent {name!r}")
     return agent
 
 
@@ -460,6 +458,29 @@ async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal 
     )
 
 
+async def live_token_hashes(
+    session: AsyncSession, token_hashes: Sequence[str], *, now: datetime
+) -> set[str]:
+    """Which of these token hashes still authenticate: not revoked, not expired, and the
+    owner (an agent's owner for an agent token) not disabled. One query, for re-checking
+    the tokens long-lived connections were opened with."""
+    if not token_hashes:
+        return set()
+    owner_id = func.coalesce(ApiToken.user_id, Agent.owner_id)
+    query = (
+        select(ApiToken.token_hash)
+        .outerjoin(Agent, Agent.id == ApiToken.agent_id)
+        .join(User, User.id == owner_id)
+        .where(
+            ApiToken.token_hash.in_(token_hashes),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            User.disabled_at.is_(None),
+        )
+    )
+    return set((await session.scalars(query)).all())
+
+
 async def revoke_token(
     session: AsyncSession, token_id: uuid.UUID, *, now: datetime | None = None
 ) -> TokenInfo:
@@ -470,6 +491,7 @@ async def revoke_token(
     if token.revoked_at is None:
         token.revoked_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return TokenInfo.of(token)
 
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from community_ade.cli import agents, audit, database, demo, locks, mcp, serve, users, worker
+from community_ade.cli import (
+    agents,
+    audit,
+    database,
+    demo,
+    locks,
+    mcp,
+    secrets,
+    serve,
+    shell_profiles,
+    users,
+    worker,
+)
 
 app = typer.Typer(
     name="ade",
@@ -19,6 +31,8 @@ app.add_typer(users.users_app, name="users")
 app.add_typer(users.groups_app, name="groups")
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(agents.app, name="agents")
+app.add_typer(secrets.app, name="secrets")
+app.add_typer(shell_profiles.app, name="shell-profiles")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)

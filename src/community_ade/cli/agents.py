@@ -8,7 +8,9 @@ and checked like the same change over the API: the user must own the agent or be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import signal
 import uuid
@@ -18,14 +20,23 @@ import httpx
 import typer
 from rich.box import SIMPLE
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.agents.config import AgentConfig, Parameters
 from community_ade.agents.service import AgentChanges, AgentService, config_of
 from community_ade.auth import service as auth
-from community_ade.auth.principal import Principal
-from community_ade.cli.common import EXIT_FAILED, EXIT_UNAVAILABLE, console, err_console, run
+from community_ade.cli.common import (
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    OPERATOR,
+    acting_principal,
+    console,
+    err_console,
+    run,
+)
+from community_ade.infra.aio import Incident, wait_event
 from community_ade.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(help="Manage agents: configuration, versions, health.", no_args_is_help=True)
 
@@ -34,16 +45,6 @@ ActingUser = Annotated[
 ]
 Tags = Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeat for more).")]
 Tools = Annotated[list[str] | None, typer.Option("--tool", help="A tool id (repeat for more).")]
-
-
-async def _principal(session: AsyncSession, username: str) -> Principal:
-    return await auth.human_principal(session, await auth.get_user_by_name(session, username))
-
-
-# Reading needs no particular user: the operator of the machine reads as a viewer.
-OPERATOR = Principal(
-    id=uuid.UUID(int=0), kind="human", name="operator", role="viewer", groups=frozenset()
-)
 
 
 def _params(
@@ -143,7 +144,7 @@ def create(
     async def action(rt: Runtime) -> uuid.UUID:
         async with rt.sessions.begin() as session:
             agent = await AgentService.of(rt, session).create(
-                await _principal(session, acting), config
+                await acting_principal(session, acting), config
             )
             return agent.id
 
@@ -180,7 +181,7 @@ def set_fields(
     async def action(rt: Runtime) -> int:
         async with rt.sessions.begin() as session:
             agent = await auth.get_agent_by_name(session, name)
-            principal = await _principal(session, acting)
+            principal = await acting_principal(session, acting)
             saved = await AgentService.of(rt, session).update(
                 principal, agent.id, changes, comment=comment
             )
@@ -221,7 +222,7 @@ def revert(
     async def action(rt: Runtime) -> int:
         async with rt.sessions.begin() as session:
             agent = await auth.get_agent_by_name(session, name)
-            principal = await _principal(session, acting)
+            principal = await acting_principal(session, acting)
             saved = await AgentService.of(rt, session).revert(principal, agent.id, version)
             return saved.config_version
 
@@ -232,7 +233,12 @@ def revert(
 
 
 async def hold_lease(server: str, token: str, lease_seconds: float | None) -> None:
-    """Open a lease, renew it every third of its length, close it on SIGINT/SIGTERM."""
+    """Open a lease, renew it every third of its length, close it on SIGINT/SIGTERM.
+
+    Once running it outlives the server's hiccups: a heartbeat that cannot reach the
+    server or gets a 5xx is tried again at the next renewal (logged once per incident),
+    and a lease the server no longer knows (404: it lapsed meanwhile, or Redis lost it
+    in a restart) is replaced by a new one. Only a refusal (a revoked token) ends it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -240,22 +246,41 @@ async def hold_lease(server: str, token: str, lease_seconds: float | None) -> No
     headers = {"Authorization": f"Bearer {token}"}
     body = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
     async with httpx.AsyncClient(base_url=server, headers=headers, timeout=10) as client:
-        opened = await client.post("/api/v1/leases", json=body)
-        if opened.status_code != 201:
-            raise RuntimeError(f"the server refused the lease: {opened.text}")
-        lease = opened.json()
-        console.print(f"holding lease {lease['id']} for agent {lease['agent_id']}", soft_wrap=True)
+
+        async def open_lease() -> dict[str, Any]:
+            opened = await client.post("/api/v1/leases", json=body)
+            if opened.status_code >= 500:
+                raise httpx.HTTPStatusError("server error", request=opened.request, response=opened)
+            if opened.status_code != 201:
+                raise RuntimeError(f"the server refused the lease: {opened.text}")
+            lease: dict[str, Any] = opened.json()
+            console.print(
+                f"holding lease {lease['id']} for agent {lease['agent_id']}", soft_wrap=True
+            )
+            return lease
+
+        lease = await open_lease()
+        incident = Incident(f"agent lease heartbeats to {server}", log)
         try:
-            while not stop.is_set():
+            while not await wait_event(stop, lease["renew_every_seconds"]):
                 try:
-                    async with asyncio.timeout(lease["renew_every_seconds"]):
-                        await stop.wait()
-                except TimeoutError:
                     beat = await client.post(f"/api/v1/leases/{lease['id']}/heartbeat")
-                    if beat.status_code != 200:
-                        raise RuntimeError(f"heartbeat refused: {beat.text}") from None
+                    if beat.status_code == 404:
+                        console.print(f"lease {lease['id']} is gone (lapsed); opening a new one")
+                        lease = await open_lease()
+                    elif beat.status_code >= 500:
+                        raise httpx.HTTPStatusError(
+                            "server error", request=beat.request, response=beat
+                        )
+                    elif beat.status_code != 200:
+                        raise RuntimeError(f"heartbeat refused: {beat.text}")
+                except httpx.HTTPError as exc:
+                    incident.failed(exc)  # the next renewal tries again
+                else:
+                    incident.cleared()
         finally:
-            await client.delete(f"/api/v1/leases/{lease['id']}")
+            with contextlib.suppress(httpx.HTTPError):
+                await client.delete(f"/api/v1/leases/{lease['id']}")
             console.print("lease closed")
 
 

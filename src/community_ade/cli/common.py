@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from community_ade.auth import service as auth
+from community_ade.auth.principal import Principal
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
-from community_ade.runtime import Runtime
+from community_ade.runtime import Database, Runtime
 from community_ade.settings import Settings
 
 T = TypeVar("T")
@@ -26,6 +30,16 @@ err_console = Console(stderr=True, emoji=False)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+
+# Reading needs no particular user: the operator of the machine reads as a viewer.
+OPERATOR = Principal(
+    id=uuid.UUID(int=0), kind="human", name="operator", role="viewer", groups=frozenset()
+)
+
+
+async def acting_principal(session: AsyncSession, username: str) -> Principal:
+    """The user named with ``--as``: a change is checked and audited as theirs."""
+    return await auth.human_principal(session, await auth.get_user_by_name(session, username))
 
 
 def load_settings() -> Settings:
@@ -45,15 +59,32 @@ def load_settings() -> Settings:
     return settings
 
 
-def run(action: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Open the Runtime, run ``action`` with it, close it; report errors plainly."""
+def run(action: Callable[[Runtime], Awaitable[T]], *, wait: bool = False) -> T:
+    """Open the Runtime, run ``action`` with it, close it; report errors plainly.
+    ``wait``: a service's start, which waits ``ADE_STARTUP_WAIT_SECONDS`` for Redis and
+    the database; a one-off command fails at once instead (exit code 3)."""
     settings = load_settings()
 
     async def main() -> T:
-        async with Runtime.open(settings) as runtime:
+        async with Runtime.open(settings, wait=_wait(settings, wait)) as runtime:
             return await action(runtime)
 
     return run_plain(main)
+
+
+def run_database(action: Callable[[Database], Awaitable[T]]) -> T:
+    """``run`` for a command that needs only the database: it works while Redis is down."""
+    settings = load_settings()
+
+    async def main() -> T:
+        async with Database.open(settings) as database:
+            return await action(database)
+
+    return run_plain(main)
+
+
+def _wait(settings: Settings, wait: bool) -> float:
+    return settings.startup_wait_seconds if wait else 0.0
 
 
 def run_plain(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -33,7 +33,6 @@ from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Principal
 from community_ade.errors import AdeError
-from community_ade.execution.executors.base import PlanContext
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Agent, User, utcnow
 
@@ -192,7 +191,7 @@ async def seed(runtime: Runtime) -> dict[str, str]:
         (workspace / "app.yaml").write_text("replicas: 2\nlog_level: info\n")
         (workspace / "README.md").write_text("# demo service\n")
         await asyncio.to_thread(make_repository, repository_of(runtime))
-        tasks = TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+        tasks = TaskService(session, plan_context=runtime.plan_context(session))
         await Governance(session, tasks).put_policy(
             people["admin"], PolicyDocument.model_validate(POLICY)
         )
@@ -344,7 +343,7 @@ async def add_trickle_task(runtime: Runtime, n: int) -> str:
     draft = make(runtime, n)
     async with runtime.sessions.begin() as session:
         agent = await _agent(session, agent_name)
-        tasks = TaskService(session, plan_context=PlanContext.from_settings(runtime.settings))
+        tasks = TaskService(session, plan_context=runtime.plan_context(session))
         created = await tasks.create(agent, draft)
         await tasks.submit(agent, created.id)
     return draft.title

@@ -13,8 +13,8 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import Role, service
-from community_ade.cli.common import EXIT_USAGE, console, err_console, run
-from community_ade.runtime import Runtime
+from community_ade.cli.common import EXIT_USAGE, console, err_console, run_database
+from community_ade.runtime import Database
 from community_ade.storage.models import utcnow
 
 users_app = typer.Typer(
@@ -71,14 +71,14 @@ def create_user(
     """Create a user."""
     password = _read_password() if password_stdin else None
 
-    async def action(rt: Runtime) -> uuid.UUID:
+    async def action(rt: Database) -> uuid.UUID:
         async with rt.sessions.begin() as session:
             user = await service.create_user(
                 session, username, role.value, password=password, display_name=display_name
             )
             return user.id
 
-    user_id = run(action)
+    user_id = run_database(action)
     how = "with a password" if password is not None else "without a password (tokens only)"
     console.print(f"created user {username} ({role.value}) {how}; id {user_id}", soft_wrap=True)
 
@@ -87,7 +87,7 @@ def create_user(
 def list_users() -> None:
     """List users, their roles and groups."""
 
-    async def action(rt: Runtime) -> list[tuple[str, str, str, str, str, str]]:
+    async def action(rt: Database) -> list[tuple[str, str, str, str, str, str]]:
         async with rt.sessions() as session:
             rows = []
             for user in await service.list_users(session):
@@ -108,7 +108,7 @@ def list_users() -> None:
     table = Table(box=SIMPLE)
     for column in ("username", "display name", "role", "groups", "status", "created"):
         table.add_column(column)
-    for row in run(action):
+    for row in run_database(action):
         table.add_row(*row)
     console.print(table)
 
@@ -117,12 +117,12 @@ def list_users() -> None:
 def disable_user(username: Annotated[str, typer.Argument(help="The user to disable.")]) -> None:
     """Disable a user: its password, its tokens and its agents' tokens stop working."""
 
-    async def action(rt: Runtime) -> None:
+    async def action(rt: Database) -> None:
         async with rt.sessions.begin() as session:
             user = await service.get_user_by_name(session, username)
             await service.disable_user(session, user.id)
 
-    run(action)
+    run_database(action)
     console.print(f"disabled user {username}")
 
 
@@ -136,11 +136,11 @@ def create_group(
 ) -> None:
     """Create a group (policies name groups of reviewers)."""
 
-    async def action(rt: Runtime) -> None:
+    async def action(rt: Database) -> None:
         async with rt.sessions.begin() as session:
             await service.create_group(session, name, description)
 
-    run(action)
+    run_database(action)
     console.print(f"created group {name}")
 
 
@@ -151,13 +151,13 @@ def add_member(
 ) -> None:
     """Add a user to a group."""
 
-    async def action(rt: Runtime) -> bool:
+    async def action(rt: Database) -> bool:
         async with rt.sessions.begin() as session:
             found = await service.get_group_by_name(session, group)
             user = await service.get_user_by_name(session, username)
             return await service.add_member(session, found.id, user.id)
 
-    added = run(action)
+    added = run_database(action)
     console.print(f"added {username} to {group}" if added else f"{username} already is in {group}")
 
 
@@ -165,14 +165,14 @@ def add_member(
 def list_groups() -> None:
     """List groups and their members."""
 
-    async def action(rt: Runtime) -> list[service.GroupInfo]:
+    async def action(rt: Database) -> list[service.GroupInfo]:
         async with rt.sessions() as session:
             return await service.list_groups(session)
 
     table = Table(box=SIMPLE)
     for column in ("group", "description", "members"):
         table.add_column(column)
-    for info in run(action):
+    for info in run_database(action):
         table.add_row(info.name, info.description, ", ".join(info.members) or "-")
     console.print(table)
 
@@ -213,7 +213,7 @@ def create_token(
     kind, owner = _owner(user, agent)
     expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
 
-    async def action(rt: Runtime) -> tuple[str, uuid.UUID, str]:
+    async def action(rt: Database) -> tuple[str, uuid.UUID, str]:
         async with rt.sessions.begin() as session:
             user_id, agent_id = await _owner_ids(session, kind, owner)
             plaintext, row = await service.create_token(
@@ -221,7 +221,7 @@ def create_token(
             )
             return plaintext, row.id, row.prefix
 
-    plaintext, token_id, prefix = run(action)
+    plaintext, token_id, prefix = run_database(action)
     expiry = f"expires {_when(expires_at)} UTC" if expires_at else "does not expire"
     err_console.print(
         f"created token {token_id} (prefix {prefix}) for {kind} {owner}, {expiry}.\n"
@@ -236,7 +236,7 @@ def list_tokens(user: UserOption = None, agent: AgentOption = None) -> None:
     """List the tokens of a user or an agent (never the tokens themselves)."""
     kind, owner = _owner(user, agent)
 
-    async def action(rt: Runtime) -> list[service.TokenInfo]:
+    async def action(rt: Database) -> list[service.TokenInfo]:
         async with rt.sessions() as session:
             user_id, agent_id = await _owner_ids(session, kind, owner)
             return await service.list_tokens(session, user_id=user_id, agent_id=agent_id)
@@ -248,7 +248,7 @@ def list_tokens(user: UserOption = None, agent: AgentOption = None) -> None:
     table.add_column("prefix", no_wrap=True, min_width=8)
     for column in ("name", "status", "expires", "last used"):
         table.add_column(column, overflow="fold")
-    for info in run(action):
+    for info in run_database(action):
         table.add_row(
             str(info.id),
             info.prefix,
@@ -266,9 +266,9 @@ def revoke_token(
 ) -> None:
     """Revoke a token: it stops working at once."""
 
-    async def action(rt: Runtime) -> None:
+    async def action(rt: Database) -> None:
         async with rt.sessions.begin() as session:
             await service.revoke_token(session, token_id)
 
-    run(action)
+    run_database(action)
     console.print(f"revoked token {token_id}")

@@ -52,7 +52,7 @@ def worker(
             except Exception as exc:  # a server's relay picks them up later
                 console.print(f"[yellow]events not relayed yet: {exc}[/yellow]")
 
-    stats = run(main)
+    stats = run(main, wait=True)
     console.print(
         f"worker done: {stats.completed} completed, {stats.failed} failed, "
         f"{stats.retried} retried, {stats.moved} sent back to review, "

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-from pathlib import Path
 
+from community_ade.infra.keyfile import read_or_create
 from community_ade.settings import Settings
 
 SECRET_FILE = "secret.key"
@@ -41,28 +40,7 @@ def load_secret(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     path = settings.data_dir / SECRET_FILE
-    try:
-        return _read(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written whole under a temporary name, then linked: a concurrent server never reads
-    # a half-written file, and the first link wins.
-    temporary = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink()
-    return _read(path)
-
-
-def _read(path: Path) -> bytes:
-    secret = path.read_text().strip().encode()
+    secret = read_or_create(path, lambda: secrets.token_hex(32)).encode()
     if len(secret) < 32:
         raise ValueError(f"{path} holds a secret shorter than 32 characters: delete it")
     return secret

@@ -25,22 +25,15 @@ so that under load one pass relays several commits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import redis
 from redis.commands.core import AsyncScript
-from sqlalchemy import bindparam, event, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
-from community_ade.agents.watch import events_stream as agent_events_stream
 from community_ade.audit import log as audit
-from community_ade.errors import AdeError
 from community_ade.events.envelope import (
     StoredEvent,
     from_audit_row,
@@ -48,7 +41,8 @@ from community_ade.events.envelope import (
     from_stored_entry,
 )
 from community_ade.events.keys import EventKeys, stream_entries
-from community_ade.infra.aio import wait_event
+from community_ade.events.system import system_stream
+from community_ade.infra.aio import Incident, wait_event
 from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import keys as lock_keys
@@ -59,7 +53,8 @@ from community_ade.storage.models import AuditEvent
 log = logging.getLogger(__name__)
 
 AUDIT_SOURCE = "audit"
-AGENT_SOURCE = "agent-health"
+# The source name predates audit checkpoints in that stream; kept so cursors carry over.
+SYSTEM_SOURCE = "agent-health"
 # A Redis source's entry (id, fields) as the events stream stores it.
 Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
@@ -77,38 +72,6 @@ _FROM = (
     .order_by(AuditEvent.seq)
     .limit(bindparam("count"))
 )
-
-# -- waking relays of this process after a commit that appended audit rows -----------
-
-_wakeups: set[Callable[[], None]] = set()
-
-
-def _wake_after_commit(session: Session) -> None:
-    if session.info.pop(audit.APPENDED, False):
-        for wake in tuple(_wakeups):
-            wake()
-
-
-def _forget_after_rollback(session: Session, _previous: Any = None) -> None:
-    session.info.pop(audit.APPENDED, None)
-
-
-event.listen(Session, "after_commit", _wake_after_commit)
-event.listen(Session, "after_soft_rollback", _forget_after_rollback)
-
-
-@contextlib.contextmanager
-def _woken_by_commits(nudge: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(nudge.set)
-
-    _wakeups.add(wake)
-    try:
-        yield
-    finally:
-        _wakeups.discard(wake)
 
 
 async def _head(session: AsyncSession) -> int:
@@ -131,7 +94,7 @@ class Relay:
         self.redis = redis_client
         self.sessions = db.read_sessions(sessions)
         self.keys = EventKeys.for_namespace(namespace)
-        self.agent_events = agent_events_stream(namespace)
+        self.system_events = system_stream(namespace)
         self.maxlen = maxlen
         self.batch = batch
         self._append: AsyncScript = register_lua(
@@ -170,13 +133,13 @@ class Relay:
 
     async def relay_streams(self) -> int:
         """Append what the Redis sources hold past each one's cursor: the lock events of
-        every lock domain, and the agents' health changes (``agents.watch``)."""
+        every lock domain, and the system events (agents' health, audit checkpoints)."""
         domains = sorted(str(d) for d in await self.redis.smembers(lock_keys.DOMAINS))
         sources: list[tuple[str, str, Convert]] = [
             (f"lock:{domain}", lock_keys.events(domain), functools.partial(from_lock_entry, domain))
             for domain in domains
         ]
-        sources.append((AGENT_SOURCE, self.agent_events, from_stored_entry))
+        sources.append((SYSTEM_SOURCE, self.system_events, from_stored_entry))
         names = [name for name, _, _ in sources]
         cursors: list[str | None] = await self.redis.hmget(self.keys.cursors, names)  # type: ignore[assignment]
         total = 0
@@ -214,7 +177,8 @@ class Relay:
         # When the last pass woken by a commit started: the gap is kept between those
         # only, so a commit right after a periodic poll is not held back.
         last_woken = -gap
-        with _woken_by_commits(nudge):
+        incident = Incident("event relay", log, cap=poll_seconds * 4)
+        with audit.APPENDED.waking(nudge):
             while True:
                 nudge.clear()
                 started = loop.time()
@@ -225,12 +189,13 @@ class Relay:
                     await self.relay_audit()
                     if polling:
                         await self.relay_streams()
-                except (AdeError, redis.RedisError, SQLAlchemyError, OSError) as exc:
-                    # Redis or the database is briefly away: the cursors keep our place.
-                    log.warning("event relay pass failed: %s", exc)
-                except Exception:
-                    # A bug must not stop live events for good; the next pass retries.
-                    log.exception("event relay pass failed")
+                except Exception as exc:
+                    # Redis or the database is away (the cursors keep our place), or a bug
+                    # in one pass: live events must not stop for good.
+                    await asyncio.sleep(incident.failed(exc))
+                    next_poll = loop.time()
+                    continue
+                incident.cleared()
                 if await wait_event(nudge, max(0.0, next_poll - loop.time())):
                     await asyncio.sleep(max(0.0, last_woken + gap - loop.time()))
                     last_woken = loop.time()

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import redis
 
@@ -28,6 +29,7 @@ from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Upper priority bounds of the bands but the last: priority ≤ 50 is band 0 (urgent),
 #: ≤ 100 (the default priority) band 1, anything larger band 2.
@@ -152,6 +154,9 @@ class TaskQueue:
     # -- consuming ------------------------------------------------------------------
 
     async def ensure_groups(self) -> None:
+        """Create the band streams and their consumer group where missing. From id 0: a
+        stream that outlived its group (or got entries before the group was created
+        again) has every entry delivered."""
         if self._groups_ready:
             return
         for stream in self.keys.streams:
@@ -160,47 +165,27 @@ class TaskQueue:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
         self._groups_ready = True
 
     async def claim(self, consumer: str, count: int, *, block_ms: int = 0) -> list[Message]:
         """Up to ``count`` new messages, most urgent band first; with ``block_ms``, wait
         that long for one when every band is empty."""
         await self.ensure_groups()
-        reply = await self._unless_nogroup(self._script(self._claim, GROUP, consumer, count))
+        reply = await self._script(self._claim, GROUP, consumer, count)
         if reply:
             band, entries = reply
             return self._messages(self.keys.stream(int(band)), _entries(entries))
-        if block_ms <= 0 or reply is None:
+        if block_ms <= 0:
             return []
-        return await self._read(consumer, count, dict.fromkeys(self.keys.streams, ">"), block_ms)
-
-    async def _read(
-        self, consumer: str, count: int, streams: dict[str, str], block_ms: int | None
-    ) -> list[Message]:
-        reply = await self._unless_nogroup(
-            self.redis.xreadgroup(
-                GROUP,
-                consumer,
-                dict(streams),  # type: ignore[arg-type]
-                count=count,
-                block=block_ms,
-            )
+        streams = dict.fromkeys(self.keys.streams, ">")
+        read = await self._call(
+            partial(self.redis.xreadgroup, GROUP, consumer, streams, count=count, block=block_ms)  # type: ignore[arg-type]
         )
         return [
-            m for stream, entries in _stream_items(reply) for m in self._messages(stream, entries)
+            m for stream, entries in _stream_items(read) for m in self._messages(stream, entries)
         ]
-
-    async def _unless_nogroup(self, read: Awaitable[Any]) -> Any:
-        """``await read``; None if the streams were deleted (NOGROUP), after creating
-        them and their group again."""
-        try:
-            return await read
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-        self._groups_ready = False
-        await self.ensure_groups()
-        return None
 
     def _messages(self, stream: str, entries: Any, deliveries: int = 1) -> list[Message]:
         band = self.keys.streams.index(stream)
@@ -247,7 +232,10 @@ class TaskQueue:
         for m in messages:
             by_band.setdefault(m.band, []).append(m.entry_id)
         for band, ids in by_band.items():
-            await self.redis.xclaim(self.keys.stream(band), GROUP, consumer, 0, ids, justid=True)
+            stream = self.keys.stream(band)
+            await self._call(
+                partial(self.redis.xclaim, stream, GROUP, consumer, 0, ids, justid=True)
+            )
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int = 20) -> list[Message]:
         """Take over messages idle longer than ``min_idle_ms`` (their worker died or
@@ -255,13 +243,15 @@ class TaskQueue:
         await self.ensure_groups()
         out: list[Message] = []
         for stream in self.keys.streams:
-            reply: Any = await self.redis.xautoclaim(
-                stream, GROUP, consumer, min_idle_ms, "0-0", count=count
+            reply: Any = await self._call(
+                partial(
+                    self.redis.xautoclaim, stream, GROUP, consumer, min_idle_ms, "0-0", count=count
+                )
             )
             entries = reply[1] if reply else []
             for m in self._messages(stream, entries):
-                info: Any = await self.redis.xpending_range(
-                    stream, GROUP, m.entry_id, m.entry_id, 1
+                info: Any = await self._call(
+                    partial(self.redis.xpending_range, stream, GROUP, m.entry_id, m.entry_id, 1)
                 )
                 times = int(info[0]["times_delivered"]) if info else 1
                 out.append(Message(m.band, m.entry_id, m.task_id, times))
@@ -287,8 +277,29 @@ class TaskQueue:
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
     async def _script(self, script: Any, *args: Any) -> Any:
+        # A script lost with a restart or failover (NOSCRIPT) is loaded again by redis-py.
+        argv = [str(a) for a in args]
+        return await self._call(partial(script, keys=self.keys.script_keys, args=argv))
+
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        """``await command()``, once more after creating the streams and their group if
+        Redis lost them (NOGROUP: restarted empty, failed over to a replica that had not
+        got them, flushed). An unreachable Redis is ``ServiceUnavailable``.
+
+        What else a restart loses heals by itself: the scripts (above); a retry waiting
+        in the delayed set, and the index, because the task is still APPROVED in the
+        database and the worker's reconciler queues every such task again.
+        """
         try:
-            return await script(keys=self.keys.script_keys, args=[str(a) for a in args])
+            try:
+                return await command()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("the task queue's consumer group is gone; creating it again")
+            self._groups_ready = False
+            await self.ensure_groups()
+            return await command()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
 

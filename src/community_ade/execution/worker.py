@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,15 +49,16 @@ from community_ade.execution.executors.base import (
     ApplyFailed,
     ApplyingExecutor,
     Plan,
-    PlanContext,
     Snapshot,
 )
+from community_ade.execution.executors.watchdog import bound_to_lease
 from community_ade.execution.queue import Message, TaskQueue
 from community_ade.execution.rules import Failure, backoff_delay, lock_resources, should_retry
 from community_ade.execution.service import ExecutionService
-from community_ade.infra.aio import wait_event
+from community_ade.infra.aio import Incident, wait_event
 from community_ade.locks.manager import Grant
 from community_ade.runtime import Runtime
+from community_ade.secrets.store import SecretVault
 from community_ade.storage.models import Task
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,9 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.worker_id = worker_id or new_worker_id()
-        plan_context = PlanContext.from_settings(settings)
+        plan_context = runtime.plan_context()
         self.plan_context = plan_context
+        self.secrets = SecretVault(runtime.sessions, settings)
         self.service = ExecutionService(
             runtime.sessions, worker_id=self.worker_id, plan_context=plan_context
         )
@@ -143,8 +146,6 @@ class Worker:
             self.concurrency,
             ", burst" if self.burst else "",
         )
-        await self.queue.ensure_groups()
-        await self._reconcile()
         keeper = asyncio.create_task(self._keep_messages(), name="ade-worker-touch")
         try:
             await self._loop()
@@ -160,41 +161,55 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        """Each periodic step runs on its own schedule and fails on its own: a Redis that
+        lost the queue's group, a database connection closed under the reconciler, a bug
+        in one pass — the step backs off and is tried again, the others go on, and the
+        worker never exits for it."""
         settings = self.settings
-        reclaim_ms = round(settings.worker_reclaim_idle_seconds * 1000)
-        next_reclaim = next_reconcile = next_promote = 0.0
+        reclaim_every = max(0.2, settings.worker_reclaim_idle_seconds / 4)
+        me = f"worker {self.worker_id}"
+        steps = [
+            _Step(f"{me}: promoting due retries", self._promote_due),
+            _Step(f"{me}: reclaiming stalled messages", lambda: self._reclaim(reclaim_every)),
+            _Step(f"{me}: reconciling approved tasks", self._reconcile_step),
+        ]
+        claiming = Incident(f"{me}: claiming tasks", log)
         while not self._stopping.is_set():
-            now = time.monotonic()
+            for step in steps:
+                await step.run_if_due()
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(
+                    list(self._inflight), timeout=_IDLE_TICK_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                continue
             try:
-                if now >= next_promote:
-                    wait = await self.queue.promote_due()
-                    next_promote = now + min(_IDLE_TICK_S, wait if wait is not None else 1.0)
-                if now >= next_reclaim:
-                    for message in await self.queue.reclaim(self.worker_id, reclaim_ms):
-                        self.stats.reclaimed += 1
-                        self._start(message)
-                    next_reclaim = now + max(0.2, settings.worker_reclaim_idle_seconds / 4)
-                if now >= next_reconcile:
-                    await self._reconcile()
-                    next_reconcile = now + settings.worker_reconcile_seconds
-                free = self.concurrency - len(self._inflight)
-                if free > 0:
-                    block = round(_IDLE_TICK_S * 1000)
-                    claimed = await self.queue.claim(self.worker_id, free, block_ms=block)
-                    for message in claimed:
-                        self._start(message)
-                    idle = not claimed and not self._inflight
-                    if idle and self.burst and await self._queue_is_empty():
-                        return
-                else:
-                    await asyncio.wait(
-                        list(self._inflight),
-                        timeout=_IDLE_TICK_S,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-            except (ServiceUnavailable, redis.RedisError, OSError) as exc:
-                log.warning("worker %s: queue unreachable (%s); retrying", self.worker_id, exc)
-                await wait_event(self._stopping, 1.0)
+                block = round(_IDLE_TICK_S * 1000)
+                claimed = await self.queue.claim(self.worker_id, free, block_ms=block)
+                for message in claimed:
+                    self._start(message)
+                idle = not claimed and not self._inflight
+                if idle and self.burst and await self._queue_is_empty():
+                    return
+            except Exception as exc:
+                await wait_event(self._stopping, claiming.failed(exc))
+            else:
+                claiming.cleared()
+
+    async def _promote_due(self) -> float:
+        wait = await self.queue.promote_due()
+        return min(_IDLE_TICK_S, wait if wait is not None else 1.0)
+
+    async def _reclaim(self, every: float) -> float:
+        reclaim_ms = round(self.settings.worker_reclaim_idle_seconds * 1000)
+        for message in await self.queue.reclaim(self.worker_id, reclaim_ms):
+            self.stats.reclaimed += 1
+            self._start(message)
+        return every
+
+    async def _reconcile_step(self) -> float:
+        await self._reconcile()
+        return self.settings.worker_reconcile_seconds
 
     async def _queue_is_empty(self) -> bool:
         depth = await self.queue.depth()
@@ -211,25 +226,31 @@ class Worker:
     async def _keep_messages(self) -> None:
         """Touch in-flight messages so that live work is never reclaimed."""
         period = max(0.1, self.settings.worker_reclaim_idle_seconds / 3)
+        touching = Incident(f"worker {self.worker_id}: refreshing in-flight messages", log)
         while True:
             await asyncio.sleep(period)
             if self._inflight:
                 try:
                     await self.queue.touch(self.worker_id, list(self._inflight.values()))
-                except (ServiceUnavailable, redis.RedisError, OSError) as exc:
-                    log.warning("could not refresh in-flight messages: %s", exc)
+                except Exception as exc:
+                    touching.failed(exc)  # the next period tries again: it cannot wait longer
+                else:
+                    touching.cleared()
 
     async def _reconcile(self) -> int:
-        """Queue APPROVED tasks that should apply and are not queued: a crash between a
-        commit and its enqueue loses nothing. Duplicates are refused by the queue."""
+        """Queue APPROVED tasks that should apply, and APPLYING ones, that are not queued:
+        a crash between a commit and its enqueue loses nothing, nor does a Redis that
+        lost its streams (an APPLYING task's message gone with its dead worker's would
+        leave it APPLYING for good). The queue refuses a task whose message is still
+        there (in flight included); a duplicate would be harmless anyway: it waits for
+        the task's lock, then finds the task settled, or adopts it."""
+        states = (TaskState.APPROVED.value, TaskState.APPLYING.value)
         async with self.runtime.sessions() as session:
-            rows = await session.scalars(
-                select(Task).where(Task.state == TaskState.APPROVED.value).limit(1000)
-            )
-            due = [(str(t.id), t.priority) for t in rows if wants_apply(t)]
+            rows = await session.scalars(select(Task).where(Task.state.in_(states)).limit(1000))
+            due = [(str(t.id), t.priority) for t in rows if self._actionable(t)]
         added = await self.queue.enqueue_many(due)
         if added:
-            log.info("reconciler queued %d approved task(s) missing from the queue", added)
+            log.info("reconciler queued %d task(s) missing from the queue", added)
         return added
 
     # -- one message ------------------------------------------------------------------
@@ -317,7 +338,7 @@ class Worker:
     async def _handle_loaded(
         self, task: Task, stash: Plan | None, executor: Any, grant: Grant
     ) -> float | _Changed | None:
-        context = ApplyContext(self.plan_context, str(task.id), grant.fence)
+        context = ApplyContext(self.plan_context, str(task.id), grant.fence, self.secrets)
         if not isinstance(executor, ApplyingExecutor):
             if task.state == TaskState.APPROVED:
                 return await self._refuse(
@@ -346,7 +367,8 @@ class Worker:
             "task %s: adopting an interrupted apply (attempt %d)", task.id, adopted.attempts
         )
         snapshot = None if adopted.snapshot is None else Snapshot(task.type, adopted.snapshot)
-        outcome = await self._rollback(executor, adopted, snapshot, context)
+        with self._bound_to(grant):
+            outcome = await self._rollback(executor, adopted, snapshot, context)
         failure = Failure("the worker applying it stopped (reclaimed)", True, outcome)
         if should_retry(failure, adopted.attempts, self.settings.worker_max_attempts):
             await self.service.retry(task.id, grant.fence, failure.message, outcome, 0.0)
@@ -386,13 +408,16 @@ class Worker:
         )
         try:
             async with attempt.grant.guard():
-                result = await executor.apply(task.payload, stash, attempt.snapshot, context)
+                with self._bound_to(attempt.grant):
+                    result = await executor.apply(task.payload, stash, attempt.snapshot, context)
         except LockLost as exc:
             return await self._failed(attempt, Failure(f"lock lost: {exc.message}", True, ""), {})
         except FenceRejected as exc:
-            # A newer holder has written: the task is theirs now; touch nothing.
-            log.warning("task %s: fence %d refused (%s)", task.id, context.fence, exc.message)
-            return None
+            # A newer grant has written the target (our lease was lost meanwhile), so this
+            # attempt wrote nothing: retried, unless the task itself was taken over (then
+            # the outcome is the new holder's).
+            refused = Failure(f"fence refused: {exc.message}", True, "")
+            return await self._failed(attempt, refused, {})
         except ApplyFailed as exc:
             return await self._failed(attempt, Failure(exc.message, exc.transient, ""), exc.details)
         except (AdeError, OSError, ValueError, RuntimeError) as exc:
@@ -407,6 +432,11 @@ class Worker:
                 result.summary,
             )
         return None
+
+    def _bound_to(self, grant: Grant) -> contextlib.AbstractContextManager[None]:
+        """Commands started in the block die with ``grant``'s lease even when this
+        process cannot act (paused): the watchdog kills them once it runs out."""
+        return bound_to_lease(functools.partial(self.runtime.locks.lease_deadline, grant))
 
     async def _snapshot_failed(self, attempt: _Attempt, exc: ApplyFailed) -> _Changed | None:
         task, context = attempt.task, attempt.context
@@ -480,9 +510,36 @@ class Worker:
             return "nothing_to_roll_back"
         try:
             return str(await executor.rollback(task.payload, snapshot, context))
+        except FenceRejected as exc:
+            # A newer grant owns the target: whatever this attempt wrote is not there any
+            # more (or never was). Nothing is left to undo, and retrying is safe.
+            log.warning("task %s: rollback refused, nothing of it left: %s", task.id, exc.message)
+            return "nothing_to_roll_back"
         except (ApplyFailed, AdeError, OSError, ValueError, RuntimeError) as exc:
             log.error("task %s: rollback failed: %s", task.id, exc)
             return "rollback_failed"
+
+
+class _Step:
+    """A periodic step of the loop: ``action`` returns the seconds until it is due again;
+    when it fails, it is due again after its incident's backoff."""
+
+    def __init__(self, what: str, action: Callable[[], Awaitable[float]]) -> None:
+        self.action = action
+        self.incident = Incident(what, log)
+        self.due = 0.0
+
+    async def run_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self.due:
+            return
+        try:
+            interval = await self.action()
+        except Exception as exc:
+            self.due = now + self.incident.failed(exc)
+        else:
+            self.incident.cleared()
+            self.due = now + interval
 
 
 class _Changed(enum.Enum):

@@ -7,7 +7,16 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from community_ade.errors import AdeError
+
 log = logging.getLogger(__name__)
+
+#: What a dependency throws when it is away or was restarted (Redis, the database, the
+#: network): expected in a long-running loop, logged without a traceback.
+TRANSIENT_ERRORS = (AdeError, redis.RedisError, SQLAlchemyError, OSError)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -61,3 +70,40 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], limit: float = 10.
             limit,
             where,
         )
+
+
+class Incident:
+    """The failures of one background step, logged once per incident instead of once per
+    retry: the first failure as a warning, the recovery as a notice, the retries between
+    at debug level; and how long to back off before the next try (doubling up to
+    ``cap``). Any exception counts: a loop must outlive every error of what it uses (a
+    database connection closed under it, a Redis restarted empty, a bug in one pass)."""
+
+    def __init__(self, what: str, logger: logging.Logger, *, base: float = 0.5, cap: float = 10.0):
+        self.what = what
+        self.log = logger
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failure; the seconds to wait before trying again."""
+        self.failures += 1
+        if self.failures == 1:
+            # An error that is not a dependency's is a bug: worth its traceback, once.
+            self.log.warning(
+                "%s failing: %s: %s; retrying until it recovers",
+                self.what,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, TRANSIENT_ERRORS),
+            )
+        else:
+            self.log.debug("%s still failing (%d): %s", self.what, self.failures, exc)
+        return float(min(self.cap, self.base * 2 ** min(self.failures - 1, 16)))
+
+    def cleared(self) -> None:
+        """Record a success: ends the incident, if there was one."""
+        if self.failures:
+            self.log.warning("%s recovered after %d failed tries", self.what, self.failures)
+            self.failures = 0

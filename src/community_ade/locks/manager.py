@@ -31,7 +31,7 @@ from community_ade.errors import (
     LockTimeout,
     ServiceUnavailable,
 )
-from community_ade.infra.aio import wait_event
+from community_ade.infra.aio import Incident, wait_event
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import deadlock, keys
 from community_ade.locks.introspection import AgentState, DomainState, ResourceState, parse
@@ -253,6 +253,16 @@ class LockManager:
         grant.released = True
         self._forget(grant)
         return bool(done)
+
+    def lease_deadline(self, grant: Grant) -> float:
+        """Until when (``time.monotonic``) ``grant`` is known to be held: its agent
+        session's local validity, which every heartbeat moves on; 0 once it is lost or
+        released. What a process that must not outlive the lease watches (the command
+        watchdog): the server frees the grant no earlier than this."""
+        if grant.lost.is_set() or grant.released:
+            return 0.0
+        session = self._sessions.get((grant.domain, grant.agent))
+        return 0.0 if session is None else session.valid_until
 
     async def set_capacity(
         self, agent: str, capacity: int | None, *, domain: str | None = None
@@ -554,14 +564,15 @@ class LockManager:
             self._reader = asyncio.create_task(self._read_wakeups(pubsub), name="ade-lock-wakeups")
 
     async def _read_wakeups(self, pubsub: Any) -> None:
+        incident = Incident("lock wake-up listener", log, base=0.1, cap=2.0)
         while not self._closed:
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
             except _REDIS_ERRORS as exc:
                 # Waiters fall back on their backstop; redis-py resubscribes on reconnect.
-                log.warning("lock wake-up listener: %s", exc)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(incident.failed(exc))
                 continue
+            incident.cleared()
             if not message or message.get("type") != "message":
                 continue
             req_id, _, fence = str(message["data"]).partition(" ")
@@ -600,6 +611,7 @@ class LockManager:
                     if "function not found" not in str(exc).lower():
                         raise
                     # A restart without persistence, a failover or FUNCTION FLUSH lost it.
+                    self._forget_server_state()
                     await self._load_functions(loads)
                     return await self.redis.fcall(function, 1, prefix, *self._common, *args)
             evalsha = self._scripts.evalsha[script]
@@ -607,9 +619,15 @@ class LockManager:
                 return await self.redis.evalsha(evalsha.sha, 1, prefix, *self._common, *args)
             except NoScriptError:
                 # The server restarted or failed over: the script object loads itself again.
+                self._forget_server_state()
                 return await evalsha(keys=[prefix], args=[*self._common, *args])
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"Redis unreachable: {exc}") from exc
+
+    def _forget_server_state(self) -> None:
+        """The server lost its data (the scripts were gone): register the domains again
+        as they are next used, or ``domains()`` and the event relay would miss them."""
+        self._known_domains.clear()
 
     async def _load_functions(self, seen: int) -> None:
         """Load the scripts as a Functions library, or settle for EVALSHA where the

@@ -39,6 +39,7 @@ from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
+from community_ade.auth.tokens import parse_token
 from community_ade.errors import AdeError, InvalidInput, NotFound, Unauthenticated
 from community_ade.events.envelope import Filter
 from community_ade.events.hub import Hub
@@ -47,7 +48,6 @@ from community_ade.execution.executors import (
     load_executors,
     payload_schema_of,
 )
-from community_ade.execution.executors.base import PlanContext
 from community_ade.mcp_gateway import reads
 from community_ade.mcp_gateway.tools import MAX_WAIT_SECONDS, ToolSpec, tools_for
 from community_ade.runtime import Runtime
@@ -109,7 +109,7 @@ class Gateway:
         self.runtime = runtime
         self.token = token  # stdio: the one caller; HTTP: each request's Bearer token
         self.hub = hub
-        self.plan_context = PlanContext.from_settings(runtime.settings)
+        self.plan_context = runtime.plan_context()  # reads: roots and limits only
         self.leases = LeaseStore(runtime.redis)
         self._lease_of: dict[uuid.UUID, Lease] = {}
         self.server: Server[Any] = Server(
@@ -165,6 +165,9 @@ class Gateway:
             with contextlib.suppress(AdeError):
                 await self.leases.close(lease)
         self._lease_of.clear()
+
+    def _tasks(self, session: AsyncSession) -> TaskService:
+        return TaskService(session, plan_context=self.runtime.plan_context(session))
 
     def _tools(self, agent: Agent) -> dict[str, ToolSpec]:
         executors = load_executors()
@@ -226,7 +229,9 @@ class Gateway:
                 if spec.name != "wait_for_decision":
                     return await self._run(spec, arguments, principal, session)
             # Waiting holds no transaction (nor, on SQLite, the database's write lock).
-            return await self._wait_for_decision(principal, arguments)
+            # Authenticated above, so the token parses; a revoke ends the wait at once.
+            token_hash = parse_token(_bearer(ctx) or self.token or "").token_hash
+            return await self._wait_for_decision(principal, token_hash, arguments)
         except AdeError as exc:  # the transaction rolled back: nothing half-written
             return _refusal(exc)
 
@@ -243,7 +248,7 @@ class Gateway:
             task = await self._task(session, principal, arguments)
             return _answer(await self._status(session, task))
         if spec.name == "cancel_task":
-            tasks = TaskService(session, plan_context=self.plan_context)
+            tasks = self._tasks(session)
             task = await self._task(session, principal, arguments)
             reason = str(arguments.get("reason", ""))[:1000] or "cancelled by the agent"
             task = await tasks.cancel(principal, task.id, reason)
@@ -271,7 +276,7 @@ class Gateway:
                 for e in exc.errors()
             ]
             raise InvalidInput(f"invalid arguments for {task_type}", errors=errors) from None
-        tasks = TaskService(session, plan_context=self.plan_context)
+        tasks = self._tasks(session)
         draft = TaskDraft(
             type=body.type,
             title=body.title,
@@ -308,7 +313,7 @@ class Gateway:
                 "task_id must be a task's id (a UUID)",
                 errors=[{"path": "task_id", "message": "not a UUID"}],
             ) from None
-        task = await TaskService(session, plan_context=self.plan_context).get(principal, task_id)
+        task = await self._tasks(session).get(principal, task_id)
         if task.agent_id != principal.id:
             raise NotFound(f"no task {task_id} of yours")
         return task
@@ -351,7 +356,7 @@ class Gateway:
         return document
 
     async def _wait_for_decision(
-        self, principal: Principal, arguments: Mapping[str, Any]
+        self, principal: Principal, token_hash: str, arguments: Mapping[str, Any]
     ) -> types.CallToolResult:
         wait = arguments.get("wait_seconds", 20)
         if (
@@ -367,7 +372,12 @@ class Gateway:
         subscriber = None
         if self.hub is not None:  # subscribe before reading: no event is missed between
             subject = f"task:{arguments.get('task_id')}"
-            subscriber = self.hub.subscribe(Filter(frozenset({"task", "approval"}), subject), 100)
+            subscriber = self.hub.subscribe(
+                Filter(frozenset({"task", "approval"}), subject),
+                100,
+                principal_id=principal.id,
+                token_hash=token_hash,
+            )
         try:
             while True:
                 async with self.runtime.sessions.begin() as session:
@@ -448,7 +458,7 @@ class Gateway:
             raise MCPError(INVALID_PARAMS, f"no resource {params.uri}")
         async with self.runtime.sessions.begin() as session:
             principal, _ = await self._caller(ctx, session)
-            governance = Governance(session, TaskService(session, plan_context=self.plan_context))
+            governance = Governance(session, self._tasks(session))
             version, document = await governance.current_policy(principal)
         text = json.dumps(
             {"version": version, "document": document.model_dump(mode="json")}, indent=1

@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -196,6 +197,21 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class ShellProfileRow(Base):
+    """An admin's shell profile: the commands a shell task may run, as argv templates
+    with typed parameters (``execution.executors.shell_profile.ShellProfile``, stored as
+    its JSON ``document``). ``version`` counts saves."""
+
+    __tablename__ = "shell_profiles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -359,6 +375,23 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 
+class Secret(Base):
+    """A named secret (docs/secrets.md): its value sealed with the secrets key, bound to
+    its name. No route or page reads ``ciphertext``; only an apply opens it."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # None: set by an operator with `ade secrets set` (the audit log names them).
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
 class AuditEvent(Base):
     """The tamper-evident log: each row's hash covers its content and the previous hash.
     A hash has at most one successor (unique ``prev_hash``), so concurrent appends can
@@ -377,3 +410,30 @@ class AuditEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column()
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditTreeNode(Base):
+    """A complete perfect subtree of the audit log's Merkle tree (``audit.merkle``): the
+    root of leaves ``[idx·2^level, (idx+1)·2^level)``, leaf index = seq - 1. Written in
+    the transaction of the audit row that completes it, never changed."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the audit log (C2SP tlog-checkpoint in a signed note)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

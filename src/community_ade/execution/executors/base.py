@@ -28,6 +28,8 @@ from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
 
 if TYPE_CHECKING:
+    from community_ade.execution.executors.shell_profile import ShellConfig, ShellProfileSource
+    from community_ade.secrets.references import SecretSource
     from community_ade.settings import Settings
 
 PreviewFormat = Literal["diff", "text", "json"]
@@ -118,7 +120,8 @@ class PlanContext:
     can be planned, which is the safe default for a misconfigured deployment.
     ``http_allowlist`` holds the URL prefixes ``http.request`` may call (``urls``);
     ``fence_dir`` is where targets without a directory of their own (an HTTP endpoint)
-    keep their fence records; without it such targets cannot be applied.
+    keep their fence records; without it such targets cannot be applied. ``shell`` is
+    the shell executor's configuration (profiles, sandbox, user; None: its defaults).
     """
 
     allowed_roots: tuple[Path, ...]
@@ -126,6 +129,7 @@ class PlanContext:
     git_executable: str = "git"
     http_allowlist: tuple[str, ...] = ()
     fence_dir: Path | None = None
+    shell: ShellConfig | None = None
 
     def __post_init__(self) -> None:
         for root in self.allowed_roots:
@@ -138,12 +142,39 @@ class PlanContext:
         urls.parse_allowlist(self.http_allowlist)  # a bad entry fails at startup, loudly
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PlanContext:
-        """The one place settings become a context (API, worker, CLI)."""
+    def from_settings(
+        cls, settings: Settings, *, shell_profiles: ShellProfileSource | None = None
+    ) -> PlanContext:
+        """The one place settings become a context (API, worker, CLI; through
+        ``Runtime.plan_context``, which passes the stored shell profiles)."""
+        from community_ade.execution.executors.sandbox import SandboxConfig, SandboxLimits
+        from community_ade.execution.executors.shell_profile import (
+            ShellConfig,
+            StaticShellProfiles,
+        )
+
+        mib = 1024 * 1024
+        sandbox = SandboxConfig(
+            bwrap=settings.sandbox_bwrap,
+            limits=SandboxLimits(
+                cpu_seconds=settings.sandbox_cpu_seconds,
+                memory_bytes=settings.sandbox_memory_mb * mib,
+                file_size_bytes=settings.sandbox_file_size_mb * mib,
+                processes=settings.sandbox_max_processes,
+                scratch_bytes=settings.sandbox_scratch_mb * mib,
+            ),
+            hidden=(settings.data_dir.absolute(),),
+        )
         return cls(
             allowed_roots=tuple(p.absolute() for p in settings.allowed_workspace_roots),
             http_allowlist=tuple(settings.http_allowlist),
             fence_dir=settings.data_dir.absolute() / "fences",
+            shell=ShellConfig(
+                profiles=shell_profiles or StaticShellProfiles(),
+                sandbox=sandbox,
+                user=settings.shell_user,
+                free_form=settings.shell_free_form,
+            ),
         )
 
     @property
@@ -282,11 +313,14 @@ def description_of(executor: Executor) -> str:
 class ApplyContext:
     """What an apply runs under: the plan's confinement, the task, and the fencing token
     of the lock grant (architecture §5), which the executor passes to the target so that a
-    holder whose grant was lost cannot write after a newer one did."""
+    holder whose grant was lost cannot write after a newer one did. ``secrets`` reveals
+    the values of the secrets a payload refers to (``secrets.references``); None: the
+    apply has none to give, and a task that refers to one fails."""
 
     plan_context: PlanContext
     task_id: str
     fence: int
+    secrets: SecretSource | None = None
 
 
 @dataclass(frozen=True)

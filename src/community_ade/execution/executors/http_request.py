@@ -3,17 +3,25 @@
 Payload::
 
     {"method": "POST", "url": "https://hooks.example.com/deploy?env=prod",
-     "headers": {"Authorization": "Bearer ..."},
+     "headers": {"Authorization": {"secret": "deploy-token", "prefix": "Bearer "}},
+     "query": {"api_key": {"secret": "hooks-key"}, "region": "eu"},  # added to the URL
      "body": {"service": "api"},            # JSON; a string is sent as text
      "timeout_seconds": 30,
      "rollback": {"method": "DELETE", "url": "https://hooks.example.com/deploy/api"}}
 
+Credentials are never written into the payload: a header or query parameter named like
+one (``Authorization``, cookies, anything named like a token, key or password:
+``secrets.references.secret_bearing_name``) must hold a secret reference, and a URL must
+not carry one (no ``user:password@``, no ``?token=``); task creation refuses inline
+values (docs/secrets.md).
+
 ``plan`` sends nothing: the preview is the request exactly as it will be sent (method,
-URL, every header, the body bytes), with the values of secret-bearing headers
-(``Authorization``, cookies, anything named like a token, key or password) shown as
-``<redacted>``. The precondition fingerprint covers the unredacted request, so a secret
-changed after approval is noticed too. A JSON body is encoded once, canonically (sorted
-keys, two-space indent), and those bytes are what is both shown and sent.
+URL, every header, the body bytes), with each secret shown as its reference
+(``Authorization: Bearer {secret:deploy-token}``); digest and fingerprint cover the
+references, not the values, so an admin may rotate a secret without a new review. A JSON
+body is encoded once, canonically (sorted keys, two-space indent), and those bytes are
+what is both shown and sent. ``apply`` resolves the references (a secret deleted since
+is a permanent failure) and scrubs their values from everything it records.
 
 ``apply`` adds ``X-ADE-Task`` and ``X-ADE-Fence`` (the remote side can refuse an old
 fence itself), sends the request without following redirects (a redirect could leave the
@@ -28,9 +36,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
@@ -50,17 +59,32 @@ from community_ade.execution.executors.base import (
     invalid,
     parsed_for_apply,
 )
+from community_ade.secrets.references import (
+    SecretRef,
+    SecretUse,
+    UsesSecrets,
+    Value,
+    combined,
+    names_in,
+    parse_value,
+    resolve,
+    reveal_for_apply,
+    scrub,
+    secret_bearing_name,
+    shown,
+    use_of,
+)
 
 TASK_TYPE = "http.request"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_HEADERS = 100
+MAX_QUERY_PARAMETERS = 100
 MAX_HEADER_VALUE_CHARS = 8192
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_TIMEOUT_SECONDS = 300.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 USER_AGENT = "community-ade"
-REDACTED = "<redacted>"
 TRANSIENT_STATUSES = frozenset({408, 429})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\t\x20-\x7e]*")
@@ -69,37 +93,69 @@ _RESERVED = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
      "te", "trailer", "proxy-connection", "x-ade-task", "x-ade-fence"}
 )  # fmt: skip
-_SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
-_SECRET_PARTS = ("token", "secret", "passw", "key", "auth", "session", "credential", "signature")
-_REQUEST_KEYS = frozenset({"method", "url", "headers", "body"})
+_REQUEST_KEYS = frozenset({"method", "url", "query", "headers", "body"})
 _PAYLOAD_KEYS = _REQUEST_KEYS | {"timeout_seconds", "rollback"}
 
 
 @dataclass(frozen=True)
 class Request:
-    """One validated request: headers sorted by name, the body already encoded."""
+    """One validated request: headers sorted by name, the body already encoded. Header
+    and ``query`` values may be secret references, resolved only by ``sent``."""
 
     method: str
     url: str
     target: urls.Target
-    headers: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, Value], ...]
+    headers: tuple[tuple[str, Value], ...]
     body: bytes | None
 
+    @property
+    def secret_names(self) -> frozenset[str]:
+        return names_in(value for _, value in (*self.query, *self.headers))
+
+    def shown_url(self) -> str:
+        """The URL as previews and messages show it: references, never values."""
+
+        def text(value: Value) -> str:
+            if isinstance(value, SecretRef):  # the reference itself stays readable
+                return f"{quote(value.prefix, safe='')}{{secret:{value.name}}}"
+            return quote(value, safe="")
+
+        return self._url(text)
+
     def canonical(self) -> dict[str, Any]:
-        """Everything sent, secrets included (for the fingerprint only, never shown)."""
+        """Everything sent, references as shown (for the fingerprint)."""
         body = None if self.body is None else self.body.decode("utf-8")
-        return {"method": self.method, "url": self.url, "headers": self.headers, "body": body}
+        headers = [(name, shown(value)) for name, value in self.headers]
+        return {"method": self.method, "url": self.shown_url(), "headers": headers, "body": body}
 
     def render(self) -> str:
-        """The request as the preview shows it, secret header values redacted."""
-        lines = [f"{self.method} {self.url}"]
-        lines += [
-            f"{name}: {REDACTED if is_secret(name) else value}" for name, value in self.headers
-        ]
+        """The request as the preview shows it."""
+        lines = [f"{self.method} {self.shown_url()}"]
+        lines += [f"{name}: {shown(value)}" for name, value in self.headers]
         lines += ["X-ADE-Fence: <the apply's fencing token>", "X-ADE-Task: <the task id>"]
         if self.body is not None:
             lines += ["", self.body.decode("utf-8")]
         return "\n".join(lines) + "\n"
+
+    def sent(self, revealed: Mapping[str, str]) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers with the secrets' values; a value that cannot be a header
+        value (a line break would inject headers) is a permanent ``ApplyFailed``."""
+        headers = [(name, resolve(value, revealed)) for name, value in self.headers]
+        for (name, value), (_, raw) in zip(headers, self.headers, strict=True):
+            if isinstance(raw, SecretRef) and not _VALUE.fullmatch(value):
+                raise ApplyFailed(
+                    f"secret {raw.name!r} cannot be sent as header {name}: it holds characters "
+                    "other than printable ASCII"
+                )
+        return self._url(lambda value: quote(resolve(value, revealed), safe="")), headers
+
+    def _url(self, text_of: Callable[[Value], str]) -> str:
+        if not self.query:
+            return self.url
+        added = "&".join(f"{quote(name, safe='')}={text_of(value)}" for name, value in self.query)
+        joint = "&" if self.target.query else "" if self.url.endswith("?") else "?"
+        return f"{self.url}{joint}{added}"
 
 
 @dataclass(frozen=True)
@@ -111,10 +167,43 @@ class HttpTask:
     rollback: Request | None
 
 
-def is_secret(name: str) -> bool:
-    """Whether a header's value is a credential the preview must not show."""
-    lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(part in lowered for part in _SECRET_PARTS)
+def secret_use(payload: object) -> SecretUse:
+    """Where a payload (however malformed) refers to secrets, and its inline credentials."""
+    if not isinstance(payload, Mapping):
+        return SecretUse()
+    rollback = payload.get("rollback")
+    requests = [("", payload)] + (
+        [("rollback.", rollback)] if isinstance(rollback, Mapping) else []
+    )
+    return combined(
+        use
+        for where, raw in requests
+        for use in (
+            use_of(f"{where}headers", raw.get("headers")),
+            use_of(f"{where}query", raw.get("query")),
+            SecretUse(problems=tuple(_url_credentials(f"{where}url", raw.get("url")))),
+        )
+    )
+
+
+def _url_credentials(where: str, url: object) -> list[FieldError]:
+    """A URL's query parameters named like credentials (their values are inline)."""
+    if not isinstance(url, str):
+        return []
+    try:
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    except ValueError:
+        return []  # parse_url reports it
+    return [
+        FieldError(
+            where,
+            f"carries the credential {name!r} inline in its query (tasks and previews are "
+            "readable by every viewer): store it with `ade secrets set NAME` and send it as "
+            f'"query": {{"{name}": {{"secret": "NAME"}}}}',
+        )
+        for name, _ in pairs
+        if secret_bearing_name(name)
+    ]
 
 
 def parse(payload: object) -> tuple[HttpTask | None, tuple[FieldError, ...]]:
@@ -158,9 +247,11 @@ def _parse_request(where: str, raw: Mapping[str, Any], errors: list[FieldError])
     target, problem = urls.parse_url(raw.get("url"))
     if problem is not None:
         errors.append(FieldError(f"{where}url", problem))
+    errors.extend(_url_credentials(f"{where}url", raw.get("url")))
+    query = _parse_values(f"{where}query", raw.get("query", {}), MAX_QUERY_PARAMETERS, errors)
     headers = _parse_headers(f"{where}headers", raw.get("headers", {}), errors)
     body, content_type = _encode_body(f"{where}body", raw.get("body"), errors)
-    if len(errors) > before or target is None or headers is None:
+    if len(errors) > before or target is None or headers is None or query is None:
         return None
     names = {name.lower() for name, _ in headers}
     if body is not None and "content-type" not in names:
@@ -168,34 +259,58 @@ def _parse_request(where: str, raw: Mapping[str, Any], errors: list[FieldError])
     if "user-agent" not in names:
         headers.append(("User-Agent", USER_AGENT))
     headers.sort(key=lambda item: item[0].lower())
-    return Request(str(method), str(raw["url"]), target, tuple(headers), body)
+    return Request(str(method), str(raw["url"]), target, tuple(query), tuple(headers), body)
 
 
 def _parse_headers(
     where: str, raw: object, errors: list[FieldError]
-) -> list[tuple[str, str]] | None:
-    if not isinstance(raw, Mapping):
-        errors.append(FieldError(where, "must be an object of header names to values"))
+) -> list[tuple[str, Value]] | None:
+    found = _parse_values(where, raw, MAX_HEADERS, errors)
+    if found is None:
         return None
-    if len(raw) > MAX_HEADERS:
-        errors.append(FieldError(where, f"must have at most {MAX_HEADERS} headers"))
-        return None
-    found: list[tuple[str, str]] = []
+    kept: list[tuple[str, Value]] = []
     seen: set[str] = set()
-    for name, value in raw.items():
+    for name, value in found:
         at = f"{where}.{name}"
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        if not _TOKEN.fullmatch(name):
             errors.append(FieldError(at, "is not a valid header name"))
         elif name.lower() in _RESERVED:
             errors.append(FieldError(at, "is set by Community ADE or the HTTP client, not a task"))
         elif name.lower() in seen:
             errors.append(FieldError(at, "is given twice (header names ignore case)"))
-        elif not isinstance(value, str) or not _VALUE.fullmatch(value):
+        elif isinstance(value, str) and not _VALUE.fullmatch(value):
             errors.append(FieldError(at, "must be a string of printable ASCII characters"))
-        elif len(value) > MAX_HEADER_VALUE_CHARS:
-            errors.append(FieldError(at, f"must be at most {MAX_HEADER_VALUE_CHARS} characters"))
         else:
             seen.add(name.lower())
+            kept.append((name, value))
+    return kept
+
+
+def _parse_values(
+    where: str, raw: object, limit: int, errors: list[FieldError]
+) -> list[tuple[str, Value]] | None:
+    """Names to strings or secret references (headers, query parameters): a credential
+    inline is refused, a value is bounded."""
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(where, "must be an object of names to values"))
+        return None
+    if len(raw) > limit:
+        errors.append(FieldError(where, f"must have at most {limit} entries"))
+        return None
+    found: list[tuple[str, Value]] = []
+    for name, raw_value in raw.items():
+        at = f"{where}.{name}"
+        if not isinstance(name, str) or not name:
+            errors.append(FieldError(at, "must be a non-empty name"))
+            continue
+        value, problems = parse_value(at, raw_value, secret_bearing=secret_bearing_name(name))
+        if problems:
+            errors.extend(problems)
+        elif not isinstance(value, str | SecretRef):
+            errors.append(FieldError(at, 'must be a string or a secret reference {"secret": NAME}'))
+        elif isinstance(value, str) and len(value) > MAX_HEADER_VALUE_CHARS:
+            errors.append(FieldError(at, f"must be at most {MAX_HEADER_VALUE_CHARS} characters"))
+        else:
             found.append((name, value))
     return found
 
@@ -225,7 +340,7 @@ def refused_urls(spec: HttpTask, context: PlanContext) -> list[FieldError]:
     allowlist = context.http_targets
     named = [("url", spec.request), ("rollback.url", spec.rollback)]
     return [
-        FieldError(where, f"{request.url} is not on the allowlist (ADE_HTTP_ALLOWLIST)")
+        FieldError(where, f"{request.shown_url()} is not on the allowlist (ADE_HTTP_ALLOWLIST)")
         for where, request in named
         if request is not None and not urls.allowed(request.target, allowlist)
     ]
@@ -237,31 +352,30 @@ class Response:
     body: str
 
 
-async def send(request: Request, *, timeout: float, context: ApplyContext) -> Response:
-    """Send ``request`` with the ADE headers, redirects not followed, the response body
-    read up to ``MAX_RESPONSE_BYTES``. Network failures are transient ``ApplyFailed``."""
-    headers = [
-        *request.headers,
-        ("X-ADE-Task", context.task_id),
-        ("X-ADE-Fence", str(context.fence)),
-    ]
+async def send(
+    request: Request, revealed: Mapping[str, str], *, timeout: float, context: ApplyContext
+) -> Response:
+    """Send ``request`` (its secrets resolved from ``revealed``) with the ADE headers,
+    redirects not followed, the response body read up to ``MAX_RESPONSE_BYTES`` and
+    scrubbed of the secrets. Network failures are transient ``ApplyFailed``."""
+    url, headers = request.sent(revealed)
+    headers += [("X-ADE-Task", context.task_id), ("X-ADE-Fence", str(context.fence))]
     try:
         # trust_env=False: no proxy or .netrc from the worker's environment joins in.
         async with (
             httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-            client.stream(
-                request.method, request.url, headers=headers, content=request.body
-            ) as reply,
+            client.stream(request.method, url, headers=headers, content=request.body) as reply,
         ):
             kept = bytearray()
             async for chunk in reply.aiter_bytes():  # decoded, as the receiver meant it
                 kept += chunk[: MAX_RESPONSE_BYTES - len(kept)]
                 if len(kept) >= MAX_RESPONSE_BYTES:
                     break
-            return Response(reply.status_code, kept.decode("utf-8", "replace"))
+            return Response(reply.status_code, scrub(kept.decode("utf-8", "replace"), revealed))
     except httpx.HTTPError as exc:
+        problem = scrub(f"{type(exc).__name__}: {exc}", revealed)
         raise ApplyFailed(
-            f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}", transient=True
+            f"{request.method} {request.shown_url()} failed: {problem}", transient=True
         ) from None
 
 
@@ -271,7 +385,7 @@ def failure(request: Request, response: Response) -> ApplyFailed | None:
         return None
     transient = response.status >= 500 or response.status in TRANSIENT_STATUSES
     return ApplyFailed(
-        f"{request.method} {request.url} answered {response.status}",
+        f"{request.method} {request.shown_url()} answered {response.status}",
         transient=transient,
         status=response.status,
         output=response.body,
@@ -285,6 +399,9 @@ class HttpRequestExecutor:
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])
+
+    def secret_use(self, payload: Payload) -> SecretUse:
+        return secret_use(payload)
 
     async def plan(self, payload: Payload, context: PlanContext) -> Plan:
         spec, errors = parse(payload)
@@ -311,12 +428,12 @@ class HttpRequestExecutor:
             format="text",
             precondition_fingerprint=hashlib.sha256(encoded.encode("utf-8")).hexdigest(),
             lines_changed=1 + body_lines,
-            summary=f"{spec.request.method} {spec.request.url}"[:300],
+            summary=f"{spec.request.method} {spec.request.shown_url()}"[:300],
         )
 
     async def snapshot(self, payload: Payload, plan: Plan, context: ApplyContext) -> Snapshot:
         # Nothing to read: what a remote endpoint holds is only its own to undo.
-        return Snapshot(TASK_TYPE, {"url": _spec(payload, context).request.url})
+        return Snapshot(TASK_TYPE, {"url": _spec(payload, context).request.shown_url()})
 
     async def apply(
         self, payload: Payload, plan: Plan, snapshot: Snapshot, context: ApplyContext
@@ -326,8 +443,9 @@ class HttpRequestExecutor:
         problem = failure(spec.request, response)
         if problem is not None:
             raise problem
+        summary = f"{spec.request.method} {spec.request.shown_url()} answered {response.status}"
         return ApplyResult(
-            summary=f"{spec.request.method} {spec.request.url} answered {response.status}"[:300],
+            summary=summary[:300],
             details={"status": str(response.status), "response": response.body},
         )
 
@@ -344,8 +462,9 @@ class HttpRequestExecutor:
         return "rolled_back" if failure(spec.rollback, response) is None else "rollback_failed"
 
 
-if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
+if TYPE_CHECKING:  # mypy proves the class fits the protocols its callers expect
     _conforms: ApplyingExecutor = HttpRequestExecutor()
+    _refers: UsesSecrets = HttpRequestExecutor()
 
 
 def _spec(payload: Payload, context: ApplyContext) -> HttpTask:
@@ -358,11 +477,13 @@ def _spec(payload: Payload, context: ApplyContext) -> HttpTask:
 
 
 async def _send_fenced(request: Request, spec: HttpTask, context: ApplyContext) -> Response:
-    """Check and advance the endpoint's fence record (its URL without the query), then
-    send. The request is not held under the record's lock: it may take seconds."""
+    """Reveal the request's secrets, check and advance the endpoint's fence record (its
+    URL without the query), then send. The request is not held under the record's lock:
+    it may take seconds."""
     fence_dir = context.plan_context.fence_dir
     if fence_dir is None:
         raise ApplyFailed("no fence directory is configured for HTTP endpoints")
+    revealed = await reveal_for_apply(context.secrets, request.secret_names)
     record = fencing.record_path(fence_dir / "http", request.target.endpoint)
     await fencing.advance([record], context.fence, target=request.target.endpoint)
-    return await send(request, timeout=spec.timeout_seconds, context=context)
+    return await send(request, revealed, timeout=spec.timeout_seconds, context=context)
