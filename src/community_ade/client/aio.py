@@ -17,7 +17,7 @@ from typing import Any, Literal, Self
 
 import pydantic
 
-from community_ade.api.agent_schemas import LeaseCreate
+from community_ade.api.agent_schemas import ClaimBody, LeaseCreate
 from community_ade.api.schemas import (
     ApprovalOut,
     CancelBody,
@@ -31,6 +31,14 @@ from community_ade.api.schemas import (
     TaskOut,
 )
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TERMINAL_STATES, TaskState
+from community_ade.client.claims import (
+    ClaimedTask,
+    RollbackOutcome,
+    complete_body,
+    fail_body,
+    hold_claim,
+    report,
+)
 from community_ade.client.errors import AdeProblem, request_invalid, validated
 from community_ade.client.lease import HeldLease, Mode, hold_lease
 from community_ade.client.transport import Backoff, Transport
@@ -243,6 +251,58 @@ class AdeClient:
             },
         )
         return hold_lease(self.transport, body)
+
+    # -- applying a task yourself (agent.call) ----------------------------------------
+
+    def claim(
+        self, task_id: TaskId, *, lease_seconds: float | None = None, wait_seconds: float = 0.0
+    ) -> AbstractAsyncContextManager[ClaimedTask]:
+        """``async with ade.claim(task_id) as claim:`` takes an APPROVED task that this
+        agent proposed to apply it itself: APPLYING, its locks held in a lease renewed in
+        the background, ``claim.fence`` to pass to what it changes. Report with ``await
+        claim.complete(summary, details)`` or ``await claim.fail(error, …)``; unreported,
+        a normal exit completes and an exception fails the task (and is raised again).
+
+        Raises:
+            InvalidTransition: the task is not APPROVED. Forbidden: not this agent's.
+            LockTimeout: its locks were not granted within ``wait_seconds``.
+            FenceRejected: at the report, the claim lapsed and was taken over.
+            LockLost, NotFound: on exit, if the lease was lost while the block ran.
+        """
+        body = validated(ClaimBody, {"lease_seconds": lease_seconds, "wait_seconds": wait_seconds})
+        return hold_claim(self.transport, task_ref(task_id), body)
+
+    async def complete(
+        self,
+        task_id: TaskId,
+        fence: int,
+        summary: str = "done",
+        details: Mapping[str, Any] | None = None,
+    ) -> TaskOut:
+        """Report a claimed task done (the claim's ``fence``): COMPLETED.
+
+        Raises:
+            FenceRejected: the claim lapsed and was taken over (``exc.newest``).
+            Conflict: the task is not APPLYING.
+        """
+        return await report(
+            self.transport, task_ref(task_id), complete_body(fence, summary, details)
+        )
+
+    async def fail(
+        self,
+        task_id: TaskId,
+        fence: int,
+        error: str,
+        rollback_outcome: RollbackOutcome,
+        *,
+        retry: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> TaskOut:
+        """Report a claimed task failed: FAILED, or back to APPROVED with ``retry`` while
+        attempts are left. Raises as ``complete`` does."""
+        body = fail_body(fence, error, rollback_outcome, retry, details)
+        return await report(self.transport, task_ref(task_id), body)
 
     # -- reviewing ---------------------------------------------------------------------
 
