@@ -88,6 +88,8 @@ MODE_NAMES = {"chain": "chain alone", "tree": "tree", "tree_cold": "tree, fronti
 ACTOR = Actor("agent", "bench-agent")
 COPY_ROWS = 100_000
 ORIGIN = "bench.example/audit"
+# The modules check_receipt works with (and typer): what verify-receipt needs to start.
+IMPORT_CHECKER = "import typer; from community_ade.audit import chain, notes"
 
 
 def load() -> str:
@@ -125,9 +127,9 @@ def extend_as(mode: str, spent: list[float]) -> Iterator[None]:
 
 @dataclass
 class Target:
-    """One database the append rounds write to."""
+    """The database one mode's transactions write to (each mode its own, so that each
+    has its own PostgreSQL backend to measure, and the chain-alone log no tree)."""
 
-    backend: str
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     pg_name: str | None  # the database's name on the PostgreSQL server
@@ -135,6 +137,8 @@ class Target:
 
 @dataclass
 class Sample:
+    """One mode in one round: medians per transaction, CPU as means."""
+
     wall_ms: float
     cpu_ms: float
     pg_cpu_ms: float | None
@@ -153,44 +157,54 @@ class Cell:
         return median([v for v in values if v is not None])
 
 
-async def backend_cpu(admin: asyncpg.Connection | None, name: str | None) -> float | None:
-    if admin is None or name is None:
+async def backend_cpu(admin: asyncpg.Connection, name: str | None) -> float | None:
+    if name is None:
         return None
     rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)
     values = [_cpu_seconds(int(r["pid"])) for r in rows]
     return None if any(v is None for v in values) else sum(v or 0.0 for v in values)
 
 
-async def transactions(target: Target, mode: str, appends: int, count: int) -> float:
-    """Run ``count`` audited transactions; the time spent in ``tree.extend``."""
-    spent: list[float] = []
-    sync_engine = target.engine.sync_engine
+async def transaction(target: Target, mode: str, appends: int, n: int, spent: list[float]) -> None:
+    """One audited transaction: ``appends`` appends, then commit."""
     with extend_as(mode, spent):
-        for n in range(count):
-            if mode == "tree_cold":
-                tree._FRONTIERS.pop(sync_engine, None)  # as if another process appended
-            async with target.sessions.begin() as session:
-                for k in range(appends):
-                    await audit_log.append(
-                        session,
-                        type="task:applying" if k else "task:approved",
-                        actor=ACTOR,
-                        subject=f"task:{uuid.uuid4()}",
-                        data={"from": "APPROVED", "to": "APPLYING", "version": n, "k": k},
-                    )
-    return sum(spent)
+        if mode == "tree_cold":  # as if another process had appended since our last append
+            tree._FRONTIERS.pop(target.engine.sync_engine, None)
+        async with target.sessions.begin() as session:
+            for k in range(appends):
+                await audit_log.append(
+                    session,
+                    type="task:applying" if k else "task:approved",
+                    actor=ACTOR,
+                    subject=f"task:{uuid.uuid4()}",
+                    data={"from": "APPROVED", "to": "APPLYING", "version": n, "k": k},
+                )
 
 
 async def timed_round(
-    target: Target, mode: str, appends: int, count: int, admin: asyncpg.Connection | None
-) -> Sample:
-    pg0 = await backend_cpu(admin, target.pg_name)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    extend_s = await transactions(target, mode, appends, count)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    pg1 = await backend_cpu(admin, target.pg_name)
-    pg = None if pg0 is None or pg1 is None else (pg1 - pg0) * 1000 / count
-    return Sample(wall * 1000 / count, cpu * 1000 / count, pg, extend_s * 1000 / count)
+    targets: dict[str, Target], appends: int, count: int, admin: asyncpg.Connection
+) -> dict[str, Sample]:
+    """``count`` transactions per mode, the modes taking turns transaction by transaction
+    (the order reversed every other turn), so a spike of machine load hits all alike."""
+    pg0 = {mode: await backend_cpu(admin, targets[mode].pg_name) for mode in MODES}
+    walls: dict[str, list[float]] = {mode: [] for mode in MODES}
+    extends: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu = dict.fromkeys(MODES, 0.0)
+    for n in range(count):
+        for mode in MODES if n % 2 == 0 else MODES[::-1]:
+            spent: list[float] = []
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await transaction(targets[mode], mode, appends, n, spent)
+            walls[mode].append((time.perf_counter() - wall0) * 1000)
+            cpu[mode] += time.process_time() - cpu0
+            extends[mode].append(sum(spent) * 1000)
+    out = {}
+    for mode in MODES:
+        pg1 = await backend_cpu(admin, targets[mode].pg_name)
+        before = pg0[mode]
+        pg = None if before is None or pg1 is None else (pg1 - before) * 1000 / count
+        out[mode] = Sample(median(walls[mode]), cpu[mode] * 1000 / count, pg, median(extends[mode]))
+    return out
 
 
 async def statements_per_tx(target: Target, mode: str, appends: int, count: int) -> float:
@@ -201,16 +215,17 @@ async def statements_per_tx(target: Target, mode: str, appends: int, count: int)
 
     event.listen(target.engine.sync_engine, "before_cursor_execute", counted)
     try:
-        await transactions(target, mode, appends, count)
+        for n in range(count):
+            await transaction(target, mode, appends, n, [])
     finally:
         event.remove(target.engine.sync_engine, "before_cursor_execute", counted)
     return seen[0] / count
 
 
-async def open_target(backend: str, url: str, pg_name: str | None) -> Target:
+async def open_target(url: str, pg_name: str | None) -> Target:
     engine = db.create_engine(url)
     await db.upgrade(engine)
-    return Target(backend, engine, db.sessionmaker(engine), pg_name)
+    return Target(engine, db.sessionmaker(engine), pg_name)
 
 
 async def append_overhead(
@@ -223,26 +238,22 @@ async def append_overhead(
     try:
         for backend in backends:
             targets: dict[str, Target] = {}
-            for kind in ("chain", "tree"):
+            for mode in MODES:
                 if backend == "postgresql":
                     database = await create_database(args.database_url)
                     databases.append(database)
-                    targets[kind] = await open_target(backend, database.url, database.name)
+                    targets[mode] = await open_target(database.url, database.name)
                 else:
-                    targets[kind] = await open_target(backend, f"sqlite:///{tmp / kind}.db", None)
-            targets["tree_cold"] = targets["tree"]
+                    targets[mode] = await open_target(f"sqlite:///{tmp / mode}.db", None)
             try:
                 for appends in args.appends:
                     for mode in MODES:  # warm-up: pools, prepared statements, caches
                         cell = cells.setdefault((backend, appends, mode), Cell())
                         cell.statements = await statements_per_tx(targets[mode], mode, appends, 20)
                 for r in range(args.rounds):
-                    order = MODES if r % 2 == 0 else MODES[::-1]
                     for appends in args.appends:
-                        for mode in order:
-                            sample = await timed_round(
-                                targets[mode], mode, appends, args.transactions, admin
-                            )
+                        samples = await timed_round(targets, appends, args.transactions, admin)
+                        for mode, sample in samples.items():
                             cells[(backend, appends, mode)].samples.append(sample)
                     progress(
                         f"append {backend} round {r + 1}/{args.rounds} ({load()}): "
@@ -253,13 +264,26 @@ async def append_overhead(
                         )
                     )
             finally:
-                for target in {id(t): t for t in targets.values()}.values():
+                for target in targets.values():
                     await target.engine.dispose()
     finally:
         await admin.close()
         for database in databases:
             await drop_database(database)
     return cells
+
+
+def pure_extend_us(appends: int = 20_000, start: int = (1 << 20) - 10_000) -> float:
+    """Microseconds per append of ``tree.extend``'s work without the database: the leaf
+    hash, ``merkle.new_nodes`` and the frontier's upkeep, as ``extend`` does them."""
+    frontier = {key: bytes(32) for key in merkle.decompose(0, start)}
+    started = time.perf_counter()
+    for size in range(start, start + appends):
+        assert len(frontier) == len(list(merkle.decompose(0, size)))
+        completed = merkle.new_nodes(size, synthetic_leaf(size), merkle.lookup(frontier))
+        known = {**frontier, **{(lv, i): h for lv, i, h in completed}}
+        frontier = {k: known[k] for k in merkle.decompose(0, size + 1)}
+    return (time.perf_counter() - started) * 1e6 / appends
 
 
 def paired_ratio(cells: dict[tuple[str, int, str], Cell], key: tuple[str, int], mode: str) -> float:
@@ -354,6 +378,7 @@ class Big:
     check_receipt_ms: float = 0.0
     cli_ms: list[float] = field(default_factory=list)
     python_ms: list[float] = field(default_factory=list)
+    import_ms: list[float] = field(default_factory=list)
     receipt_load: str = ""
     http_ms: list[float] = field(default_factory=list)
     http_load: str = ""
@@ -450,6 +475,7 @@ async def one_million(args: argparse.Namespace, tmp: Path) -> tuple[Big, dict[st
                 run_ms([*command, str(receipt_file), "--key", verifier.encode()], "valid entry")
             )
             big.python_ms.append(run_ms([sys.executable, "-c", "pass"], ""))
+            big.import_ms.append(run_ms([sys.executable, "-c", IMPORT_CHECKER], ""))
         big.receipt_load = load()
         progress(f"verify-receipt p50 {median(big.cli_ms):.0f} ms ({big.receipt_load})")
         if not args.no_http:
@@ -521,8 +547,9 @@ def machine() -> str:
 
 def print_appends(cells: dict[tuple[str, int, str], Cell], args: argparse.Namespace) -> None:
     print(
-        f"\nAudited transactions, {args.transactions} per round, {args.rounds} interleaved "
-        "rounds; medians per transaction; ratios are medians of per-round ratios to the chain"
+        f"\nAudited transactions, {args.transactions} per mode and round, the modes taking turns "
+        f"transaction by transaction, {args.rounds} rounds; wall and extend: medians per "
+        "transaction; CPU: means; ÷ chain: median over rounds of the round's ratio"
     )
     print(
         f"  {'database':<10} {'appends':>7} {'mode':<20} {'wall ms':>8} {'÷ chain':>8}"
@@ -537,6 +564,13 @@ def print_appends(cells: dict[tuple[str, int, str], Cell], args: argparse.Namesp
             f" {'-' if pg != pg else f'{pg:.3f}':>7} {paired_cpu_ratio(cells, key, mode):>6.3f}"
             f" {cell.med('extend_ms'):>7.3f} {cell.statements:>6.1f}"
         )
+
+
+def print_pure(us: float) -> None:
+    print(
+        f"  tree.extend without the database (leaf hash, new_nodes, frontier upkeep): "
+        f"{us:.1f} µs per append ({load()})"
+    )
 
 
 def print_big(big: Big) -> None:
@@ -560,7 +594,8 @@ def print_big(big: Big) -> None:
     print(f"  check_receipt (in process)       {big.check_receipt_ms:.3f} ms")
     print(
         f"  ade audit verify-receipt         {p(big.cli_ms)}; bare `python -c pass` "
-        f"{median(big.python_ms):.0f} ms  ({big.receipt_load})"
+        f"{median(big.python_ms):.0f} ms, importing only typer, audit.chain and audit.notes "
+        f"{median(big.import_ms):.0f} ms  ({big.receipt_load})"
     )
 
 
@@ -644,10 +679,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         cells, big = asyncio.run(run(args, Path(tmp)))
     if cells:
         print_appends(cells, args)
+        pure_us = pure_extend_us()
+        print_pure(pure_us)
+    out = summary(cells, big)
+    if cells:
+        out["extend_pure_us"] = round(pure_us, 1)
     if big is not None:
         print_big(big)
     print(f"\n({time.monotonic() - started:.0f} s; {load()} at the end)")
-    print(json.dumps(summary(cells, big)))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
