@@ -104,25 +104,35 @@ def median(values: Sequence[float]) -> float:
 
 
 @contextlib.contextmanager
-def extend_as(mode: str, spent: list[float]) -> Iterator[None]:
-    """``tree.extend`` for a mode: a no-op (chain alone) or the real one, timed."""
-    original = tree.extend
+def extend_as(mode: str, spent: list[float], leaves: list[bytes] | None = None) -> Iterator[None]:
+    """The append's tree work for a mode. ``chain``: none — ``tree.extend`` completes no
+    node and the row is written by its plain INSERT, as before the tree (``leaves`` gets
+    each row's leaf bytes); otherwise the real code, ``tree.extend`` timed."""
+    original_extend, original_write = tree.extend, audit_log._write
 
-    async def skipped(*_args: Any) -> None:
-        return None
+    async def no_nodes(_session: Any, _row: Any, leaf_entry: bytes, _head: Any) -> list[Any]:
+        if leaves is not None:
+            leaves.append(leaf_entry)
+        return []
 
-    async def timed(*args: Any) -> None:
+    async def row_only(session: AsyncSession, fields: dict[str, Any], _nodes: Any) -> None:
+        await session.execute(audit_log._INSERT, fields)
+
+    async def timed(*args: Any) -> list[tuple[int, int, bytes]]:
         started = time.perf_counter()
         try:
-            await original(*args)
+            return await original_extend(*args)
         finally:
             spent.append(time.perf_counter() - started)
 
-    tree.extend = skipped if mode == "chain" else timed  # type: ignore[assignment]
+    if mode == "chain":
+        tree.extend, audit_log._write = no_nodes, row_only  # type: ignore[assignment]
+    else:
+        tree.extend = timed  # type: ignore[assignment]
     try:
         yield
     finally:
-        tree.extend = original  # type: ignore[assignment]
+        tree.extend, audit_log._write = original_extend, original_write  # type: ignore[assignment]
 
 
 @dataclass
@@ -337,22 +347,14 @@ def tree_rows(entries: int, real: dict[int, bytes]) -> Iterator[list[tuple[int, 
 async def real_entry(sessions: async_sessionmaker[AsyncSession], seq: int) -> bytes:
     """Write audit row ``seq`` (after a made-up head) with ``audit.log``'s own insert,
     without its tree nodes (those are bulk-loaded); its leaf bytes."""
-    entries: list[bytes] = []
-
-    async def capture(_session: Any, _row: Any, leaf_entry: bytes, _head: Any) -> None:
-        entries.append(leaf_entry)
-
-    original = tree.extend
-    tree.extend = capture  # type: ignore[assignment]
-    try:
+    leaves: list[bytes] = []
+    with extend_as("chain", [], leaves):
         async with sessions.begin() as session:
             head = (seq - 1, "ab" * 32)
             await audit_log._insert_after(
                 session, head, "task:completed", ACTOR, "task:bench", {"result": "ok"}
             )
-    finally:
-        tree.extend = original  # type: ignore[assignment]
-    return entries[0]
+    return leaves[0]
 
 
 async def timed_ms(action: Callable[[], Awaitable[object]]) -> float:
