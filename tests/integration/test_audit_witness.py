@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,43 +76,44 @@ async def witness(live: Live, state: Path) -> Any:
     )
 
 
-@pytest.mark.parametrize(
-    ("tampering", "verdict"),
-    [
-        ("edit", "REWRITTEN"),
-        ("delete", "REWRITTEN"),
-        ("reorder", "REWRITTEN"),
-        ("truncate", "ROLLED BACK"),
-        ("edit-same-size", "SPLIT VIEW"),
-    ],
-)
+def edit(extra: int) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Change entry 3, then add ``extra`` entries (none: the same size as before)."""
+
+    def change(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows[2]["data"] = {"n": f"something else {uuid.uuid4()}"}
+        return rows + [dict(rows[-1], data={"n": f"padding {i}"}) for i in range(extra)]
+
+    return change
+
+
+# What the operator does, and what a witness that saw the log before must then say.
+TAMPERING: list[tuple[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]], str]] = [
+    ("edit", edit(1), "REWRITTEN"),
+    ("edit, same size", edit(0), "SPLIT VIEW"),
+    ("delete", lambda rows: [*rows[:3], *rows[4:], dict(rows[-1]), dict(rows[-1])], "REWRITTEN"),
+    ("reorder", lambda rows: [rows[1], rows[0], *rows[2:], dict(rows[-1])], "REWRITTEN"),
+    ("truncate", lambda rows: rows[:-3], "ROLLED BACK"),
+]
+
+
 async def test_the_witness_catches_a_rewritten_history(
-    start_live: StartLive, tmp_path: Path, tampering: str, verdict: str
+    start_live: StartLive, tmp_path: Path
 ) -> None:
+    """Each case with a witness of its own that first saw the log honestly extended; one
+    server throughout (each case starts from the history the previous one left)."""
     live = await start_live()
-    state = tmp_path / "witness"
-    await log_events(live, 9)
-    await sign(live)
-    first = await witness(live, state)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert (state / "cosigned").is_dir()
-    await log_events(live, 4)  # an honest extension
-    await sign(live)
-    second = await witness(live, state)
-    assert second.returncode == 0, second.stdout + second.stderr
-
-    def edit(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        rows[2]["data"] = {"n": "something else"}
-        return [*rows, dict(rows[-1], data={"n": "padding"})] if tampering == "edit" else rows
-
-    changes: dict[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = {
-        "edit": edit,
-        "edit-same-size": edit,
-        "delete": lambda rows: rows[:3] + rows[4:] + [dict(rows[-1]), dict(rows[-1])],
-        "reorder": lambda rows: [rows[1], rows[0], *rows[2:], dict(rows[-1])],
-        "truncate": lambda rows: rows[:-3],
-    }
-    await rewrite(live, changes[tampering])
-    caught = await witness(live, state)
-    assert caught.returncode == 1, caught.stdout + caught.stderr
-    assert verdict in caught.stderr, caught.stderr
+    for n, (what, change, verdict) in enumerate(TAMPERING):
+        state = tmp_path / f"witness-{n}"
+        await log_events(live, 9)
+        await sign(live)
+        first = await witness(live, state)
+        assert first.returncode == 0, (what, first.stdout + first.stderr)
+        assert (state / "cosigned").is_dir()
+        await log_events(live, 4)  # an honest extension
+        await sign(live)
+        second = await witness(live, state)
+        assert second.returncode == 0, (what, second.stdout + second.stderr)
+        await rewrite(live, change)
+        caught = await witness(live, state)
+        assert caught.returncode == 1, (what, caught.stdout + caught.stderr)
+        assert verdict in caught.stderr, (what, caught.stderr)
