@@ -41,7 +41,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import fencing
@@ -76,6 +78,7 @@ from community_ade.execution.executors.shell_profile import (
     MAX_VALUE_LENGTH,
     PARAMETER_NAME,
     PROFILE_NAME,
+    Argv,
     ShellConfig,
     apply_environment,
     argv_problem,
@@ -120,6 +123,66 @@ class Commands:
     preview_env: Mapping[str, str]
     apply_env: Mapping[str, str]
     profile: str | None
+
+
+Cwd = Annotated[
+    str,
+    Field(
+        min_length=1,
+        pattern="^/",
+        description="The absolute working directory; it must lie inside a workspace root "
+        "(ADE_WORKSPACE_ROOTS) and, for a profile task, inside the profile's cwd_roots.",
+    ),
+]
+TimeoutSeconds = Annotated[
+    float | None,
+    Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="How long the command may run (at most the profile's max_timeout_seconds; "
+        f"default {DEFAULT_TIMEOUT_SECONDS:g}).",
+    ),
+]
+
+
+class ShellProfileTask(BaseModel):
+    """Run the command of an admin's shell profile (GET /api/v1/shell-profiles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(pattern=PROFILE_NAME, description="The profile's name.")
+    params: dict[str, Annotated[str, Field(max_length=MAX_VALUE_LENGTH)] | int] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMETERS,
+        json_schema_extra={"propertyNames": {"pattern": PARAMETER_NAME}},
+        description="Values of the profile's parameters; their types, bounds and defaults "
+        "are the profile's.",
+    )
+    cwd: Cwd
+    timeout_seconds: TimeoutSeconds
+
+
+class ShellCommandTask(BaseModel):
+    """Run a command of the task's own: only where an admin allows free-form commands
+    (ADE_SHELL_FREE_FORM); it never has a preview command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: Argv = Field(description="The command as argv (no shell): the program first.")
+    rollback_command: Argv | None = Field(
+        default=None, description="Run, as argv, if the apply has to be rolled back."
+    )
+    cwd: Cwd
+    timeout_seconds: TimeoutSeconds
+
+
+class ShellPayload(RootModel[ShellProfileTask | ShellCommandTask]):
+    """A command to run in a working directory: an admin's shell profile with its
+    parameters or, where allowed, a command of the task's own."""
+
+    # The payload's JSON Schema. ``parse`` stays the validator: the profile's own
+    # parameters, argv bytes and characters are checked there and at plan.
 
 
 def cwd_problem(cwd: object) -> str | None:
@@ -224,6 +287,7 @@ class ShellExecutor:
     validate, plan (the profile's preview, sandboxed), snapshot, apply, rollback."""
 
     task_type = TASK_TYPE
+    payload_model = ShellPayload
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])
