@@ -9,18 +9,23 @@ Pure: no filesystem, no network.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, get_args
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError
+from pydantic import ValidationError as PydanticError
 
+from community_ade.execution.executors import (
+    field_errors,
+    field_path,
+    load_executors,
+    payload_schema_of,
+)
 from community_ade.execution.executors import files_write as fw
 from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors import http_request as hr
-from community_ade.execution.executors import load_executors, payload_schema_of
 from community_ade.execution.executors import shell as sh
 from community_ade.execution.executors import shell_profile as sp
 
@@ -280,14 +285,6 @@ def schema_of(task_type: str) -> dict[str, Any]:
     return schema
 
 
-def rendered(path: Iterable[str | int]) -> str:
-    """A JSON location as executors write field paths: ``changes[3].path``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
-
-
 def _child(parent: str, key: object) -> str:
     return f"{parent}.{key}" if parent else str(key)
 
@@ -295,7 +292,7 @@ def _child(parent: str, key: object) -> str:
 def named_by(error: ValidationError) -> set[str]:
     """The fields one schema error (and the errors under an anyOf/oneOf) names: its location,
     or for an unknown, missing or badly named key the key itself."""
-    where = rendered(error.absolute_path)
+    where = field_path(error.absolute_path)
     names = {where}
     instance: Any = error.instance
     if error.validator == "additionalProperties" and isinstance(instance, dict):
@@ -419,3 +416,12 @@ def test_shell_cwd_and_timeout_agree(cwd: str, timeout: Any) -> None:
     )
     if sh.cwd_problem(cwd) is None:
         assert "cwd" not in schema_found
+
+
+def test_a_payload_models_errors_are_located_as_executors_write_them() -> None:
+    with pytest.raises(PydanticError) as caught:
+        sh.ShellCommandTask.model_validate(command(command=["ok", 3], cwd=None))
+    assert [e.path for e in field_errors(caught.value)] == ["command[1]", "cwd"]
+    with pytest.raises(PydanticError) as caught:
+        hr.HttpRequestPayload.model_validate(http(rollback={"method": "GET"}))
+    assert [e.path for e in field_errors(caught.value)] == ["rollback.url"]

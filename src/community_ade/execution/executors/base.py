@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
@@ -89,6 +89,21 @@ class ValidationReport:
         """Turn a failed report into the domain error the API maps to 422."""
         if self.errors:
             raise invalid(task_type, self.errors)
+
+
+def field_path(location: Iterable[str | int]) -> str:
+    """A location in a payload (keys and list indexes) as executors write it:
+    ``("changes", 3, "path")`` → ``changes[3].path``."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """A Pydantic validation error (a ``payload_model`` parsing a payload) as field
+    errors."""
+    return [FieldError(field_path(detail["loc"]), detail["msg"]) for detail in error.errors()]
 
 
 def invalid(task_type: str, errors: Iterable[FieldError], **details: Any) -> InvalidInput:
