@@ -9,12 +9,14 @@ Pure: no filesystem, no network.
 
 from __future__ import annotations
 
+import json
 from typing import Any, get_args
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from community_ade.execution.executors import (
@@ -28,6 +30,8 @@ from community_ade.execution.executors import git_patch as gp
 from community_ade.execution.executors import http_request as hr
 from community_ade.execution.executors import shell as sh
 from community_ade.execution.executors import shell_profile as sp
+from community_ade.execution.executors.base import self_contained
+from community_ade.mcp_gateway.tools import change_tool
 
 BUILT_IN = ("agent.call", "files.write", "git.patch", "http.request", "shell")
 ROOT = "/srv/workspaces/project"
@@ -364,9 +368,19 @@ def test_the_schema_offers_exactly_the_methods_validate_accepts() -> None:
 
 def test_shell_publishes_both_forms() -> None:
     forms = schema_of("shell")["anyOf"]
-    assert len(forms) == 2
-    titles = {d["title"] for d in schema_of("shell")["$defs"].values()}
-    assert titles == {"ShellProfileTask", "ShellCommandTask"}
+    assert [form["title"] for form in forms] == ["ShellProfileTask", "ShellCommandTask"]
+
+
+class _Tree(BaseModel):
+    name: str
+    children: list[_Tree] = []
+
+
+def test_published_schemas_are_self_contained_unless_recursive() -> None:
+    for task_type in BUILT_IN:
+        assert "$defs" not in json.dumps(schema_of(task_type))
+    recursive = _Tree.model_json_schema()
+    assert self_contained(recursive) == recursive  # left with its $defs: still correct
 
 
 # A schema cannot say everything, so validate may refuse more than the schema; never less.
@@ -425,3 +439,16 @@ def test_a_payload_models_errors_are_located_as_executors_write_them() -> None:
     with pytest.raises(PydanticError) as caught:
         hr.HttpRequestPayload.model_validate(http(rollback={"method": "GET"}))
     assert [e.path for e in field_errors(caught.value)] == ["rollback.url"]
+
+
+@pytest.mark.parametrize("task_type", BUILT_IN)
+def test_the_schema_works_embedded_in_an_mcp_tool(task_type: str) -> None:
+    """The MCP change tool nests the schema under ``payload``: it must hold no reference
+    into a root it no longer has (``#/$defs/...``)."""
+    tool = change_tool(task_type, "", schema_of(task_type))
+    Draft202012Validator.check_schema(tool.input_schema)
+    validator = Draft202012Validator(tool.input_schema)
+    for payload in GOOD[task_type]:
+        assert list(validator.iter_errors({"title": "t", "payload": payload})) == []
+    for payload, _ in BAD[task_type]:
+        assert not validator.is_valid({"title": "t", "payload": payload})

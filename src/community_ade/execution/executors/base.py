@@ -304,11 +304,44 @@ def applier_of(executor: Executor) -> Applier:
 
 def payload_schema_of(executor: Executor) -> dict[str, Any] | None:
     """The JSON Schema of the executor's payload, from its ``payload_model`` (a Pydantic
-    model); None for an executor that publishes none."""
+    model), self-contained where the model is not recursive; None for an executor that
+    publishes none."""
     model = getattr(executor, "payload_model", None)
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return model.model_json_schema()
+        return self_contained(model.model_json_schema())
     return None
+
+
+_DEFS = "#/$defs/"
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``#/$defs/...`` reference replaced by the definition, so it
+    still means the same nested in another document (an MCP tool's input under
+    ``payload``, a form). A recursive schema cannot be unfolded and is returned as is."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def unfold(node: Any, within: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [unfold(item, within) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEFS):
+            name = ref.removeprefix(_DEFS)
+            if name in within:
+                raise RecursionError(name)
+            siblings = {k: unfold(v, within) for k, v in node.items() if k != "$ref"}
+            return unfold(defs[name], within | {name}) | siblings
+        # OpenAPI's discriminator names definitions by reference; "oneOf" says it all.
+        skip = {"$defs"} | ({"discriminator"} if "oneOf" in node else set())
+        return {k: unfold(v, within) for k, v in node.items() if k not in skip}
+
+    try:
+        unfolded: dict[str, Any] = unfold(schema, frozenset())
+    except RecursionError:
+        return schema
+    return unfolded
 
 
 def description_of(executor: Executor) -> str:
