@@ -135,29 +135,12 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         (files({"path": "a", "action": "write", "content": 3}), "changes[0].content"),
         (files({"path": "a", "action": "delete", "content": "x"}), "changes[0].content"),
         (files({"path": "a", "action": "delete", "mode": 7}), "changes[0].mode"),
+        # (every other path: test_files_write_paths_agree_but_for_characters_and_bytes)
         *(
             (files({"path": path, "action": "delete"}), "changes[0].path")
-            for path in (
-                "",
-                "/etc/passwd",
-                "..",
-                "../x",
-                "a/../../x",
-                "a/..",
-                "./a",
-                "a/./b",
-                "a//b",
-                "a/",
-                ".",
-                "a\\b",
-                ".ade",
-                ".ade/fences/x",
-                "sub/.ade/x",
-                3,
-                None,
-                "a/" * 2100,
-            )
+            for path in ("", "/etc", "a/../x", "./a", "a//b", "a/", "a\\b", "sub/.ade", 3, None)
         ),
+        (files({"path": "a/" * 2100, "action": "delete"}), "changes[0].path"),
     ],
     "git.patch": [
         *((git(**{field: None}), field) for field in ("repo", "branch", "patch", "message")),
@@ -170,35 +153,8 @@ BAD: dict[str, list[tuple[dict[str, Any], str]]] = {
         (git(message="   \n"), "message"),
         (git(message=42), "message"),
         (git(message="m" * (gp.MAX_MESSAGE_CHARS + 1)), "message"),
-        *(
-            (git(branch=branch), "branch")
-            for branch in (
-                "",
-                "HEAD",
-                "-main",
-                "a..b",
-                "a/.b",
-                ".a",
-                "a.",
-                "a.lock",
-                "a/b.lock/c",
-                "a//b",
-                "/a",
-                "a/",
-                "a b",
-                "a~1",
-                "a^",
-                "a:b",
-                "a?",
-                "a*",
-                "a[b",
-                "a\\b",
-                "a@{1}",
-                "@",
-                "a\x7f",
-                "x" * 201,
-            )
-        ),
+        # (every other branch name: test_git_branch_names_agree_exactly)
+        *((git(branch=b), "branch") for b in ("", "HEAD", "-main", "a..b", "a.lock", "x" * 201)),
     ],
     "http.request": [
         (http(method="post"), "method"),

@@ -20,9 +20,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
@@ -45,6 +45,9 @@ Applier = Literal["worker", "agent"]
 
 Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
+
+AbsolutePath = Annotated[str, Field(min_length=1, pattern="^/")]
+"""A payload model's field naming a path the plan confines to the workspace roots."""
 
 _MAX_ERRORS_IN_MESSAGE = 5
 T = TypeVar("T")

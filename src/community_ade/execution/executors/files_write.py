@@ -43,6 +43,7 @@ from community_ade.errors import InvalidInput
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
     STATE_DIR_NAME,
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -144,9 +145,7 @@ class FilesWritePayload(BaseModel):
     # schema cannot say (characters, segment bytes, duplicate or nested paths, total size).
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
-    root: str = Field(
-        min_length=1,
-        pattern="^/",
+    root: AbsolutePath = Field(
         description="The absolute path of the directory the changes are under; it must lie "
         "inside a workspace root (ADE_WORKSPACE_ROOTS).",
     )

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -100,9 +101,7 @@ class GitPatchPayload(BaseModel):
     # patch and valid Unicode are beyond a schema (``maxLength`` counts characters).
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
-    repo: str = Field(
-        min_length=1,
-        pattern="^/",
+    repo: AbsolutePath = Field(
         description="The absolute path of the repository's working tree; it must lie inside "
         "a workspace root (ADE_WORKSPACE_ROOTS).",
     )

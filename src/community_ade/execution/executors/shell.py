@@ -49,6 +49,7 @@ from community_ade.errors import InvalidInput
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
     STATE_DIR_NAME,
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -126,10 +127,8 @@ class Commands:
 
 
 Cwd = Annotated[
-    str,
+    AbsolutePath,
     Field(
-        min_length=1,
-        pattern="^/",
         description="The absolute working directory; it must lie inside a workspace root "
         "(ADE_WORKSPACE_ROOTS) and, for a profile task, inside the profile's cwd_roots.",
     ),
