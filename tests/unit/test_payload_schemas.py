@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticError
 
 from community_ade.execution.executors import (
@@ -408,3 +408,27 @@ def test_the_schema_works_embedded_in_an_mcp_tool(task_type: str) -> None:
         assert list(validator.iter_errors({"title": "t", "payload": payload})) == []
     for payload, _ in BAD[task_type]:
         assert not validator.is_valid({"title": "t", "payload": payload})
+
+
+class _Nothing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@pytest.mark.parametrize(
+    ("task_type", "module", "model"),
+    [
+        ("files.write", fw, "FilesWritePayload"),
+        ("git.patch", gp, "GitPatchPayload"),
+        ("http.request", hr, "HttpRequestPayload"),
+        ("shell", sh, "ShellPayload"),
+    ],
+)
+def test_validate_never_accepts_what_the_payload_model_refuses(
+    task_type: str, module: Any, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model runs after the executor's own checks: were it stricter than they are (a
+    model refusing every key, here), validate would refuse too, naming the model's fields."""
+    payload = GOOD[task_type][0]
+    assert validate_errors(task_type, payload) == []
+    monkeypatch.setattr(module, model, _Nothing)
+    assert sorted(validate_errors(task_type, payload)) == sorted(payload)

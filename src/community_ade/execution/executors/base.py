@@ -109,6 +109,17 @@ def field_errors(error: ValidationError) -> list[FieldError]:
     return [FieldError(field_path(detail["loc"]), detail["msg"]) for detail in error.errors()]
 
 
+def model_errors(model: type[BaseModel], payload: object) -> list[FieldError]:
+    """What ``model`` (an executor's ``payload_model``) refuses in ``payload``. Executors
+    whose own checks say more than a schema run it after them, when they found nothing:
+    a payload ``validate`` accepts then always fits the schema the executor publishes."""
+    try:
+        model.model_validate(payload, strict=True)
+    except ValidationError as exc:
+        return field_errors(exc)
+    return []
+
+
 def invalid(task_type: str, errors: Iterable[FieldError], **details: Any) -> InvalidInput:
     """An ``InvalidInput`` whose message lists the first few problems and whose details
     carry all of them as ``errors`` (a list of ``{"path", "message"}``)."""

@@ -56,6 +56,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 
@@ -204,6 +205,7 @@ def parse(payload: object) -> tuple[FilesWrite | None, tuple[FieldError, ...]]:
     if (problem := root_problem(root)) is not None:
         errors.append(FieldError("root", problem))
     changes = _parse_changes(payload.get("changes"), errors)
+    errors = errors or model_errors(FilesWritePayload, payload)
     if errors or changes is None or not isinstance(root, str):
         return None, tuple(errors)
     return FilesWrite(root, changes), ()

@@ -47,6 +47,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 from community_ade.execution.executors.git_runner import Git, GitFailed
@@ -211,6 +212,7 @@ def parse(payload: object) -> tuple[GitPatch | None, tuple[FieldError, ...]]:
             errors.append(FieldError(name, problem))
         elif isinstance(value, str):  # every check refuses a non-string
             values[name] = value
+    errors = errors or model_errors(GitPatchPayload, payload)
     if errors:
         return None, tuple(errors)
     patch = canonical_patch(values["patch"])

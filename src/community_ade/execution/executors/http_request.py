@@ -58,6 +58,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 from community_ade.secrets.references import (
@@ -294,6 +295,7 @@ def parse(payload: object) -> tuple[HttpTask | None, tuple[FieldError, ...]]:
                 "timeout_seconds", f"must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g}"
             )
         )
+    errors = errors or model_errors(HttpRequestPayload, payload)
     if errors or request is None:
         return None, tuple(errors)
     return HttpTask(request, float(timeout), rollback), ()

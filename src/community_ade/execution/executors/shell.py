@@ -62,6 +62,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 from community_ade.execution.executors.commands import (
@@ -253,6 +254,7 @@ def parse(payload: object) -> tuple[ShellTask | None, tuple[FieldError, ...]]:
     timeout = payload.get("timeout_seconds")
     if timeout is not None and (problem := timeout_problem(timeout)) is not None:
         errors.append(FieldError("timeout_seconds", problem))
+    errors = errors or model_errors(ShellPayload, payload)
     if errors:
         return None, tuple(errors)
     if profiled:
