@@ -142,8 +142,8 @@ class FileDelete(BaseModel):
 class FilesWritePayload(BaseModel):
     """Text files to create, replace or delete under one directory."""
 
-    # The payload's JSON Schema. ``parse`` stays the validator: it also checks what a
-    # schema cannot say (characters, segment bytes, duplicate or nested paths, total size).
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say
+    # (characters, segment bytes, duplicate or nested paths, total size); this model last.
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
     root: AbsolutePath = Field(

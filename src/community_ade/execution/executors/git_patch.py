@@ -98,8 +98,8 @@ _TEXT_PATTERN = r"^(?=[\s\S]*\S)[^\x00]*$"
 class GitPatchPayload(BaseModel):
     """A unified diff to commit onto a branch of a local git repository."""
 
-    # The payload's JSON Schema. ``parse`` stays the validator: the byte bound of the
-    # patch and valid Unicode are beyond a schema (``maxLength`` counts characters).
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say (the
+    # patch's bound in bytes: ``maxLength`` counts characters; valid Unicode); this model last.
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
     repo: AbsolutePath = Field(

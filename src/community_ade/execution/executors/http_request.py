@@ -109,8 +109,8 @@ QueryValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS)]
 class HttpCall(BaseModel):
     """One HTTP request."""
 
-    # Its JSON Schema. ``parse`` stays the validator: it also refuses reserved or repeated
-    # headers, credentials written inline and what ``urls.parse_url`` refuses.
+    # Its JSON Schema. ``parse`` checks first, and what a schema cannot say (reserved or
+    # repeated headers, credentials inline, the rest of ``urls.parse_url``); this model last.
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"]

@@ -181,8 +181,8 @@ class ShellPayload(RootModel[ShellProfileTask | ShellCommandTask]):
     """A command to run in a working directory: an admin's shell profile with its
     parameters or, where allowed, a command of the task's own."""
 
-    # The payload's JSON Schema. ``parse`` stays the validator: the profile's own
-    # parameters, argv bytes and characters are checked there and at plan.
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say (argv
+    # bytes and characters; the profile's own parameters at plan); this model last.
 
 
 def cwd_problem(cwd: object) -> str | None:
