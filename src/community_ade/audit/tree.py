@@ -1,5 +1,6 @@
 """The audit log's Merkle tree in the database: extended by every append, read for roots
-and proofs (``audit.merkle`` does the hashing; this module only stores and fetches).
+and proofs (``audit.merkle`` does the hashing; this module fetches, and names the nodes
+an append completes, which ``audit.log`` writes with the row).
 
 ``extend`` runs inside the append's transaction, under the audit log's append lock, so
 the tree grows exactly with the committed log (a rolled-back append takes its nodes with
@@ -24,7 +25,7 @@ from community_ade.audit import merkle
 from community_ade.errors import InvalidInput, NotFound
 from community_ade.storage.models import AuditTreeNode
 
-_INSERT = insert(AuditTreeNode.metadata.tables[AuditTreeNode.__tablename__])
+NODES_INSERT = insert(AuditTreeNode.metadata.tables[AuditTreeNode.__tablename__])
 _KEY = tuple_(AuditTreeNode.level, AuditTreeNode.idx)
 # Of each database (engine): (seq, hash) of this process's last append, and the frontier
 # after it.
@@ -53,9 +54,11 @@ async def fetch(
 
 async def extend(
     session: AsyncSession, row: tuple[int, str], leaf_entry: bytes, head: tuple[int, str] | None
-) -> None:
-    """Add leaf ``seq - 1`` for the row just written (``row``: its seq and hash; its
-    canonical bytes ``leaf_entry``) after the previous head ``head`` (None: an empty log)."""
+) -> list[tuple[int, int, bytes]]:
+    """The nodes ``(level, idx, hash)`` that leaf ``seq - 1`` completes, for the row just
+    made (``row``: its seq and hash; its canonical bytes ``leaf_entry``) after the previous
+    head ``head`` (None: an empty log). The caller writes them with the row
+    (``audit.log``: on PostgreSQL in the row's own statement, ``NODES_INSERT`` else)."""
     seq = row[0]
     size = seq - 1
     engine = _engine(session)
@@ -70,9 +73,11 @@ async def extend(
             "(ade db upgrade) or restore the audit_tree_nodes table"
         )
     completed = merkle.new_nodes(size, merkle.leaf_hash(leaf_entry), merkle.lookup(frontier))
-    await session.execute(_INSERT, [{"level": lv, "idx": i, "hash": h} for lv, i, h in completed])
     known = {**frontier, **{(lv, i): h for lv, i, h in completed}}
+    # Kept before the row is written: tagged with the new row, it is only used after a
+    # head with that (seq, hash), which exists only if the write committed.
     _FRONTIERS[engine] = (seq, row[1], {k: known[k] for k in merkle.decompose(0, seq)})
+    return completed
 
 
 @dataclass(frozen=True)
