@@ -20,6 +20,7 @@ from community_ade.api.body_limit import BodyLimitMiddleware
 from community_ade.api.idempotency import forget_expired
 from community_ade.api.mcp_mount import McpEndpoint
 from community_ade.api.middleware import RejectNulMiddleware
+from community_ade.api.openapi_payloads import add_payload_schemas
 from community_ade.api.routes import (
     agents,
     approvals,
@@ -43,6 +44,7 @@ from community_ade.approvals.service import TaskService
 from community_ade.audit.checkpoints import checkpoint_forever, log_signer
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
+from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
@@ -167,14 +169,16 @@ def create_app(
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     dashboard.install(app)
-    app.openapi = _problems_only(app.openapi)  # type: ignore[method-assign]
+    app.openapi = _mended(app.openapi)  # type: ignore[method-assign]
     return app
 
 
-def _problems_only(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+def _mended(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     """FastAPI documents its own ``HTTPValidationError`` body beside ours for every 422;
     the server only ever answers a bad request with a problem document (api/errors.py),
-    so the OpenAPI document says exactly that. Mended once, as FastAPI builds it once."""
+    so the OpenAPI document says exactly that. And it knows nothing of the task types:
+    their payload schemas are added (``openapi_payloads``). Mended once, as FastAPI builds
+    it once."""
     mended: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
@@ -187,6 +191,7 @@ def _problems_only(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str
                         invalid["content"] = dict(_PROBLEM["content"])
             for name in ("HTTPValidationError", "ValidationError"):
                 mended.get("components", {}).get("schemas", {}).pop(name, None)
+            add_payload_schemas(mended, load_executors())
         return mended
 
     return openapi

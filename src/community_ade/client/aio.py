@@ -29,6 +29,7 @@ from community_ade.api.schemas import (
     SubmitOut,
     TaskCreate,
     TaskOut,
+    TaskTypeOut,
 )
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TERMINAL_STATES, TaskState
 from community_ade.client.claims import (
@@ -58,6 +59,7 @@ UNTIL: dict[Until, Done] = {
 
 
 _UUID = pydantic.TypeAdapter(uuid.UUID)
+_TASK_TYPES = pydantic.TypeAdapter(list[TaskTypeOut])
 
 
 def task_ref(task_id: TaskId) -> str:
@@ -170,6 +172,13 @@ class AdeClient:
             exc.fields.setdefault("task_id", created["id"])
             raise
         return SubmitOut.model_validate(submitted)
+
+    async def task_types(self) -> list[TaskTypeOut]:
+        """The server's installed task types (plugins included): what each does, who
+        applies it, and the JSON Schema of its payload, to check a payload before
+        ``propose`` sends it (the server checks it again: 422 naming the field)."""
+        body = await self.transport.request("GET", "/task-types")
+        return _TASK_TYPES.validate_python(body)
 
     async def get(self, task_id: TaskId) -> TaskOut:
         return TaskOut.model_validate(

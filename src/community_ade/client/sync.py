@@ -161,6 +161,7 @@ class SyncAdeClient:
         finally:
             self._stack.close()
 
+    task_types = _blocking(AdeClient.task_types)
     propose = _blocking(AdeClient.propose)
     get = _blocking(AdeClient.get)
     preview = _blocking(AdeClient.preview)

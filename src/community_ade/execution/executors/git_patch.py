@@ -29,9 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -44,6 +47,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 from community_ade.execution.executors.git_runner import Git, GitFailed
@@ -80,6 +84,46 @@ class GitPatch:
     branch: str
     patch: str
     message: str
+
+
+# ``branch_problem`` as a pattern; HEAD, ".." and the endings refused by lookaheads.
+BRANCH_PATTERN = (
+    r"^(?!HEAD$)(?![\s\S]*\.\.)(?![\s\S]*\.(?:/|$))(?![\s\S]*\.lock(?:/|$))"
+    r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$"
+)
+# Text with something besides whitespace, and no NUL.
+_TEXT_PATTERN = r"^(?=[\s\S]*\S)[^\x00]*$"
+
+
+class GitPatchPayload(BaseModel):
+    """A unified diff to commit onto a branch of a local git repository."""
+
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say (the
+    # patch's bound in bytes: ``maxLength`` counts characters; valid Unicode); this model last.
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    repo: AbsolutePath = Field(
+        description="The absolute path of the repository's working tree; it must lie inside "
+        "a workspace root (ADE_WORKSPACE_ROOTS).",
+    )
+    branch: str = Field(
+        min_length=1,
+        max_length=MAX_BRANCH_CHARS,
+        pattern=BRANCH_PATTERN,
+        description="The branch the commit goes onto (it must exist): /-separated segments "
+        "of letters, digits, _ . + -, each starting with a letter, digit or _.",
+    )
+    patch: str = Field(
+        max_length=MAX_PATCH_BYTES,
+        pattern=_TEXT_PATTERN,
+        description=f"The unified diff (at most {MAX_PATCH_BYTES} bytes as UTF-8); it must "
+        "apply to the branch's tip.",
+    )
+    message: str = Field(
+        max_length=MAX_MESSAGE_CHARS,
+        pattern=_TEXT_PATTERN,
+        description="The commit message; Community ADE adds ADE-Task and ADE-Fence trailers.",
+    )
 
 
 def branch_problem(branch: object) -> str | None:
@@ -168,6 +212,7 @@ def parse(payload: object) -> tuple[GitPatch | None, tuple[FieldError, ...]]:
             errors.append(FieldError(name, problem))
         elif isinstance(value, str):  # every check refuses a non-string
             values[name] = value
+    errors = errors or model_errors(GitPatchPayload, payload)
     if errors:
         return None, tuple(errors)
     patch = canonical_patch(values["patch"])
@@ -183,6 +228,7 @@ class GitPatchExecutor:
     (the branch back to the snapshot's commit)."""
 
     task_type = TASK_TYPE
+    payload_model = GitPatchPayload
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])
