@@ -330,9 +330,10 @@ def log_tail(path: Path, lines: int = 30) -> str:
 class Server:
     """``python -m community_ade serve`` in a subprocess, configured by environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, options: Sequence[str] = ()) -> None:
         self.env = env
         self.log_path = log_path
+        self.options = tuple(options)  # more `serve` options, e.g. --no-worker
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
@@ -348,6 +349,7 @@ class Server:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *("-m", "community_ade", "serve", "--host", "127.0.0.1", "--port", str(self.port)),
+                *self.options,
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,

@@ -195,7 +195,10 @@ async def measure(
                 body = {
                     "type": "files.write",
                     "title": f"fan-out {clients} #{n}",
-                    "payload": {"root": str(workspace), "changes": []},
+                    "payload": {
+                        "root": str(workspace),
+                        "changes": [{"path": "a.txt", "action": "write", "content": "a\n"}],
+                    },
                     "resources": [],
                 }
                 response = await http.post("/api/v1/tasks", json=body)

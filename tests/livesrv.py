@@ -18,7 +18,9 @@ Redis through a Runtime of its own (``live.runtime``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -31,6 +33,8 @@ from urllib.parse import urlencode
 import pytest
 import uvicorn
 from conftest import ROLES, Backend
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from community_ade.api.app import create_app
 from community_ade.auth import service as auth
@@ -40,6 +44,7 @@ from community_ade.settings import Settings
 from community_ade.storage import db
 
 STARTUP_SECONDS = 30.0
+WAIT = 10.0  # the longest a WebSocket test waits for one frame
 
 
 @dataclass(frozen=True)
@@ -132,3 +137,22 @@ async def start_live(
             return Live(server, runtime, tokens, ids)
 
         yield start
+
+
+async def recv(ws: ClientConnection, timeout: float = WAIT) -> dict[str, Any]:
+    """The next frame, decoded."""
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def _read_forever(ws: ClientConnection) -> None:
+    while True:
+        await asyncio.wait_for(ws.recv(), WAIT)
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """Read until the server closes; its close code and reason."""
+    with pytest.raises(ConnectionClosed) as info:
+        await _read_forever(ws)
+    assert info.value.rcvd is not None, "closed without a close frame"
+    return info.value.rcvd.code, info.value.rcvd.reason

@@ -120,3 +120,13 @@ class FenceRejected(LockError):
         super().__init__(message, fence=fence, newest=newest)
         self.fence = fence
         self.newest = newest
+
+
+class RateLimited(AdeError):
+    """Too many attempts or calls: wait ``retry_after`` seconds (a detail) and retry."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     lock_events_maxlen: int = Field(
         default=10_000, ge=100, description="Approximate length cap of each domain's event stream."
     )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the server reads, in bytes (smaller limits apply "
+        "to the login form, token routes and the lock and lease routes); a larger one is "
+        "refused with 413 before anything reads it. The default fits a files.write task at "
+        "its 10 MB content limit with room for JSON escaping.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
     # -- agents: leases and health --
     agent_lease_seconds: float = Field(
@@ -229,6 +237,40 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a dashboard login lasts."
     )
+    # -- login throttling and rate limits --
+    login_free_failures_per_account: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed dashboard logins of one username (known or not) before each "
+        "further failure doubles the wait (429 with Retry-After).",
+    )
+    login_free_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Failed dashboard logins from one client address, whatever the username, "
+        "before each further failure doubles the wait.",
+    )
+    login_backoff_base_seconds: float = Field(
+        default=1.0, gt=0, description="The first wait once the free failures are used up."
+    )
+    login_backoff_cap_seconds: float = Field(
+        default=900.0, gt=0, description="The longest wait between two login attempts."
+    )
+    login_failure_memory_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Failed logins are forgotten this long after the newest one (at least "
+        "ADE_LOGIN_BACKOFF_CAP_SECONDS).",
+    )
+    audit_verify_per_minute: int = Field(
+        default=6,
+        ge=1,
+        le=10_000,
+        description="GET /api/v1/audit/verify calls per user (or agent) per minute; more get "
+        "429 with Retry-After.",
+    )
     # -- live events: relay and WebSocket --
     events_maxlen: int = Field(
         default=100_000,
@@ -253,6 +295,61 @@ class Settings(BaseSettings):
         description="Events queued for one WebSocket client; a client that falls this far "
         "behind is disconnected (close code 4408).",
     )
+    ws_max_message_bytes: int = Field(
+        default=16 * 1024,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest WebSocket message a client may send (its messages are small "
+        "JSON objects); a larger one closes the socket with 1009.",
+    )
+    ws_messages_per_minute: int = Field(
+        default=120,
+        ge=1,
+        le=100_000,
+        description="Messages one WebSocket client may send per minute; more close the "
+        "socket with 4429.",
+    )
+    ws_connections_per_principal: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Open WebSockets one user or agent may hold on one server process; the "
+        "next is closed with 4429.",
+    )
+    ws_auth_recheck_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often a server re-checks the tokens of its open WebSockets: a "
+        "revoked or expired token, a disabled owner or a dashboard logout closes them with "
+        "4401 within this time.",
+    )
+
+    # -- the audit log as a transparency log --
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key that signs the audit log's checkpoints, as base64 of "
+        "its 32-byte seed. Unset: generated once into <data dir>/audit-signing.key (mode "
+        "0600). Share it between servers; its public key is GET /.well-known/ade-audit-key.",
+    )
+    audit_origin: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="The checkpoints' origin line, naming this deployment's log (no spaces). "
+        "Default: community-ade/<the signing key's id in hex>.",
+    )
+    audit_checkpoint_entries: int = Field(
+        default=100,
+        ge=1,
+        description="A new checkpoint is signed once the log grew by this many entries …",
+    )
+    audit_checkpoint_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="… or this long after the last one, when the log grew at all.",
+    )
 
     @property
     def allowed_workspace_roots(self) -> tuple[Path, ...]:
@@ -271,6 +368,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"ADE_LOCK_RENEW_SECONDS ({self.lock_renew_seconds}) must be shorter than "
                 f"ADE_LOCK_LEASE_SECONDS ({self.lock_lease_seconds})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _failures_outlive_the_longest_wait(self) -> Settings:
+        if self.login_backoff_base_seconds > self.login_backoff_cap_seconds:
+            raise ValueError(
+                "ADE_LOGIN_BACKOFF_BASE_SECONDS must not exceed ADE_LOGIN_BACKOFF_CAP_SECONDS"
+            )
+        if self.login_failure_memory_seconds < self.login_backoff_cap_seconds:
+            raise ValueError(
+                "ADE_LOGIN_FAILURE_MEMORY_SECONDS must be at least ADE_LOGIN_BACKOFF_CAP_SECONDS"
             )
         return self
 

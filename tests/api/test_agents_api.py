@@ -11,7 +11,8 @@ from typing import Any
 
 from conftest import Api
 
-from community_ade.agents.watch import events_stream, publish_changes
+from community_ade.agents.watch import publish_changes
+from community_ade.events.system import system_stream as events_stream
 from community_ade.storage.models import Task, utcnow
 
 AGENTS = "/api/v1/agents"
@@ -588,14 +589,18 @@ async def test_waiting_for_locks_holds_no_database_transaction(api: Api) -> None
 async def test_an_agent_creates_only_its_allowed_task_types(api: Api) -> None:
     narrow = await create(api, name="files-only", allowed_task_types=["files.write"])
     headers = await agent_token(api, narrow["id"])
-    draft = {"title": "t", "payload": {"root": str(api.workspace), "changes": []}}
+    files = {"root": str(api.workspace), "changes": [{"path": "a", "action": "delete"}]}
+    patch = {"repo": str(api.workspace), "branch": "main", "patch": "x", "message": "m"}
+    draft = {"title": "t", "payload": patch}
     refused = await api.client.post(
         "/api/v1/tasks", json={"type": "git.patch", **draft}, headers=headers
     )
     body = problem(refused, 403, "forbidden")
     assert "allowed task types are files.write" in body["detail"]
     allowed = await api.client.post(
-        "/api/v1/tasks", json={"type": "files.write", **draft}, headers=headers
+        "/api/v1/tasks",
+        json={"type": "files.write", "title": "t", "payload": files},
+        headers=headers,
     )
     assert allowed.status_code == 201, allowed.text
 
@@ -606,3 +611,30 @@ async def test_an_agent_creates_only_its_allowed_task_types(api: Api) -> None:
         headers=await agent_token(api, anything["id"]),
     )
     assert other.status_code == 201, other.text
+
+
+async def test_an_agent_name_is_normalised_and_may_not_look_like_another(api: Api) -> None:
+    first = await create(api, name="ｄｅｐｌｏｙｅｒ")  # fullwidth
+    assert first["name"] == "deployer"
+    for lookalike in ("dep1oyer", "dеployer", "Deployer"):  # 1 for l, Cyrillic е, case
+        body = problem(
+            await api.client.post(AGENTS, json=agent_body(lookalike), headers=api.as_("alice")),
+            422,
+            "validation_failed",
+        )
+        assert body["errors"][0]["path"] == "name"
+        assert "looks like the existing agent 'deployer'" in body["errors"][0]["message"]
+    other = await create(api, name="builder")
+    renamed = await api.client.patch(
+        f"{AGENTS}/{other['id']}",
+        json={"name": "dep1oyer", "expected_version": 1},
+        headers=api.as_("alice"),
+    )
+    assert problem(renamed, 422, "validation_failed")["errors"][0]["path"] == "name"
+    # An agent keeps looking like itself: a change of its own name's case is its own.
+    same = await api.client.patch(
+        f"{AGENTS}/{first['id']}",
+        json={"name": "Deployer", "expected_version": 1},
+        headers=api.as_("alice"),
+    )
+    assert same.status_code == 200, same.text

@@ -109,7 +109,7 @@ async def test_demo_data_gives_each_reviewer_something_to_decide(tmp_path: Path)
     async with app.router.lifespan_context(app):
         runtime = app.state.runtime
         tokens = await seed(runtime)
-        assert set(tokens) == {"admin", "alice", "bob", "carol"}
+        assert set(tokens) == {"admin", "alice", "bob", "carol", "deploy-bot"}  # and its agent
         assert await seed(runtime) == tokens  # once per data directory
         assert tokens_file(runtime).stat().st_mode & 0o077 == 0
         transport = httpx.ASGITransport(app=app)

@@ -412,3 +412,99 @@ async def test_out_of_range_and_nul_input_is_refused_not_a_server_error(api: Api
     # Text that merely mentions the escape is fine.
     literal = task_body(api, 'note = "\\\\u0000 is not a NUL"\n')
     assert (await c.post("/api/v1/tasks", json=literal, headers=admin)).status_code == 201
+
+
+@pytest.mark.parametrize("resource_id", ["repo: x", "a{b}", "tab\there", "nbsp\u00a0x"])
+async def test_a_resource_the_lock_manager_refuses_is_refused_at_create(
+    api: Api, resource_id: str
+) -> None:
+    body = task_body(api)
+    body["resources"] = [
+        {"type": "configuration", "id": "fine", "actions": ["read"]},
+        {"type": "configuration", "id": resource_id, "actions": ["write"]},
+    ]
+    c = api.client
+    refused = problem(await c.post("/api/v1/tasks", json=body, headers=api.as_("alice")), 422,
+                      "validation_failed")  # fmt: skip
+    assert [e["path"] for e in refused["errors"]] == ["resources[1].id"]
+    assert "whitespace or braces" in refused["detail"]
+    created = await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_("alice"))
+    edited = await c.patch(
+        f"/api/v1/tasks/{created.json()['id']}",
+        json={"resources": body["resources"]},
+        headers=api.as_("alice"),
+    )
+    assert problem(edited, 422, "validation_failed")["errors"][0]["path"] == "resources[1].id"
+
+
+async def test_a_payload_its_executor_refuses_is_refused_at_create_and_edit(api: Api) -> None:
+    body = task_body(api)
+    body["payload"]["changes"][0]["path"] = "../escape"
+    c = api.client
+    refused = problem(await c.post("/api/v1/tasks", json=body, headers=api.as_("alice")), 422,
+                      "validation_failed")  # fmt: skip
+    assert [e["path"] for e in refused["errors"]] == ["changes[0].path"]
+    assert refused["task_type"] == "files.write"
+    created = await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_("alice"))
+    task_id = created.json()["id"]
+    edited = await c.patch(
+        f"/api/v1/tasks/{task_id}", json={"payload": body["payload"]}, headers=api.as_("alice")
+    )
+    assert problem(edited, 422, "validation_failed")["errors"][0]["path"] == "changes[0].path"
+    kept = await c.get(f"/api/v1/tasks/{task_id}", headers=api.as_("alice"))
+    assert kept.json()["payload"] == task_body(api)["payload"]
+
+
+async def test_a_delegation_to_someone_who_can_never_review_is_refused(api: Api) -> None:
+    c = api.client
+    agent = await c.post(
+        "/api/v1/agents", json={"name": "helper-bot", "model": "gpt-4o"}, headers=api.as_("bob")
+    )
+    assert agent.status_code == 201, agent.text
+    never = {
+        "vic": "is a viewer and cannot review",
+        "alice": "is a submitter and cannot review",
+    }
+    window = {"valid_from": "2020-01-01T00:00:00Z", "valid_until": "2099-01-01T00:00:00Z"}
+    for who, said in never.items():
+        body = {"delegate": api.ids[who], **window}
+        refused = problem(
+            await c.post("/api/v1/delegations", json=body, headers=api.as_("carol")),
+            422,
+            "validation_failed",
+        )
+        assert said in refused["detail"]
+        assert refused["field"] == "delegate"
+    to_agent = {"delegate": agent.json()["id"], **window}
+    refused = problem(
+        await c.post("/api/v1/delegations", json=to_agent, headers=api.as_("carol")),
+        422,
+        "validation_failed",
+    )
+    assert "agents never review" in refused["detail"]
+    ok = await c.post(
+        "/api/v1/delegations", json={"delegate": api.ids["bob"], **window}, headers=api.as_("carol")
+    )
+    assert ok.status_code == 201, ok.text
+
+    # Handing one task's review on: the same, and never to the task's own submitter.
+    created = await c.post("/api/v1/tasks", json=task_body(api), headers=api.as_("admin"))
+    task_id = created.json()["id"]
+    submitted = await c.post(f"/api/v1/tasks/{task_id}/submit", headers=api.as_("admin"))
+    digest = submitted.json()["preview_digest"]
+    url = f"/api/v1/approvals/{task_id}/delegate"
+    for target, said in [
+        (api.ids["admin"], "submitted this task"),
+        (api.ids["vic"], "is a viewer"),
+        (api.ids["alice"], "is a submitter"),
+        (agent.json()["id"], "agents never review"),
+    ]:
+        body = {"digest": digest, "delegate_to": target}
+        refused = problem(await c.post(url, json=body, headers=api.as_("bob")), 422,
+                          "validation_failed")  # fmt: skip
+        assert said in refused["detail"]
+        assert refused["field"] == "delegate_to"
+    handed = await c.post(
+        url, json={"digest": digest, "delegate_to": api.ids["carol"]}, headers=api.as_("bob")
+    )
+    assert handed.status_code == 200, handed.text

@@ -95,7 +95,10 @@ async def test_metrics(api: Api) -> None:
         json={
             "type": "files.write",
             "title": "counted",
-            "payload": {"root": str(api.workspace), "changes": []},
+            "payload": {
+                "root": str(api.workspace),
+                "changes": [{"path": "a.txt", "action": "write", "content": "a\n"}],
+            },
             "resources": [],
         },
     )

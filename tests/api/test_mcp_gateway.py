@@ -4,6 +4,8 @@ proposals through governance, the decision back to the agent."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +115,29 @@ async def test_a_person_token_is_refused(api: Api) -> None:
     async with Client(Gateway(api.runtime, token=api.tokens["alice"]).server) as c:
         with pytest.raises(Exception, match="serves agents"):
             await c.list_tools()
+
+
+def hostile_repository(repo: Path, marker: Path) -> None:
+    """A repository with one commit whose configuration would have git run programs."""
+    run = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    repo.mkdir()
+    subprocess.run([*run, "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "a.txt").write_text("one\n")
+    subprocess.run([*run, "add", "a.txt"], cwd=repo, check=True)
+    subprocess.run([*run, "commit", "-q", "-m", "first commit"], cwd=repo, check=True)
+    for key, value in (("core.fsmonitor", "false"), ("core.pager", "cat")):
+        subprocess.run(["git", "config", key, f"touch {marker}; {value}"], cwd=repo, check=True)
+
+
+async def test_git_log_reads_a_repository_without_running_its_programs(api: Api) -> None:
+    repo = api.workspace / "repo"
+    marker = api.workspace.parent / "pwned"
+    hostile_repository(repo, marker)
+    token = await token_of(api, name="historian", tools=["git.log"])
+    async with Client(Gateway(api.runtime, token=token).server) as c:
+        answer = await c.call_tool("git.log", {"repo": str(repo)})
+        outside = await c.call_tool("git.log", {"repo": "/etc"})
+    assert "first commit" in body(answer)["text"], body(answer)
+    assert not marker.exists()
+    assert outside.is_error
+    assert "outside the workspace roots" in body(outside)["message"]

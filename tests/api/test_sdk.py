@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 from livesrv import Live, StartLive
 from tcpproxy import TcpProxy
 from websockets.asyncio.client import connect
@@ -93,6 +94,24 @@ async def task_count(live: Live) -> int:
         listed = await http.get("/api/v1/tasks", headers=live.as_("alice"))
     total: int = listed.json()["total"]
     return total
+
+
+async def test_task_types_publish_payload_schemas(start_live: StartLive, clients: Any) -> None:
+    live = await start_live()
+    listed = await clients(live, "alice").task_types()
+    kinds = {t.type: t for t in listed}
+    assert {"agent.call", "files.write", "git.patch", "http.request", "shell"} <= set(kinds)
+    assert (kinds["files.write"].applied_by, kinds["agent.call"].applied_by) == ("worker", "agent")
+    schema = kinds["files.write"].payload_schema
+    assert schema is not None
+    Draft202012Validator(schema).validate(write(live))  # a client checks before proposing
+    assert not Draft202012Validator(schema).is_valid(write(live, path="../escape"))
+
+    def blocking() -> list[str]:
+        with SyncAdeClient(live.server.url, live.tokens["vic"]) as vic:
+            return [t.type for t in vic.task_types()]
+
+    assert await asyncio.to_thread(blocking) == [t.type for t in listed]
 
 
 async def test_propose_then_get(start_live: StartLive, clients: Any) -> None:

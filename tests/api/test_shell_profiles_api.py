@@ -49,7 +49,9 @@ async def test_saves_are_versioned_checked_and_audited(api: Api) -> None:
     assert missing.status_code == 404
 
 
-async def test_a_task_bringing_its_own_preview_command_is_refused_at_submit(api: Api) -> None:
+async def test_a_task_bringing_its_own_preview_command_is_refused_at_create(api: Api) -> None:
+    """The issue-11 attack: refused when the task is created (create validates), so no
+    draft exists to submit and nothing ran."""
     marker = api.workspace / "ran"
     body = {
         "type": "shell",
@@ -61,11 +63,8 @@ async def test_a_task_bringing_its_own_preview_command_is_refused_at_submit(api:
         },
     }
     created = await api.client.post("/api/v1/tasks", json=body, headers=api.as_("alice"))
-    assert created.status_code == 201, created.text
-    task_id = created.json()["id"]
-    r = await api.client.post(f"/api/v1/tasks/{task_id}/submit", headers=api.as_("alice"))
-    assert r.status_code == 422, r.text
-    assert "previews run only from an admin's shell profile" in r.text
+    assert created.status_code == 422, created.text
+    assert "previews run only from an admin's shell profile" in created.text
     assert not marker.exists()
-    task = await api.client.get(f"/api/v1/tasks/{task_id}", headers=api.as_("alice"))
-    assert task.json()["state"] == "DRAFT"
+    listed = await api.client.get("/api/v1/tasks", headers=api.as_("alice"))
+    assert listed.json()["items"] == []

@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from livesrv import Live, StartLive
+from livesrv import WAIT, Live, StartLive, closed_with, recv
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM
@@ -23,8 +22,6 @@ from community_ade.events.keys import EventKeys
 from community_ade.events.relay import AUDIT_SOURCE
 
 pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
-
-WAIT = 10.0
 
 
 async def emit(
@@ -53,11 +50,6 @@ def increasing(seqs: list[int]) -> bool:
     return all(a < b for a, b in itertools.pairwise(seqs))
 
 
-async def recv(ws: ClientConnection, timeout: float = WAIT) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return frame
-
-
 async def events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
     """The next ``count`` event frames' events (pings skipped)."""
     got: list[dict[str, Any]] = []
@@ -66,19 +58,6 @@ async def events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
         if frame["kind"] == "event":
             got.append(frame["event"])
     return got
-
-
-async def _read_forever(ws: ClientConnection) -> None:
-    while True:
-        await asyncio.wait_for(ws.recv(), WAIT)
-
-
-async def closed_with(ws: ClientConnection) -> tuple[int, str]:
-    """Read until the server closes; its close code and reason."""
-    with pytest.raises(ConnectionClosed) as info:
-        await _read_forever(ws)
-    assert info.value.rcvd is not None, "closed without a close frame"
-    return info.value.rcvd.code, info.value.rcvd.reason
 
 
 async def test_hello_then_each_event_once_in_order(start_live: StartLive) -> None:
@@ -109,7 +88,10 @@ async def test_an_api_call_is_seen_live(start_live: StartLive) -> None:
                 json={
                     "type": "files.write",
                     "title": "live",
-                    "payload": {"root": str(live.server.settings.data_dir), "changes": []},
+                    "payload": {
+                        "root": str(live.server.settings.data_dir),
+                        "changes": [{"path": "a.txt", "action": "write", "content": "a\n"}],
+                    },
                     "resources": [],
                 },
             )

@@ -532,3 +532,28 @@ async def test_an_outdated_hash_is_upgraded_at_login(sessions: Sessions) -> None
     assert not passwords.needs_rehash(upgraded)
     assert kept is not None
     assert passwords.needs_rehash(kept)
+
+
+async def test_names_are_nfkc_normalised_and_lookalikes_of_existing_ones_refused(
+    sessions: Sessions,
+) -> None:
+    alice = await _user(sessions, "ａｌｉｃｅ", "submitter")  # fullwidth letters
+    assert alice.username == "alice"
+    async with sessions.begin() as session:
+        assert (await service.get_user_by_name(session, "ａｌｉｃｅ")).id == alice.id
+        with pytest.raises(Conflict, match="already exists"):
+            await service.create_user(session, "ａｌｉｃｅ", "viewer")
+        with pytest.raises(Conflict, match="looks like the existing user 'alice'") as caught:
+            await service.create_user(session, "a1ice", "viewer")  # 1 for l
+        assert caught.value.details["lookalike"] == "alice"
+        await service.create_user(session, "alina", "viewer")  # merely similar: fine
+        await service.create_group(session, "ops-l")
+        with pytest.raises(Conflict, match="looks like the existing group 'ops-l'"):
+            await service.create_group(session, "ops-1")
+        bot = await service.create_agent_identity(session, "Ｄｅｐｌｏｙ Bot", alice.id)
+        assert bot.name == "Deploy Bot"
+        # Cyrillic е, a different case, Cyrillic В.
+        for lookalike in ("Dеploy Bot", "deploy bot", "Deploy Вot"):
+            with pytest.raises(Conflict, match="looks like the existing agent 'Deploy Bot'"):
+                await service.create_agent_identity(session, lookalike, alice.id)
+        await service.create_agent_identity(session, "Deploy Bot 2", alice.id)

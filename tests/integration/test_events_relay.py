@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from conftest import Backend
 
-from community_ade.agents.watch import events_stream as agent_events_stream
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM
 from community_ade.errors import Conflict, ServiceUnavailable
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import AUDIT_SOURCE, Relay
+from community_ade.events.system import system_stream as agent_events_stream
 from community_ade.infra.redis_client import AnyRedis, open_redis
 
 pytestmark = pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from conftest import Api
 from execution_util import events_of
 
 from community_ade.execution.worker import Worker
+from community_ade.storage.models import Task
 
 
 def task_body(api: Api, content: str) -> dict[str, Any]:
@@ -120,3 +121,49 @@ async def test_apply_of_an_unknown_or_draft_task_is_refused(api: Api) -> None:
     assert missing.status_code == 404
     viewer = await c.post(f"/api/v1/tasks/{created.json()['id']}/apply", headers=api.as_("vic"))
     assert viewer.status_code == 403
+
+
+async def test_a_task_whose_apply_cannot_start_fails_with_the_reason_after_its_attempts(
+    api: Api,
+) -> None:
+    """A stored task whose resources the lock manager refuses (written before create
+    checked them) is not dead-lettered and re-queued for ever: each try counts as an
+    attempt with its error shown, and after the last it is FAILED, on the dashboard too."""
+    c = api.client
+    submitted = await create_and_submit(api, "debug = true\n")
+    task_id = submitted["task"]["id"]
+    async with api.runtime.sessions.begin() as session:
+        task = await session.get(Task, uuid.UUID(task_id))
+        assert task is not None
+        task.resources = [{"type": "configuration", "id": "a{b}", "actions": ["write"]}]
+    await c.post(
+        f"/api/v1/approvals/{task_id}/approve",
+        json={"digest": submitted["preview_digest"]},
+        headers=api.as_("bob"),
+    )
+    await api.runtime.queue.drain_background()
+    worker = Worker(api.runtime, concurrency=2, burst=True)
+    fast = {"worker_backoff_base_seconds": 0.05, "worker_backoff_cap_seconds": 0.1}
+    worker.settings = api.runtime.settings.model_copy(update=fast)
+    await asyncio.wait_for(worker.run(), 60)
+    task_out = (await c.get(f"/api/v1/tasks/{task_id}", headers=api.as_("vic"))).json()
+    assert task_out["state"] == "FAILED"
+    assert task_out["attempts"] == api.runtime.settings.worker_max_attempts == 3
+    assert "cannot lock its resources" in task_out["last_error"]
+    assert "whitespace or braces" in task_out["last_error"]
+    assert task_out["rollback_outcome"] == "nothing_to_roll_back"
+    assert worker.stats.failed == 1
+    assert worker.stats.retried == 2
+    events = await events_of(api.runtime, uuid.UUID(task_id))
+    assert events[-4:] == [
+        "task:apply_not_started",
+        "task:apply_not_started",
+        "task:applying",
+        "task:failed",
+    ]
+    depth = await api.runtime.queue.depth()
+    assert depth.empty
+    assert depth.dead == 0
+    page = await c.get(f"/tasks/{task_id}", headers={"Cookie": f"ade_session={api.tokens['vic']}"})
+    assert page.status_code == 200
+    assert "cannot lock its resources" in page.text

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import select
 import shutil
+import socket
 import stat
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -773,6 +775,20 @@ def http_payload(url: str, **extra: Any) -> dict[str, Any]:
         "body": {"service": "api", "replicas": 3},
         **extra,
     }
+
+
+async def test_http_plan_opens_no_connection(ws: Workspace) -> None:
+    """Not even a connection (which a request counter would not see): a listener's
+    backlog holds every connection the kernel completed, accepted or not."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        allowed = Workspace(ws.allowed, ws.outside, ws.fences, (f"{url}/",))
+        rollback = {"method": "DELETE", "url": f"{url}/undo"}
+        for payload in (http_payload(f"{url}/do"), http_payload(f"{url}/do", rollback=rollback)):
+            await HTTP.plan(payload, allowed.plan_context)
+        assert select.select([listener], [], [], 0.2)[0] == []
+        with socket.create_connection(listener.getsockname()):  # the probe itself works
+            assert select.select([listener], [], [], 5)[0] == [listener]
 
 
 async def test_http_plan_shows_the_request_and_sends_nothing(

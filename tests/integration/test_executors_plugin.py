@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from community_ade.api.app import create_app
 from community_ade.errors import FenceRejected
 from community_ade.execution.executors import (
     ApplyContext,
@@ -27,6 +28,7 @@ from community_ade.execution.executors import (
     Snapshot,
     get_executor,
     load_executors,
+    payload_schema_of,
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "executors.md"
@@ -100,7 +102,14 @@ async def test_an_installed_plugin_is_found_and_runs_the_whole_protocol(
     context = ApplyContext(PlanContext(allowed_roots=(root,)), task_id="t-1", fence=5)
     payload = {"file": str(notes), "line": "second"}
     assert executor.validate(payload).ok
-    assert not executor.validate({"file": 1, "line": "a\nb"}).ok
+    refused = executor.validate({"file": 1, "line": "a\nb", "x": 0})
+    assert sorted(e.path for e in refused.errors) == ["file", "line", "x"]
+    # Its payload model is published like a built-in's: the task types, the OpenAPI document.
+    schema = payload_schema_of(executor)
+    assert schema is not None
+    assert (schema["required"], schema["additionalProperties"]) == (["file", "line"], False)
+    document = create_app().openapi()
+    assert document["components"]["schemas"]["NoteAppendPayload"]["required"] == ["file", "line"]
     plan = await executor.plan(payload, context.plan_context)
     assert plan.preview == f"append to {notes}:\n+second\n"
     snapshot = await executor.snapshot(payload, plan, context)

@@ -95,19 +95,37 @@ async def test_create_then_submit_previews_scores_and_routes(
     ]
 
 
-async def test_a_task_that_fails_validation_stays_draft(
+async def test_a_task_that_fails_validation_is_refused_at_create(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    alice = await _user(sessions, "submitter")
+    broken = TaskDraft(
+        type="files.write",
+        title="escape",
+        payload={"root": str(workspace), "changes": [{"path": "../escape", "action": "write"}]},
+    )
+    with pytest.raises(InvalidInput) as refused:
+        async with sessions.begin() as session:
+            await _service(session, workspace).create(alice, broken)
+    paths = [e["path"] for e in refused.value.details["errors"]]
+    assert paths == ["changes[0].path", "changes[0].content"]
+    async with sessions() as session:
+        assert await session.scalar(select(Task).where(Task.title == "escape")) is None
+
+
+async def test_a_task_whose_preview_cannot_be_computed_stays_draft(
     sessions: async_sessionmaker[AsyncSession], workspace: Path
 ) -> None:
     alice = await _user(sessions, "submitter")
     draft = _draft(workspace)
-    broken = TaskDraft(
+    unplannable = TaskDraft(  # valid, but its root is outside the workspace roots
         type=draft.type,
         title=draft.title,
-        payload={"root": str(workspace), "changes": [{"path": "../escape", "action": "write"}]},
+        payload={**draft.payload, "root": str(workspace.parent)},
     )
     async with sessions.begin() as session:
-        task = await _service(session, workspace).create(alice, broken)
-    with pytest.raises(InvalidInput):
+        task = await _service(session, workspace).create(alice, unplannable)
+    with pytest.raises(InvalidInput, match="outside the workspace roots"):
         async with sessions.begin() as session:
             await _service(session, workspace).submit(alice, task.id)
     async with sessions() as session:

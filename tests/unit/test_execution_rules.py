@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from community_ade.errors import InvalidInput
 from community_ade.execution.queue import BAND_LIMITS, BANDS, QueueKeys, band_of
-from community_ade.execution.rules import Failure, backoff_delay, lock_resources, should_retry
+from community_ade.execution.rules import (
+    Failure,
+    backoff_delay,
+    check_lockable,
+    lock_resources,
+    should_retry,
+)
 from community_ade.locks.model import Mode
 
 X, S = Mode.EXCLUSIVE, Mode.SHARED
@@ -105,3 +112,17 @@ def test_band_edges_and_keys_share_one_hash_tag() -> None:
     keys = QueueKeys.named("tasks")
     assert all("{tasks}" in k for k in keys.script_keys)
     assert len(set(keys.script_keys)) == 3 + BANDS
+
+
+def test_check_lockable_applies_the_lock_models_rules_to_what_the_worker_will_ask() -> None:
+    fine = [{"type": "database", "id": f"db-{n}", "actions": ["read"]} for n in range(63)]
+    check_lockable(fine)  # with the task's own lock: 64, the most one request may name
+    with pytest.raises(InvalidInput, match="at most 64") as too_many:
+        check_lockable([*fine, {"type": "database", "id": "one-more", "actions": ["read"]}])
+    assert too_many.value.details["errors"][0]["path"] == "resources"
+    with pytest.raises(InvalidInput) as bad:
+        check_lockable([*fine[:2], {"type": "secret", "id": "a b"}, {"type": "secret", "id": "}"}])
+    assert [e["path"] for e in bad.value.details["errors"]] == [
+        "resources[2].id",
+        "resources[3].id",
+    ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from community_ade.auth import names
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors.base import FieldError, ValidationReport
 
@@ -82,6 +83,10 @@ class AgentConfig:
     parameters: Parameters = field(default_factory=Parameters)
     capacity: int = 4
     allowed_task_types: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.name, str):  # stored and compared NFKC-normalised
+            object.__setattr__(self, "name", names.normal(self.name))
 
     def document(self) -> dict[str, Any]:
         """The JSON form stored with each version (and compared by ``diff``)."""
@@ -174,9 +179,14 @@ class NameTaken(StrEnum):
 
 
 def validate(
-    config: AgentConfig, catalogue: Catalogue, *, name_taken: NameTaken | None
+    config: AgentConfig,
+    catalogue: Catalogue,
+    *,
+    name_taken: NameTaken | None,
+    lookalike: str | None = None,
 ) -> ValidationReport:
-    """Every problem of ``config``, each naming its field and the allowed range."""
+    """Every problem of ``config``, each naming its field and the allowed range;
+    ``lookalike`` is another agent's name this one could be mistaken for (``names``)."""
     errors: list[FieldError] = []
     low, high = NAME_LENGTH
     name = config.name
@@ -189,6 +199,9 @@ def validate(
     elif name_taken is NameTaken.DELETED:
         message = f"an agent named {name!r} was deleted, and names are not reused"
         errors.append(FieldError("name", message + " (its history keeps it): choose another"))
+    elif lookalike is not None:
+        message = f"looks like the existing agent {lookalike!r} (confusable characters, "
+        errors.append(FieldError("name", message + "Unicode TS #39): choose another"))
     if len(config.description) > DESCRIPTION_MAX:
         errors.append(FieldError("description", f"at most {DESCRIPTION_MAX} characters"))
     errors.extend(_check_text_list("tags", config.tags, TAGS_MAX, TAG_LENGTH))

@@ -28,6 +28,7 @@ from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.leases import HeldLocks, Lease, LeaseStore, from_ms
 from community_ade.approvals.service import actor_of, flush_or_conflict
 from community_ade.audit import log as audit
+from community_ade.auth import names
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Permission, Principal, Role, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, LockLost, NotFound
@@ -199,7 +200,11 @@ class AgentService:
         taken = None
         if holder is not None:
             taken = cfg.NameTaken.LIVE if holder.deleted_at is None else cfg.NameTaken.DELETED
-        report = cfg.validate(config, await self.catalogue(), name_taken=taken)
+        others = select(Agent.name)
+        if agent_id is not None:
+            others = others.where(Agent.id != agent_id)
+        similar = names.lookalike(config.name, await self.session.scalars(others))
+        report = cfg.validate(config, await self.catalogue(), name_taken=taken, lookalike=similar)
         if not report.ok:
             raise cfg.refuse(report)
 

@@ -17,7 +17,6 @@ swap changed it publishes, so one change is published once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -28,21 +27,12 @@ from sqlalchemy import select
 from community_ade.agents.health import Health
 from community_ade.agents.leases import redis_call
 from community_ade.agents.service import AgentService
-from community_ade.audit.chain import SYSTEM, iso_utc
+from community_ade.events.system import publish
 from community_ade.infra.aio import Incident, stop_if_cancelled
 from community_ade.runtime import Runtime
-from community_ade.storage.models import Agent, utcnow
+from community_ade.storage.models import Agent
 
 log = logging.getLogger(__name__)
-
-
-def events_stream(namespace: str) -> str:
-    """The agent events of one deployment (``ADE_LOCK_DOMAIN`` names it, as it does
-    for the events stream), so deployments sharing a Redis do not see each other's."""
-    return f"ade:agent:events:{{{namespace}}}"
-
-
-EVENTS_MAXLEN = 10_000
 
 
 def status_key(agent_id: uuid.UUID) -> str:
@@ -92,22 +82,13 @@ async def publish_changes(runtime: Runtime) -> list[HealthChange]:
         if previous == status:
             continue
         change = HealthChange(agent.id, agent.name, previous, health)
-        subject = f"agent:{agent.id}"
-        envelope = {
-            "ts": iso_utc(utcnow()),
-            "type": "agent:health",
-            "actor": {"kind": SYSTEM.kind, "id": SYSTEM.id, "via_delegation": False},
-            "subject": subject,
-            "data": change.data(),
-            "audit_seq": None,
-        }
-        stream = events_stream(runtime.settings.lock_domain)
-        entry: dict[Any, Any] = {
-            "type": "agent:health",
-            "subject": subject,
-            "e": json.dumps(envelope),
-        }
-        await redis_call(runtime.redis.xadd(stream, entry, maxlen=EVENTS_MAXLEN, approximate=True))
+        await publish(
+            runtime.redis,
+            runtime.settings.lock_domain,
+            "agent:health",
+            f"agent:{agent.id}",
+            change.data(),
+        )
         changes.append(change)
     return changes
 

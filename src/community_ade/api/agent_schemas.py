@@ -20,6 +20,7 @@ from community_ade.agents import config as cfg
 from community_ade.agents.health import Health
 from community_ade.agents.leases import Lease
 from community_ade.api.schemas import TaskOut, UtcDatetime
+from community_ade.execution.claims import ReportedRollback
 from community_ade.storage.models import Agent, AgentVersion
 
 _TEXT_CAP = 100_000
@@ -339,8 +340,9 @@ class FailBody(BaseModel):
 
     fence: int = Field(description="The fence the claim answered.")
     error: str = Field(min_length=1, max_length=4000)
-    rollback_outcome: Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"] = Field(
-        description="What became of anything the attempt changed."
+    rollback_outcome: ReportedRollback = Field(
+        description="What became of anything the attempt changed ('unknown': the attempt "
+        "failed part-way and cannot tell)."
     )
     retry: bool = Field(
         default=False,

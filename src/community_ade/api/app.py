@@ -16,9 +16,11 @@ from community_ade import __version__, dashboard
 from community_ade.agents.lease_locks import LeaseLocks
 from community_ade.agents.watch import watch_health
 from community_ade.api import errors
+from community_ade.api.body_limit import BodyLimitMiddleware
 from community_ade.api.idempotency import forget_expired
 from community_ade.api.mcp_mount import McpEndpoint
 from community_ade.api.middleware import RejectNulMiddleware
+from community_ade.api.openapi_payloads import add_payload_schemas
 from community_ade.api.routes import (
     agents,
     approvals,
@@ -33,13 +35,16 @@ from community_ade.api.routes import (
     shell_profiles,
     task_types,
     tasks,
+    transparency,
     ws,
 )
 from community_ade.api.schemas import Problem
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.service import TaskService
+from community_ade.audit.checkpoints import checkpoint_forever, log_signer
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
+from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
@@ -59,7 +64,9 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         404: "No such object (`not_found`).",
         409: "Conflicts with the current state (`invalid_transition`, `stale_preview`, "
         "`already_decided`, `conflict`).",
+        413: "The request body is larger than the route's limit (`payload_too_large`).",
         422: "The request is not valid (`validation_failed`).",
+        429: "Too many calls, e.g. of /audit/verify (`rate_limited`); see `Retry-After`.",
         503: "Redis or the database is unreachable (`service_unavailable`).",
     }.items()
 }
@@ -110,19 +117,21 @@ def create_app(
     """Build the app; the Runtime opens when it starts serving and closes when it stops.
     ``run_worker``: also apply approved tasks in this process (``ade serve``'s default);
     ``jobs``: more background work, started with the Runtime and cancelled at shutdown."""
+    app_settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = settings or Settings()
         async with (
-            Runtime.open(config, wait=config.startup_wait_seconds) as runtime,
+            Runtime.open(app_settings, wait=app_settings.startup_wait_seconds) as runtime,
             live_events(runtime) as events_hub,
             mcp.serving(runtime, events_hub),
         ):
             app.state.runtime = runtime
             app.state.events_hub = events_hub
+            app.state.audit_signer = log_signer(runtime.settings)
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
+            signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -132,7 +141,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, *extra))
+                await cancel_and_wait((sweeper, health_watch, signing, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -144,11 +153,14 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(RejectNulMiddleware)
+    # Added last, so it runs first: every other layer reads the body through its limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
     for module in (*modules, shell_profiles, secrets):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
+    app.include_router(transparency.router, responses=PROBLEMS)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
     # A route, not a mount: a mount answers /mcp with a redirect to /mcp/, which MCP
@@ -157,14 +169,16 @@ def create_app(
         Route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     dashboard.install(app)
-    app.openapi = _problems_only(app.openapi)  # type: ignore[method-assign]
+    app.openapi = _mended(app.openapi)  # type: ignore[method-assign]
     return app
 
 
-def _problems_only(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+def _mended(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     """FastAPI documents its own ``HTTPValidationError`` body beside ours for every 422;
     the server only ever answers a bad request with a problem document (api/errors.py),
-    so the OpenAPI document says exactly that. Mended once, as FastAPI builds it once."""
+    so the OpenAPI document says exactly that. And it knows nothing of the task types:
+    their payload schemas are added (``openapi_payloads``). Mended once, as FastAPI builds
+    it once."""
     mended: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
@@ -177,6 +191,7 @@ def _problems_only(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str
                         invalid["content"] = dict(_PROBLEM["content"])
             for name in ("HTTPValidationError", "ValidationError"):
                 mended.get("components", {}).get("schemas", {}).pop(name, None)
+            add_payload_schemas(mended, load_executors())
         return mended
 
     return openapi

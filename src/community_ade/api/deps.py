@@ -58,6 +58,20 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+async def get_principal_apart(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller, authenticated in a short transaction of its own, committed before the
+    handler runs: for handlers that do their long work in other sessions and must not
+    keep the request's transaction open (on SQLite it would hold the write lock)."""
+    async with runtime.sessions.begin() as session:
+        return await get_principal(session, credentials)
+
+
+PrincipalApartDep = Annotated[Principal, Depends(get_principal_apart)]
+
+
 def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
     return TaskService(session, plan_context=runtime.plan_context(session))
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from community_ade.errors import AdeError
+from community_ade.errors import AdeError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "lock_lost": 409,
     "fence_rejected": 409,
     "service_unavailable": 503,
+    "rate_limited": 429,
 }
 
 TITLES: dict[int, str] = {
@@ -48,7 +49,9 @@ TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -64,13 +67,33 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+class PayloadTooLarge(StarletteHTTPException):
+    """Raised from a request's ``receive`` once its body passes the limit
+    (``api/body_limit.py``). An ``HTTPException``, so FastAPI's body parsing passes it
+    on unchanged instead of turning it into a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds this route's limit of {limit} bytes")
+        self.limit = limit
+
+
+def payload_too_large(limit: int) -> JSONResponse:
+    """413 ``payload_too_large``."""
+    return problem(
+        413,
+        "payload_too_large",
+        f"the request body exceeds this route's limit of {limit} bytes",
+        limit=limit,
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into a problem document."""
 
     @app.exception_handler(AdeError)
     async def domain_error(request: Request, exc: AdeError) -> JSONResponse:
         status = STATUS_BY_CODE.get(exc.code, 400)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = _headers_for(exc, status)
         details = {k: v for k, v in exc.details.items() if _json_safe(v)}
         return problem(status, exc.code, exc.message, headers=headers, **details)
 
@@ -81,6 +104,10 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return problem(422, "validation_failed", "the request is not valid", errors=errors)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return payload_too_large(exc.limit)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -105,6 +132,14 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _headers_for(exc: AdeError, status: int) -> dict[str, str] | None:
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
 
 
 def transient(exc: BaseException) -> bool:

@@ -4,6 +4,10 @@ No column of ours may hold U+0000 (PostgreSQL's text and JSONB refuse it outrigh
 the audit chain forbids it), so a request carrying one — in the query, the path or the
 JSON body, raw or escaped as ``\\u0000`` — gets one clear 422 instead of a failure deep
 in a transaction.
+
+It reads the whole body before the handler does, so it must sit inside
+``BodyLimitMiddleware`` (``api/app.py`` adds it first): the ``receive`` it reads from
+refuses a body past the route's limit, so it never holds more than that.
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ class TaskOut(BaseModel):
     attempts: int = Field(description="Applies begun so far (retries included).")
     result: dict[str, Any] | None = Field(description="What the apply did, or its error.")
     rollback_outcome: str | None = Field(
-        description="rolled_back, rollback_failed or nothing_to_roll_back, after a failure."
+        description="rolled_back, rollback_failed, nothing_to_roll_back or unknown, after a "
+        "failure."
     )
     last_error: str | None
     worker_id: str | None

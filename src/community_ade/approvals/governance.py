@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.delegation import Delegation as DelegationRule
 from community_ade.approvals.policy_document import PolicyDocument
+from community_ade.approvals.reviews import reviewer_named
 from community_ade.approvals.risk import ResourceRef, ResourceType
 from community_ade.approvals.service import (
     Routing,
@@ -34,7 +35,6 @@ from community_ade.storage.models import (
     Delegation,
     PolicyVersion,
     Task,
-    User,
     utcnow,
 )
 
@@ -113,8 +113,7 @@ class Governance:
     ) -> Delegation:
         """``principal`` consents that ``delegate``'s approvals count as theirs."""
         require(principal, Permission.DELEGATION_WRITE)
-        if await self.session.get(User, delegate) is None:
-            raise NotFound(f"no user {delegate}")
+        await reviewer_named(self.session, delegate, field="delegate")
         # The pure rule validates scope, window and parties.
         DelegationRule(
             id="new",

@@ -38,7 +38,7 @@ from community_ade.approvals.service import (
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState, Trigger
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
-from community_ade.auth.principal import Permission, Principal, require
+from community_ade.auth.principal import ROLE_PERMISSIONS, Permission, Principal, Role, require
 from community_ade.errors import AlreadyDecided, InvalidInput, NotFound, StalePreview
 from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.execution.executors import load_executors
@@ -200,6 +200,30 @@ def awaiting(principal: Principal, standing: Collection[StandingCover] = ()) -> 
     )
 
 
+async def reviewer_named(session: AsyncSession, user_id: uuid.UUID, *, field: str) -> User:
+    """The user ``user_id`` if they may review at all, for a delegation to them: a
+    delegation to someone who can never review would only look like cover. An agent,
+    a disabled user or a role without the review permission is ``InvalidInput`` naming
+    ``field``; an unknown id is ``NotFound``."""
+    user = await session.get(User, user_id)
+    if user is None:
+        agent = await session.get(Agent, user_id)
+        if agent is None:
+            raise NotFound(f"no user {user_id}")
+        raise InvalidInput(
+            f"{agent.name} is an agent: agents never review; delegate to a person", field=field
+        )
+    if user.disabled_at is not None:
+        raise InvalidInput(f"{user.username} is disabled and cannot review", field=field)
+    if Permission.REVIEW not in ROLE_PERMISSIONS[Role(user.role)]:
+        raise InvalidInput(
+            f"{user.username} is a {user.role} and cannot review: delegate to a reviewer "
+            "or an admin",
+            field=field,
+        )
+    return user
+
+
 class ReviewService:
     def __init__(self, session: AsyncSession, *, now: Callable[[], datetime] = utcnow) -> None:
         self.session = session
@@ -321,9 +345,14 @@ class ReviewService:
         self, principal: Principal, task: Task, delegate_to: uuid.UUID | None, comment: str
     ) -> Outcome:
         if delegate_to is None or delegate_to == principal.id:
-            raise InvalidInput("delegate needs another user in delegate_to")
-        if await self.session.get(User, delegate_to) is None:
-            raise NotFound(f"no user {delegate_to}")
+            raise InvalidInput("delegate needs another user in delegate_to", field="delegate_to")
+        user = await reviewer_named(self.session, delegate_to, field="delegate_to")
+        if str(delegate_to) in await self._parties(task):
+            raise InvalidInput(
+                f"{user.username} submitted this task (or owns its agent) and may never "
+                "review it: delegate to someone else",
+                field="delegate_to",
+            )
         review = self._record(task, str(principal.id), ReviewAction.DELEGATE, comment)
         review.delegate_to = delegate_to
         await self.session.flush()

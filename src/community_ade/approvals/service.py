@@ -39,6 +39,7 @@ from community_ade.errors import Conflict, Forbidden, InvalidInput, InvalidTrans
 from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.execution.executors import get_executor
 from community_ade.execution.executors.base import FieldError, Plan, PlanContext, invalid
+from community_ade.execution.rules import check_lockable
 from community_ade.secrets.references import UsesSecrets
 from community_ade.secrets.store import known_names
 from community_ade.storage.models import (
@@ -220,19 +221,22 @@ class TaskService:
 
     async def create(self, principal: Principal, draft: TaskDraft) -> Task:
         require(principal, Permission.TASK_WRITE)
-        get_executor(draft.type)  # an unknown type is refused now, not at submit
+        executor = get_executor(draft.type)  # an unknown type is refused now, not at submit
         _check_text("title", draft.title, 300)
         await self._check_secrets(draft.type, draft.payload)
         _check_priority(draft.priority)
         is_agent = principal.kind == "agent"
         if is_agent:
             await self._check_agent_may_create(principal, draft.type)
+        executor.validate(draft.payload).raise_if_invalid(draft.type)
+        resources = [resource_document(r) for r in draft.resources]
+        check_lockable(resources)
         task = Task(
             type=draft.type,
             title=draft.title.strip(),
             description=draft.description,
             payload=dict(draft.payload),
-            resources=[resource_document(r) for r in draft.resources],
+            resources=resources,
             priority=draft.priority,
             submitter_id=principal.owner_id if is_agent else principal.id,
             agent_id=principal.id if is_agent else None,
@@ -286,10 +290,13 @@ class TaskService:
         if changes.description is not None:
             task.description = changes.description
         if changes.payload is not None:
+            get_executor(task.type).validate(changes.payload).raise_if_invalid(task.type)
             await self._check_secrets(task.type, changes.payload)
             task.payload = dict(changes.payload)
         if changes.resources is not None:
-            task.resources = [resource_document(r) for r in changes.resources]
+            resources = [resource_document(r) for r in changes.resources]
+            check_lockable(resources)
+            task.resources = resources
         if changes.priority is not None:
             _check_priority(changes.priority)
             task.priority = changes.priority
@@ -309,6 +316,7 @@ class TaskService:
         next_state(TaskState(task.state), Trigger.SUBMIT)  # refuse early, before planning
         executor = get_executor(task.type)
         executor.validate(task.payload).raise_if_invalid(task.type)
+        check_lockable(task.resources)  # a draft written before this check existed
         await self._check_secrets(task.type, task.payload)
         plan = await executor.plan(task.payload, self.plan_context)
         routing = await self._take_preview(task, plan, principal.owner_id)

@@ -40,15 +40,27 @@ belongs to the caller, and its stale snapshot would read the same stale head aga
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, insert, select, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Integer,
+    LargeBinary,
+    String,
+    bindparam,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
+from community_ade.audit import tree
 from community_ade.audit.chain import (
     GENESIS,
     HASHED_FIELDS,
@@ -56,12 +68,13 @@ from community_ade.audit.chain import (
     Anchor,
     ChainReport,
     ChainVerifier,
-    compute_hash,
+    canonical,
     iso_utc,
     normalise,
 )
 from community_ade.errors import Conflict, InvalidInput, ServiceUnavailable
-from community_ade.storage.models import AuditEvent, utcnow
+from community_ade.storage.commit_signal import CommitSignal
+from community_ade.storage.models import AuditEvent, AuditTreeNode, utcnow
 
 # The first 8 bytes of sha256(b"community_ade.audit_log") as a signed bigint: one key
 # that no other advisory lock of ours uses.
@@ -78,11 +91,26 @@ _PG_LOCK_HEAD = text("SELECT head_seq, head_hash FROM ade_audit_lock_head(:key)"
 )
 _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
 _INSERT = insert(AuditEvent.metadata.tables[AuditEvent.__tablename__])
+# PostgreSQL writes the row and its tree nodes in one statement (the row's INSERT as a
+# data-modifying CTE): one round trip per append, not two. bench/audit.py measured the
+# two statements at 1.24× the chain alone per transaction, this at about 1.06×.
+_ROW = (*HASHED_FIELDS, "hash")
+_PG_INSERT_WITH_NODES = text(
+    f"WITH audit_row AS (INSERT INTO {AuditEvent.__tablename__} ({', '.join(_ROW)}) "
+    f"VALUES ({', '.join(':' + name for name in _ROW)})) "
+    f"INSERT INTO {AuditTreeNode.__tablename__} (level, idx, hash) SELECT * FROM unnest("
+    "CAST(:levels AS integer[]), CAST(:idxs AS bigint[]), CAST(:hashes AS bytea[]))"
+).bindparams(
+    *(bindparam(name, type_=AuditEvent.__table__.c[name].type) for name in _ROW),
+    bindparam("levels", type_=ARRAY(Integer)),
+    bindparam("idxs", type_=ARRAY(BigInteger)),
+    bindparam("hashes", type_=ARRAY(LargeBinary)),
+)
 # session.info key: (seq, hash) of the head this transaction wrote, under the lock it holds.
 _OWN_HEAD = "ade.audit_head"
-APPENDED = "ade.audit_appended"
-"""``session.info`` key set once the session's transaction has appended an event (the
-events relay wakes after such a commit); whoever reads it clears it."""
+APPENDED = CommitSignal("ade.audit_appended")
+"""Set once the session's transaction has appended an event: the events relay of this
+process wakes after such a commit."""
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
@@ -189,13 +217,29 @@ async def _insert_after(
         "data": data,
         "prev_hash": GENESIS if head is None else head[1],
     }
-    fields["hash"] = compute_hash(fields)
-    # A Core INSERT: the row is written once and never changed, so the ORM's unit of
-    # work (identity map, flush bookkeeping) would only add cost to every transition.
-    await session.execute(_INSERT, fields)
+    entry = canonical(fields)
+    fields["hash"] = hashlib.sha256(entry).hexdigest()
+    nodes = await tree.extend(session, (fields["seq"], fields["hash"]), entry, head)
+    await _write(session, fields, nodes)
     session.info[_OWN_HEAD] = (fields["seq"], fields["hash"])
-    session.info[APPENDED] = True
+    APPENDED.mark(session)
     return AuditEvent(**fields)  # what was written (not attached to the session)
+
+
+async def _write(
+    session: AsyncSession, fields: dict[str, Any], nodes: list[tuple[int, int, bytes]]
+) -> None:
+    """The row and its tree nodes. Core INSERTs: the row is written once and never
+    changed, so the ORM's unit of work would only add cost to every transition."""
+    if session.get_bind().dialect.name == "postgresql":
+        levels, idxs, hashes = (list(column) for column in zip(*nodes, strict=True))
+        params = {**fields, "levels": levels, "idxs": idxs, "hashes": hashes}
+        await session.execute(_PG_INSERT_WITH_NODES, params)
+        return
+    await session.execute(_INSERT, fields)
+    await session.execute(
+        tree.NODES_INSERT, [{"level": lv, "idx": i, "hash": h} for lv, i, h in nodes]
+    )
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -211,8 +255,9 @@ async def verify_log(
 
     A row the database cannot even decode (on SQLite anything can be written into a
     column) is reported as the break, at its seq, instead of raising. All batches run in
-    the caller's transaction, so they see one snapshot (on SQLite, under
-    ``BEGIN IMMEDIATE``, that also means writers wait until the caller ends it).
+    the caller's transaction: give it a session of ``db.snapshot_sessions`` so they see
+    one snapshot without holding up writers (a SQLite session of the ordinary kind holds
+    the write lock from ``BEGIN IMMEDIATE`` until it ends).
     """
     if batch < 1:
         raise InvalidInput("batch must be at least 1")

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-from community_ade.auth import passwords, tokens
+from community_ade.auth import names, passwords, tokens
 from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.db import flush_unique
 from community_ade.storage.models import Agent, ApiToken, Group, GroupMember, User, utcnow
 
@@ -40,6 +42,10 @@ DISPLAY_NAME_MAX = 200
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 INVALID_LOGIN = "invalid username or password"
+
+ACCESS_REVOKED = CommitSignal("ade.access_revoked")
+"""Marks a transaction that revoked a token or disabled a user: after its commit, this
+process re-checks the tokens of its open WebSockets at once (``events.access``)."""
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -68,7 +74,9 @@ async def create_user(
     password: str | None = None,
     display_name: str = "",
 ) -> User:
-    """A new user; without a password it can only authenticate with API tokens."""
+    """A new user; without a password it can only authenticate with API tokens. The
+    name is stored NFKC-normalised; one that looks like an existing user's is refused."""
+    username = names.normal(username)
     _check_username(username)
     checked_role = _check_role(role)
     if len(display_name) > DISPLAY_NAME_MAX:
@@ -78,6 +86,7 @@ async def create_user(
         password_hash = await asyncio.to_thread(passwords.hash_password, password)
     if await _find_user(session, username) is not None:
         raise Conflict(f"user {username!r} already exists", username=username)
+    await _refuse_lookalike(session, User.username, username, "user")
     user = User(
         username=username,
         display_name=display_name,
@@ -89,7 +98,22 @@ async def create_user(
     return user
 
 
+async def _refuse_lookalike(
+    session: AsyncSession, column: InstrumentedAttribute[str], name: str, what: str
+) -> None:
+    """``Conflict`` when ``name`` could be mistaken for an existing ``what``'s name."""
+    other = names.lookalike(name, await session.scalars(select(column)))
+    if other is not None:
+        raise Conflict(
+            f"{what} name {name!r} looks like the existing {what} {other!r} (confusable "
+            "characters, Unicode TS #39): choose a name that cannot be mistaken for it",
+            name=name,
+            lookalike=other,
+        )
+
+
 async def _find_user(session: AsyncSession, username: str) -> User | None:
+    username = names.normal(username)
     result = await session.execute(select(User).where(User.username == username))
     return result.scalar_one_or_none()
 
@@ -128,6 +152,7 @@ async def disable_user(
     if user.disabled_at is None:
         user.disabled_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return user
 
 
@@ -194,12 +219,16 @@ class GroupInfo:
 
 
 async def create_group(session: AsyncSession, name: str, description: str = "") -> Group:
+    """A new group; its name is stored NFKC-normalised, and one that looks like an
+    existing group's is refused."""
+    name = names.normal(name)
     if not GROUP_NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid group name {name!r}: 2 to 64 characters of a-z, 0-9, '.', '_', '-'"
         )
     if await _find_group(session, name) is not None:
         raise Conflict(f"group {name!r} already exists", group=name)
+    await _refuse_lookalike(session, Group.name, name, "group")
     group = Group(name=name, description=description)
     session.add(group)
     await flush_unique(session, f"group {name!r}")
@@ -207,6 +236,7 @@ async def create_group(session: AsyncSession, name: str, description: str = "") 
 
 
 async def _find_group(session: AsyncSession, name: str) -> Group | None:
+    name = names.normal(name)
     result = await session.execute(select(Group).where(Group.name == name))
     return result.scalar_one_or_none()
 
@@ -260,6 +290,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
 
     Its owner must be an enabled user allowed to submit tasks: the agent acts for it and
     never holds more than it does."""
+    name = names.normal(name)
     low, high = AGENT_NAME_LENGTH
     if not low <= len(name) <= high or name != name.strip() or not name.isprintable():
         raise InvalidInput(
@@ -276,6 +307,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
         )
     if await _find_agent(session, name) is not None:
         raise Conflict(f"agent {name!r} already exists", agent=name)
+    await _refuse_lookalike(session, Agent.name, name, "agent")
     agent = Agent(name=name, owner_id=owner_id)
     session.add(agent)
     await flush_unique(session, f"agent {name!r}")
@@ -283,6 +315,7 @@ async def create_agent_identity(session: AsyncSession, name: str, owner_id: uuid
 
 
 async def _find_agent(session: AsyncSession, name: str) -> Agent | None:
+    name = names.normal(name)
     result = await session.execute(select(Agent).where(Agent.name == name))
     return result.scalar_one_or_none()
 
@@ -452,6 +485,29 @@ async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal 
     )
 
 
+async def live_token_hashes(
+    session: AsyncSession, token_hashes: Sequence[str], *, now: datetime
+) -> set[str]:
+    """Which of these token hashes still authenticate: not revoked, not expired, and the
+    owner (an agent's owner for an agent token) not disabled. One query, for re-checking
+    the tokens long-lived connections were opened with."""
+    if not token_hashes:
+        return set()
+    owner_id = func.coalesce(ApiToken.user_id, Agent.owner_id)
+    query = (
+        select(ApiToken.token_hash)
+        .outerjoin(Agent, Agent.id == ApiToken.agent_id)
+        .join(User, User.id == owner_id)
+        .where(
+            ApiToken.token_hash.in_(token_hashes),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            User.disabled_at.is_(None),
+        )
+    )
+    return set((await session.scalars(query)).all())
+
+
 async def revoke_token(
     session: AsyncSession, token_id: uuid.UUID, *, now: datetime | None = None
 ) -> TokenInfo:
@@ -462,6 +518,7 @@ async def revoke_token(
     if token.revoked_at is None:
         token.revoked_at = now or utcnow()
         await session.flush()
+        ACCESS_REVOKED.mark(session)
     return TokenInfo.of(token)
 
 

@@ -12,8 +12,11 @@ from rich.text import Text
 
 from community_ade.audit import Anchor, ChainReport
 from community_ade.audit import log as audit_log
+from community_ade.audit.checkpoints import log_signer, verify_tree
+from community_ade.cli import audit_proofs
 from community_ade.cli.common import EXIT_FAILED, console, run_database
 from community_ade.runtime import Database
+from community_ade.storage import db
 from community_ade.storage.models import AuditEvent
 
 app = typer.Typer(help="Verify and read the tamper-evident audit log.", no_args_is_help=True)
@@ -48,18 +51,25 @@ def verify(
         int, typer.Option("--batch", min=1, help="Rows read per query.", show_default=True)
     ] = 1000,
 ) -> None:
-    """Re-hash every event and check each links to the one before (exit 1 if not)."""
+    """Re-hash every event and check each links to the one before, then check the Merkle
+    tree against the newest signed checkpoint (exit 1 if either is broken)."""
     expected = _anchor(anchor)
 
-    async def action(runtime: Database) -> ChainReport:
-        async with runtime.sessions() as session:
-            return await audit_log.verify_log(session, batch=batch, anchor=expected)
+    async def action(runtime: Database) -> tuple[ChainReport, str | None]:
+        verifier = log_signer(runtime.settings).verifier
+        async with db.snapshot_sessions(runtime.sessions)() as session:
+            report = await audit_log.verify_log(session, batch=batch, anchor=expected)
+            return report, await verify_tree(session, verifier)
 
-    report = run_database(action)
+    report, tree_problem = run_database(action)
     if not report.ok:
         _say(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem}", "red")
         raise typer.Exit(EXIT_FAILED)
     _say(f"audit chain intact: {report.checked} events", "green")
+    if tree_problem is not None:
+        _say(f"audit tree BROKEN: {tree_problem}", "red")
+        raise typer.Exit(EXIT_FAILED)
+    _say("audit tree matches the newest signed checkpoint", "green")
     if report.checked:
         _say(f"head: {report.head_seq}:{report.head_hash} (keep it to use as --anchor later)")
 
@@ -124,3 +134,9 @@ def list_(
     console.print(_table(events))
     if len(events) == limit:
         _say(f"more with --before {events[-1].seq}")
+
+
+app.command("key")(audit_proofs.key)
+app.command("checkpoint")(audit_proofs.checkpoint)
+app.command("verify-receipt")(audit_proofs.verify_receipt)
+app.command("witness")(audit_proofs.witness)

@@ -62,4 +62,6 @@ def serve(
         # Live events are small JSON frames sent to many clients: compressing each one
         # per connection costs more CPU than the bytes it saves (bench/events.py).
         ws_per_message_deflate=False,
+        # Clients send small JSON messages: never buffer a bigger frame (closed with 1009).
+        ws_max_size=settings.ws_max_message_bytes,
     )

@@ -17,7 +17,7 @@ from typing import Any, Literal, Self
 
 import pydantic
 
-from community_ade.api.agent_schemas import LeaseCreate
+from community_ade.api.agent_schemas import ClaimBody, LeaseCreate
 from community_ade.api.schemas import (
     ApprovalOut,
     CancelBody,
@@ -29,8 +29,17 @@ from community_ade.api.schemas import (
     SubmitOut,
     TaskCreate,
     TaskOut,
+    TaskTypeOut,
 )
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TERMINAL_STATES, TaskState
+from community_ade.client.claims import (
+    ClaimedTask,
+    RollbackOutcome,
+    complete_body,
+    fail_body,
+    hold_claim,
+    report,
+)
 from community_ade.client.errors import AdeProblem, request_invalid, validated
 from community_ade.client.lease import HeldLease, Mode, hold_lease
 from community_ade.client.transport import Backoff, Transport
@@ -50,6 +59,7 @@ UNTIL: dict[Until, Done] = {
 
 
 _UUID = pydantic.TypeAdapter(uuid.UUID)
+_TASK_TYPES = pydantic.TypeAdapter(list[TaskTypeOut])
 
 
 def task_ref(task_id: TaskId) -> str:
@@ -163,6 +173,13 @@ class AdeClient:
             raise
         return SubmitOut.model_validate(submitted)
 
+    async def task_types(self) -> list[TaskTypeOut]:
+        """The server's installed task types (plugins included): what each does, who
+        applies it, and the JSON Schema of its payload, to check a payload before
+        ``propose`` sends it (the server checks it again: 422 naming the field)."""
+        body = await self.transport.request("GET", "/task-types")
+        return _TASK_TYPES.validate_python(body)
+
     async def get(self, task_id: TaskId) -> TaskOut:
         return TaskOut.model_validate(
             await self.transport.request("GET", f"/tasks/{task_ref(task_id)}")
@@ -243,6 +260,58 @@ class AdeClient:
             },
         )
         return hold_lease(self.transport, body)
+
+    # -- applying a task yourself (agent.call) ----------------------------------------
+
+    def claim(
+        self, task_id: TaskId, *, lease_seconds: float | None = None, wait_seconds: float = 0.0
+    ) -> AbstractAsyncContextManager[ClaimedTask]:
+        """``async with ade.claim(task_id) as claim:`` takes an APPROVED task that this
+        agent proposed to apply it itself: APPLYING, its locks held in a lease renewed in
+        the background, ``claim.fence`` to pass to what it changes. Report with ``await
+        claim.complete(summary, details)`` or ``await claim.fail(error, …)``; unreported,
+        a normal exit completes and an exception fails the task (and is raised again).
+
+        Raises:
+            InvalidTransition: the task is not APPROVED. Forbidden: not this agent's.
+            LockTimeout: its locks were not granted within ``wait_seconds``.
+            FenceRejected: at the report, the claim lapsed and was taken over.
+            LockLost, NotFound: on exit, if the lease was lost while the block ran.
+        """
+        body = validated(ClaimBody, {"lease_seconds": lease_seconds, "wait_seconds": wait_seconds})
+        return hold_claim(self.transport, task_ref(task_id), body)
+
+    async def complete(
+        self,
+        task_id: TaskId,
+        fence: int,
+        summary: str = "done",
+        details: Mapping[str, Any] | None = None,
+    ) -> TaskOut:
+        """Report a claimed task done (the claim's ``fence``): COMPLETED.
+
+        Raises:
+            FenceRejected: the claim lapsed and was taken over (``exc.newest``).
+            Conflict: the task is not APPLYING.
+        """
+        return await report(
+            self.transport, task_ref(task_id), complete_body(fence, summary, details)
+        )
+
+    async def fail(
+        self,
+        task_id: TaskId,
+        fence: int,
+        error: str,
+        rollback_outcome: RollbackOutcome,
+        *,
+        retry: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> TaskOut:
+        """Report a claimed task failed: FAILED, or back to APPROVED with ``retry`` while
+        attempts are left. Raises as ``complete`` does."""
+        body = fail_body(fence, error, rollback_outcome, retry, details)
+        return await report(self.transport, task_ref(task_id), body)
 
     # -- reviewing ---------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class HeldLease:
         self.info = info
         self.lost: AdeProblem | None = None
         self.heartbeats = 0
+        self._renewing: asyncio.Task[None] | None = None
 
     @property
     def id(self) -> str:
@@ -61,6 +62,17 @@ class HeldLease:
         self.heartbeats += 1
         return self.info
 
+    def start_renewing(self) -> None:
+        """Renew in the background, every ``renew_every_seconds``, until stopped or lost."""
+        self._renewing = asyncio.create_task(self._renew_until_lost(), name=f"lease-{self.id}")
+
+    async def stop_renewing(self) -> None:
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
     async def _renew_until_lost(self) -> None:
         while True:
             await asyncio.sleep(self.info.renew_every_seconds)
@@ -81,13 +93,15 @@ class HeldLease:
 async def hold_lease(transport: Transport, body: LeaseCreate) -> AsyncIterator[HeldLease]:
     opened = await transport.request("POST", "/leases", json=body.model_dump(mode="json"))
     lease = HeldLease(transport, LeaseOut.model_validate(opened))
-    renewing = asyncio.create_task(lease._renew_until_lost(), name=f"lease-{lease.id}")
+    lease.start_renewing()
     try:
         yield lease
     finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
-        with contextlib.suppress(AdeProblem):  # already gone (lapsed, lost): nothing to close
-            await transport.request("DELETE", f"/leases/{lease.id}")
+        await lease.stop_renewing()
+        await close_lease(lease)
     lease.check()
+
+
+async def close_lease(lease: HeldLease) -> None:
+    with contextlib.suppress(AdeProblem):  # already gone (lapsed, lost): nothing to close
+        await lease.transport.request("DELETE", f"/leases/{lease.id}")

@@ -9,15 +9,18 @@ results, same exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, ExitStack
 from types import TracebackType
-from typing import Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from community_ade.client.aio import AdeClient
+from community_ade.api.schemas import TaskOut
+from community_ade.client.aio import AdeClient, TaskId
+from community_ade.client.claims import ClaimedTask, RollbackOutcome
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,6 +76,53 @@ def _blocking_context(
     return enter
 
 
+class SyncClaim:
+    """``ClaimedTask`` for blocking code: the same attributes, ``complete`` and ``fail``
+    block; the lease is renewed by the client's background loop meanwhile."""
+
+    def __init__(self, portal: BlockingPortal, claim: ClaimedTask) -> None:
+        self.portal = portal
+        self.claim = claim
+
+    @property
+    def task(self) -> TaskOut:
+        return self.claim.task
+
+    @property
+    def task_id(self) -> str:
+        return self.claim.task_id
+
+    @property
+    def fence(self) -> int:
+        return self.claim.fence
+
+    @property
+    def outcome(self) -> TaskOut | None:
+        return self.claim.outcome
+
+    def check(self) -> None:
+        self.claim.check()
+
+    def complete(self, summary: str = "done", details: Mapping[str, Any] | None = None) -> TaskOut:
+        async def complete() -> TaskOut:
+            return await self.claim.complete(summary, details)
+
+        return self.portal.call(complete)
+
+    def fail(
+        self,
+        error: str,
+        rollback_outcome: RollbackOutcome = "unknown",
+        *,
+        retry: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> TaskOut:
+        async def fail() -> TaskOut:
+            return await self.claim.fail(error, rollback_outcome, retry=retry, details=details)
+
+        return self.portal.call(fail)
+
+
 class SyncAdeClient:
     """The blocking client; arguments as ``AdeClient`` (``ADE_URL``/``ADE_TOKEN``).
 
@@ -111,6 +161,7 @@ class SyncAdeClient:
         finally:
             self._stack.close()
 
+    task_types = _blocking(AdeClient.task_types)
     propose = _blocking(AdeClient.propose)
     get = _blocking(AdeClient.get)
     preview = _blocking(AdeClient.preview)
@@ -122,4 +173,16 @@ class SyncAdeClient:
     reject = _blocking(AdeClient.reject)
     request_changes = _blocking(AdeClient.request_changes)
 
+    complete = _blocking(AdeClient.complete)
+    fail = _blocking(AdeClient.fail)
+
     lease = _blocking_context(AdeClient.lease)
+
+    @contextlib.contextmanager
+    def claim(
+        self, task_id: TaskId, *, lease_seconds: float | None = None, wait_seconds: float = 0.0
+    ) -> Iterator[SyncClaim]:
+        """``AdeClient.claim`` for blocking code: ``with ade.claim(task_id) as claim:``."""
+        held = self.client.claim(task_id, lease_seconds=lease_seconds, wait_seconds=wait_seconds)
+        with self.portal.wrap_async_context_manager(held) as claim:
+            yield SyncClaim(self.portal, claim)

@@ -18,7 +18,15 @@ from typing import Any
 from community_ade.audit.chain import iso_utc
 from community_ade.errors import InvalidInput
 
-TOPICS: tuple[str, ...] = ("task", "approval", "lock", "agent", "delegation", "policy")
+TOPICS: tuple[str, ...] = (
+    "task",
+    "approval",
+    "lock",
+    "agent",
+    "delegation",
+    "policy",
+    "audit",
+)
 """Event domains a client may subscribe to: the part of an event type before ``:``."""
 
 MAX_SUBJECT = 200  # audit_log.subject's width

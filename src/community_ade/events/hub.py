@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from community_ade.events.access import watch_access
 from community_ade.events.envelope import Filter, event_frame, seq_of, topic_of
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import run_relay
@@ -53,6 +55,10 @@ def _entry(entry_id: str, fields: dict[str, str]) -> Entry:
 # WebSocket close codes of a subscriber the hub ends.
 CLOSE_SLOW_CONSUMER = (4408, "slow consumer: fell too far behind")
 CLOSE_STREAM_RESET = (1012, "the events stream was reset: reload, then reconnect without since")
+CLOSE_ACCESS_ENDED = (
+    4401,
+    "access ended: the token was revoked or expired, its owner disabled, or the session logged out",
+)
 
 
 @dataclass(eq=False)
@@ -63,6 +69,10 @@ class Subscriber:
 
     filter: Filter
     queue: asyncio.Queue[tuple[int | None, str]]
+    # Who it is for, and the hash of the token it was opened with: the hub ends it when
+    # that token stops authenticating (events.access).
+    principal_id: uuid.UUID
+    token_hash: str
     cut_off: asyncio.Event = field(default_factory=asyncio.Event)
     ended: tuple[int, str] = CLOSE_SLOW_CONSUMER
 
@@ -78,10 +88,33 @@ class Hub:
         self.slow_disconnects = 0
         self.delivered = 0
 
-    def subscribe(self, event_filter: Filter, buffer: int) -> Subscriber:
-        subscriber = Subscriber(event_filter, asyncio.Queue(maxsize=buffer))
+    def subscribe(
+        self, event_filter: Filter, buffer: int, *, principal_id: uuid.UUID, token_hash: str
+    ) -> Subscriber:
+        subscriber = Subscriber(
+            event_filter, asyncio.Queue(maxsize=buffer), principal_id, token_hash
+        )
         self.subscribers.add(subscriber)
         return subscriber
+
+    def count_of(self, principal_id: uuid.UUID) -> int:
+        """Open subscriptions of one principal in this process."""
+        return sum(1 for s in self.subscribers if s.principal_id == principal_id)
+
+    def token_hashes(self) -> set[str]:
+        return {s.token_hash for s in self.subscribers}
+
+    def end_access(self, live_hashes: set[str], checked: set[str]) -> int:
+        """End every subscriber whose token was ``checked`` and is not among
+        ``live_hashes``; how many were ended."""
+        ended = [
+            s
+            for s in tuple(self.subscribers)
+            if s.token_hash in checked and s.token_hash not in live_hashes
+        ]
+        for subscriber in ended:
+            self._end(subscriber, CLOSE_ACCESS_ENDED)
+        return len(ended)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
@@ -176,6 +209,7 @@ async def live_events(runtime: Runtime) -> AsyncIterator[Hub]:
     tasks = [
         asyncio.create_task(run_relay(runtime), name="ade-events-relay"),
         asyncio.create_task(hub.run(), name="ade-events-fanout"),
+        asyncio.create_task(watch_access(hub, runtime), name="ade-events-access"),
     ]
     try:
         yield hub

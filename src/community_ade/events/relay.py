@@ -25,18 +25,14 @@ so that under load one pass relays several commits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 from redis.commands.core import AsyncScript
-from sqlalchemy import bindparam, event, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
-from community_ade.agents.watch import events_stream as agent_events_stream
 from community_ade.audit import log as audit
 from community_ade.events.envelope import (
     StoredEvent,
@@ -45,6 +41,7 @@ from community_ade.events.envelope import (
     from_stored_entry,
 )
 from community_ade.events.keys import EventKeys, stream_entries
+from community_ade.events.system import system_stream
 from community_ade.infra.aio import Incident, wait_event
 from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
@@ -56,7 +53,8 @@ from community_ade.storage.models import AuditEvent
 log = logging.getLogger(__name__)
 
 AUDIT_SOURCE = "audit"
-AGENT_SOURCE = "agent-health"
+# The source name predates audit checkpoints in that stream; kept so cursors carry over.
+SYSTEM_SOURCE = "agent-health"
 # A Redis source's entry (id, fields) as the events stream stores it.
 Convert = Callable[[str, dict[str, str]], StoredEvent]
 BATCH = 500
@@ -74,38 +72,6 @@ _FROM = (
     .order_by(AuditEvent.seq)
     .limit(bindparam("count"))
 )
-
-# -- waking relays of this process after a commit that appended audit rows -----------
-
-_wakeups: set[Callable[[], None]] = set()
-
-
-def _wake_after_commit(session: Session) -> None:
-    if session.info.pop(audit.APPENDED, False):
-        for wake in tuple(_wakeups):
-            wake()
-
-
-def _forget_after_rollback(session: Session, _previous: Any = None) -> None:
-    session.info.pop(audit.APPENDED, None)
-
-
-event.listen(Session, "after_commit", _wake_after_commit)
-event.listen(Session, "after_soft_rollback", _forget_after_rollback)
-
-
-@contextlib.contextmanager
-def _woken_by_commits(nudge: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(nudge.set)
-
-    _wakeups.add(wake)
-    try:
-        yield
-    finally:
-        _wakeups.discard(wake)
 
 
 async def _head(session: AsyncSession) -> int:
@@ -128,7 +94,7 @@ class Relay:
         self.redis = redis_client
         self.sessions = db.read_sessions(sessions)
         self.keys = EventKeys.for_namespace(namespace)
-        self.agent_events = agent_events_stream(namespace)
+        self.system_events = system_stream(namespace)
         self.maxlen = maxlen
         self.batch = batch
         self._append: AsyncScript = register_lua(
@@ -167,13 +133,13 @@ class Relay:
 
     async def relay_streams(self) -> int:
         """Append what the Redis sources hold past each one's cursor: the lock events of
-        every lock domain, and the agents' health changes (``agents.watch``)."""
+        every lock domain, and the system events (agents' health, audit checkpoints)."""
         domains = sorted(str(d) for d in await self.redis.smembers(lock_keys.DOMAINS))
         sources: list[tuple[str, str, Convert]] = [
             (f"lock:{domain}", lock_keys.events(domain), functools.partial(from_lock_entry, domain))
             for domain in domains
         ]
-        sources.append((AGENT_SOURCE, self.agent_events, from_stored_entry))
+        sources.append((SYSTEM_SOURCE, self.system_events, from_stored_entry))
         names = [name for name, _, _ in sources]
         cursors: list[str | None] = await self.redis.hmget(self.keys.cursors, names)  # type: ignore[assignment]
         total = 0
@@ -212,7 +178,7 @@ class Relay:
         # only, so a commit right after a periodic poll is not held back.
         last_woken = -gap
         incident = Incident("event relay", log, cap=poll_seconds * 4)
-        with _woken_by_commits(nudge):
+        with audit.APPENDED.waking(nudge):
             while True:
                 nudge.clear()
                 started = loop.time()

@@ -51,7 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ReportedRollback = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back"]
+# "unknown": the agent's code failed part-way and cannot tell what it left behind (as
+# with a lapsed claim, which the sweep records the same way).
+ReportedRollback = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back", "unknown"]
 CLAIM_PREFIX = "lease:"
 """``Task.worker_id`` of a claimed task: the lease that holds its locks."""
 _MAX_ERROR = 4000

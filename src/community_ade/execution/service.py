@@ -150,14 +150,8 @@ class ExecutionService:
             previous = {"fence": str(task.fence), "worker": task.worker_id}
             task.fence = fence
             task.worker_id = self.worker_id
-            await session.flush()
-            await audit.append(
-                session,
-                type="task:apply_reclaimed",
-                actor=self.actor,
-                subject=f"task:{task.id}",
-                data={"previous": previous, "fence": str(fence), "attempt": task.attempts},
-            )
+            data = {"previous": previous, "fence": str(fence), "attempt": task.attempts}
+            await self._noted(session, task, "task:apply_reclaimed", data)
             return task
 
     async def complete(
@@ -236,6 +230,36 @@ class ExecutionService:
             await move(session, task, Trigger.APPLY_FAILED, self.actor, "task:failed", data)
             return True
 
+    async def not_started(
+        self, task_id: uuid.UUID, error: str, *, max_attempts: int
+    ) -> bool | None:
+        """An attempt that could not even begin (no executor for the task's type here,
+        resources the lock manager refuses): counted as an attempt, its error recorded on
+        the task; once the attempts are used up, APPROVED → APPLYING → FAILED in one
+        transaction, with nothing to roll back. True when it failed, False when it is to
+        be retried, None (changing nothing) when the task is no longer APPROVED."""
+        async with self.sessions.begin() as session:
+            task = await self._locked(session, task_id)
+            if task is None or task.state != TaskState.APPROVED:
+                return None
+            task.attempts = (task.attempts or 0) + 1
+            task.last_error = error[:_MAX_ERROR]
+            data: dict[str, Any] = {"error": task.last_error, "attempt": task.attempts}
+            if task.attempts < max_attempts:
+                await self._noted(session, task, "task:apply_not_started", data)
+                return False
+            now = self.now()
+            task.worker_id = self.worker_id
+            task.apply_started_at = task.finished_at = now
+            task.duration_ms = 0
+            task.rollback_outcome = "nothing_to_roll_back"
+            task.result = {"error": task.last_error, "details": {}}
+            begun = {"attempt": task.attempts, "worker": self.worker_id}
+            await move(session, task, Trigger.START_APPLY, self.actor, "task:applying", begun)
+            failed = data | {"rollback_outcome": "nothing_to_roll_back"}
+            await move(session, task, Trigger.APPLY_FAILED, self.actor, "task:failed", failed)
+            return True
+
     async def preconditions_moved(self, seen: Task, plan: Plan) -> bool:
         """APPROVED → SUBMITTED with ``plan`` as the new preview, routed again; only while
         the row is as the worker saw it (``seen``, whose preview ``plan`` was compared
@@ -248,6 +272,15 @@ class ExecutionService:
                 task, plan
             )
             return True
+
+    async def _noted(
+        self, session: AsyncSession, task: Task, event: str, data: Mapping[str, Any]
+    ) -> None:
+        """Store the task's changed columns (no transition) and audit why."""
+        await session.flush()
+        await audit.append(
+            session, type=event, actor=self.actor, subject=f"task:{task.id}", data=data
+        )
 
     async def _locked(self, session: AsyncSession, task_id: uuid.UUID) -> Task | None:
         task: Task | None = await session.scalar(

@@ -259,7 +259,7 @@ class Worker:
     async def _process(self, message: Message) -> None:
         try:
             if message.deliveries > MAX_DELIVERIES:
-                await self.queue.dead(message, f"delivered {message.deliveries} times")
+                await self._give_up(message, f"delivered {message.deliveries} times")
                 return
             delay = await self._handle(message)
             if delay is None:
@@ -291,8 +291,11 @@ class Worker:
             log.info("task %s is %s: nothing to apply", message.task_id, state)
             return None
         task = loaded[0]
-        executor = get_executor(task.type)
         agent = str(task.agent_id or task.submitter_id)
+        try:
+            executor = get_executor(task.type)
+        except InvalidInput as exc:
+            return await self._not_started(task, exc.message)
         try:
             resources = lock_resources(str(task.id), task.resources)
             # The lock's task identity is this delivery, not the task: grants of one lock
@@ -309,12 +312,43 @@ class Worker:
             log.info("task %s: locks not granted (%s); re-queued", task.id, exc.message)
             return backoff_delay(1, base=1.0, cap=30.0)
         except InvalidInput as exc:
-            await self.queue.dead(message, f"cannot lock its resources: {exc.message}")
-            raise _Settled from None
+            return await self._not_started(task, f"cannot lock its resources: {exc.message}")
         try:
             return await self._under_lock(loaded, executor, grant)
         finally:
             await self.runtime.locks.release(grant)
+
+    async def _give_up(self, message: Message, reason: str) -> None:
+        """Dead-letter a message that never settles; its task, if still APPROVED, is
+        FAILED with the reason (else the reconciler would queue it again for ever)."""
+        await self.queue.dead(message, reason)
+        try:
+            task_id = uuid.UUID(message.task_id)
+        except ValueError:
+            return
+        error = f"its apply never finished: {reason}; the worker log has each error"
+        if await self.service.not_started(task_id, error, max_attempts=0):
+            self.stats.failed += 1
+
+    async def _not_started(self, task: Task, error: str) -> float | None:
+        """The apply could not even begin: retried with backoff while attempts remain,
+        then FAILED with the error (never re-queued for ever with no reason shown)."""
+        max_attempts = self.settings.worker_max_attempts
+        outcome = await self.service.not_started(task.id, error, max_attempts=max_attempts)
+        if outcome is None:
+            return None
+        if outcome:
+            self.stats.failed += 1
+            log.warning("task %s failed: its apply could not start: %s", task.id, error)
+            return None
+        self.stats.retried += 1
+        log.warning("task %s: its apply could not start (%s); retried", task.id, error)
+        settings = self.settings
+        return backoff_delay(
+            (task.attempts or 0) + 1,
+            base=settings.worker_backoff_base_seconds,
+            cap=settings.worker_backoff_cap_seconds,
+        )
 
     def _actionable(self, task: Task) -> bool:
         if task.type in agent_applied_types():  # its agent's claim owns it, even APPLYING

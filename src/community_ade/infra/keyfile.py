@@ -1,5 +1,6 @@
 """A key generated once into the data directory (mode 0600), shared by the processes
-that use that directory: the dashboard's CSRF secret, the secrets store's key."""
+that use that directory: the dashboard's CSRF secret, the secrets store's key, the audit
+log's signing key (and a witness's own key in its state directory)."""
 
 from __future__ import annotations
 

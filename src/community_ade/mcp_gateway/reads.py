@@ -17,7 +17,7 @@ from typing import Any
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors.base import STATE_DIR_NAME, PlanContext
-from community_ade.execution.executors.git_patch import Git
+from community_ade.execution.executors.git_runner import Git
 from community_ade.locks import LockManager
 
 MAX_LINES = 5000
@@ -81,12 +81,24 @@ async def files_read(context: PlanContext, arguments: Mapping[str, Any]) -> str:
 async def git_log(context: PlanContext, arguments: Mapping[str, Any]) -> str:
     repo = context.confine(_text(arguments, "repo"), task_type="git.log", field_path="repo")
     count = _int(arguments, "max_count", 20, 1, 100)
-    args = ["log", f"--max-count={count}", "--no-color", "--format=%H %an <%ae> %aI %s"]
+    # Commits only, never a content diff: no diff driver or textconv of the repository's
+    # could apply (the runner already neutralises its configured programs).
+    args = [
+        "log",
+        f"--max-count={count}",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--format=%H %an <%ae> %aI %s",
+    ]
     path = arguments.get("path")
     if path is not None:
         args += ["--", _text(arguments, "path")]
     with tempfile.TemporaryDirectory(prefix="ade-git-home-") as home:
-        result = await Git.locate(context, repo, Path(home)).run(*args)
+        git = await Git.open(
+            context.git_executable, repo, Path(home), context.command_timeout_seconds
+        )
+        result = await git.run(*args)
     if result.returncode != 0:
         raise InvalidInput(f"git log failed in {repo}: {result.stderr.strip()[:500]}")
     return _bounded(result.stdout.strip() or "no commits")

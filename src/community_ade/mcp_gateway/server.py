@@ -39,6 +39,7 @@ from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
+from community_ade.auth.tokens import parse_token
 from community_ade.errors import AdeError, InvalidInput, NotFound, Unauthenticated
 from community_ade.events.envelope import Filter
 from community_ade.events.hub import Hub
@@ -228,7 +229,9 @@ class Gateway:
                 if spec.name != "wait_for_decision":
                     return await self._run(spec, arguments, principal, session)
             # Waiting holds no transaction (nor, on SQLite, the database's write lock).
-            return await self._wait_for_decision(principal, arguments)
+            # Authenticated above, so the token parses; a revoke ends the wait at once.
+            token_hash = parse_token(_bearer(ctx) or self.token or "").token_hash
+            return await self._wait_for_decision(principal, token_hash, arguments)
         except AdeError as exc:  # the transaction rolled back: nothing half-written
             return _refusal(exc)
 
@@ -353,7 +356,7 @@ class Gateway:
         return document
 
     async def _wait_for_decision(
-        self, principal: Principal, arguments: Mapping[str, Any]
+        self, principal: Principal, token_hash: str, arguments: Mapping[str, Any]
     ) -> types.CallToolResult:
         wait = arguments.get("wait_seconds", 20)
         if (
@@ -369,7 +372,12 @@ class Gateway:
         subscriber = None
         if self.hub is not None:  # subscribe before reading: no event is missed between
             subject = f"task:{arguments.get('task_id')}"
-            subscriber = self.hub.subscribe(Filter(frozenset({"task", "approval"}), subject), 100)
+            subscriber = self.hub.subscribe(
+                Filter(frozenset({"task", "approval"}), subject),
+                100,
+                principal_id=principal.id,
+                token_hash=token_hash,
+            )
         try:
             while True:
                 async with self.runtime.sessions.begin() as session:

@@ -23,6 +23,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from community_ade.execution.executors.base import ApplyFailed, FieldError, Payload
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -70,6 +72,25 @@ class SecretRef:
 
 Value = str | SecretRef
 """A place that may hold a reference: a plain string or a reference."""
+
+
+class SecretReference(BaseModel):
+    """A stored secret, named where a credential belongs; its value is sent at apply and
+    never shown."""
+
+    # The JSON Schema of a reference in payload schemas; ``parse_reference`` parses one.
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(
+        pattern=NAME_PATTERN,
+        description="The secret's name (`ade secrets set NAME`, PUT /api/v1/secrets/NAME).",
+    )
+    prefix: str = Field(
+        default="",
+        max_length=MAX_PREFIX_CHARS,
+        pattern=r"^[\x20-\x7e]*$",
+        description='Printable ASCII sent before the value, e.g. "Bearer ".',
+    )
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Execution option of snapshot_sessions' engine: begin without taking the write lock.
+_READ_SNAPSHOT = "ade_read_snapshot"
+
+
 def _sqlite_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get(_READ_SNAPSHOT):
+        # A reader: in WAL mode its snapshot is taken at its first read and lasts until
+        # it ends, while writers go on.
+        connection.exec_driver_sql("BEGIN DEFERRED")
+        return
     # Take the write lock when the transaction starts, not at its first write: a
     # check-then-write (is the task still open? then record the vote) then runs
     # serialised, as it does under PostgreSQL's row locks, instead of failing late.
@@ -130,6 +139,23 @@ def read_sessions(
     if engine.dialect.name != "postgresql":
         return sessions
     return sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+def snapshot_sessions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for long reads of many statements that must see one consistent state and
+    must not hold up writers (verifying the whole audit chain): read-only REPEATABLE READ
+    on PostgreSQL; on SQLite a deferred transaction, which never takes the write lock."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        options: dict[str, Any] = {
+            "isolation_level": "REPEATABLE READ",
+            "postgresql_readonly": True,
+        }
+    else:
+        options = {_READ_SNAPSHOT: True}
+    return sessionmaker(engine.execution_options(**options))
 
 
 def _config(connection: Connection | None = None) -> Config:

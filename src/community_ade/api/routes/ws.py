@@ -10,14 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from urllib.parse import urlsplit
 
 import redis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from community_ade.auth import tokens
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.auth.service import authenticate_token
-from community_ade.errors import AdeError, Forbidden, ServiceUnavailable, Unauthenticated
+from community_ade.errors import (
+    AdeError,
+    Forbidden,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthenticated,
+)
 from community_ade.events.envelope import (
     Filter,
     gap_frame,
@@ -30,6 +39,7 @@ from community_ade.events.envelope import (
 )
 from community_ade.events.hub import PAGE, Hub, Subscriber
 from community_ade.runtime import Runtime
+from community_ade.settings import Settings
 from community_ade.storage.models import utcnow
 
 router = APIRouter(tags=["events"])
@@ -40,8 +50,11 @@ CLOSE_CODES = {
     "validation_failed": 4400,
     "unauthenticated": 4401,
     "forbidden": 4403,
+    "rate_limited": 4429,  # too many messages, or too many sockets of one principal
+    "message_too_big": 1009,
     "service_unavailable": 1013,  # try again later
 }
+MESSAGE_WINDOW_SECONDS = 60.0
 # How long a close may wait for a client that does not read before the app lets go
 # (uvicorn then closes the socket; its buffer is bounded by the transport's high-water mark).
 CLOSE_WAIT_SECONDS = 10.0
@@ -53,6 +66,7 @@ TOPIC_PERMISSIONS = {
     "agent": Permission.AGENT_READ,
     "delegation": Permission.DELEGATION_READ,
     "policy": Permission.POLICY_READ,
+    "audit": Permission.AUDIT_READ,
 }
 
 
@@ -82,7 +96,34 @@ def _check_origin(websocket: WebSocket) -> None:
         raise Forbidden("a WebSocket authenticated by the session cookie must come from this site")
 
 
-async def _authenticate(websocket: WebSocket, runtime: Runtime) -> Principal:
+class MessageTooBig(AdeError):
+    code = "message_too_big"
+
+
+class MessageBudget:
+    """At most ``per_window`` client messages per window (fixed windows on a monotonic
+    clock): a client may pong and resubscribe, not flood the server."""
+
+    def __init__(self, per_window: int, window_seconds: float = MESSAGE_WINDOW_SECONDS) -> None:
+        self.per_window = per_window
+        self.window_seconds = window_seconds
+        self.window_start: float | None = None
+        self.spent = 0
+
+    def spend(self, now: float) -> None:
+        if self.window_start is None or now - self.window_start >= self.window_seconds:
+            self.window_start, self.spent = now, 0
+        self.spent += 1
+        if self.spent > self.per_window:
+            wait = math.ceil(self.window_start + self.window_seconds - now)
+            raise RateLimited(
+                f"more than {self.per_window} messages in {self.window_seconds:g} s",
+                retry_after=max(1, wait),
+            )
+
+
+async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[Principal, str]:
+    """The principal, and the hash of the token it authenticated with."""
     offered = _credentials(websocket)
     if offered is None:
         raise Unauthenticated(
@@ -92,7 +133,16 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> Principal:
     if by_cookie:
         _check_origin(websocket)
     async with runtime.sessions.begin() as session:
-        return await authenticate_token(session, token, now=utcnow())
+        principal = await authenticate_token(session, token, now=utcnow())
+    return principal, tokens.hash_token(token)
+
+
+def _within_connection_cap(hub: Hub, principal: Principal, cap: int) -> None:
+    if hub.count_of(principal.id) >= cap:
+        raise RateLimited(
+            f"{principal.name!r} already has {cap} open WebSockets on this server; close one",
+            retry_after=1,
+        )
 
 
 def _authorize(principal: Principal, event_filter: Filter) -> None:
@@ -104,24 +154,28 @@ def _authorize(principal: Principal, event_filter: Filter) -> None:
 async def events(websocket: WebSocket) -> None:
     """Live events: hello, then every matching event (see docs/api.md)."""
     runtime: Runtime = websocket.app.state.runtime
+    settings = runtime.settings
     hub: Hub = websocket.app.state.events_hub
     query = websocket.query_params
     try:
-        principal = await _authenticate(websocket, runtime)
+        principal, token_hash = await _authenticate(websocket, runtime)
         event_filter = Filter(
             parse_topics(query.get("topics")), parse_subject(query.get("subject"))
         )
         since = parse_since(query.get("since"))
         _authorize(principal, event_filter)
+        _within_connection_cap(hub, principal, settings.ws_connections_per_principal)
     except AdeError as exc:
         await websocket.accept()
         await websocket.close(CLOSE_CODES.get(exc.code, 4400), _reason(exc.message))
         return
     await websocket.accept()
-    subscriber = hub.subscribe(event_filter, runtime.settings.ws_client_buffer)
+    subscriber = hub.subscribe(
+        event_filter, settings.ws_client_buffer, principal_id=principal.id, token_hash=token_hash
+    )
     client = _Client(websocket, hub, subscriber, principal)
     try:
-        await client.serve(since, runtime.settings.ws_ping_seconds)
+        await client.serve(since, settings)
     finally:
         hub.unsubscribe(subscriber)
 
@@ -138,7 +192,7 @@ class _Client:
         self.principal = principal
         self.last_sent = 0
 
-    async def serve(self, since: int | None, ping_seconds: float) -> None:
+    async def serve(self, since: int | None, settings: Settings) -> None:
         try:
             await self._catch_up(since)
         except (redis.RedisError, ServiceUnavailable) as exc:
@@ -148,8 +202,12 @@ class _Client:
             return
         tasks = {
             asyncio.create_task(self._send_live()),
-            asyncio.create_task(self._receive()),
-            asyncio.create_task(self._ping(ping_seconds)),
+            asyncio.create_task(
+                self._receive(
+                    settings.ws_max_message_bytes, MessageBudget(settings.ws_messages_per_minute)
+                )
+            ),
+            asyncio.create_task(self._ping(settings.ws_ping_seconds)),
             asyncio.create_task(self.subscriber.cut_off.wait()),
         }
         try:
@@ -200,13 +258,19 @@ class _Client:
                     self.last_sent = seq
                 await self.websocket.send_text(frame)
 
-    async def _receive(self) -> None:
-        """Client messages until it leaves; a bad one raises (closed with 4400)."""
+    async def _receive(self, max_bytes: int, budget: MessageBudget) -> None:
+        """Client messages until it leaves; a bad one raises (closed with 4400), so do a
+        message too big (1009) and one too many (4429)."""
         while True:
             received = await self.websocket.receive()
             if received["type"] == "websocket.disconnect":
                 return
-            message = parse_client_message(received.get("text"))
+            text, data = received.get("text"), received.get("bytes")
+            size = len(data) if data is not None else len(text.encode()) if text else 0
+            if size > max_bytes:
+                raise MessageTooBig(f"a client message has at most {max_bytes} bytes")
+            budget.spend(time.monotonic())
+            message = parse_client_message(text)
             if message["kind"] == "subscribe":
                 event_filter = Filter(
                     parse_topics(message.get("topics")),

@@ -4,6 +4,7 @@ revokes it, so a copied cookie stops working too."""
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import timedelta
 from typing import Annotated
@@ -11,10 +12,14 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.api.deps import RuntimeDep, SessionDep
+from community_ade.audit import log as audit
+from community_ade.audit.chain import SYSTEM
 from community_ade.auth import tokens
 from community_ade.auth.service import authenticate_password, create_token, revoke_token
+from community_ade.auth.throttle import LoginFailure, LoginThrottle
 from community_ade.dashboard.security import csrf_matches, csrf_token, safe_next
 from community_ade.dashboard.web import (
     LOGIN_NONCE_COOKIE,
@@ -33,6 +38,8 @@ from community_ade.storage.models import ApiToken, utcnow
 router = APIRouter(route_class=PageRoute)
 
 SESSION_TOKEN_NAME = "dashboard session"
+# A username as typed may be anything up to the form's 200 characters; real ones are 64.
+MAX_LOGGED_NAME = 64
 
 
 def _login_page(
@@ -77,12 +84,31 @@ async def login(
     nonce = request.cookies.get(LOGIN_NONCE_COOKIE, "")
     if not nonce or not csrf_matches(secret_of(request), "login", nonce, csrf_token):
         raise CsrfRefused
+    name = username.strip()
+    address = request.client.host if request.client else "unknown"
+    throttle = LoginThrottle.from_settings(runtime.redis, runtime.settings)
+    # Checked before the password, so a locked-out guesser costs no argon2 verification.
+    wait = math.ceil(await throttle.wait(name, address))
+    if wait > 0:
+        refusal = _login_page(
+            request,
+            nonce,
+            next_url=safe_next(next),
+            error=f"Too many failed logins. Try again in {wait} seconds.",
+            status_code=429,
+        )
+        refusal.headers["Retry-After"] = str(wait)
+        return refusal
     try:
-        principal = await authenticate_password(session, username.strip(), password)
+        principal = await authenticate_password(session, name, password)
     except Unauthenticated as exc:
+        failure = await throttle.failed(name, address)
+        if failure.locks_account or failure.locks_address:
+            await _audit_throttled(session, name, address, failure)
         return _login_page(
             request, nonce, next_url=safe_next(next), error=exc.message, status_code=401
         )
+    earlier_failures = await throttle.succeeded(name)
     hours = runtime.settings.dashboard_session_hours
     plaintext, _ = await create_token(
         session,
@@ -90,7 +116,13 @@ async def login(
         user_id=principal.id,
         expires_at=utcnow() + timedelta(hours=hours),
     )
-    response = RedirectResponse(safe_next(next), status_code=303)
+    notice = None
+    if earlier_failures:
+        notice = (
+            f"{earlier_failures} failed login attempt(s) on your account since your last "
+            "login. If that was not you, tell an administrator."
+        )
+    response = redirect(safe_next(next), flash=notice)
     response.set_cookie(
         SESSION_COOKIE,
         plaintext,
@@ -101,6 +133,32 @@ async def login(
     )
     response.delete_cookie(LOGIN_NONCE_COOKIE)
     return response
+
+
+async def _audit_throttled(
+    session: AsyncSession, username: str, address: str, failure: LoginFailure
+) -> None:
+    """Once per episode: the failure that first makes the account or the address wait."""
+    # As typed, so possibly anything: printable characters only (no NUL in the chain).
+    shown = "".join(c if c.isprintable() else "?" for c in username[:MAX_LOGGED_NAME])
+    locked = [
+        what
+        for what, locks in (("account", failure.locks_account), ("address", failure.locks_address))
+        if locks
+    ]
+    await audit.append(
+        session,
+        type="auth:login_throttled",
+        actor=SYSTEM,
+        subject=f"login:{shown}",
+        data={
+            "username": shown,
+            "address": address,
+            "locked": locked,
+            "account_failures": failure.account_failures,
+            "address_failures": failure.address_failures,
+        },
+    )
 
 
 @router.post("/logout")

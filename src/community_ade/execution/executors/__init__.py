@@ -38,6 +38,8 @@ from community_ade.execution.executors.base import (
     applier_of,
     description_of,
     digest_of,
+    field_errors,
+    field_path,
     payload_schema_of,
 )
 
@@ -59,6 +61,8 @@ __all__ = [
     "applier_of",
     "description_of",
     "digest_of",
+    "field_errors",
+    "field_path",
     "get_executor",
     "load_executors",
     "payload_schema_of",

@@ -31,6 +31,7 @@ from community_ade.execution.executors.base import (
     PlanContext,
     ValidationReport,
     digest_of,
+    field_errors,
     invalid,
 )
 
@@ -91,10 +92,7 @@ def parse(payload: Payload) -> tuple[AgentCallPayload | None, list[FieldError]]:
     try:
         return AgentCallPayload.model_validate(payload), []
     except ValidationError as exc:
-        return None, [
-            FieldError(".".join(str(p) for p in error["loc"]), error["msg"])
-            for error in exc.errors()
-        ]
+        return None, field_errors(exc)
 
 
 class AgentCallExecutor:

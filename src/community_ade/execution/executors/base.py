@@ -20,9 +20,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import urls
@@ -45,6 +45,9 @@ Applier = Literal["worker", "agent"]
 
 Payload = Mapping[str, Any]
 """A task's payload as submitted (decoded JSON); each executor parses its own shape."""
+
+AbsolutePath = Annotated[str, Field(min_length=1, pattern="^/")]
+"""A payload model's field naming a path the plan confines to the workspace roots."""
 
 _MAX_ERRORS_IN_MESSAGE = 5
 T = TypeVar("T")
@@ -89,6 +92,32 @@ class ValidationReport:
         """Turn a failed report into the domain error the API maps to 422."""
         if self.errors:
             raise invalid(task_type, self.errors)
+
+
+def field_path(location: Iterable[str | int]) -> str:
+    """A location in a payload (keys and list indexes) as executors write it:
+    ``("changes", 3, "path")`` → ``changes[3].path``."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """A Pydantic validation error (a ``payload_model`` parsing a payload) as field
+    errors."""
+    return [FieldError(field_path(detail["loc"]), detail["msg"]) for detail in error.errors()]
+
+
+def model_errors(model: type[BaseModel], payload: object) -> list[FieldError]:
+    """What ``model`` (an executor's ``payload_model``) refuses in ``payload``. Executors
+    whose own checks say more than a schema run it after them, when they found nothing:
+    a payload ``validate`` accepts then always fits the schema the executor publishes."""
+    try:
+        model.model_validate(payload, strict=True)
+    except ValidationError as exc:
+        return field_errors(exc)
+    return []
 
 
 def invalid(task_type: str, errors: Iterable[FieldError], **details: Any) -> InvalidInput:
@@ -289,11 +318,44 @@ def applier_of(executor: Executor) -> Applier:
 
 def payload_schema_of(executor: Executor) -> dict[str, Any] | None:
     """The JSON Schema of the executor's payload, from its ``payload_model`` (a Pydantic
-    model); None for an executor that publishes none."""
+    model), self-contained where the model is not recursive; None for an executor that
+    publishes none."""
     model = getattr(executor, "payload_model", None)
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return model.model_json_schema()
+        return self_contained(model.model_json_schema())
     return None
+
+
+_DEFS = "#/$defs/"
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every ``#/$defs/...`` reference replaced by the definition, so it
+    still means the same nested in another document (an MCP tool's input under
+    ``payload``, a form). A recursive schema cannot be unfolded and is returned as is."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def unfold(node: Any, within: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [unfold(item, within) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEFS):
+            name = ref.removeprefix(_DEFS)
+            if name in within:
+                raise RecursionError(name)
+            siblings = {k: unfold(v, within) for k, v in node.items() if k != "$ref"}
+            return unfold(defs[name], within | {name}) | siblings
+        # OpenAPI's discriminator names definitions by reference; "oneOf" says it all.
+        skip = {"$defs"} | ({"discriminator"} if "oneOf" in node else set())
+        return {k: unfold(v, within) for k, v in node.items() if k not in skip}
+
+    try:
+        unfolded: dict[str, Any] = unfold(schema, frozenset())
+    except RecursionError:
+        return schema
+    return unfolded
 
 
 def description_of(executor: Executor) -> str:

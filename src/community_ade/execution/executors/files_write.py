@@ -28,18 +28,22 @@ import itertools
 import json
 import logging
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
     STATE_DIR_NAME,
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -52,6 +56,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 
@@ -91,6 +96,66 @@ class FilesWrite:
 
     root: str
     changes: tuple[Change, ...]
+
+
+# The lexical rules of ``path_problem`` a JSON Schema can state (ECMA-262 and Python
+# ``re`` alike): relative, ``/``-separated, no empty, ``.``, ``..`` or state-directory
+# segment, no trailing slash.
+PATH_PATTERN = (
+    r"^(?!/)(?![\s\S]*\\)(?![\s\S]*//)(?![\s\S]*/$)(?!(?:[\s\S]*/)?\.{1,2}(?:/|$))"
+    rf"(?!(?:[\s\S]*/)?{re.escape(STATE_DIR_NAME)}(?:/|$))"
+)
+ChangePath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        pattern=PATH_PATTERN,
+        description="A file below root: relative, normalised, / as the separator, no "
+        f"control, format or separator characters, each segment at most {MAX_NAME_BYTES} "
+        f"bytes, never inside {STATE_DIR_NAME}/. Symlinks are followed at plan and must stay "
+        "under root; the file itself must be a regular UTF-8 text file or absent.",
+    ),
+]
+
+
+class FileWrite(BaseModel):
+    """Create or replace a text file."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    path: ChangePath
+    action: Literal["write"]
+    content: str = Field(description="The file's new content (UTF-8 text).")
+
+
+class FileDelete(BaseModel):
+    """Delete an existing file."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    path: ChangePath
+    action: Literal["delete"]
+    content: None = Field(default=None, description="Absent (or null): a delete has none.")
+
+
+class FilesWritePayload(BaseModel):
+    """Text files to create, replace or delete under one directory."""
+
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say
+    # (characters, segment bytes, duplicate or nested paths, total size); this model last.
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    root: AbsolutePath = Field(
+        description="The absolute path of the directory the changes are under; it must lie "
+        "inside a workspace root (ADE_WORKSPACE_ROOTS).",
+    )
+    changes: list[Annotated[FileWrite | FileDelete, Field(discriminator="action")]] = Field(
+        min_length=1,
+        max_length=MAX_CHANGES,
+        description=f"The changes, each path at most once and none inside another; their new "
+        f"content at most {MAX_TOTAL_BYTES} bytes in all.",
+    )
 
 
 def path_problem(path: object) -> str | None:
@@ -140,6 +205,7 @@ def parse(payload: object) -> tuple[FilesWrite | None, tuple[FieldError, ...]]:
     if (problem := root_problem(root)) is not None:
         errors.append(FieldError("root", problem))
     changes = _parse_changes(payload.get("changes"), errors)
+    errors = errors or model_errors(FilesWritePayload, payload)
     if errors or changes is None or not isinstance(root, str):
         return None, tuple(errors)
     return FilesWrite(root, changes), ()
@@ -279,6 +345,7 @@ class FilesWriteExecutor:
     """``files.write``: validate, plan, snapshot, apply, rollback."""
 
     task_type = TASK_TYPE
+    payload_model = FilesWritePayload
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])

@@ -12,30 +12,29 @@ temporary index outside it (``GIT_INDEX_FILE``), loaded from the branch's commit
 tree, the real index and every ref stay as they were. The fingerprint is the branch's
 commit: if the branch moves before apply, the preview no longer describes the change.
 
-git runs without a shell, with a timeout, in a scrubbed environment: no system or global
-configuration, no prompts, no replace objects, no optional locks, no fsmonitor (a
-repository's own config could otherwise run a program), and discovery confined to the
-named directory (``GIT_CEILING_DIRECTORIES``), so a path inside some other repository is
-not mistaken for that repository.
+git runs without a shell, with a timeout, through ``git_runner``: nothing the repository's
+configuration, attributes or hooks name is run, by plan or by apply, and discovery is
+confined to the named directory, so a path inside some other repository is not mistaken
+for that repository.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -48,8 +47,10 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
+from community_ade.execution.executors.git_runner import Git, GitFailed
 
 TASK_TYPE = "git.patch"
 MAX_PATCH_BYTES = 5 * 1024 * 1024
@@ -57,7 +58,6 @@ MAX_MESSAGE_CHARS = 64 * 1024
 MAX_BRANCH_CHARS = 200
 APPLY_ARGS = ("apply", "--cached")
 """How the patch is applied to an index; apply must use the same arguments as the check."""
-GIT_CONFIG_ARGS = ("-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}")
 COMMIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Community ADE",
     "GIT_AUTHOR_EMAIL": "ade@localhost",
@@ -76,12 +76,6 @@ _PAYLOAD_KEYS = frozenset({"repo", "branch", "patch", "message"})
 log = logging.getLogger(__name__)
 
 
-class GitFailed(AdeError):
-    """git failed where it should not have (not the task's fault): an internal error."""
-
-    code = "git_failed"
-
-
 @dataclass(frozen=True)
 class GitPatch:
     """A validated payload; ``patch`` is already canonical."""
@@ -90,6 +84,46 @@ class GitPatch:
     branch: str
     patch: str
     message: str
+
+
+# ``branch_problem`` as a pattern; HEAD, ".." and the endings refused by lookaheads.
+BRANCH_PATTERN = (
+    r"^(?!HEAD$)(?![\s\S]*\.\.)(?![\s\S]*\.(?:/|$))(?![\s\S]*\.lock(?:/|$))"
+    r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$"
+)
+# Text with something besides whitespace, and no NUL.
+_TEXT_PATTERN = r"^(?=[\s\S]*\S)[^\x00]*$"
+
+
+class GitPatchPayload(BaseModel):
+    """A unified diff to commit onto a branch of a local git repository."""
+
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say (the
+    # patch's bound in bytes: ``maxLength`` counts characters; valid Unicode); this model last.
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    repo: AbsolutePath = Field(
+        description="The absolute path of the repository's working tree; it must lie inside "
+        "a workspace root (ADE_WORKSPACE_ROOTS).",
+    )
+    branch: str = Field(
+        min_length=1,
+        max_length=MAX_BRANCH_CHARS,
+        pattern=BRANCH_PATTERN,
+        description="The branch the commit goes onto (it must exist): /-separated segments "
+        "of letters, digits, _ . + -, each starting with a letter, digit or _.",
+    )
+    patch: str = Field(
+        max_length=MAX_PATCH_BYTES,
+        pattern=_TEXT_PATTERN,
+        description=f"The unified diff (at most {MAX_PATCH_BYTES} bytes as UTF-8); it must "
+        "apply to the branch's tip.",
+    )
+    message: str = Field(
+        max_length=MAX_MESSAGE_CHARS,
+        pattern=_TEXT_PATTERN,
+        description="The commit message; Community ADE adds ADE-Task and ADE-Fence trailers.",
+    )
 
 
 def branch_problem(branch: object) -> str | None:
@@ -178,94 +212,11 @@ def parse(payload: object) -> tuple[GitPatch | None, tuple[FieldError, ...]]:
             errors.append(FieldError(name, problem))
         elif isinstance(value, str):  # every check refuses a non-string
             values[name] = value
+    errors = errors or model_errors(GitPatchPayload, payload)
     if errors:
         return None, tuple(errors)
     patch = canonical_patch(values["patch"])
     return GitPatch(values["repo"], values["branch"], patch, values["message"]), ()
-
-
-@dataclass(frozen=True)
-class GitResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
-class Git:
-    """git in one repository directory, with a scrubbed environment and a timeout."""
-
-    executable: str
-    cwd: Path
-    home: Path
-    timeout: float
-
-    @classmethod
-    def locate(cls, context: PlanContext, cwd: Path, home: Path) -> Git:
-        path = os.environ.get("PATH", os.defpath)
-        found = shutil.which(context.git_executable, path=path)
-        if found is None:
-            raise ServiceUnavailable(f"git executable {context.git_executable!r} not found")
-        return cls(found, cwd, home, context.command_timeout_seconds)
-
-    def environment(self, extra: Mapping[str, str]) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            "HOME": str(self.home),
-            "LC_ALL": "C",
-            "LANG": "C",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_ATTR_NOSYSTEM": "1",
-            "GIT_OPTIONAL_LOCKS": "0",
-            "GIT_NO_REPLACE_OBJECTS": "1",
-            "GIT_CEILING_DIRECTORIES": str(self.cwd.parent),
-        }
-        env.update(extra)
-        return env
-
-    async def run(
-        self, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None
-    ) -> GitResult:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                self.executable,
-                *GIT_CONFIG_ARGS,
-                *args,
-                cwd=self.cwd,
-                env=self.environment(env or {}),
-                stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise ServiceUnavailable(f"cannot run git: {exc}") from exc
-        try:
-            async with asyncio.timeout(self.timeout):
-                out, err = await process.communicate(stdin)
-        except TimeoutError:
-            raise ServiceUnavailable(
-                f"git {args[0]} did not finish within {self.timeout:g} s"
-            ) from None
-        finally:
-            if process.returncode is None:  # timed out or cancelled: do not leave it running
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        assert process.returncode is not None
-        return GitResult(
-            process.returncode,
-            out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace").strip(),
-        )
-
-    async def must(self, *args: str, env: Mapping[str, str] | None = None) -> str:
-        """stdout of a command that only fails if something is wrong with git itself."""
-        result = await self.run(*args, env=env)
-        if result.returncode != 0:
-            raise GitFailed(f"git {args[0]} failed: {result.stderr}", stderr=result.stderr)
-        return result.stdout
 
 
 def _refuse(field_path: str, message: str, **details: str) -> InvalidInput:
@@ -277,6 +228,7 @@ class GitPatchExecutor:
     (the branch back to the snapshot's commit)."""
 
     task_type = TASK_TYPE
+    payload_model = GitPatchPayload
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])
@@ -289,8 +241,8 @@ class GitPatchExecutor:
         if not repo.is_dir():
             raise _refuse("repo", f"{spec.repo} is not a directory")
         with tempfile.TemporaryDirectory(prefix="ade-git-plan-") as scratch:
-            git = Git.locate(context, repo, Path(scratch))
-            await _check_repository(git, spec.repo)
+            git = await _open(context, repo, Path(scratch))
+            await _check_repository(git, spec.repo, context)
             commit = await _branch_commit(git, spec.branch)
             index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
             await git.must("read-tree", commit, env=index)
@@ -370,7 +322,7 @@ class GitPatchExecutor:
         taken = GitSnapshot.from_snapshot(snapshot)
         with tempfile.TemporaryDirectory(prefix="ade-git-rollback-") as scratch:
             try:
-                git = Git.locate(context.plan_context, taken.repo, Path(scratch))
+                git = await _open(context.plan_context, taken.repo, Path(scratch))
                 applier = _Applier(git, taken, context)
                 return await fencing.fenced_call(
                     [await applier.record()],
@@ -378,7 +330,7 @@ class GitPatchExecutor:
                     applier.restore_branch,
                     target=taken.ref,
                 )
-            except (GitFailed, ServiceUnavailable) as exc:
+            except (InvalidInput, GitFailed, ServiceUnavailable) as exc:
                 log.error("rollback of %s in %s failed: %s", taken.ref, taken.repo, exc.message)
                 return "rollback_failed"
 
@@ -422,20 +374,28 @@ def _spec(payload: Payload) -> GitPatch:
     return parsed_for_apply(TASK_TYPE, parse(payload))
 
 
-async def _check_repository(git: Git, shown: str) -> None:
+async def _check_repository(git: Git, shown: str, context: PlanContext) -> None:
     """The directory is a repository itself: a bare one (its own git dir), or the top of
-    a work tree; never a directory somewhere inside one."""
+    a work tree; never a directory somewhere inside one. Its git directory, whose refs
+    apply moves and where the fence records live, lies inside the workspace roots too: a
+    ``.git`` file may point anywhere."""
     probe = await git.run(
-        "rev-parse", "--is-bare-repository", "--is-inside-git-dir", "--absolute-git-dir"
-    )
+        "rev-parse", "--is-bare-repository", "--is-inside-git-dir", "--absolute-git-dir",
+        "--path-format=absolute", "--git-common-dir",
+    )  # fmt: skip
     if probe.returncode != 0:
         raise _refuse("repo", f"{shown} is not a git repository: {probe.stderr}")
-    bare, inside_git_dir, git_dir = probe.stdout.splitlines()
-    if bare == "true" and Path(git_dir) == git.cwd:
-        return
-    top = await git.run("rev-parse", "--show-toplevel")
-    if inside_git_dir == "true" or top.returncode != 0 or Path(top.stdout.strip()) != git.cwd:
-        raise _refuse("repo", f"{shown} is not the top directory of a git repository")
+    bare, inside_git_dir, git_dir, common = probe.stdout.splitlines()
+    if bare != "true" or Path(git_dir) != git.cwd:
+        top = await git.run("rev-parse", "--show-toplevel")
+        if inside_git_dir == "true" or top.returncode != 0 or Path(top.stdout.strip()) != git.cwd:
+            raise _refuse("repo", f"{shown} is not the top directory of a git repository")
+    try:
+        context.confine(common, task_type=TASK_TYPE, field_path="repo")
+    except InvalidInput:
+        raise _refuse(
+            "repo", f"{shown} keeps its git directory at {common}, outside the workspace roots"
+        ) from None
 
 
 async def _branch_commit(git: Git, branch: str) -> str:
@@ -506,9 +466,13 @@ def parse_worktrees(porcelain: str) -> dict[str, Path]:
 async def _locate_repo(spec: GitPatch, context: PlanContext, scratch: Path) -> Git:
     """git in the payload's repository; ``InvalidInput`` if it is no longer acceptable."""
     repo = context.confine(spec.repo, task_type=TASK_TYPE, field_path="repo")
-    git = Git.locate(context, repo, scratch)
-    await _check_repository(git, spec.repo)
+    git = await _open(context, repo, scratch)
+    await _check_repository(git, spec.repo, context)
     return git
+
+
+async def _open(context: PlanContext, cwd: Path, scratch: Path) -> Git:
+    return await Git.open(context.git_executable, cwd, scratch, context.command_timeout_seconds)
 
 
 def _apply_failure(exc: AdeError) -> ApplyFailed:
@@ -538,12 +502,17 @@ class _Applier:
         return found.stdout.strip() if found.returncode == 0 else ""
 
     async def checkout_of_branch(self) -> Git | None:
-        """git in the working tree that has the branch checked out, if any."""
+        """git in the working tree that has the branch checked out, if any. The list
+        comes from the repository's own records, so that tree is confined like any
+        path a task names before anything is checked out into it."""
         listed = parse_worktrees(await self.git.must("worktree", "list", "--porcelain"))
         where = listed.get(self.taken.ref)
         if where is None:
             return None
-        return Git(self.git.executable, where, self.git.home, self.git.timeout)
+        confined = self.context.plan_context.confine(
+            str(where), task_type=TASK_TYPE, field_path="repo"
+        )
+        return await self.git.opened_at(confined)
 
     async def commit(self, patch: str, message: str) -> str:
         """The commit of ``patch`` on the snapshot's commit, built in a temporary index:
@@ -643,10 +612,14 @@ class _Applier:
                 await worktree.must("checkout", tip, "--", path)
 
     async def made_here(self, commit: str) -> bool:
+        """Whether ``commit`` is this task's: on the snapshot's commit, with its trailer.
+        Read with ``cat-file`` (``log`` could be configured to check signatures, which
+        runs a program); the message is what follows the headers."""
         parent = await self.git.run("rev-parse", "--verify", "--quiet", f"{commit}^1")
-        body = await self.git.run("log", "-1", "--format=%B", commit)
+        raw = await self.git.run("cat-file", "commit", commit)
+        message = raw.stdout.partition("\n\n")[2]
         trailer = f"\nADE-Task: {self.context.task_id}\n"
-        return parent.stdout.strip() == self.taken.commit and trailer in body.stdout
+        return parent.stdout.strip() == self.taken.commit and trailer in message
 
     def reason(self) -> str:
         return f"community-ade: task {self.context.task_id} fence {self.context.fence}"

@@ -38,10 +38,11 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from community_ade.execution.executors import fencing, urls
 from community_ade.execution.executors.base import (
@@ -57,10 +58,12 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 from community_ade.secrets.references import (
     SecretRef,
+    SecretReference,
     SecretUse,
     UsesSecrets,
     Value,
@@ -95,6 +98,64 @@ _RESERVED = frozenset(
 )  # fmt: skip
 _REQUEST_KEYS = frozenset({"method", "url", "query", "headers", "body"})
 _PAYLOAD_KEYS = _REQUEST_KEYS | {"timeout_seconds", "rollback"}
+# What ``urls.parse_url`` needs at least: an http(s) scheme, a host, no space, no fragment.
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s#/?][^\s#]*$"
+HeaderValue = Annotated[
+    str, Field(max_length=MAX_HEADER_VALUE_CHARS, pattern=f"^{_VALUE.pattern}$")
+]
+QueryValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS)]
+
+
+class HttpCall(BaseModel):
+    """One HTTP request."""
+
+    # Its JSON Schema. ``parse`` checks first, and what a schema cannot say (reserved or
+    # repeated headers, credentials inline, the rest of ``urls.parse_url``); this model last.
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"]
+    url: str = Field(
+        min_length=1,
+        max_length=urls.MAX_URL_CHARS,
+        pattern=URL_PATTERN,
+        description="An absolute http(s) URL on the allowlist (ADE_HTTP_ALLOWLIST), without "
+        "credentials, fragment or '.'/'..' segments; a query parameter named like a "
+        "credential belongs in query, as a secret reference.",
+    )
+    query: dict[str, QueryValue | SecretReference] = Field(
+        default_factory=dict,
+        max_length=MAX_QUERY_PARAMETERS,
+        json_schema_extra={"propertyNames": {"minLength": 1}},
+        description="Query parameters added to the URL. A parameter named like a credential "
+        "(token, key, secret, password, ...) must be a secret reference.",
+    )
+    headers: dict[str, HeaderValue | SecretReference] = Field(
+        default_factory=dict,
+        max_length=MAX_HEADERS,
+        json_schema_extra={"propertyNames": {"pattern": f"^{_TOKEN.pattern}$"}},
+        description="Request headers (names unique ignoring case; Host, Content-Length, "
+        "Connection, X-ADE-* and the like are set by Community ADE). A header named like a "
+        "credential (Authorization, Cookie, *-Token, *-Key, ...) must be a secret reference.",
+    )
+    body: Any = Field(
+        default=None,
+        description=f"A string is sent as UTF-8 text, any other JSON value as JSON (at most "
+        f"{MAX_BODY_BYTES} bytes encoded).",
+    )
+
+
+class HttpRequestPayload(HttpCall):
+    """One HTTP request (a webhook call), and optionally the request that undoes it."""
+
+    timeout_seconds: float = Field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="How long the request may take.",
+    )
+    rollback: HttpCall | None = Field(
+        default=None, description="Sent, the same way, if the apply has to be rolled back."
+    )
 
 
 @dataclass(frozen=True)
@@ -234,6 +295,7 @@ def parse(payload: object) -> tuple[HttpTask | None, tuple[FieldError, ...]]:
                 "timeout_seconds", f"must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g}"
             )
         )
+    errors = errors or model_errors(HttpRequestPayload, payload)
     if errors or request is None:
         return None, tuple(errors)
     return HttpTask(request, float(timeout), rollback), ()
@@ -396,6 +458,7 @@ class HttpRequestExecutor:
     """``http.request``: validate, plan (no request sent), snapshot, apply, rollback."""
 
     task_type = TASK_TYPE
+    payload_model = HttpRequestPayload
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])

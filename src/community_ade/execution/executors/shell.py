@@ -41,12 +41,15 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from community_ade.errors import InvalidInput
 from community_ade.execution.executors import fencing
 from community_ade.execution.executors.base import (
     STATE_DIR_NAME,
+    AbsolutePath,
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
@@ -59,6 +62,7 @@ from community_ade.execution.executors.base import (
     Snapshot,
     ValidationReport,
     invalid,
+    model_errors,
     parsed_for_apply,
 )
 from community_ade.execution.executors.commands import (
@@ -76,6 +80,7 @@ from community_ade.execution.executors.shell_profile import (
     MAX_VALUE_LENGTH,
     PARAMETER_NAME,
     PROFILE_NAME,
+    Argv,
     ShellConfig,
     apply_environment,
     argv_problem,
@@ -120,6 +125,64 @@ class Commands:
     preview_env: Mapping[str, str]
     apply_env: Mapping[str, str]
     profile: str | None
+
+
+Cwd = Annotated[
+    AbsolutePath,
+    Field(
+        description="The absolute working directory; it must lie inside a workspace root "
+        "(ADE_WORKSPACE_ROOTS) and, for a profile task, inside the profile's cwd_roots.",
+    ),
+]
+TimeoutSeconds = Annotated[
+    float | None,
+    Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="How long the command may run (at most the profile's max_timeout_seconds; "
+        f"default {DEFAULT_TIMEOUT_SECONDS:g}).",
+    ),
+]
+
+
+class ShellProfileTask(BaseModel):
+    """Run the command of an admin's shell profile (GET /api/v1/shell-profiles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(pattern=PROFILE_NAME, description="The profile's name.")
+    params: dict[str, Annotated[str, Field(max_length=MAX_VALUE_LENGTH)] | int] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMETERS,
+        json_schema_extra={"propertyNames": {"pattern": PARAMETER_NAME}},
+        description="Values of the profile's parameters; their types, bounds and defaults "
+        "are the profile's.",
+    )
+    cwd: Cwd
+    timeout_seconds: TimeoutSeconds
+
+
+class ShellCommandTask(BaseModel):
+    """Run a command of the task's own: only where an admin allows free-form commands
+    (ADE_SHELL_FREE_FORM); it never has a preview command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: Argv = Field(description="The command as argv (no shell): the program first.")
+    rollback_command: Argv | None = Field(
+        default=None, description="Run, as argv, if the apply has to be rolled back."
+    )
+    cwd: Cwd
+    timeout_seconds: TimeoutSeconds
+
+
+class ShellPayload(RootModel[ShellProfileTask | ShellCommandTask]):
+    """A command to run in a working directory: an admin's shell profile with its
+    parameters or, where allowed, a command of the task's own."""
+
+    # The payload's JSON Schema. ``parse`` checks first, and what a schema cannot say (argv
+    # bytes and characters; the profile's own parameters at plan); this model last.
 
 
 def cwd_problem(cwd: object) -> str | None:
@@ -191,6 +254,7 @@ def parse(payload: object) -> tuple[ShellTask | None, tuple[FieldError, ...]]:
     timeout = payload.get("timeout_seconds")
     if timeout is not None and (problem := timeout_problem(timeout)) is not None:
         errors.append(FieldError("timeout_seconds", problem))
+    errors = errors or model_errors(ShellPayload, payload)
     if errors:
         return None, tuple(errors)
     if profiled:
@@ -224,6 +288,7 @@ class ShellExecutor:
     validate, plan (the profile's preview, sandboxed), snapshot, apply, rollback."""
 
     task_type = TASK_TYPE
+    payload_model = ShellPayload
 
     def validate(self, payload: Payload) -> ValidationReport:
         return ValidationReport.of(parse(payload)[1])
