@@ -347,7 +347,7 @@ class GitPatchExecutor:
         spec = _spec(payload)
         taken = GitSnapshot.from_snapshot(snapshot)
         with tempfile.TemporaryDirectory(prefix="ade-git-landed-") as scratch:
-            git = Git.locate(context.plan_context, taken.repo, Path(scratch))
+            git = await _open(context.plan_context, taken.repo, Path(scratch))
             applier = _Applier(git, taken, context)
             tip = await applier.tip()
             commit = await applier.built_upon(tip) if tip and tip != taken.commit else None
@@ -603,10 +603,12 @@ class _Applier:
         if worktree is None:
             return
         parent = self.taken.commit
-        changed = await worktree.must("diff", "--name-only", "-z", parent, commit)
+        # No diff driver or textconv of the repository's may run (git_runner).
+        plain = ("diff", "--no-ext-diff", "--no-textconv")
+        changed = await worktree.must(*plain, "--name-only", "-z", parent, commit)
         for path in filter(None, changed.split("\0")):
-            staged = await worktree.run("diff", "--cached", "--quiet", parent, "--", path)
-            local = await worktree.run("diff", "--quiet", "--", path)
+            staged = await worktree.run(*plain, "--cached", "--quiet", parent, "--", path)
+            local = await worktree.run(*plain, "--quiet", "--", path)
             present = await worktree.run("cat-file", "-e", f"{tip}:{path}")
             if staged.returncode == local.returncode == present.returncode == 0:
                 await worktree.must("checkout", tip, "--", path)
