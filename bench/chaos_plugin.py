@@ -97,6 +97,12 @@ class SlowGitPatch(_Slowed):
     task_type = "chaos.git_patch"
     inner = GitPatchExecutor()
 
+    async def built_upon(
+        self, payload: Mapping[str, Any], snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult | None:
+        inner = self._inner_payload(payload)
+        return await self.inner.built_upon(inner, self._inner_snapshot(snapshot), context)
+
 
 class SlowFilesWrite(_Slowed):
     task_type = "chaos.files_write"

@@ -44,13 +44,15 @@ def settings_for(
 
 @asynccontextmanager
 async def auto_approving_runtime(
-    database_url: str, redis_url: str, tmp_path: Path, name: str
+    database_url: str, redis_url: str, tmp_path: Path, name: str, **extra: Any
 ) -> AsyncIterator[Runtime]:
     """A Runtime on queue and lock domain ``name`` whose policy approves every task, with
-    a workspace ``ws``; the domain's Redis keys are deleted afterwards."""
+    a workspace ``ws`` (``extra``: more settings); the domain's Redis keys are deleted
+    afterwards."""
     (tmp_path / "workspaces" / "ws").mkdir(parents=True)
+    settings = settings_for(database_url, redis_url, tmp_path, name, **extra)
     try:
-        async with open_runtime(settings_for(database_url, redis_url, tmp_path, name)) as rt:
+        async with open_runtime(settings) as rt:
             await set_policy(rt, AUTO)
             yield rt
     finally:

@@ -4,11 +4,9 @@ processes all; at least 20 faults while 100 tasks are submitted; then no task ap
 twice, lost, left unfinished or half-undone, no lock left held, no traceback, no process
 that exited by itself, and the audit chain intact.
 
-``CI_KINDS`` are the fault kinds CI injects: all six, the issue's target. On the main of
-2026-12-06 every kind but ``api-kill`` still finds defects (bench/README.md, "Last run",
-lists them); to keep CI green until their fixes are merged, narrow ``CI_KINDS`` to the
-kinds that pass, and widen it again as fixes land. ``bench/chaos.py --kinds ...`` runs
-any set by hand."""
+``CI_KINDS`` are the fault kinds CI injects: all six, the issue's target (bench/README.md,
+"Fault campaign", lists what the campaign found and the fix of each). ``bench/chaos.py
+--kinds ...`` runs any set by hand."""
 
 from __future__ import annotations
 

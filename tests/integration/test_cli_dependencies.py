@@ -72,6 +72,37 @@ def test_a_worker_waits_for_redis_at_start_up(tmp_path: Path, later_redis: Priva
         worker.wait(10)
 
 
+def test_a_worker_outlives_redis_going_away_right_after_it_started(
+    tmp_path: Path, later_redis: PrivateRedis
+) -> None:
+    """Redis is killed as soon as the worker says it started (its first reconcile and
+    claims run into it): the worker stays up, recovers when Redis is back, and drains on
+    SIGTERM with exit 0, without a traceback."""
+    later_redis.start()
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "community_ade", "worker"],
+            env=env_for(tmp_path, later_redis.url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_text(log, "started (concurrency", 60)
+        later_redis.stop()
+        wait_for_text(log, "failing", 30)
+        time.sleep(2)
+        assert worker.poll() is None, log.read_text()
+        later_redis.start()
+        wait_for_text(log, "recovered", 30)
+        worker.terminate()
+        assert worker.wait(60) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        worker.kill()
+        worker.wait(10)
+
+
 def test_the_server_waits_for_redis_at_start_up(tmp_path: Path, later_redis: PrivateRedis) -> None:
     port = free_port()
     log = tmp_path / "serve.log"

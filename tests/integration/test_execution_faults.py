@@ -26,6 +26,7 @@ from execution_util import (
     submit,
 )
 from lockutil import PrivateRedis, private_redis_server
+from shellutil import site as shell_site
 from slow_write_plugin import TASK_TYPE
 from sqlalchemy import select, text
 from workerutil import (
@@ -343,14 +344,39 @@ async def audit_data(runtime: Runtime, task_id: uuid.UUID, kind: str) -> list[di
 TICKS = 15
 
 
+@pytest.fixture
+async def shell_runtime(
+    database_url: str, private_redis: PrivateRedis, tmp_path: Path, domain: str
+) -> AsyncIterator[Runtime]:
+    """Free-form shell tasks allowed, and a workspace root outside the data directory (a
+    shell working directory must not overlap it) that the shell user can reach."""
+    with shell_site() as world:
+        async with auto_approving_runtime(
+            database_url,
+            private_redis.url,
+            tmp_path,
+            domain,
+            workspace_roots=[world.roots],
+            shell_free_form=True,
+        ) as rt:
+            yield rt
+
+
+@pytest.fixture
+def shell_workers(shell_runtime: Runtime, site: Path, tmp_path: Path) -> Iterator[Workers]:
+    with Workers(shell_runtime, site, tmp_path, FAST | {"ADE_SHELL_FREE_FORM": "true"}) as pool:
+        yield pool
+
+
 async def test_a_stopped_workers_command_dies_with_its_lease_before_the_next_attempt(
-    runtime: Runtime, workers: Workers
+    shell_runtime: Runtime, shell_workers: Workers
 ) -> None:
     """SIGSTOP a worker 2 s into a 15 s shell apply: the watchdog kills its command once
     the lease runs out, before another worker is granted the task, so the side effects
     show one run (the next attempt's); no tick of the first run comes after the second
     one began."""
-    cwd = target(runtime).parent
+    runtime, workers = shell_runtime, shell_workers
+    cwd = runtime.settings.allowed_workspace_roots[0] / "repo"
     ticks = cwd / "ticks"
     script = f'for i in $(seq {TICKS}); do echo "$ADE_FENCE $$ $i" >> ticks; sleep 1; done'
     payload = {"command": ["/bin/sh", "-c", script], "cwd": str(cwd), "timeout_seconds": 60}

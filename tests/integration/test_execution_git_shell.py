@@ -31,12 +31,16 @@ from sqlalchemy import select
 from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.states import TaskState
+from community_ade.execution.executors import ApplyContext
+from community_ade.execution.executors.git_patch import GitPatchExecutor
+from community_ade.execution.service import ExecutionService
 from community_ade.execution.worker import Worker
 from community_ade.runtime import Runtime
 from community_ade.storage.models import Review
 
 pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
 REPO_LOCK = [ResourceRef(type="storage", id="repo", actions=("write",))]
+PATCHER = GitPatchExecutor()
 
 
 def git(repo: Path, *args: str) -> str:
@@ -204,3 +208,71 @@ async def test_an_http_request_reaches_a_local_server_with_task_and_fence(
     headers = {k.lower(): v for k, v in request["headers"].items()}  # type: ignore[attr-defined]
     assert headers["x-ade-task"] == str(task.id)
     assert headers["x-ade-fence"] == str(done.fence)
+
+
+async def test_an_interrupted_commit_that_others_built_upon_is_kept(
+    runtime: Runtime, repo: Path
+) -> None:
+    """A worker died right after committing; its locks lapsed with its lease and someone
+    committed on top before its message was reclaimed. Rolling back would undo their
+    work: the adopter finds the task's commit on the branch and records it COMPLETED,
+    applied once."""
+    await set_policy(runtime, AUTO)
+    alice = await make_user(runtime)
+    task = await submit(
+        runtime, alice, "git.patch", patch_payload(repo, patch("a.txt", "one", "two")), REPO_LOCK
+    )
+    await runtime.queue.drain_background()
+    # The dead worker's attempt: started under its grant's fence, applied, then nothing.
+    async with runtime.locks.hold("dead", "dead", {"elsewhere": "exclusive"}) as grant:
+        fence = grant.fence
+    dead = ExecutionService(runtime.sessions, worker_id="dead", plan_context=runtime.plan_context())
+    loaded = await dead.load_for_apply(task.id)
+    assert loaded is not None
+    approved, stash = loaded
+    assert stash is not None
+    executor = PATCHER
+    context = ApplyContext(runtime.plan_context(), str(task.id), fence)
+    snapshot = await executor.snapshot(approved.payload, stash, context)
+    assert await dead.start(approved, fence, dict(snapshot.data)) is not None
+    await executor.apply(approved.payload, stash, snapshot, context)
+    (repo / "b.txt").write_text("dos\n")
+    git(repo, "commit", "-q", "-am", "someone else's work on top")
+
+    await burst(runtime)
+    done = await reload(runtime, task.id)
+    assert done.state == TaskState.COMPLETED, done.last_error
+    assert git(repo, "log", "--format=%B", "main").count(f"ADE-Task: {task.id}") == 1
+    assert git(repo, "show", "main:a.txt") == "two"
+    assert git(repo, "show", "main:b.txt") == "dos"
+    events = await events_of(runtime, task.id)
+    assert events[-2:] == ["task:apply_reclaimed", "task:completed"]
+
+
+async def test_a_task_approved_again_after_its_branch_moved_does_not_wait_for_the_reconciler(
+    runtime: Runtime, repo: Path
+) -> None:
+    """The second patch of a branch is re-planned and approved again by the policy while
+    its message is still in flight: it is queued again when that message is settled, not
+    left for the reconciler (here: not before an hour)."""
+    await set_policy(runtime, AUTO)
+    alice = await make_user(runtime)
+    tasks = [
+        await submit(runtime, alice, "git.patch", patch_payload(repo, diff), REPO_LOCK)
+        for diff in (patch("a.txt", "one", "two"), patch("b.txt", "uno", "dos"))
+    ]
+    await runtime.queue.drain_background()
+    worker = Worker(runtime, concurrency=2)
+    worker.settings = runtime.settings.model_copy(update={"worker_reconcile_seconds": 3600})
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(300):
+            states = [(await reload(runtime, t.id)).state for t in tasks]
+            if states == [TaskState.COMPLETED] * 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    assert states == [TaskState.COMPLETED] * 2
+    assert worker.stats.moved == 1

@@ -5,6 +5,7 @@ recorded COMPLETED; duplicates never apply twice; failures roll back; manual app
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,10 +22,13 @@ from execution_util import (
     submit,
     write_payload,
 )
+from lockutil import eventually, queue_of
 
 from community_ade.approvals.states import TaskState
 from community_ade.execution.queue import band_of
+from community_ade.execution.service import ExecutionService
 from community_ade.execution.worker import Worker
+from community_ade.locks import keys
 from community_ade.runtime import Runtime
 
 # The whole pipeline on standalone Redis and on Cluster (queue and lock keys hash-tagged).
@@ -151,3 +155,60 @@ async def test_a_manual_apply_task_waits_for_its_request(runtime: Runtime) -> No
     await burst(runtime)
     assert (await reload(runtime, task.id)).state == TaskState.APPROVED
     assert not (ws(runtime) / "m.txt").exists()
+
+
+async def test_a_grant_older_than_the_tasks_fence_neither_starts_nor_adopts_it(
+    runtime: Runtime,
+) -> None:
+    """A worker that stalled past its lease wakes up with its old grant: it must not adopt
+    the apply a newer holder started meanwhile, nor start the task once that holder sent
+    it back for a retry."""
+    alice = await make_user(runtime)
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "f.txt", "1\n"))
+    stale, fresh = (
+        ExecutionService(runtime.sessions, worker_id=name, plan_context=runtime.plan_context())
+        for name in ("stale", "fresh")
+    )
+    started = await fresh.start(task, 200, None)
+    assert started is not None
+    assert await stale.take_over(task.id, 100) is None
+    assert await stale.take_over(task.id, 200) is None  # the same grant adopts nothing
+    assert await fresh.retry(task.id, 200, "transient", "nothing_to_roll_back", 0.0)
+    again = await reload(runtime, task.id)
+    assert await stale.start(again, 100, None) is None
+    assert (await reload(runtime, task.id)).state == TaskState.APPROVED
+    adopted = await fresh.start(again, 300, None)
+    assert adopted is not None
+    assert (await fresh.take_over(task.id, 400)) is not None
+    assert (await reload(runtime, task.id)).fence == 400
+
+
+async def test_a_lock_request_that_ends_while_it_waits_is_queued_again(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's lock request is gone while it waits (Redis lost the lock domain): the
+    task is queued again with a short backoff, not left pending as an unexpected error
+    until its message is reclaimed."""
+    caplog.set_level(logging.INFO, logger="community_ade")
+    alice = await make_user(runtime)
+    task = await submit(runtime, alice, "files.write", write_payload(ws(runtime), "g.txt", "1\n"))
+    await runtime.queue.drain_background()
+    blocker = await runtime.locks.acquire("blocker", "someone", {f"task:{task.id}": "exclusive"})
+    worker = Worker(runtime, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: queue_of(runtime.locks, f"task:{task.id}"), what="a waiter")
+        prefix = keys.domain_prefix(runtime.settings.lock_domain)
+        async for key in runtime.redis.scan_iter(match=prefix + "*", count=1000):
+            await runtime.redis.delete(key)
+        for _ in range(300):
+            if (await reload(runtime, task.id)).state == TaskState.COMPLETED:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await runtime.locks.release(blocker)
+    assert (await reload(runtime, task.id)).state == TaskState.COMPLETED
+    assert "locks not granted" in caplog.text
+    assert "unexpected error" not in caplog.text

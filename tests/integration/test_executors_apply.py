@@ -508,6 +508,62 @@ async def test_git_patch_rollback_leaves_a_branch_someone_else_moved(
     assert git(repo, "rev-parse", "feature") == moved
 
 
+async def test_git_patch_knows_an_interrupted_commit_that_others_built_upon(
+    ws: Workspace, repo: Path
+) -> None:
+    """Its commit on the branch with another on top: kept (a rollback would undo the
+    other's work too). Alone at the tip, or not there at all: rolled back as usual."""
+    payload = patch_payload(repo, "feature")
+    done = await run(PATCHER, payload, ws.at(fence=10, task_id="t-1"))
+    assert done.result is not None
+    commit = done.result.details["commit"]
+    assert await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=11, task_id="t-1")) is None
+    git(repo, "checkout", "-q", "feature")
+    (repo / "notes.txt").write_text("human\n")
+    git(repo, "commit", "-q", "-am", "human work on top")
+    kept = await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=11, task_id="t-1"))
+    assert kept is not None
+    assert kept.details["commit"] == commit
+    other = await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=11, task_id="t-2"))
+    assert other is None  # not this task's commit
+
+
+async def test_git_patch_brings_back_a_checkout_an_interrupted_rollback_reverted(
+    ws: Workspace, repo: Path
+) -> None:
+    """The rollback reverted the checkout, then its worker died before moving the branch
+    back; another patch was committed on top. The kept commit's files are put back into
+    the checkout, which then matches the branch."""
+    payload = patch_payload(repo)
+    done = await run(PATCHER, payload, ws.at(fence=10, task_id="t-1"))
+    assert done.result is not None
+    git(repo, "read-tree", "-m", "-u", done.result.details["commit"], done.snapshot.data["commit"])
+    assert not (repo / "added.txt").exists()
+    await run(PATCHER, patch_payload(repo, patch=APP_PATCH), ws.at(fence=11, task_id="t-2"))
+    kept = await PATCHER.built_upon(payload, done.snapshot, ws.at(fence=12, task_id="t-1"))
+    assert kept is not None
+    assert (repo / "added.txt").read_text() == "brand new\n"
+    assert (repo / "notes.txt").read_text() == "first\nsecond\n"
+    assert git(repo, "status", "--porcelain") == ""
+
+
+async def test_git_patch_rollback_of_an_attempt_that_never_moved_a_moved_branch(
+    ws: Workspace, repo: Path
+) -> None:
+    """The attempt died before it moved the branch; others committed meanwhile. Nothing
+    of it is on the branch: nothing to roll back (and the task may be retried), not a
+    failed rollback."""
+    payload = patch_payload(repo, "feature")
+    plan = await PATCHER.plan(payload, ws.at(fence=10).plan_context)
+    snapshot = await PATCHER.snapshot(payload, plan, ws.at(fence=10))
+    git(repo, "checkout", "-q", "feature")
+    (repo / "notes.txt").write_text("human\n")
+    git(repo, "commit", "-q", "-am", "human work")
+    moved = git(repo, "rev-parse", "feature")
+    assert await PATCHER.rollback(payload, snapshot, ws.at(fence=11)) == "nothing_to_roll_back"
+    assert git(repo, "rev-parse", "feature") == moved
+
+
 async def test_git_patch_works_on_a_bare_repository(ws: Workspace, repo: Path) -> None:
     bare = ws.allowed / "bare.git"
     git(ws.allowed, "clone", "-q", "--bare", str(repo), str(bare))

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 from conftest import FAST, unavailable
-from lockutil import PrivateRedis, private_redis_server
+from lockutil import PrivateRedis, eventually, holders_of, private_redis_server
 
-from community_ade.errors import FenceRejected, LockLost
+from community_ade.errors import FenceRejected, LockLost, ServiceUnavailable
 from community_ade.infra.redis_client import AnyRedis, open_redis
 from community_ade.locks import Grant, LockManager
 
@@ -163,3 +163,28 @@ async def test_a_burst_of_calls_loads_the_library_once(open_manager: Callable[..
     await locks.redis.function_flush()
     await burst("b")
     assert loads(await locks.redis.info("commandstats")) == 2
+
+
+@pytest.mark.slow
+async def test_a_release_that_failed_while_redis_was_down_happens_once_it_is_back(
+    private_redis: PrivateRedis, open_manager: Callable[..., Any]
+) -> None:
+    """Redis comes back with its data (here: a snapshot) after a release failed: the
+    grant must not live on, renewed with the agent's session for its other grant."""
+    locks = await open_manager()
+    kept = await locks.acquire("t1", "agent-1", {"kept": X})
+    leaked = await locks.acquire("t2", "agent-1", {"leaked": X})
+    await locks.redis.save()
+    private_redis.stop()
+    with pytest.raises(ServiceUnavailable):
+        await locks.release(leaked)
+    private_redis.start()  # on its snapshot: both grants are back
+    await eventually(
+        lambda: holders_of(locks, "leaked"),
+        lambda holders: holders == [],
+        timeout=2 * CONFIG.lease_ms / 1000,
+        what="the failed release done",
+    )
+    assert await holders_of(locks, "kept") == [kept.request_id]
+    assert not kept.lost.is_set()
+    assert await locks.release(kept) is True

@@ -25,6 +25,7 @@ from community_ade.approvals.states import TaskState
 from community_ade.errors import FenceRejected, InvalidInput
 from community_ade.execution.executors import ApplyContext, Plan, Snapshot
 from community_ade.execution.executors.base import ApplyFailed
+from community_ade.execution.executors.commands import run_command
 from community_ade.execution.executors.shell import ShellExecutor
 from community_ade.execution.executors.shell_profile import ShellProfile
 from community_ade.execution.shell_profiles import ShellProfileService
@@ -255,6 +256,28 @@ async def test_cancelling_an_apply_kills_the_process(world: Site) -> None:
     with pytest.raises(asyncio.CancelledError):
         await apply
     assert await gone(pid)
+
+
+async def test_a_command_cancelled_while_it_starts_leaves_nothing_running(tmp_path: Path) -> None:
+    """asyncio's own clean-up of a cancelled start kills only the leader: whatever the
+    command already started in the background would live on."""
+    pids = tmp_path / "pids"
+    script = f"sleep 30 & echo $! >> {pids}; wait"
+    for steps in range(40):
+        run = asyncio.create_task(
+            run_command(["/bin/sh", "-c", script], cwd=tmp_path, timeout=60, env={})
+        )
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.001 * (steps % 5))
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(10):  # not for as long as the background sleep
+                await run
+    started = [int(line) for line in pids.read_text().split()] if pids.exists() else []
+    assert started  # some were cancelled only after their command had begun
+    survivors = [pid for pid in started if not await gone(pid)]
+    assert survivors == []
 
 
 async def test_rollback_runs_the_profiles_rollback_command(world: Site) -> None:

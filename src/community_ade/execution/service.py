@@ -4,7 +4,8 @@ FAILED, or back to APPROVED for a retry), each one SQL transaction with its audi
 Every method checks, in the statement that changes the row or under its row lock, that
 the task is still where the caller believes it is: ``start`` needs APPROVED and the row
 unchanged since the worker read it (the compare-and-set that makes a duplicate delivery
-harmless), the others need APPLYING *with the caller's fence*. The two transitions of
+harmless), the others need APPLYING *with the caller's fence*; ``start`` and
+``take_over`` also need the caller's fence to be newer than the task's. The two transitions of
 every apply, ``start`` and ``complete``, are each one ``UPDATE … RETURNING`` plus the
 audit append; the rarer ones lock the row and read it first. A worker whose
 grant was lost and whose task was taken over by another (a newer fence) therefore cannot
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.service import TaskService, move, move_if
@@ -36,6 +37,13 @@ _FOR_APPLY = (
     .outerjoin(Preview, and_(Preview.task_id == Task.id, Preview.digest == Task.preview_digest))
     .where(Task.id == bindparam("task_id"))
 )
+
+
+def _older_than(fence: int) -> ColumnElement[bool]:
+    """The task's fence (if any) is older than ``fence``: fences only ever move forward
+    on a task, so a grant older than the last one that started or adopted it (a worker
+    that stalled past its lease and woke up) can neither start nor adopt it."""
+    return or_(Task.fence.is_(None), Task.fence < fence)
 
 
 def worker_actor(worker_id: str) -> Actor:
@@ -123,17 +131,21 @@ class ExecutionService:
                 self.actor,
                 "task:applying",
                 data,
-                where=[Task.version == task.version],
+                where=[Task.version == task.version, _older_than(fence)],
                 values=values,
             )
 
     async def take_over(self, task_id: uuid.UUID, fence: int) -> Task | None:
         """Adopt a task left APPLYING by a worker that died or stalled: this worker now
-        holds its locks under ``fence`` (newer than the old one). Not a transition: the
-        task stays APPLYING until ``retry`` or ``fail`` settles the interrupted attempt."""
+        holds its locks under ``fence``. Not a transition: the task stays APPLYING until
+        ``retry``, ``fail`` or ``complete`` settles the interrupted attempt. None, changing
+        nothing, unless ``fence`` is newer than the task's: a worker that stalled with an
+        older grant and woke up must not take a live apply from the newer holder."""
         async with self.sessions.begin() as session:
             task = await self._locked(session, task_id)
             if task is None or task.state != TaskState.APPLYING:
+                return None
+            if task.fence is not None and fence <= task.fence:
                 return None
             previous = {"fence": str(task.fence), "worker": task.worker_id}
             task.fence = fence

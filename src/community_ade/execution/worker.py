@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from sqlalchemy import select
 
 from community_ade.approvals.states import TaskState
@@ -41,13 +40,14 @@ from community_ade.errors import (
     InvalidInput,
     LockLost,
     LockTimeout,
-    ServiceUnavailable,
 )
 from community_ade.execution.executors import agent_applied_types, get_executor
 from community_ade.execution.executors.base import (
     ApplyContext,
     ApplyFailed,
     ApplyingExecutor,
+    ApplyResult,
+    BuiltUponChecking,
     Plan,
     Snapshot,
 )
@@ -132,6 +132,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], Message] = {}
+        self._handling = Incident(f"worker {self.worker_id}: handling tasks", log)
 
     def stop(self) -> None:
         """Stop claiming; ``run`` returns once in-flight tasks have finished."""
@@ -267,11 +268,14 @@ class Worker:
                 await self.queue.retry(message, delay)
         except _Settled:
             pass
-        except (ServiceUnavailable, redis.RedisError, OSError) as exc:
-            # Left pending: reclaimed once idle, then handled again (idempotently).
-            log.warning("task %s: backing service unreachable (%s)", message.task_id, exc)
-        except Exception:
-            log.exception("task %s: unexpected error; the message stays pending", message.task_id)
+        except Exception as exc:
+            # Left pending: reclaimed once idle, then handled again (idempotently). A
+            # database or Redis away is one incident however many tasks it hits; only
+            # an error of no dependency (a bug) is logged with its traceback.
+            self._handling.failed(exc)
+            log.debug("task %s: left pending after %s", message.task_id, type(exc).__name__)
+        else:
+            self._handling.cleared()
 
     async def _handle(self, message: Message) -> float | None:
         """Handle one delivery; the delay before it should be queued again, or None."""
@@ -302,7 +306,9 @@ class Worker:
                 resources,
                 timeout=self.settings.worker_lock_wait_seconds,
             )
-        except (LockTimeout, DeadlockDetected) as exc:
+        except (LockTimeout, DeadlockDetected, LockLost) as exc:
+            # LockLost: the request ended while it waited (Redis restarted, or this
+            # process stalled past its session's lease).
             log.info("task %s: locks not granted (%s); re-queued", task.id, exc.message)
             return backoff_delay(1, base=1.0, cap=30.0)
         except InvalidInput as exc:
@@ -401,6 +407,17 @@ class Worker:
             "task %s: adopting an interrupted apply (attempt %d)", task.id, adopted.attempts
         )
         snapshot = None if adopted.snapshot is None else Snapshot(task.type, adopted.snapshot)
+        if snapshot is not None:
+            landed = await self._built_upon(executor, adopted, snapshot, context)
+            if landed is not None:
+                if await self.service.complete(
+                    adopted, grant.fence, landed.summary, landed.details
+                ):
+                    self.stats.completed += 1
+                    log.warning(
+                        "task %s: the interrupted apply is in place: %s", task.id, landed.summary
+                    )
+                return None
         with self._bound_to(grant):
             outcome = await self._rollback(executor, adopted, snapshot, context)
         failure = Failure("the worker applying it stopped (reclaimed)", True, outcome)
@@ -408,8 +425,9 @@ class Worker:
             await self.service.retry(task.id, grant.fence, failure.message, outcome, 0.0)
             self.stats.retried += 1
             return await self.service.load_for_apply(task.id)
-        await self.service.fail(task.id, grant.fence, failure.message, outcome, {})
-        self.stats.failed += 1
+        if await self.service.fail(task.id, grant.fence, failure.message, outcome, {}):
+            self.stats.failed += 1
+            log.warning("task %s failed: %s; rollback: %s", task.id, failure.message, outcome)
         return None
 
     async def _apply(self, attempt: _Attempt, stash: Plan | None) -> float | _Changed | None:
@@ -428,7 +446,10 @@ class Worker:
                 return _CHANGED
             self.stats.moved += 1
             log.info("task %s: preconditions moved; back to review", task.id)
-            return None
+            # Queued again at once: an approval of the new preview that came meanwhile
+            # (a policy that approves it) could not queue it while this message was in
+            # its stream. Still in review, the next delivery finds nothing to apply.
+            return 0.0
         try:
             attempt.snapshot = await executor.snapshot(task.payload, stash, context)
         except ApplyFailed as exc:
@@ -466,6 +487,24 @@ class Worker:
                 result.summary,
             )
         return None
+
+    async def _built_upon(
+        self,
+        executor: ApplyingExecutor,
+        task: Task,
+        snapshot: Snapshot,
+        context: ApplyContext,
+    ) -> ApplyResult | None:
+        """The interrupted attempt's result if its change is in place and built upon (so
+        it is kept, not rolled back: ``BuiltUponChecking``); None when it is not, or the
+        executor cannot tell."""
+        if not isinstance(executor, BuiltUponChecking):
+            return None
+        try:
+            return await executor.built_upon(task.payload, snapshot, context)
+        except (ApplyFailed, AdeError, OSError, ValueError, RuntimeError) as exc:
+            log.warning("task %s: cannot tell whether its apply is in place: %s", task.id, exc)
+            return None
 
     def _bound_to(self, grant: Grant) -> contextlib.AbstractContextManager[None]:
         """Commands started in the block die with ``grant``'s lease even when this

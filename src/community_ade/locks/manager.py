@@ -239,20 +239,42 @@ class LockManager:
             await self.release(grant)
 
     async def release(self, grant: Grant) -> bool:
-        """Release the grant (idempotent). Returns whether it was still held."""
+        """Release the grant (idempotent). Returns whether it was still held.
+
+        Raises:
+            ServiceUnavailable: Redis did not answer. The release goes on in the
+                background until Redis does (or the grant is found lost): the grant may
+                well outlive the outage (a restart on its files brings it back), and this
+                agent's heartbeat, renewing the session for its other grants, would keep
+                it alive for as long as this process runs.
+        """
         if grant.released:
             return False
         args = (grant.request_id, str(grant.fence), *(name for name, _ in grant.resources))
         try:
             done = await self._run("release", grant.domain, *args)
-        except asyncio.CancelledError:
-            # Finish in the background (release is idempotent); the grant stays ours
-            # locally until the server has answered.
-            self._background(self._run("release", grant.domain, *args))
+        except (asyncio.CancelledError, *_REDIS_ERRORS):
+            # Release is idempotent; the grant stays ours locally until the server has
+            # answered.
+            self._background(self._release_until_answered(grant, args))
             raise
         grant.released = True
         self._forget(grant)
         return bool(done)
+
+    async def _release_until_answered(self, grant: Grant, args: tuple[str, ...]) -> None:
+        incident = Incident(f"release of grant {grant.request_id}", log, base=0.2, cap=2.0)
+        while not (grant.released or grant.lost.is_set()):
+            try:
+                await self._run("release", grant.domain, *args)
+            except _REDIS_ERRORS as exc:
+                if self._closed:
+                    return  # left to expire with the session
+                await asyncio.sleep(incident.failed(exc))
+                continue
+            incident.cleared()
+            grant.released = True
+            self._forget(grant)
 
     def lease_deadline(self, grant: Grant) -> float:
         """Until when (``time.monotonic``) ``grant`` is known to be held: its agent

@@ -431,6 +431,21 @@ class ApplyingExecutor(Executor, Protocol):
     ) -> RollbackOutcome: ...
 
 
+@runtime_checkable
+class BuiltUponChecking(Protocol):
+    """An applying executor that can tell, for an interrupted attempt, whether its change
+    is in place *and later changes were made on top of it*. A rollback would then have
+    to undo those too, so the worker settles the task as applied (it was, once) instead.
+    An executor without this method is always rolled back."""
+
+    async def built_upon(
+        self, payload: Payload, snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult | None:
+        """The result of the attempt made from ``snapshot``, when its change is in place
+        and built upon; None otherwise (roll it back)."""
+        ...
+
+
 class ApplyFailed(Exception):
     """An apply (or snapshot) did not succeed. ``transient`` failures (a network blip, a
     busy target) are retried with backoff; the others fail the task at once. ``details``

@@ -136,18 +136,27 @@ async def run_command(
     """
     switch = run_as is not None and run_as.switch
     WATCHDOG.ready()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        user=run_as.uid if switch and run_as else None,
-        group=run_as.gid if switch and run_as else None,
-        extra_groups=[] if switch else None,
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            user=run_as.uid if switch and run_as else None,
+            group=run_as.gid if switch and run_as else None,
+            extra_groups=[] if switch else None,
+        )
     )
+    try:
+        process = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # Cancelled while asyncio connected the pipes: the command runs already, and
+        # asyncio would kill only its leader, leaving what it started in the background.
+        await fencing.finish(_kill_started(starting))
+        raise
     supervision = WATCHDOG.supervise(process.pid)
     chunks = bytearray()
     try:
@@ -167,6 +176,17 @@ async def run_command(
             await fencing.finish(_kill_group(process))
         supervision.end()
     return Run(process.returncode, bounded(bytes(chunks)))
+
+
+async def _kill_started(
+    starting: asyncio.Future[asyncio.subprocess.Process],
+) -> None:
+    """Once the process ``starting`` starts has started, kill its group."""
+    try:
+        process = await starting
+    except OSError:
+        return  # it never ran
+    await _kill_group(process)
 
 
 async def _kill_group(process: asyncio.subprocess.Process) -> None:

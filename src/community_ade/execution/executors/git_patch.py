@@ -334,6 +334,37 @@ class GitPatchExecutor:
                 log.error("rollback of %s in %s failed: %s", taken.ref, taken.repo, exc.message)
                 return "rollback_failed"
 
+    async def built_upon(
+        self, payload: Payload, snapshot: Snapshot, context: ApplyContext
+    ) -> ApplyResult | None:
+        """The commit of the attempt made from ``snapshot`` (the snapshot's commit its
+        parent, its ``ADE-Task`` trailer this task's; an earlier attempt from the same
+        commit was rolled back, so it is not on the branch), when the branch has moved
+        past it: an interrupted apply that others committed on top of (their locks were
+        free once its worker's lease ran out, before its message was reclaimed). If an
+        interrupted rollback had reverted its files in the checkout, they are put back
+        (``restore_checkout``)."""
+        spec = _spec(payload)
+        taken = GitSnapshot.from_snapshot(snapshot)
+        with tempfile.TemporaryDirectory(prefix="ade-git-landed-") as scratch:
+            git = await _open(context.plan_context, taken.repo, Path(scratch))
+            applier = _Applier(git, taken, context)
+            tip = await applier.tip()
+            commit = await applier.built_upon(tip) if tip and tip != taken.commit else None
+            if commit is None:
+                return None
+            await fencing.fenced_call(
+                [await applier.record()],
+                context.fence,
+                lambda: applier.restore_checkout(commit, tip),
+                target=taken.ref,
+            )
+        return ApplyResult(
+            summary=f"committed {commit[:12]} on {spec.branch} in {taken.repo} "
+            f"(an interrupted apply, found built upon at {tip[:12]})",
+            details={"commit": commit, "parent": taken.commit, "branch": spec.branch},
+        )
+
 
 if TYPE_CHECKING:  # mypy proves the class fits the protocol the registry expects
     _conforms: ApplyingExecutor = GitPatchExecutor()
@@ -525,10 +556,16 @@ class _Applier:
 
     async def restore_branch(self) -> RollbackOutcome:
         """Under the fence: the branch back to the snapshot's commit, if it points at the
-        commit this task made (anything else was not ours to undo)."""
+        commit this task made; nothing to do if that commit is not on the branch at all
+        (anything else was not ours to undo)."""
         old, current = self.taken.commit, await self.tip()
         if current == old:
             return "rolled_back"
+        if current and not await self.made_here(current) and not await self.built_upon(current):
+            # The branch moved on (others were granted it once this attempt's lease ran
+            # out) without this task's commit: the attempt never moved it, nothing to undo.
+            log.warning("rollback: %s moved on without this task's commit", self.taken.ref)
+            return "nothing_to_roll_back"
         if not current or not await self.made_here(current):
             log.error("rollback: %s is at %s, not at this task's commit", self.taken.ref, current)
             return "rollback_failed"
@@ -540,6 +577,41 @@ class _Applier:
                 return "rollback_failed"
         reset = await self.git.run("update-ref", "-m", self.reason(), self.taken.ref, old, current)
         return "rolled_back" if reset.returncode == 0 else "rollback_failed"
+
+    async def built_upon(self, tip: str) -> str | None:
+        """This task's commit on the snapshot's commit, if ``tip`` descends from it."""
+        listed = await self.git.run(
+            "rev-list", "--ancestry-path", "--parents", f"{self.taken.commit}..{tip}"
+        )
+        for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+            commit, *parents = line.split()
+            if (
+                commit != tip
+                and parents[:1] == [self.taken.commit]
+                and await self.made_here(commit)
+            ):
+                return commit
+        return None
+
+    async def restore_checkout(self, commit: str, tip: str) -> None:
+        """Under the fence: in the working tree that has the branch checked out, each
+        path ``commit`` changed that is still exactly as the snapshot's commit had it
+        (index and file: an interrupted rollback reverted the checkout before it could
+        move the branch, and the next apply left it so) is brought to ``tip``. Local
+        changes are left alone."""
+        worktree = await self.checkout_of_branch()
+        if worktree is None:
+            return
+        parent = self.taken.commit
+        # No diff driver or textconv of the repository's may run (git_runner).
+        plain = ("diff", "--no-ext-diff", "--no-textconv")
+        changed = await worktree.must(*plain, "--name-only", "-z", parent, commit)
+        for path in filter(None, changed.split("\0")):
+            staged = await worktree.run(*plain, "--cached", "--quiet", parent, "--", path)
+            local = await worktree.run(*plain, "--quiet", "--", path)
+            present = await worktree.run("cat-file", "-e", f"{tip}:{path}")
+            if staged.returncode == local.returncode == present.returncode == 0:
+                await worktree.must("checkout", tip, "--", path)
 
     async def made_here(self, commit: str) -> bool:
         """Whether ``commit`` is this task's: on the snapshot's commit, with its trailer.
