@@ -10,6 +10,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from community_ade.approvals.accounting import Accounting, EligibleReviewers
 from community_ade.approvals.risk import Action, ResourceRef, ResourceType, RiskScore, Scope
+from community_ade.approvals.service import TaskDraft
 from community_ade.execution.executors.shell_profile import ShellProfile
 from community_ade.execution.shell_profiles import profile_of
 from community_ade.storage.models import ShellProfileRow
@@ -79,6 +80,17 @@ class TaskCreate(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     resources: list[ResourceRefModel] = Field(default_factory=list, max_length=100)
     priority: int = Field(default=100, ge=0, le=1000, description="Lower runs first.")
+
+    def draft(self) -> TaskDraft:
+        """The service's draft of this body (the REST API and the MCP server share it)."""
+        return TaskDraft(
+            type=self.type,
+            title=self.title,
+            description=self.description,
+            payload=self.payload,
+            resources=[r.to_domain() for r in self.resources],
+            priority=self.priority,
+        )
 
 
 class TaskUpdate(BaseModel):

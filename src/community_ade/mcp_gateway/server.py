@@ -35,7 +35,7 @@ from community_ade.agents.leases import Lease, LeaseStore
 from community_ade.api.schemas import ReviewersOut, RiskOut, TaskCreate
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.reviews import ReviewService
-from community_ade.approvals.service import TaskDraft, TaskService
+from community_ade.approvals.service import TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
@@ -277,15 +277,7 @@ class Gateway:
             ]
             raise InvalidInput(f"invalid arguments for {task_type}", errors=errors) from None
         tasks = self._tasks(session)
-        draft = TaskDraft(
-            type=body.type,
-            title=body.title,
-            description=body.description,
-            payload=body.payload,
-            resources=[r.to_domain() for r in body.resources],
-            priority=body.priority,
-        )
-        task = await tasks.create(principal, draft)
+        task = await tasks.create(principal, body.draft())
         submission = await tasks.submit(principal, task.id)
         preview = submission.plan.preview
         return {

@@ -25,7 +25,7 @@ from community_ade.api.schemas import (
     TaskOut,
     TaskUpdate,
 )
-from community_ade.approvals.service import TaskChanges, TaskDraft
+from community_ade.approvals.service import TaskChanges
 from community_ade.approvals.states import TaskState
 from community_ade.errors import NotFound
 from community_ade.storage.models import Preview
@@ -45,17 +45,7 @@ async def create_task(
     """Create a DRAFT task. Agents create tasks on their owner's behalf."""
 
     async def run() -> TaskOut:
-        task = await tasks.create(
-            principal,
-            TaskDraft(
-                type=body.type,
-                title=body.title,
-                description=body.description,
-                payload=body.payload,
-                resources=[r.to_domain() for r in body.resources],
-                priority=body.priority,
-            ),
-        )
+        task = await tasks.create(principal, body.draft())
         return TaskOut.model_validate(task)
 
     return await idempotent(
