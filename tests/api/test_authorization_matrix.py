@@ -86,6 +86,12 @@ POST   /api/v1/delegations                          delegation_write  ok  ok  40
 DELETE /api/v1/delegations/{delegation_id}          delegation_write  ok  ok  403 403 403 401 401
 GET    /api/v1/audit                                audit_read        ok  ok  ok  ok  ok  401 401
 GET    /api/v1/audit/verify                         audit_read        ok  ok  ok  ok  ok  401 401
+GET    /.well-known/ade-audit-key                   -                 ok  ok  ok  ok  ok  ok  ok
+GET    /api/v1/audit/checkpoint                     -                 ok  ok  ok  ok  ok  ok  ok
+POST   /api/v1/audit/checkpoint                     audit_read        ok  ok  ok  ok  ok  401 401
+GET    /api/v1/audit/consistency                    -                 ok  ok  ok  ok  ok  ok  ok
+GET    /api/v1/audit/{seq}/proof                    audit_read        ok  ok  ok  ok  ok  401 401
+GET    /api/v1/tasks/{task_id}/receipts             task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/agents                               agent_read        ok  ok  ok  ok  ok  401 401
 POST   /api/v1/agents                               agent_write       ok  ok  ok  403 403 401 401
 GET    /api/v1/agents/{agent_id}                    agent_read        ok  ok  ok  ok  ok  401 401
@@ -805,6 +811,50 @@ async def list_audit(w: World, caller: str, t: Target) -> Reply:
 async def verify_audit(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "GET", "/api/v1/audit/verify")
     return Reply(r, 200, lambda b: b["ok"] is True and b["checked"] >= 1)
+
+
+async def checkpointed(w: World, caller: str) -> Target:
+    """A task of alice's in the log, and a checkpoint signed over it (as the admin)."""
+    target = await submitted_by_submitter(w, caller)
+    r = await w.call("admin", Target(), "POST", "/api/v1/audit/checkpoint")
+    assert r.status_code == 200, f"setup: a checkpoint: {r.text}"
+    return target
+
+
+@route("GET", "/.well-known/ade-audit-key")
+async def audit_key(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/.well-known/ade-audit-key")
+    return Reply(r, 200, lambda b: str(b).startswith("community-ade/"))
+
+
+@route("GET", "/api/v1/audit/checkpoint", checkpointed)
+async def get_checkpoint(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/audit/checkpoint")
+    return Reply(r, 200, lambda b: b["size"] >= 1 and "\u2014 " in b["note"])
+
+
+@route("POST", "/api/v1/audit/checkpoint", own_draft)
+async def make_checkpoint(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", "/api/v1/audit/checkpoint")
+    return Reply(r, 200, lambda b: b["size"] >= 1)
+
+
+@route("GET", "/api/v1/audit/consistency", checkpointed)
+async def audit_consistency(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/audit/consistency?from=1&to=2")
+    return Reply(r, 200, lambda b: b["from"] == 1 and b["to"] == 2 and len(b["proof"]) == 1)
+
+
+@route("GET", "/api/v1/audit/{seq}/proof", checkpointed)
+async def audit_proof(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/audit/1/proof")
+    return Reply(r, 200, lambda b: b["seq"] == 1 and b["size"] >= 1)
+
+
+@route("GET", "/api/v1/tasks/{task_id}/receipts", checkpointed)
+async def task_receipts(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"/api/v1/tasks/{t.task_id}/receipts")
+    return Reply(r, 200, lambda b: [x["entry"]["type"] for x in b] == ["task:submitted"])
 
 
 AGENTS = "/api/v1/agents"

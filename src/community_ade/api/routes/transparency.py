@@ -26,8 +26,21 @@ from community_ade.storage.models import AuditEvent
 
 router = APIRouter(tags=["audit"])
 WELL_KNOWN_KEY = "/.well-known/ade-audit-key"
-# The entries a receipt is offered for: the decisions on a task and its apply.
-RECEIPT_TYPES = ("approval:", "task:applying", "task:completed", "task:failed", "task:submitted")
+# The entries a receipt is offered for: what was submitted for review, every decision on
+# it (votes, the final approval, rejection, changes requested, expiry) and its apply.
+RECEIPT_TYPES = frozenset(
+    {
+        "task:submitted",
+        "approval:decision",
+        "approval:approved",
+        "approval:rejected",
+        "approval:changes_requested",
+        "approval:expired",
+        "task:applying",
+        "task:completed",
+        "task:failed",
+    }
+)
 
 
 def _b64(values: list[bytes]) -> list[str]:
@@ -123,5 +136,5 @@ async def task_receipts(
     return [
         await checkpoints.receipt(session, signer, seq)
         for seq, event_type in rows.all()
-        if event_type.startswith(RECEIPT_TYPES)
+        if event_type in RECEIPT_TYPES
     ]
