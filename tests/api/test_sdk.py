@@ -287,11 +287,11 @@ async def test_problems_become_exceptions_by_type(start_live: StartLive, clients
         await bob.approve(guarded.task.id, guarded.preview_digest)
     assert not_eligible.value.actor == live.ids["bob"]
 
-    with pytest.raises(ValidationFailed) as bad_payload:  # refused by the executor at submit
+    with pytest.raises(ValidationFailed) as bad_payload:  # refused by the executor at create
         await alice.propose("files.write", write(live, path="../escape"), CONFIG)
     (error,) = bad_payload.value.errors
     assert error["path"] == "changes[0].path"
-    assert (await alice.get(bad_payload.value.task_id)).state == "DRAFT"  # to fix or cancel
+    assert "task_id" not in bad_payload.value.fields  # nothing was created
 
     with pytest.raises(ValidationFailed) as bad_resource:  # refused before it is sent
         await alice.propose("files.write", write(live), [{"type": "planet", "id": "x"}])
