@@ -43,7 +43,7 @@ from community_ade.auth.principal import Principal
 from community_ade.errors import AdeError, Conflict, FenceRejected, Forbidden, NotFound
 from community_ade.execution.executors import agent_applied_types
 from community_ade.execution.rules import lock_resources
-from community_ade.execution.service import elapsed_ms
+from community_ade.execution.service import elapsed_ms, record_failure, record_retry
 from community_ade.storage.models import Task, utcnow
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 ReportedRollback = Literal["rolled_back", "rollback_failed", "nothing_to_roll_back", "unknown"]
 CLAIM_PREFIX = "lease:"
 """``Task.worker_id`` of a claimed task: the lease that holds its locks."""
-_MAX_ERROR = 4000
 
 
 @dataclass(frozen=True)
@@ -302,22 +301,13 @@ class ClaimService:
         actor: Actor,
         details: Mapping[str, Any],
     ) -> None:
-        task.last_error = error[:_MAX_ERROR]
-        task.rollback_outcome = rollback_outcome
-        data: dict[str, Any] = {
-            "fence": str(task.fence),
-            "error": task.last_error,
-            "rollback_outcome": rollback_outcome,
-            "attempt": task.attempts,
-        }
         if retry and (task.attempts or 0) < self.max_attempts:
-            await move(self.session, task, Trigger.APPLY_RETRY, actor, "task:apply_retry", data)
+            fence = {"fence": str(task.fence)}
+            await record_retry(self.session, task, actor, error, rollback_outcome, fence)
             return
-        now = self.now()
-        task.result = {"error": task.last_error, "details": dict(details), "fence": str(task.fence)}
-        task.finished_at = now
-        task.duration_ms = elapsed_ms(task, now)
-        await move(self.session, task, Trigger.APPLY_FAILED, actor, "task:failed", data)
+        await record_failure(
+            self.session, task, actor, error, rollback_outcome, details, self.now()
+        )
 
     async def _release(self, principal: Principal, task: Task) -> None:
         """Close the claim's lease (its locks go with it) once the outcome is recorded."""

@@ -51,6 +51,47 @@ def worker_actor(worker_id: str) -> Actor:
     return Actor(kind=SYSTEM.kind, id=f"worker:{worker_id}")
 
 
+def _note_failure(task: Task, error: str, rollback_outcome: str) -> dict[str, Any]:
+    """Record a failed attempt's error and rollback outcome on ``task``; its audit data."""
+    task.last_error = error[:_MAX_ERROR]
+    task.rollback_outcome = rollback_outcome
+    return {
+        "error": task.last_error,
+        "rollback_outcome": rollback_outcome,
+        "attempt": task.attempts,
+    }
+
+
+async def record_retry(
+    session: AsyncSession,
+    task: Task,
+    actor: Actor,
+    error: str,
+    rollback_outcome: str,
+    data: Mapping[str, Any],
+) -> None:
+    """APPLYING → APPROVED for another attempt (a worker's or an agent's claim)."""
+    noted = _note_failure(task, error, rollback_outcome)
+    await move(session, task, Trigger.APPLY_RETRY, actor, "task:apply_retry", noted | dict(data))
+
+
+async def record_failure(
+    session: AsyncSession,
+    task: Task,
+    actor: Actor,
+    error: str,
+    rollback_outcome: str,
+    details: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """APPLYING → FAILED with the error, the rollback's outcome and ``details``."""
+    data = {"fence": str(task.fence), **_note_failure(task, error, rollback_outcome)}
+    task.result = {"error": task.last_error, "details": dict(details), "fence": str(task.fence)}
+    task.finished_at = now
+    task.duration_ms = elapsed_ms(task, now)
+    await move(session, task, Trigger.APPLY_FAILED, actor, "task:failed", data)
+
+
 def elapsed_ms(task: Task, now: datetime) -> int | None:
     if task.apply_started_at is None:
         return None
@@ -191,15 +232,14 @@ class ExecutionService:
             task = await self._mine(session, task_id, fence)
             if task is None:
                 return False
-            task.last_error = error[:_MAX_ERROR]
-            task.rollback_outcome = rollback_outcome
-            data = {
-                "error": task.last_error,
-                "rollback_outcome": rollback_outcome,
-                "attempt": task.attempts,
-                "retry_in_seconds": round(delay_s, 3),
-            }
-            await move(session, task, Trigger.APPLY_RETRY, self.actor, "task:apply_retry", data)
+            await record_retry(
+                session,
+                task,
+                self.actor,
+                error,
+                rollback_outcome,
+                {"retry_in_seconds": round(delay_s, 3)},
+            )
             return True
 
     async def fail(
@@ -215,19 +255,9 @@ class ExecutionService:
             task = await self._mine(session, task_id, fence)
             if task is None:
                 return False
-            now = self.now()
-            task.last_error = error[:_MAX_ERROR]
-            task.rollback_outcome = rollback_outcome
-            task.result = {"error": task.last_error, "details": dict(details), "fence": str(fence)}
-            task.finished_at = now
-            task.duration_ms = elapsed_ms(task, now)
-            data = {
-                "fence": str(fence),
-                "error": task.last_error,
-                "rollback_outcome": rollback_outcome,
-                "attempt": task.attempts,
-            }
-            await move(session, task, Trigger.APPLY_FAILED, self.actor, "task:failed", data)
+            await record_failure(
+                session, task, self.actor, error, rollback_outcome, details, self.now()
+            )
             return True
 
     async def not_started(
