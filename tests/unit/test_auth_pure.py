@@ -195,7 +195,13 @@ def _malformed() -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("plaintext", _malformed())
+MALFORMED = _malformed()
+
+
+# Indexed ids: the tokens are random, and parallel test runners need the same ids twice.
+@pytest.mark.parametrize(
+    "plaintext", MALFORMED, ids=[f"malformed{i}" for i in range(len(MALFORMED))]
+)
 def test_malformed_tokens_are_refused_with_one_message(plaintext: str) -> None:
     with pytest.raises(Unauthenticated) as caught:
         tokens.parse_token(plaintext)

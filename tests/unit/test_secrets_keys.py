@@ -45,7 +45,11 @@ def test_rotation_opens_old_values_and_seals_with_the_first_key() -> None:
         cipher(old).open("t", resealed)
 
 
-@pytest.mark.parametrize("bad", ["", "short", "A" * 44, new_key() + ",", new_key()[:-4]])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "short", "A" * 44, new_key() + ",", new_key()[:-4]],
+    ids=["empty", "short", "not-base64", "trailing-comma", "truncated"],
+)
 def test_a_malformed_key_setting_is_refused_when_settings_are_read(bad: str) -> None:
     with pytest.raises(ValidationError, match="ADE_SECRETS_KEY must hold keys of 32 bytes"):
         Settings(secrets_key=bad)
