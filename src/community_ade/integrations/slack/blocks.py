@@ -172,13 +172,12 @@ def review_blocks(req: ReviewRequest, decided: Decided | None = None) -> list[di
     return [b.to_dict() for b in blocks]
 
 
-def reminder_text(req: ReviewRequest, *, escalated: bool) -> str:
-    """A thread reply (and DM) telling the reviewers again."""
+def reminder_text(req: ReviewRequest) -> str:
+    """A thread reply telling the reviewers again (a reminder, an escalation)."""
     still = "; ".join(req.blocked_by) or "a decision"
     waiting = _people([p.name for p in req.reviewers])
-    what = "Escalated" if escalated else "Reminder"
     return (
-        f"{what}: “{escape(req.title)}” still waits on review ({escape(still)}); "
+        f"Reminder: “{escape(req.title)}” still waits on review ({escape(still)}); "
         f"deadline {_when(req.review_deadline)}. Eligible: {escape(waiting)}. "
         f"<{req.link}|Open in the dashboard>"
     )
