@@ -26,7 +26,7 @@ from community_ade.secrets.keys import SecretCipher
 
 router = APIRouter(prefix="/integrations/slack", tags=["slack"])
 # Slack gives an interaction 3 s; a Web API call made while answering must fit in it.
-ANSWER_SECONDS = 2.5
+ANSWER_SECONDS = 2
 # Follow-ups (ephemeral messages) run after the answer; kept here so they are not
 # garbage-collected while they run.
 _follow_ups: set[asyncio.Task[None]] = set()

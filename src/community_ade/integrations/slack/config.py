@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.audit import log as audit
@@ -22,7 +22,9 @@ from community_ade.errors import InvalidInput, NotFound
 from community_ade.secrets.keys import SecretCipher
 from community_ade.storage.db import flush_unique
 from community_ade.storage.models import (
+    AuditEvent,
     SlackChannel,
+    SlackCursor,
     SlackSettings,
     SlackUserLink,
     User,
@@ -30,6 +32,7 @@ from community_ade.storage.models import (
 )
 
 SETTINGS_ID = 1
+CURSOR_ID = 1
 ChannelKind = Literal["rule", "group"]
 _BOT_TOKEN = re.compile(r"xoxb-[A-Za-z0-9-]{10,250}")
 _SIGNING_SECRET = re.compile(r"[A-Za-z0-9]{16,128}")
@@ -100,7 +103,15 @@ async def configure(
     if row is None:
         if bot_token is None or signing_secret is None:
             raise InvalidInput("the first configuration needs the bot token and signing secret")
-        row = SlackSettings(id=SETTINGS_ID)
+        if await session.get(SlackCursor, CURSOR_ID) is None:
+            # The poster reads the audit log from here on: history is not announced.
+            head = await session.scalar(select(func.max(AuditEvent.seq)))
+            session.add(SlackCursor(id=CURSOR_ID, seq=head or 0))
+        row = SlackSettings(
+            id=SETTINGS_ID,
+            bot_token=cipher.seal(_TOKEN_AAD, bot_token),
+            signing_secret=cipher.seal(_SECRET_AAD, signing_secret),
+        )
         session.add(row)
     if bot_token is not None:
         row.bot_token = cipher.seal(_TOKEN_AAD, bot_token)

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from community_ade.approvals.batch import BatchDecision, ItemResult, decide_each
 from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.auth.service import human_principal
-from community_ade.errors import InvalidInput, Unauthenticated
+from community_ade.errors import AdeError, InvalidInput, Unauthenticated
 from community_ade.integrations.slack import config
 from community_ade.integrations.slack.blocks import (
     ACTIONS,
@@ -199,7 +199,12 @@ class Interactions:
                     )
                 principal = await human_principal(session, user)
                 decision = BatchDecision(task_id, action, digest, comment)
-                [result] = await decide_each(session, ReviewService(session), principal, [decision])
+                try:
+                    [result] = await decide_each(
+                        session, ReviewService(session), principal, [decision]
+                    )
+                except AdeError as exc:  # refused whole: the role may not review at all
+                    result = ItemResult(task_id, exc.code, detail=exc.message)
                 task = await session.get(Task, task_id)
                 message = sentence(result, action, task.title if task else "this task")
                 if task is not None:

@@ -54,7 +54,6 @@ from community_ade.storage.models import (
 
 log = logging.getLogger(__name__)
 
-CURSOR_ID = 1
 SCAN_BATCH = 500
 CLAIM_BATCH = 20
 CLAIM_SECONDS = 60.0
@@ -125,14 +124,18 @@ class SlackPoster:
     # -- the outbox -----------------------------------------------------------------------
 
     async def scan(self) -> bool:
-        """Turn the audit events after the cursor into jobs (with Slack configured)."""
+        """Turn the audit events after the cursor into jobs. Without a configuration it
+        reads one row and writes nothing: the cursor starts once Slack is configured."""
+        async with self.sessions() as session:
+            if await session.get(SlackSettings, config.SETTINGS_ID) is None:
+                return False
         try:
             async with self.sessions.begin() as session:
-                cursor = await session.get(SlackCursor, CURSOR_ID, with_for_update=True)
+                cursor = await session.get(SlackCursor, config.CURSOR_ID, with_for_update=True)
                 if cursor is None:
-                    # The first run starts at the present: history is not announced.
+                    # Configured before this table existed, say: start at the present.
                     head = await session.scalar(select(func.max(AuditEvent.seq)))
-                    session.add(SlackCursor(id=CURSOR_ID, seq=head or 0))
+                    session.add(SlackCursor(id=config.CURSOR_ID, seq=head or 0))
                     return False
                 rows = (
                     await session.execute(
@@ -145,8 +148,6 @@ class SlackPoster:
                 if not rows:
                     return False
                 cursor.seq = rows[-1].seq
-                if await session.get(SlackSettings, config.SETTINGS_ID) is None:
-                    return True
                 now = utcnow()
                 for _, kind, subject in rows:
                     task_id = _task_of(subject)
