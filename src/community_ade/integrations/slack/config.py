@@ -9,7 +9,8 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -33,7 +34,15 @@ from community_ade.storage.models import (
 
 SETTINGS_ID = 1
 CURSOR_ID = 1
-ChannelKind = Literal["rule", "group"]
+
+
+class RouteKind(StrEnum):
+    """What a channel route is keyed by."""
+
+    RULE = "rule"
+    GROUP = "group"
+
+
 _BOT_TOKEN = re.compile(r"xoxb-[A-Za-z0-9-]{10,250}")
 _SIGNING_SECRET = re.compile(r"[A-Za-z0-9]{16,128}")
 _CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -170,11 +179,11 @@ async def describe(session: AsyncSession) -> dict[str, Any]:
 
 
 async def set_channel(
-    session: AsyncSession, kind: ChannelKind, name: str, channel: str | None, *, actor: Actor
+    session: AsyncSession, kind: str, name: str, channel: str | None, *, actor: Actor
 ) -> None:
     """Post the review requests of tasks that matched policy rule ``name`` (or need
     reviewer group ``name``) to ``channel``; None removes the route."""
-    if kind not in ("rule", "group") or not 1 <= len(name) <= 200:
+    if kind not in set(RouteKind) or not 1 <= len(name) <= 200:
         raise InvalidInput("a route names a policy rule or a group (1-200 characters)")
     await session.execute(
         delete(SlackChannel).where(SlackChannel.kind == kind, SlackChannel.name == name)
