@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from slackrec import SlackRecorder
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_reviews import APPROVE, decide, set_policy, submitted_task, user
 
@@ -21,6 +23,7 @@ from community_ade.integrations.slack import config
 from community_ade.integrations.slack.poster import SlackPoster
 from community_ade.secrets.keys import SecretCipher
 from community_ade.settings import Settings
+from community_ade.storage.models import SlackJob, utcnow
 
 
 @pytest.fixture
@@ -111,3 +114,41 @@ async def test_post_once_remind_in_thread_and_update_on_decision(
     assert sorted(u.params["channel"] for u in updates) == ["C0DBA", "DCAROL"]
     assert not any(has_buttons(u.params["blocks"]) for u in updates)
     assert all("Approved" in json.dumps(u.params["blocks"]) for u in updates)
+
+
+async def test_a_job_of_a_process_that_died_is_taken_over_after_its_lease(
+    sessions: async_sessionmaker[AsyncSession],
+    workspace: Path,
+    tmp_path: Path,
+    recorder: SlackRecorder,
+) -> None:
+    settings = Settings(data_dir=tmp_path, slack_api_url=recorder.url)
+    alice = await user(sessions, "submitter")
+    await user(sessions, "reviewer")
+    async with sessions.begin() as session:
+        await config.configure(
+            session,
+            SecretCipher.from_settings(settings),
+            bot_token="xoxb-poster-0000000000",
+            signing_secret="postersigningsecret000",
+            default_channel="C0DEFAULT",
+            dm_reviewers=False,
+            actor=SYSTEM,
+            user_id=None,
+        )
+    await submitted_task(sessions, workspace, alice)
+    dying = SlackPoster(sessions, settings)
+    assert await dying.scan()
+    [claimed] = await dying.claim()  # … and the process dies before posting
+    survivor = SlackPoster(sessions, settings)
+    await drain(survivor)
+    assert recorder.named("chat.postMessage") == []  # still leased to the dead process
+    async with sessions.begin() as session:
+        await session.execute(
+            update(SlackJob).values(claimed_until=utcnow() - timedelta(seconds=1))
+        )
+    await drain(survivor)
+    [posted] = recorder.named("chat.postMessage")
+    assert posted.params["channel"] == "C0DEFAULT"
+    async with sessions() as session:
+        assert await session.get(SlackJob, claimed.task_id) is None
