@@ -70,6 +70,8 @@ class SlackRecorder:
             if channel.startswith("U"):
                 channel = "D" + channel[1:]
             return {"ok": True, "channel": channel, "ts": f"1700000000.{next(self._ts):06d}"}
+        if method == "views.open" and params.get("trigger_id") == "trigger-expired":
+            return {"ok": False, "error": "expired_trigger_id"}
         if method in ("chat.update", "chat.postEphemeral", "views.open"):
             return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
         if method == "users.info":

@@ -245,9 +245,12 @@ async def test_request_changes_opens_a_modal_whose_submission_decides(
     task_id, _ = await submitted(api)
     [posted] = await recorder.wait_for("chat.postMessage")
     value = buttons(posted)[REQUEST_CHANGES]
+    r = await click(api, "UCAROL", REQUEST_CHANGES, value, "1", action_ts="expired")
+    assert r.status_code == 200
+    assert "Could not open the form" in await ephemeral_for(recorder, "UCAROL", 1)
     r = await click(api, "UCAROL", REQUEST_CHANGES, value, "1", action_ts="5.0")
     assert r.status_code == 200
-    [opened] = recorder.named("views.open")
+    [opened] = recorder.named("views.open")[1:]
     assert opened.params["trigger_id"] == "trigger-5.0"
     view = opened.params["view"]
     view = json.loads(view) if isinstance(view, str) else view

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import delete, func, select
@@ -47,6 +48,8 @@ _BOT_TOKEN = re.compile(r"xoxb-[A-Za-z0-9-]{10,250}")
 _SIGNING_SECRET = re.compile(r"[A-Za-z0-9]{16,128}")
 _CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,30}")
+# What a Web API call may fail with: Slack's refusal, or no answer in time.
+SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
 # Bound the sealed values to their purpose: a token sealed as one cannot open as the other.
 _TOKEN_AAD, _SECRET_AAD = "slack:bot_token", "slack:signing_secret"
 
@@ -251,7 +254,7 @@ async def ade_user_of(
         return linked
     try:
         answer = await client.users_info(user=slack_user_id)
-    except SlackApiError:
+    except SLACK_FAILURES:
         return None
     email = ((answer.get("user") or {}).get("profile") or {}).get("email")
     if not isinstance(email, str) or not email:

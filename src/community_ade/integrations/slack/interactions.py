@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import IntegrityError
@@ -143,9 +142,18 @@ class Interactions:
             if not isinstance(trigger, str):
                 raise InvalidInput("a button interaction carries a trigger_id")
             title = await self._title(task_id)
-            await self.client.views_open(
-                trigger_id=trigger, view=changes_modal(task_id, digest, title)
-            )
+            try:
+                await self.client.views_open(
+                    trigger_id=trigger, view=changes_modal(task_id, digest, title)
+                )
+            except config.SLACK_FAILURES as exc:  # e.g. the trigger expired (3 s)
+                log.info("could not open the request-changes form: %s", exc)
+                return Answer(
+                    ephemeral="Could not open the form: click again, or request changes "
+                    "in the dashboard.",
+                    channel=channel,
+                    user=slack_user,
+                )
             return Answer()
         key = f"button|{slack_user}|{action.get('action_ts')}|{action_id}"
         _, message = await self._decide(
@@ -247,5 +255,5 @@ async def post_ephemeral(client: AsyncWebClient, answer: Answer) -> None:
         await client.chat_postEphemeral(
             channel=answer.channel, user=answer.user, text=answer.ephemeral
         )
-    except SlackApiError as exc:
+    except config.SLACK_FAILURES as exc:
         log.info("could not tell Slack user %s: %s", answer.user, exc)
