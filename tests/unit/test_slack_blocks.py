@@ -28,6 +28,7 @@ from community_ade.integrations.slack.blocks import (
     parse_button_value,
     reminder_text,
     review_blocks,
+    summary_text,
 )
 
 TASK = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -105,6 +106,12 @@ def test_no_preview_no_risk_and_no_digest_still_render() -> None:
     text = json.dumps(blocks)
     assert "not scored" in text
     assert actions(blocks) == {}  # nothing to bind a decision to
+
+
+def test_the_notification_text_cannot_ping_the_channel() -> None:
+    text = summary_text(request(title="<!channel> urgent"))
+    assert "<!channel>" not in text
+    assert "&lt;!channel&gt; urgent" in text
 
 
 def test_the_diff_cannot_close_its_code_block() -> None:

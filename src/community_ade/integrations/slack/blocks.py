@@ -83,7 +83,8 @@ def _people(names: Sequence[str]) -> str:
 
 def summary_text(req: ReviewRequest) -> str:
     """The notification text (and the fallback of clients that show no blocks)."""
-    return f"Review requested: {req.title} (risk {req.risk if req.risk is not None else '?'})"
+    risk = "not scored" if req.risk is None else f"{req.risk:.1f}"
+    return f"Review requested: {escape(req.title)} (risk {risk})"
 
 
 def review_blocks(req: ReviewRequest, decided: Decided | None = None) -> list[dict[str, Any]]:

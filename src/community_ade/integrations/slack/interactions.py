@@ -41,6 +41,7 @@ from community_ade.integrations.slack.blocks import (
     MAX_COMMENT_CHARS,
     REQUEST_CHANGES,
     changes_modal,
+    escape,
     parse_button_value,
 )
 from community_ade.storage.models import SlackAction, Task
@@ -238,7 +239,7 @@ class Interactions:
 def sentence(result: ItemResult, action: ReviewAction, title: str) -> str:
     """What the clicker reads about their decision: done, or the engine's refusal."""
     if result.result == "ok":
-        return f"You {DONE[action.value]} “{title}”: it is {result.state}."
+        return f"You {DONE[action.value]} “{escape(title)}”: it is {result.state}."
     why = REFUSED.get(result.result, "Your decision was refused.")
     return f"{why} ({result.detail})" if result.detail else why
 
