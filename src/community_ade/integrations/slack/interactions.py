@@ -156,7 +156,11 @@ class Interactions:
                     user=slack_user,
                 )
             return Answer()
-        key = f"button|{slack_user}|{action.get('action_ts')}|{action_id}"
+        action_ts = action.get("action_ts")
+        if not isinstance(action_ts, str) or not 1 <= len(action_ts) <= 40:
+            raise InvalidInput("a button interaction carries its action_ts")
+        # One click, one key: a retry of it repeats the key, a new click does not.
+        key = f"button|{slack_user}|{action_ts}|{action_id}"
         _, message = await self._decide(
             key, slack_user, task_id, ReviewAction(ACTIONS[action_id]), digest, ""
         )
