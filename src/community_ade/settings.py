@@ -72,6 +72,27 @@ class Settings(BaseSettings):
         '["https://hooks.example.com/deploy/"]. Scheme, host and port must match exactly and '
         "the path at a segment boundary. Default: empty, no URL is allowed.",
     )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s]+$",
+        max_length=500,
+        description="The server's address as reviewers reach it: the base of the dashboard "
+        "links in notifications (Slack, e-mail).",
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/",
+        pattern=r"^https?://[^\s]+/$",
+        max_length=500,
+        description="Base URL of Slack's Web API (ending in /); another only to point Slack "
+        "approvals at a test recorder.",
+    )
+    slack_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often `ade serve` looks for tasks whose Slack messages are due, "
+        "besides at once after each change this process commits.",
+    )
     startup_wait_seconds: float = Field(
         default=120.0,
         ge=0,

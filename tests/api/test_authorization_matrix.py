@@ -116,6 +116,11 @@ GET    /api/v1/secrets                              secret_read       ok  ok  ok
 GET    /api/v1/secrets/{name}                       secret_read       ok  ok  ok  403 ok  401 401
 PUT    /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
 DELETE /api/v1/secrets/{name}                       secret_write      ok  403 403 403 403 401 401
+GET    /api/v1/integrations/slack                   secret_write      ok  403 403 403 403 401 401
+PUT    /api/v1/integrations/slack                   secret_write      ok  403 403 403 403 401 401
+DELETE /api/v1/integrations/slack                   secret_write      ok  403 403 403 403 401 401
+PUT    /api/v1/integrations/slack/channels/{kind}/{name} secret_write ok  403 403 403 403 401 401
+PUT    /api/v1/integrations/slack/users/{username}  user_admin        ok  403 403 403 403 401 401
 GET    /api/v1/shell-profiles                       task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/shell-profiles/{name}                task_read         ok  ok  ok  ok  ok  401 401
 PUT    /api/v1/shell-profiles/{name}                shell_profile_write ok 403 403 403 403 401 401
@@ -156,7 +161,15 @@ FRAMEWORK_ROUTES = {
 # /mcp speaks JSON-RPC, not REST: tests/integration/test_mcp_transports.py checks that it
 # answers 401 without a token and refuses a person's token, and tests/api/test_mcp_gateway.py
 # that an agent sees only its own tools.
-EXEMPT_ROUTES = {("WS", "/api/v1/ws"), ("GET", "/mcp"), ("POST", "/mcp"), ("DELETE", "/mcp")}
+# Slack's interactivity endpoint takes Slack's signature, not a token: tests/api/test_slack.py
+# checks that a bad signature or an old timestamp is a 401 that changes nothing.
+EXEMPT_ROUTES = {
+    ("WS", "/api/v1/ws"),
+    ("GET", "/mcp"),
+    ("POST", "/mcp"),
+    ("DELETE", "/mcp"),
+    ("POST", "/api/v1/integrations/slack/interactivity"),
+}
 # The dashboard's pages (PageRoute) are not walked at all: they take a session cookie, not
 # a bearer token, and answer HTML and login redirects, not problem documents;
 # tests/integration/test_dashboard_pages.py covers them role by role.
@@ -1038,6 +1051,55 @@ async def delete_secret(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "DELETE", f"{SECRETS}/{t.entry_id}")
     gone = r.status_code == 204 and t.entry_id not in await secret_names(w)
     return Reply(r, 204, lambda b: gone)
+
+
+SLACK = "/api/v1/integrations/slack"
+SLACK_TOKEN = "xoxb-matrix-0000000000"
+
+
+async def slack_configured(w: World, caller: str) -> Target:
+    body = {"bot_token": SLACK_TOKEN, "signing_secret": "matrixsigningsecret0000"}
+    r = await w.call("admin", Target(), "PUT", SLACK, body)
+    assert r.status_code == 200, f"setup: admin configures Slack: {r.text}"
+    return Target()
+
+
+async def slack_config(w: World) -> Any:
+    return (await w.call("admin", Target(), "GET", SLACK)).json()
+
+
+@route("GET", SLACK, slack_configured)
+async def get_slack(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", SLACK)
+    return Reply(r, 200, lambda b: b["configured"] and SLACK_TOKEN not in r.text)
+
+
+@route("PUT", SLACK)
+async def put_slack(w: World, caller: str, t: Target) -> Reply:
+    body = {"bot_token": SLACK_TOKEN, "signing_secret": "matrixsigningsecret0000"}
+    r = await w.call(caller, t, "PUT", SLACK, body | {"default_channel": "C0MATRIX"})
+    return Reply(r, 200, lambda b: b["default_channel"] == "C0MATRIX")
+
+
+@route("DELETE", SLACK, slack_configured)
+async def delete_slack(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", SLACK)
+    gone = r.status_code == 204 and not (await slack_config(w))["configured"]
+    return Reply(r, 204, lambda b: gone)
+
+
+@route("PUT", SLACK + "/channels/{kind}/{name}")
+async def put_slack_channel(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "PUT", f"{SLACK}/channels/group/db-owners", {"channel": "C0DB"})
+    routed = {"kind": "group", "name": "db-owners", "channel": "C0DB"}
+    return Reply(r, 200, lambda b: routed in b["channels"])
+
+
+@route("PUT", SLACK + "/users/{username}")
+async def put_slack_user(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "PUT", f"{SLACK}/users/carol", {"slack_user_id": "UCAROL"})
+    linked = {"username": "carol", "slack_user_id": "UCAROL", "source": "admin"}
+    return Reply(r, 200, lambda b: linked in b["users"])
 
 
 @route("GET", SHELL_PROFILES, shell_profile)

@@ -33,6 +33,7 @@ from community_ade.api.routes import (
     metrics,
     secrets,
     shell_profiles,
+    slack,
     task_types,
     tasks,
     transparency,
@@ -47,6 +48,7 @@ from community_ade.execution.claims import settle_lapsed_claims
 from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
+from community_ade.integrations.slack.poster import SlackPoster
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -132,6 +134,8 @@ def create_app(
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
             signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
+            poster = SlackPoster(runtime.sessions, runtime.settings)
+            slack_posting = asyncio.create_task(poster.run_forever(), name="ade-slack-poster")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -141,7 +145,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, signing, *extra))
+                await cancel_and_wait((sweeper, health_watch, signing, slack_posting, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -157,7 +161,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets):
+    for module in (*modules, shell_profiles, secrets, slack):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)

@@ -14,6 +14,7 @@ from community_ade.cli import (
     secrets,
     serve,
     shell_profiles,
+    slack,
     users,
     worker,
 )
@@ -32,6 +33,7 @@ app.add_typer(users.groups_app, name="groups")
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(agents.app, name="agents")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(slack.app, name="slack")
 app.add_typer(shell_profiles.app, name="shell-profiles")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)

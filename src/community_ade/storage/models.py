@@ -87,6 +87,9 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
+    # Where notifications reach the user, and how a chat account (Slack) is matched to
+    # them; stored lower-case, so unique regardless of how it was typed.
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="viewer")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -436,4 +439,105 @@ class AuditCheckpoint(Base):
     )
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+# -- Slack approvals (docs/notifications.md#slack) ----------------------------------------
+
+
+class SlackSettings(Base):
+    """The one Slack app configuration (row id 1). The bot token and signing secret are
+    sealed with the secrets key (``SecretCipher``); no route or page returns them."""
+
+    __tablename__ = "slack_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    bot_token: Mapped[bytes] = mapped_column(LargeBinary)
+    signing_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    default_channel: Mapped[str | None] = mapped_column(String(80))
+    dm_reviewers: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class SlackChannel(Base):
+    """Where a task's review request is posted: per policy rule or per reviewer group."""
+
+    __tablename__ = "slack_channels"
+    __table_args__ = (CheckConstraint("kind IN ('rule', 'group')", name="kind"),)
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(80))
+
+
+class SlackUserLink(Base):
+    """A Slack account ↔ an ADE user: set by an admin, or found by e-mail."""
+
+    __tablename__ = "slack_user_links"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    slack_user_id: Mapped[str] = mapped_column(String(32), unique=True)
+    source: Mapped[str] = mapped_column(String(8))  # "admin" or "email"
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class SlackMessage(Base):
+    """A message posted about a task (channel, ts), updated as the task moves."""
+
+    __tablename__ = "slack_messages"
+    __table_args__ = (UniqueConstraint("task_id", "channel"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(80))
+    ts: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the reviewer of a DM
+    posted_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class SlackJob(Base):
+    """A task whose Slack messages are to be brought up to date (the outbox). The audit
+    scan bumps ``generation``; the poster deletes the row only if it is unchanged."""
+
+    __tablename__ = "slack_jobs"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    remind: Mapped[bool] = mapped_column(Boolean, default=False)
+    due_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class SlackCursor(Base):
+    """How far the poster has read the audit log (row id 1)."""
+
+    __tablename__ = "slack_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+
+
+class SlackAction(Base):
+    """A decision taken through a Slack button or modal, keyed by the interaction, so a
+    retried delivery is answered as before and never decides twice."""
+
+    __tablename__ = "slack_actions"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    action: Mapped[str] = mapped_column(String(16))
+    result: Mapped[str] = mapped_column(String(40))  # "ok" or the refusal's code
+    message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

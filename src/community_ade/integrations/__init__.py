@@ -1,0 +1,1 @@
+"""Surfaces that reach people and systems outside Community ADE."""
