@@ -237,6 +237,62 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a dashboard login lasts."
     )
+    password_login: bool = Field(
+        default=True,
+        description="Whether the dashboard offers username/password login. Turn it off "
+        "(`false`) once people sign in with OpenID Connect (docs/auth.md).",
+    )
+    # -- OpenID Connect (docs/auth.md) --
+    oidc_issuer: str | None = Field(
+        default=None,
+        max_length=500,
+        description="The identity provider's issuer URL (its "
+        "`/.well-known/openid-configuration` is read). Unset: no OpenID Connect sign-in.",
+    )
+    oidc_client_id: str | None = Field(
+        default=None, max_length=500, description="This dashboard's client id at the provider."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The client secret (confidential client)."
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email",
+        max_length=500,
+        description="Scopes asked for (space-separated; `openid` is required). Add the "
+        "one that releases the groups claim if the provider needs it (e.g. `groups`).",
+    )
+    oidc_display_name: str = Field(
+        default="your identity provider",
+        max_length=100,
+        description='Shown on the login page: "Sign in with <name>".',
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username",
+        max_length=100,
+        description="The ID token claim that names the user here (falls back to `email`'s "
+        "local part, then `sub`).",
+    )
+    oidc_groups_claim: str = Field(
+        default="groups",
+        max_length=100,
+        description="The claim listing the person's groups at the provider.",
+    )
+    oidc_group_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group → reviewer group here, as JSON, e.g. {"okta-dba": '
+        "\"db-owners\"}. Empty: the provider's group names are used as they are. A user's "
+        "groups are set to exactly the mapped ones at every sign-in.",
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group → role here, as JSON, e.g. {"ade-admins": "admin", '
+        '"ade-reviewers": "reviewer"}; the highest matching role wins, at every sign-in.',
+    )
+    oidc_default_role: str = Field(
+        default="viewer",
+        pattern="^(viewer|submitter|reviewer|admin)$",
+        description="The role of a person none of whose groups is in the role map.",
+    )
     # -- login throttling and rate limits --
     login_free_failures_per_account: int = Field(
         default=5,

@@ -34,6 +34,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "lock_conflict": 409,
     "not_eligible": 403,
     "self_review": 403,
+    "fresh_auth_required": 401,
     "lock_timeout": 409,
     "deadlock_detected": 409,
     "lock_lost": 409,
