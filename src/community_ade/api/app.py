@@ -35,6 +35,7 @@ from community_ade.api.routes import (
     shell_profiles,
     task_types,
     tasks,
+    tokens,
     transparency,
     ws,
 )
@@ -157,7 +158,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets):
+    for module in (*modules, shell_profiles, secrets, tokens):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)

@@ -174,6 +174,28 @@ def parse_scopes(values: Iterable[str]) -> frozenset[TokenScope]:
     return frozenset(scopes)
 
 
+def scopes_for_new_token(
+    principal: Principal, asked: frozenset[TokenScope] | None
+) -> frozenset[TokenScope] | None:
+    """The scopes of a token ``principal`` makes for itself: never wider than the
+    principal's own token (a scope-limited caller gets its own scopes by default, and
+    ``Forbidden`` naming the scope it asks beyond them)."""
+    held = principal.scopes
+    if held is None:
+        return asked
+    if asked is None:
+        return held
+    beyond = sorted(asked - held)
+    if beyond:
+        raise Forbidden(
+            f"a token limited to {', '.join(sorted(held))} cannot make one with "
+            f"{', '.join(beyond)}",
+            missing_scope=beyond[0],
+            scopes=sorted(held),
+        )
+    return asked
+
+
 # The role an agent acts with (lowered to its owner's role when that is weaker).
 AGENT_ROLE = Role.SUBMITTER
 
