@@ -14,7 +14,9 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import Role, service
+from community_ade.auth.principal import parse_scopes
 from community_ade.cli.common import EXIT_USAGE, console, err_console, run_database
+from community_ade.errors import InvalidInput
 from community_ade.runtime import Database
 from community_ade.storage.models import utcnow
 
@@ -247,6 +249,11 @@ def create_token(
         lifetime = timedelta(days=expires_days)
     expires_at = utcnow() + lifetime if lifetime else None
     scopes = [part for item in scope for part in item.split(",") if part] if scope else None
+    if scopes is not None:
+        try:  # checked here too, so a typo costs no database start
+            parse_scopes(scopes)
+        except InvalidInput as exc:
+            raise _usage(exc.message) from None
 
     async def action(rt: Database) -> tuple[str, uuid.UUID, str]:
         async with rt.sessions.begin() as session:
