@@ -418,6 +418,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        """A half-configured identity provider fails at start, not at someone's sign-in."""
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_client_id:
+            raise ValueError("ADE_OIDC_ISSUER is set: set ADE_OIDC_CLIENT_ID too")
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError("ADE_OIDC_SCOPES must include 'openid'")
+        roles = {"viewer", "submitter", "reviewer", "admin"}
+        unknown = sorted(set(self.oidc_role_map.values()) - roles)
+        if unknown:
+            raise ValueError(f"ADE_OIDC_ROLE_MAP names unknown roles: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
     def _renewal_shorter_than_lease(self) -> Settings:
         renew = self.lock_renew_seconds
         if renew is not None and renew >= self.lock_lease_seconds:

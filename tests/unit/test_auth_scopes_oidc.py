@@ -32,6 +32,7 @@ from community_ade.auth.principal import (
     scopes_for_new_token,
 )
 from community_ade.errors import Forbidden, FreshAuthRequired, InvalidInput
+from community_ade.settings import Settings
 
 ALL_SCOPE_SETS = [
     frozenset(c)
@@ -261,3 +262,18 @@ def test_a_policy_with_a_bad_fresh_auth_is_refused(seconds: object) -> None:
         PolicyDocument.model_validate({"rules": [{"name": "r", "fresh_auth_seconds": seconds}]})
     with pytest.raises(InvalidInput, match="fresh_auth must be a positive duration"):
         PolicyRule("r", ("*",), fresh_auth=timedelta(0))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"oidc_issuer": "https://idp"}, "set ADE_OIDC_CLIENT_ID too"),
+        ({"oidc_client_id": "c", "oidc_scopes": "profile email"}, "must include 'openid'"),
+        ({"oidc_client_id": "c", "oidc_role_map": {"g": "root"}}, "unknown roles: root"),
+    ],
+)
+def test_a_half_configured_provider_fails_at_start(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**{"oidc_issuer": "https://idp", **settings})  # type: ignore[arg-type]

@@ -61,8 +61,6 @@ def client_of(request: Request) -> StarletteOAuth2App:
 def register(settings: Settings) -> StarletteOAuth2App:
     if not settings.oidc_issuer or not settings.oidc_client_id:
         raise NotFound("sign-in with an identity provider is not set up here")
-    if "openid" not in settings.oidc_scopes.split():
-        raise InvalidInput("ADE_OIDC_SCOPES must include 'openid'")
     secret = settings.oidc_client_secret
     oauth = OAuth()
     oauth.register(
