@@ -131,13 +131,13 @@ async def login(
             "login. If that was not you, tell an administrator."
         )
     # A password typed just now is a fresh authentication.
-    await audit_login(session, principal, "password")
+    await _audit_login(session, principal, "password")
     return await start_session(
         request, session, runtime, principal, next_url=next, auth_time=utcnow(), flash=notice
     )
 
 
-async def audit_login(session: AsyncSession, principal: Principal, method: str) -> None:
+async def _audit_login(session: AsyncSession, principal: Principal, method: str) -> None:
     await audit.append(
         session,
         type="auth:login",
