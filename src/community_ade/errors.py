@@ -76,6 +76,13 @@ class SelfReview(NotEligible):
     code = "self_review"
 
 
+class FreshAuthRequired(AdeError):
+    """Step-up: this decision needs a more recent login than the caller's (``max_age``
+    seconds, a detail); the dashboard sends the person through the identity provider."""
+
+    code = "fresh_auth_required"
+
+
 class ServiceUnavailable(AdeError):
     """A backing service (Redis, the database) could not be reached or started."""
 

@@ -258,6 +258,62 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a dashboard login lasts."
     )
+    password_login: bool = Field(
+        default=True,
+        description="Whether the dashboard offers username/password login. Turn it off "
+        "(`false`) once people sign in with OpenID Connect (docs/auth.md).",
+    )
+    # -- OpenID Connect (docs/auth.md) --
+    oidc_issuer: str | None = Field(
+        default=None,
+        max_length=500,
+        description="The identity provider's issuer URL (its "
+        "`/.well-known/openid-configuration` is read). Unset: no OpenID Connect sign-in.",
+    )
+    oidc_client_id: str | None = Field(
+        default=None, max_length=500, description="This dashboard's client id at the provider."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The client secret (confidential client)."
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email",
+        max_length=500,
+        description="Scopes asked for (space-separated; `openid` is required). Add the "
+        "one that releases the groups claim if the provider needs it (e.g. `groups`).",
+    )
+    oidc_display_name: str = Field(
+        default="your identity provider",
+        max_length=100,
+        description='Shown on the login page: "Sign in with <name>".',
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username",
+        max_length=100,
+        description="The ID token claim that names the user here (falls back to `email`'s "
+        "local part, then `sub`).",
+    )
+    oidc_groups_claim: str = Field(
+        default="groups",
+        max_length=100,
+        description="The claim listing the person's groups at the provider.",
+    )
+    oidc_group_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group → reviewer group here, as JSON, e.g. {"okta-dba": '
+        "\"db-owners\"}. Empty: the provider's group names are used as they are. A user's "
+        "groups are set to exactly the mapped ones at every sign-in.",
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group → role here, as JSON, e.g. {"ade-admins": "admin", '
+        '"ade-reviewers": "reviewer"}; the highest matching role wins, at every sign-in.',
+    )
+    oidc_default_role: str = Field(
+        default="viewer",
+        pattern="^(viewer|submitter|reviewer|admin)$",
+        description="The role of a person none of whose groups is in the role map.",
+    )
     # -- login throttling and rate limits --
     login_free_failures_per_account: int = Field(
         default=5,
@@ -380,6 +436,21 @@ class Settings(BaseSettings):
     def _secrets_key_well_formed(self) -> Settings:
         if self.secrets_key is not None:  # wrong here, not at the first apply that needs it
             parse_secrets_keys(self.secrets_key.get_secret_value(), source="ADE_SECRETS_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        """A half-configured identity provider fails at start, not at someone's sign-in."""
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_client_id:
+            raise ValueError("ADE_OIDC_ISSUER is set: set ADE_OIDC_CLIENT_ID too")
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError("ADE_OIDC_SCOPES must include 'openid'")
+        roles = {"viewer", "submitter", "reviewer", "admin"}
+        unknown = sorted(set(self.oidc_role_map.values()) - roles)
+        if unknown:
+            raise ValueError(f"ADE_OIDC_ROLE_MAP names unknown roles: {', '.join(unknown)}")
         return self
 
     @model_validator(mode="after")

@@ -104,6 +104,9 @@ GET    /api/v1/agents/{agent_id}/health             agent_read        ok  ok  ok
 GET    /api/v1/agents/{agent_id}/tokens             agent_write       ok  ok  ok  403 403 401 401
 POST   /api/v1/agents/{agent_id}/tokens             agent_write       ok  ok  ok  403 403 401 401
 DELETE /api/v1/agents/{agent_id}/tokens/{token_id}  agent_write       ok  ok  ok  403 403 401 401
+GET    /api/v1/tokens                               -                 ok  ok  ok  ok  403 401 401
+POST   /api/v1/tokens                               -                 ok  ok  ok  ok  403 401 401
+DELETE /api/v1/tokens/{token_id}                    -                 ok  ok  ok  ok  403 401 401
 GET    /api/v1/catalogue/models                     agent_read        ok  ok  ok  ok  ok  401 401
 POST   /api/v1/catalogue/models                     catalogue_write   ok  403 403 403 403 401 401
 PUT    /api/v1/catalogue/models/{model_id}          catalogue_write   ok  403 403 403 403 401 401
@@ -961,6 +964,39 @@ async def revoke_agent_token(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "DELETE", f"{AGENTS}/{t.agent_id}/tokens/{t.token_id}")
     dead = r.status_code == 200 and await w.status("GET", AGENTS, token=t.token) == 401
     return Reply(r, 200, lambda b: dead and b["id"] == t.token_id and b["revoked_at"] is not None)
+
+
+async def own_token(w: World, caller: str) -> Target:
+    """A token of the caller's own (a person's); other callers get alice's."""
+    person = caller if caller in USERS else "submitter"
+    async with w.api.runtime.sessions.begin() as session:
+        token, row = await auth.create_token(
+            session, name="own", user_id=uuid.UUID(w.ids[person]), scopes=["read"]
+        )
+    return Target(token_id=str(row.id), token=token)
+
+
+@route("GET", "/api/v1/tokens", own_token)
+async def list_own_tokens(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/tokens")
+    return Reply(r, 200, lambda b: t.token_id in [x["id"] for x in b] and "token" not in b[0])
+
+
+@route("POST", "/api/v1/tokens", nothing)
+async def create_own_token(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", "/api/v1/tokens", {"name": "m", "scopes": ["read"]})
+    # The new token reads as its maker (tests/api/test_token_scopes.py: and no more).
+    works = r.status_code == 201 and (
+        await w.status("GET", "/api/v1/tasks", token=r.json()["token"]) == 200
+    )
+    return Reply(r, 201, lambda b: works and b["scopes"] == ["read"])
+
+
+@route("DELETE", "/api/v1/tokens/{token_id}", own_token)
+async def revoke_own_token(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "DELETE", f"/api/v1/tokens/{t.token_id}")
+    dead = r.status_code == 200 and await w.status("GET", "/api/v1/tasks", token=t.token) == 401
+    return Reply(r, 200, lambda b: dead and b["revoked_at"] is not None)
 
 
 # What a new catalogue entry holds besides its id, and an entry the migrations seed.

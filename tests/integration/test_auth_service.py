@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 import redis
+import typer
 from argon2 import PasswordHasher
 from conftest import DEFAULT_SERVER_URL, unavailable
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.auth import Permission, passwords, require, service, tokens
+from community_ade.cli.users import parse_duration
 from community_ade.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from community_ade.storage import db
 from community_ade.storage.models import ApiToken, User
@@ -557,3 +559,56 @@ async def test_names_are_nfkc_normalised_and_lookalikes_of_existing_ones_refused
             with pytest.raises(Conflict, match="looks like the existing agent 'Deploy Bot'"):
                 await service.create_agent_identity(session, lookalike, alice.id)
         await service.create_agent_identity(session, "Deploy Bot 2", alice.id)
+
+
+@pytest.mark.timeout(400)  # three CLI processes, each opening the database
+async def test_cli_makes_scope_limited_expiring_tokens(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ADE_DATA_DIR": str(tmp_path),
+        "ADE_REDIS_URL": _redis_url(),
+        "ADE_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+    }
+    env.pop("ADE_DATABASE_URL", None)
+
+    async def ade(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(_ade, env, *args)
+
+    assert (await ade("users", "create", "ann", "--role", "reviewer")).returncode == 0
+    created = await ade("tokens", "create", "--user", "ann", "--name", "ci",
+                        "--scope", "read", "--scope", "review", "--expires", "12h")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "limited to read, review" in created.stderr
+    plaintext = created.stdout.strip()
+    refused = await ade("tokens", "create", "--user", "ann", "--name", "x", "--scope", "write")
+    assert refused.returncode == 2
+    assert "unknown token scope 'write'" in refused.stderr
+
+    engine = db.create_engine(db.default_url(tmp_path))
+    try:
+        async with db.sessionmaker(engine).begin() as session:
+            now = datetime.now(UTC)
+            principal = await service.authenticate_token(session, plaintext, now=now)
+            assert principal.scopes == {"read", "review"}
+            [info] = await service.list_tokens(session, user_id=principal.id)
+            assert info.scopes == ("read", "review")
+            assert info.expires_at is not None
+            assert timedelta(hours=11) < info.expires_at - now <= timedelta(hours=12)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("text", "lifetime"),
+    [("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("90d", timedelta(days=90))],
+)
+def test_token_lifetimes_read_as_durations(text: str, lifetime: timedelta) -> None:
+    assert parse_duration(text) == lifetime
+
+
+@pytest.mark.parametrize("text", ["soon", "0d", "12", "1w", "3651d", "-1h"])
+def test_bad_token_lifetimes_are_a_usage_error(text: str) -> None:
+    with pytest.raises(typer.Exit) as refused:
+        parse_duration(text)
+    assert refused.value.exit_code == 2

@@ -13,7 +13,7 @@ edited by admins. Leases are opened by the agent itself, its owner or an admin.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -407,11 +407,16 @@ class AgentService:
     # -- tokens -----------------------------------------------------------------------
 
     async def create_token(
-        self, principal: Principal, agent_id: uuid.UUID, name: str, expires_at: datetime | None
+        self,
+        principal: Principal,
+        agent_id: uuid.UUID,
+        name: str,
+        expires_at: datetime | None,
+        scopes: Collection[str] | None = None,
     ) -> tuple[str, ApiToken]:
         agent = await self._managed(principal, agent_id)
         return await auth.create_token(
-            self.session, name=name, agent_id=agent.id, expires_at=expires_at
+            self.session, name=name, agent_id=agent.id, expires_at=expires_at, scopes=scopes
         )
 
     async def list_tokens(self, principal: Principal, agent_id: uuid.UUID) -> list[auth.TokenInfo]:

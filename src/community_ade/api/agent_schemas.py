@@ -14,12 +14,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from community_ade.agents import config as cfg
 from community_ade.agents.health import Health
 from community_ade.agents.leases import Lease
 from community_ade.api.schemas import TaskOut, UtcDatetime
+from community_ade.auth.principal import TokenScope
 from community_ade.execution.claims import ReportedRollback
 from community_ade.storage.models import Agent, AgentVersion
 
@@ -195,6 +196,13 @@ class TokenCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     expires_at: UtcDatetime | None = None
+    scopes: list[TokenScope] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(TokenScope),
+        description="Limit the token to these scopes (read, submit, review, admin); "
+        "omitted: every right of its holder.",
+    )
 
 
 class TokenOut(BaseModel):
@@ -205,6 +213,14 @@ class TokenOut(BaseModel):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    scopes: list[str] | None = Field(
+        default=None, description="The token's scopes; null: every right of its holder."
+    )
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _stored_scopes(cls, value: object) -> object:
+        return sorted(value.split()) if isinstance(value, str) else value
 
 
 class NewTokenOut(TokenOut):

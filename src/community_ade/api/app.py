@@ -36,6 +36,7 @@ from community_ade.api.routes import (
     slack,
     task_types,
     tasks,
+    tokens,
     transparency,
     ws,
 )
@@ -161,7 +162,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets, slack):
+    for module in (*modules, shell_profiles, secrets, slack, tokens):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)

@@ -30,6 +30,8 @@ SMALL_BODY_ROUTES: tuple[tuple[re.Pattern[str], int], ...] = (
     (re.compile(r"/log(in|out)"), FORM_BODY_BYTES),
     # Token names and expiry, over the API and on the dashboard's agent pages.
     (re.compile(r"(/api/v1)?/agents/[^/]+/tokens(/.*)?"), FORM_BODY_BYTES),
+    (re.compile(r"/api/v1/tokens(/.*)?"), FORM_BODY_BYTES),
+    (re.compile(r"/auth/oidc/.*"), FORM_BODY_BYTES),  # GETs: a body has no business here
     (re.compile(r"/api/v1/(locks|leases)(/.*)?"), SMALL_BODY_BYTES),
 )
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from community_ade.errors import AdeError, RateLimited
+from community_ade.errors import AdeError, FreshAuthRequired, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "lock_conflict": 409,
     "not_eligible": 403,
     "self_review": 403,
+    "fresh_auth_required": 401,
     "lock_timeout": 409,
     "deadlock_detected": 409,
     "lock_lost": 409,
@@ -135,6 +136,12 @@ def install(app: FastAPI) -> None:
 
 
 def _headers_for(exc: AdeError, status: int) -> dict[str, str] | None:
+    if isinstance(exc, FreshAuthRequired):  # RFC 9470 step-up challenge
+        max_age = exc.details.get("max_age")
+        return {
+            "WWW-Authenticate": 'Bearer error="insufficient_user_authentication", '
+            f'error_description="a more recent login is required", max_age={max_age}'
+        }
     if status == 401:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimited):

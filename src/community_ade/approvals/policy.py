@@ -33,7 +33,7 @@ from community_ade.approvals.risk import (
     risk_value,
     score_task,
 )
-from community_ade.errors import InvalidInput, NotEligible, SelfReview
+from community_ade.errors import FreshAuthRequired, InvalidInput, NotEligible, SelfReview
 
 __all__ = [
     "DEFAULT_TTL",
@@ -55,6 +55,7 @@ __all__ = [
     "apply_mode",
     "check_can_vote",
     "check_eligible",
+    "check_fresh_auth",
     "compute_requirements",
     "is_eligible",
     "quorum_for_risk",
@@ -157,6 +158,8 @@ class PolicyRule:
     review_ttl: timedelta | None = None
     approval_ttl: timedelta | None = None
     auto_approve_below: float | None = None
+    # Step-up: deciding needs a login at most this old (docs/auth.md).
+    fresh_auth: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -170,7 +173,7 @@ class PolicyRule:
             raise InvalidInput(f"{where}: risk_min ({low}) is above risk_max ({high})")
         object.__setattr__(self, "groups", self._checked_groups(where))
         _check_count(self.min_total, f"{where}: min_total", 0)
-        for attr in ("review_ttl", "approval_ttl"):
+        for attr in ("review_ttl", "approval_ttl", "fresh_auth"):
             if getattr(self, attr) is not None:
                 _check_ttl(getattr(self, attr), f"{where}: {attr}")
         if self.auto_approve_below is not None:
@@ -271,6 +274,7 @@ class Requirements:
     auto_approve_threshold: float | None
     auto_approve: bool
     auto_apply: bool
+    fresh_auth: timedelta | None = None  # the shortest a matched rule asks; None: any login
 
     @property
     def group_slots(self) -> int:
@@ -305,7 +309,8 @@ def compute_requirements(
     - TTLs: the shortest a matched rule sets, else the policy default;
     - auto-approve: only when at least one rule matched, every matched rule sets a
       threshold, and the risk is strictly below the lowest of them;
-    - auto-apply: unless the policy's apply modes say ``manual`` for the task type.
+    - auto-apply: unless the policy's apply modes say ``manual`` for the task type;
+    - fresh authentication: the shortest ``fresh_auth`` a matched rule asks.
     """
     if not isinstance(task_type, str) or not task_type.strip():
         raise InvalidInput("a task type must be a non-empty string")
@@ -337,6 +342,25 @@ def compute_requirements(
         auto_approve_threshold=threshold,
         auto_approve=threshold is not None and value < threshold,
         auto_apply=apply_mode(policy.apply_modes, task_type) is ApplyMode.AUTO,
+        fresh_auth=min((r.fresh_auth for r in matched if r.fresh_auth is not None), default=None),
+    )
+
+
+def check_fresh_auth(requirements: Requirements, auth_time: datetime | None, now: datetime) -> None:
+    """Step-up: ``FreshAuthRequired`` when the task's rules ask for a login at most
+    ``fresh_auth`` old and the decider's is older or unknown (an API token)."""
+    max_age = requirements.fresh_auth
+    if max_age is None:
+        return
+    if auth_time is not None and now - check_aware(auth_time, "auth_time") <= max_age:
+        return
+    seconds = int(max_age.total_seconds())
+    when = "an API token carries no login" if auth_time is None else "your login is older"
+    raise FreshAuthRequired(
+        f"deciding on this task needs a login at most {seconds} s old and {when}: "
+        "sign in again (the dashboard sends you through your identity provider)",
+        max_age=seconds,
+        auth_time=auth_time.isoformat() if auth_time is not None else None,
     )
 
 

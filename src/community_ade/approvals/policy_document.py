@@ -17,6 +17,8 @@ from community_ade.approvals.risk import ResourceType
 # Ten years: longer review or approval windows are mistakes, and far longer ones would
 # overflow date arithmetic when a deadline is computed.
 MAX_TTL_SECONDS = 10 * 365 * 86_400
+# A "fresh" login older than a month is no step-up.
+MAX_FRESH_AUTH_SECONDS = 30 * 86_400
 
 
 class GroupRequirementDocument(BaseModel):
@@ -39,6 +41,12 @@ class RuleDocument(BaseModel):
     review_ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
     approval_ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_TTL_SECONDS)
     auto_approve_below: float | None = Field(default=None, ge=0, le=100)
+    fresh_auth_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_FRESH_AUTH_SECONDS,
+        description="Step-up: deciding on a matched task needs a login at most this old.",
+    )
 
     def to_rule(self) -> PolicyRule:
         return PolicyRule(
@@ -52,6 +60,7 @@ class RuleDocument(BaseModel):
             review_ttl=_ttl(self.review_ttl_seconds),
             approval_ttl=_ttl(self.approval_ttl_seconds),
             auto_approve_below=self.auto_approve_below,
+            fresh_auth=_ttl(self.fresh_auth_seconds),
         )
 
 

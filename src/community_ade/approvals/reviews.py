@@ -25,6 +25,7 @@ from community_ade.approvals.policy import (
     Requirements,
     check_can_vote,
     check_eligible,
+    check_fresh_auth,
     is_eligible,
     task_type_matches,
 )
@@ -263,6 +264,7 @@ class ReviewService:
         submitter, owner = await self.parties(task)
         check_can_vote(actor, submitter, owner, ActorKind.HUMAN)
         requirements = requirements_from_document(task.requirements or {}, task.type)
+        check_fresh_auth(requirements, principal.auth_time, self.now())
         if action in (ReviewAction.REQUEST_CHANGES, ReviewAction.DELEGATE):
             # Only someone who could decide may send the task back or hand their slot on.
             groups, roles = await directory(self.session, {actor})

@@ -129,7 +129,12 @@ def requirements_document(req: Requirements) -> dict[str, Any]:
         "approval_ttl_seconds": int(req.approval_ttl.total_seconds()),
         "auto_approve": req.auto_approve,
         "auto_apply": req.auto_apply,
+        "fresh_auth_seconds": _seconds(req.fresh_auth),
     }
+
+
+def _seconds(duration: timedelta | None) -> int | None:
+    return None if duration is None else int(duration.total_seconds())
 
 
 def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requirements:
@@ -147,7 +152,12 @@ def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requir
         auto_approve_threshold=doc.get("auto_approve_threshold"),
         auto_approve=bool(doc["auto_approve"]),
         auto_apply=bool(doc["auto_apply"]),
+        fresh_auth=_duration(doc.get("fresh_auth_seconds")),
     )
+
+
+def _duration(seconds: int | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=int(seconds))
 
 
 def _auto_reason(requirements: Requirements) -> dict[str, Any]:

@@ -34,6 +34,11 @@ create and submit tasks and read, never review. The permissions marked ``*`` are
 holds more than its owner either (``auth.service`` gives the agent of a ``viewer`` the
 role ``viewer``).
 
+A token may also be limited to *scopes* (``read``, ``submit``, ``review``, ``admin``,
+``SCOPE_OF`` below): its principal then holds only the permissions of its role that one
+of its scopes covers. A token without scopes (every token made before scopes existed)
+holds all its holder's permissions.
+
 Ownership ("own tasks", "own agents") and separation of duties (no approving one's own
 task, architecture §4) are not permissions: the services check them against the principal.
 """
@@ -41,11 +46,13 @@ task, architecture §4) are not permissions: the services check them against the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from community_ade.errors import Forbidden
+from community_ade.errors import Forbidden, InvalidInput
 
 PrincipalKind = Literal["human", "agent"]
 
@@ -119,6 +126,76 @@ HUMAN_ONLY: frozenset[Permission] = frozenset(
     }
 )
 
+
+class TokenScope(StrEnum):
+    """What a scope-limited API token may be used for (``ade tokens create --scope``)."""
+
+    READ = "read"
+    SUBMIT = "submit"
+    REVIEW = "review"
+    ADMIN = "admin"
+
+
+SCOPE_OF: dict[Permission, TokenScope] = {
+    Permission.TASK_READ: TokenScope.READ,
+    Permission.AGENT_READ: TokenScope.READ,
+    Permission.DELEGATION_READ: TokenScope.READ,
+    Permission.POLICY_READ: TokenScope.READ,
+    Permission.AUDIT_READ: TokenScope.READ,
+    Permission.LOCK_READ: TokenScope.READ,
+    Permission.SECRET_READ: TokenScope.READ,
+    Permission.TASK_WRITE: TokenScope.SUBMIT,
+    Permission.LOCK_LEASE: TokenScope.SUBMIT,
+    Permission.AGENT_WRITE: TokenScope.SUBMIT,
+    Permission.REVIEW: TokenScope.REVIEW,
+    Permission.DELEGATION_WRITE: TokenScope.REVIEW,
+    Permission.POLICY_WRITE: TokenScope.ADMIN,
+    Permission.LOCK_ADMIN: TokenScope.ADMIN,
+    Permission.CATALOGUE_WRITE: TokenScope.ADMIN,
+    Permission.SHELL_PROFILE_WRITE: TokenScope.ADMIN,
+    Permission.USER_ADMIN: TokenScope.ADMIN,
+    Permission.SECRET_WRITE: TokenScope.ADMIN,
+}
+"""The one scope that covers each permission (a scope adds nothing its holder's role lacks)."""
+
+
+def parse_scopes(values: Iterable[str]) -> frozenset[TokenScope]:
+    """Scopes as given (CLI, API, stored text); ``InvalidInput`` naming the unknown one.
+    An empty list is refused: a token that may do nothing is a mistake."""
+    scopes = set()
+    for value in values:
+        try:
+            scopes.add(TokenScope(value.strip()))
+        except ValueError:
+            choices = ", ".join(s.value for s in TokenScope)
+            raise InvalidInput(f"unknown token scope {value!r}: choose from {choices}") from None
+    if not scopes:
+        raise InvalidInput("a scope-limited token needs at least one scope")
+    return frozenset(scopes)
+
+
+def scopes_for_new_token(
+    principal: Principal, asked: frozenset[TokenScope] | None
+) -> frozenset[TokenScope] | None:
+    """The scopes of a token ``principal`` makes for itself: never wider than the
+    principal's own token (a scope-limited caller gets its own scopes by default, and
+    ``Forbidden`` naming the scope it asks beyond them)."""
+    held = principal.scopes
+    if held is None:
+        return asked
+    if asked is None:
+        return held
+    beyond = sorted(asked - held)
+    if beyond:
+        raise Forbidden(
+            f"a token limited to {', '.join(sorted(held))} cannot make one with "
+            f"{', '.join(beyond)}",
+            missing_scope=beyond[0],
+            scopes=sorted(held),
+        )
+    return asked
+
+
 # The role an agent acts with (lowered to its owner's role when that is weaker).
 AGENT_ROLE = Role.SUBMITTER
 
@@ -133,6 +210,11 @@ class Principal:
     role: str
     groups: frozenset[str]
     owner_id: uuid.UUID | None = None
+    # None: every permission of the role; else only those these scopes cover.
+    scopes: frozenset[TokenScope] | None = None
+    # When the person last proved who they are (a login; the ID token's ``auth_time``),
+    # for decisions a policy wants freshly authenticated; None: unknown (API tokens).
+    auth_time: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLE_PERMISSIONS:
@@ -153,10 +235,19 @@ class Principal:
     @property
     def permissions(self) -> frozenset[Permission]:
         granted = ROLE_PERMISSIONS[Role(self.role)]
-        return granted - HUMAN_ONLY if self.kind == "agent" else granted
+        if self.kind == "agent":
+            granted -= HUMAN_ONLY
+        if self.scopes is not None:
+            granted = frozenset(p for p in granted if SCOPE_OF[p] in self.scopes)
+        return granted
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+    def can_without_scopes(self, permission: Permission) -> bool:
+        """Whether the role (and kind) grants it, whatever the token's scopes."""
+        granted = ROLE_PERMISSIONS[Role(self.role)]
+        return permission in granted and not (self.kind == "agent" and permission in HUMAN_ONLY)
 
 
 def require(principal: Principal, permission: Permission) -> None:
@@ -165,6 +256,16 @@ def require(principal: Principal, permission: Permission) -> None:
         return
     if principal.kind == "agent" and permission in HUMAN_ONLY:
         why = f"agents never hold {permission.value!r}"
+    elif principal.can_without_scopes(permission):
+        scope = SCOPE_OF[permission]
+        held = ", ".join(sorted(principal.scopes or ())) or "none"
+        raise Forbidden(
+            f"this API token lacks the scope {scope.value!r} (it holds: {held}); "
+            f"{permission.value!r} needs it",
+            permission=permission.value,
+            missing_scope=scope.value,
+            scopes=sorted(principal.scopes or ()),
+        )
     else:
         why = f"role {principal.role!r} lacks the permission {permission.value!r}"
     raise Forbidden(

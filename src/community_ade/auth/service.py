@@ -12,11 +12,12 @@ expired tokens and tokens of disabled owners. The reason goes to the log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -26,7 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from community_ade.auth import names, passwords, tokens
-from community_ade.auth.principal import AGENT_ROLE, ROLE_PERMISSIONS, Permission, Principal, Role
+from community_ade.auth.principal import (
+    AGENT_ROLE,
+    ROLE_PERMISSIONS,
+    Permission,
+    Principal,
+    Role,
+    TokenScope,
+    parse_scopes,
+)
 from community_ade.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from community_ade.storage.commit_signal import CommitSignal
 from community_ade.storage.db import flush_unique
@@ -380,6 +389,7 @@ class TokenInfo:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    scopes: tuple[str, ...] | None  # None: every right of the holder
 
     @classmethod
     def of(cls, token: ApiToken) -> TokenInfo:
@@ -394,6 +404,7 @@ class TokenInfo:
             expires_at=token.expires_at,
             last_used_at=token.last_used_at,
             revoked_at=token.revoked_at,
+            scopes=tuple(sorted(stored_scopes(token))) if token.scopes is not None else None,
         )
 
     def status(self, now: datetime) -> Literal["active", "revoked", "expired"]:
@@ -421,9 +432,13 @@ async def create_token(
     user_id: uuid.UUID | None = None,
     agent_id: uuid.UUID | None = None,
     expires_at: datetime | None = None,
+    scopes: Collection[str] | None = None,
+    auth_time: datetime | None = None,
 ) -> tuple[str, ApiToken]:
     """A new token for a user or an agent: its plaintext (show it once, it is not kept)
-    and its row (which holds only the hash)."""
+    and its row (which holds only the hash). ``scopes`` limits it (None: every right of
+    its holder); ``auth_time`` is when a dashboard session's person authenticated."""
+    checked_scopes = parse_scopes(scopes) if scopes is not None else None
     kind, owner_ref = _one_owner(user_id, agent_id)
     low, high = TOKEN_NAME_LENGTH
     if not low <= len(name.strip()) <= high or len(name) > high:
@@ -448,6 +463,8 @@ async def create_token(
         agent_id=agent_id,
         created_at=now,
         expires_at=expires_at,
+        scopes=" ".join(sorted(checked_scopes)) if checked_scopes is not None else None,
+        auth_time=auth_time,
     )
     session.add(row)
     await session.flush()
@@ -482,7 +499,15 @@ async def authenticate_token(session: AsyncSession, plaintext: str, *, now: date
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         token.last_used_at = now
         await session.flush()
-    return principal
+    scopes = stored_scopes(token) if token.scopes is not None else None
+    return dataclasses.replace(principal, scopes=scopes, auth_time=token.auth_time)
+
+
+def stored_scopes(token: ApiToken) -> frozenset[TokenScope]:
+    """A token's scopes as stored (space-separated); a value this version does not know
+    grants nothing."""
+    known = {s.value for s in TokenScope}
+    return frozenset(TokenScope(v) for v in (token.scopes or "").split() if v in known)
 
 
 async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from datetime import datetime, timedelta
@@ -13,7 +14,9 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import Role, service
+from community_ade.auth.principal import parse_scopes
 from community_ade.cli.common import EXIT_USAGE, console, err_console, run_database
+from community_ade.errors import InvalidInput
 from community_ade.runtime import Database
 from community_ade.storage.models import utcnow
 
@@ -219,15 +222,43 @@ async def _owner_ids(
     return None, (await service.get_agent_by_name(session, name)).id
 
 
+_DURATION = re.compile(r"([1-9][0-9]{0,5})([mhd])")
+_UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30m``, ``12h``, ``90d``: a token's lifetime (at most ten years)."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise _usage(f"--expires {text!r}: give a duration like 30m, 12h or 90d")
+    lifetime = int(match.group(1)) * _UNIT[match.group(2)]
+    if lifetime > MAX_TOKEN_LIFETIME:
+        raise _usage("--expires: at most 3650 days")
+    return lifetime
+
+
 @tokens_app.command("create")
 def create_token(
     name: Annotated[str, typer.Option("--name", "-n", help="What the token is for.")],
     user: UserOption = None,
     agent: AgentOption = None,
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="Expire after this long: 30m, 12h, 90d (default: never)."),
+    ] = None,
     expires_days: Annotated[
         int | None,
         typer.Option(
             "--expires-days", min=1, max=3650, help="Expire after N days (default: never)."
+        ),
+    ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="Limit the token to a scope: read, submit, review or admin (repeat for "
+            "more). Default: every right of its holder.",
         ),
     ] = None,
 ) -> None:
@@ -236,20 +267,37 @@ def create_token(
     The token alone goes to stdout (so `TOKEN=$(ade tokens create ...)` works); the rest
     goes to stderr."""
     kind, owner = _owner(user, agent)
-    expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
+    if expires is not None and expires_days is not None:
+        raise _usage("give --expires or --expires-days, not both")
+    lifetime = parse_duration(expires) if expires is not None else None
+    if expires_days:
+        lifetime = timedelta(days=expires_days)
+    expires_at = utcnow() + lifetime if lifetime else None
+    scopes = [part for item in scope for part in item.split(",") if part] if scope else None
+    if scopes is not None:
+        try:  # checked here too, so a typo costs no database start
+            parse_scopes(scopes)
+        except InvalidInput as exc:
+            raise _usage(exc.message) from None
 
     async def action(rt: Database) -> tuple[str, uuid.UUID, str]:
         async with rt.sessions.begin() as session:
             user_id, agent_id = await _owner_ids(session, kind, owner)
             plaintext, row = await service.create_token(
-                session, name=name, user_id=user_id, agent_id=agent_id, expires_at=expires_at
+                session,
+                name=name,
+                user_id=user_id,
+                agent_id=agent_id,
+                expires_at=expires_at,
+                scopes=scopes,
             )
             return plaintext, row.id, row.prefix
 
     plaintext, token_id, prefix = run_database(action)
     expiry = f"expires {_when(expires_at)} UTC" if expires_at else "does not expire"
+    limits = f"limited to {', '.join(sorted(set(scopes)))}" if scopes else "with every right"
     err_console.print(
-        f"created token {token_id} (prefix {prefix}) for {kind} {owner}, {expiry}.\n"
+        f"created token {token_id} (prefix {prefix}) for {kind} {owner}, {limits}, {expiry}.\n"
         "[bold yellow]Copy it now: it cannot be shown again.[/bold yellow]"
     )
     sys.stdout.write(plaintext + "\n")
@@ -271,13 +319,14 @@ def list_tokens(user: UserOption = None, agent: AgentOption = None) -> None:
     # The id (for revoke) and the prefix (to recognise a leaked token) are never cut.
     table.add_column("id", no_wrap=True, min_width=36)
     table.add_column("prefix", no_wrap=True, min_width=8)
-    for column in ("name", "status", "expires", "last used"):
+    for column in ("name", "scopes", "status", "expires", "last used"):
         table.add_column(column, overflow="fold")
     for info in run_database(action):
         table.add_row(
             str(info.id),
             info.prefix,
             info.name,
+            ",".join(info.scopes) if info.scopes is not None else "all",
             info.status(now),
             _day(info.expires_at),
             _day(info.last_used_at),

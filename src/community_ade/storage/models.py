@@ -82,7 +82,10 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint(f"role IN {ROLES}", name="role"),)
+    __table_args__ = (
+        CheckConstraint(f"role IN {ROLES}", name="role"),
+        UniqueConstraint("oidc_issuer", "oidc_subject"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -94,6 +97,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="viewer")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Signed in through OpenID Connect: the identity provider's issuer and the user's
+    # ``sub`` there (the name may change at the provider; this pair never does).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
 
 
 class Group(Base):
@@ -198,6 +205,10 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Space-separated ``TokenScope`` values; NULL: every right of the holder.
+    scopes: Mapped[str | None] = mapped_column(String(100))
+    # Dashboard sessions: when the person authenticated (step-up checks its age).
+    auth_time: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ShellProfileRow(Base):

@@ -168,7 +168,9 @@ async def create_agent_token(
     agent_id: uuid.UUID, body: TokenCreate, principal: PrincipalDep, agents: AgentsDep
 ) -> NewTokenOut:
     """A token for the agent to authenticate with; the answer is the only time it shows."""
-    plaintext, row = await agents.create_token(principal, agent_id, body.name, body.expires_at)
+    plaintext, row = await agents.create_token(
+        principal, agent_id, body.name, body.expires_at, body.scopes
+    )
     return NewTokenOut(
         token=plaintext, **TokenOut.model_validate(row, from_attributes=True).model_dump()
     )

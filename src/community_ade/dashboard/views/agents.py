@@ -7,7 +7,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -353,10 +353,13 @@ async def create_token(
     visitor: VisitorDep,
     agents: AgentsDep,
     name: Annotated[str, Form(min_length=1, max_length=100)],
+    scopes: Annotated[list[Literal["read", "submit"]], Form(max_length=2)] = [],  # noqa: B006
 ) -> HTMLResponse:
     """A token for the agent, shown on this one page and never again (not redirected:
-    it must not travel in a cookie or a URL)."""
-    plaintext, _ = await agents.create_token(visitor.principal, agent_id, name, None)
+    it must not travel in a cookie or a URL); none of the scopes ticked: every right."""
+    plaintext, _ = await agents.create_token(
+        visitor.principal, agent_id, name, None, scopes or None
+    )
     agent = await agents.get(visitor.principal, agent_id)
     return await _panel(request, visitor, agents, agent, new_token=plaintext, status_code=201)
 

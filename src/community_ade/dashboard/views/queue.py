@@ -46,6 +46,7 @@ RESULT_TEXT = {
     "self_review": "you submitted it (separation of duties)",
     "not_found": "no such task",
     "forbidden": "not permitted",
+    "fresh_auth_required": "needs a fresh sign-in: open the task and decide there",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import uuid
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -24,7 +25,7 @@ from community_ade.auth.principal import Permission
 from community_ade.dashboard.lookups import actor_names
 from community_ade.dashboard.views.queue import RESULT_TEXT
 from community_ade.dashboard.web import NavItem, PageRoute, Visitor, VisitorDep, redirect, render
-from community_ade.errors import InvalidInput
+from community_ade.errors import FreshAuthRequired, InvalidInput
 from community_ade.storage.models import Preview, Task, User
 
 router = APIRouter(route_class=PageRoute)
@@ -157,6 +158,24 @@ async def task_detail(
     return await _detail(request, visitor, task_id, session, tasks, reviews)
 
 
+async def _step_up(
+    request: Request, visitor: Visitor, task_id: uuid.UUID, tasks: TaskService
+) -> Response:
+    """Step-up: through the identity provider (or the login form) again, asking for a
+    login as fresh as the task's rules want, then back to this task's decision form."""
+    task = await tasks.get(visitor.principal, task_id)
+    max_age = int((task.requirements or {}).get("fresh_auth_seconds") or 0) or 1
+    back = quote(f"/tasks/{task_id}")
+    if request.app.state.runtime.settings.oidc_issuer:
+        target = f"/auth/oidc/login?next={back}&max_age={max_age}"
+    else:
+        target = f"/login?reauth=true&next={back}"
+    return redirect(
+        target,
+        flash="Deciding on this task needs a fresh sign-in: confirm who you are, then decide.",
+    )
+
+
 @router.post("/tasks/{task_id}/decide")
 async def decide(
     request: Request,
@@ -188,6 +207,8 @@ async def decide(
             f"/tasks/{task_id}",
             flash=f"You {DONE[ReviewAction(action)]} “{task.title}”: it is {result.state}.",
         )
+    if result.result == FreshAuthRequired.code:
+        return await _step_up(request, visitor, task_id, tasks)
     return await _detail(
         request,
         visitor,
