@@ -32,6 +32,13 @@ from community_ade.approvals.policy import (
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
 from community_ade.approvals.states import TaskState, Trigger, next_state
+from community_ade.approvals.timeouts import (
+    ApprovalTimeout,
+    Clocks,
+    ReviewTimeout,
+    ReviewTimeoutRule,
+    first_reminder_at,
+)
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
@@ -129,7 +136,50 @@ def requirements_document(req: Requirements) -> dict[str, Any]:
         "approval_ttl_seconds": int(req.approval_ttl.total_seconds()),
         "auto_approve": req.auto_approve,
         "auto_apply": req.auto_apply,
+        **clocks_document(req.clocks),
+        "escalated_to": req.escalated_to,
     }
+
+
+def clocks_document(clocks: Clocks) -> dict[str, Any]:
+    """The clock rules a task got, each with the rule that set it (None: the default)."""
+    review = clocks.on_review_timeout
+    return {
+        "reminders": list(clocks.reminders),
+        "reminders_rule": clocks.reminders_rule,
+        "on_review_timeout": {
+            "action": review.action.value,
+            "group": review.group,
+            "review_ttl_seconds": int(review.ttl.total_seconds()) if review.ttl else None,
+            "risk_below": review.risk_below,
+            "rule": clocks.review_timeout_rule,
+        },
+        "on_approval_timeout": {
+            "action": clocks.on_approval_timeout.value,
+            "rule": clocks.approval_timeout_rule,
+        },
+    }
+
+
+def clocks_from_document(doc: Mapping[str, Any]) -> Clocks:
+    """The inverse of ``clocks_document``; a task stored before clocks existed gets the
+    defaults (no reminders, both timeouts expire)."""
+    review = doc.get("on_review_timeout") or {}
+    approval = doc.get("on_approval_timeout") or {}
+    ttl = review.get("review_ttl_seconds")
+    return Clocks(
+        reminders=tuple(doc.get("reminders") or ()),
+        reminders_rule=doc.get("reminders_rule"),
+        on_review_timeout=ReviewTimeoutRule(
+            ReviewTimeout(review.get("action", "expire")),
+            group=review.get("group"),
+            ttl=timedelta(seconds=ttl) if ttl else None,
+            risk_below=review.get("risk_below"),
+        ),
+        review_timeout_rule=review.get("rule"),
+        on_approval_timeout=ApprovalTimeout(approval.get("action", "expire")),
+        approval_timeout_rule=approval.get("rule"),
+    )
 
 
 def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requirements:
@@ -147,6 +197,8 @@ def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requir
         auto_approve_threshold=doc.get("auto_approve_threshold"),
         auto_approve=bool(doc["auto_approve"]),
         auto_apply=bool(doc["auto_apply"]),
+        clocks=clocks_from_document(doc),
+        escalated_to=doc.get("escalated_to"),
     )
 
 
@@ -415,14 +467,16 @@ class TaskService:
         self, task: Task, trigger: Trigger, actor: Actor, event: str, data: Mapping[str, Any]
     ) -> None:
         requirements = requirements_from_document(task.requirements or {}, task.type)
-        task.review_deadline = requirements.review_deadline(task.submitted_at or self.now())
+        opened = task.submitted_at or self.now()
+        deadline = requirements.review_deadline(opened)
+        open_review_window(task, requirements, opened, deadline)
         await self._move(task, trigger, actor, event, data)
         await audit.append(
             self.session,
             type="approval:requested",
             actor=SYSTEM,
             subject=f"task:{task.id}",
-            data={"requirements": task.requirements, "deadline": task.review_deadline.isoformat()},
+            data={"requirements": task.requirements, "deadline": deadline.isoformat()},
         )
 
     async def _auto_approved(self, task: Task, requirements: Requirements) -> None:
@@ -589,6 +643,16 @@ async def directory(
         if group is not None:
             names.add(group)
     return groups, roles
+
+
+def open_review_window(
+    task: Task, requirements: Requirements, opened: datetime, deadline: datetime
+) -> None:
+    """Start a review window: its deadline, and its reminders from the first."""
+    task.review_opened_at = opened
+    task.review_deadline = deadline
+    task.reminders_sent = 0
+    task.next_reminder_at = first_reminder_at(opened, deadline, requirements.clocks.reminders)
 
 
 async def move(
