@@ -6,10 +6,11 @@ validation; a document that cannot become a policy is refused with ``InvalidInpu
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from community_ade.approvals.policy import ApplyMode, GroupRequirement, Policy, PolicyRule
 from community_ade.approvals.risk import ResourceType
@@ -95,6 +96,13 @@ class RuleDocument(BaseModel):
     )
     on_review_timeout: ReviewTimeoutDocument | None = None
     on_approval_timeout: ApprovalTimeout | None = None
+
+    @field_validator("reminders")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("reminders must be strictly increasing fractions of review_ttl")
+        return value
 
     def to_rule(self) -> PolicyRule:
         return PolicyRule(
