@@ -81,6 +81,14 @@ async def task_list(
     )
 
 
+def _clock_decision(events: list[Any]) -> Any:
+    """The latest decision the sweep took on a timeout (an event of actor ``system`` with
+    an ``outcome``), shown above the requirements: escalation and re-review included."""
+    return next(
+        (e for e in reversed(events) if e.actor_kind == "system" and "outcome" in e.data), None
+    )
+
+
 async def _detail(
     request: Request,
     visitor: Visitor,
@@ -144,6 +152,7 @@ async def _detail(
             "accounting": accounting,
             "votes": votes,
             "events": events,
+            "clock_decision": _clock_decision(events),
             "names": names,
             "can_decide": can_decide,
             "reviewers": reviewers,
