@@ -1,13 +1,19 @@
 """Policy documents with clock rules over HTTP: bad values are refused with a 422 naming
 the field (and nothing is stored); a good one is stored and the evaluation shows the
-clock rules a task would get."""
+clock rules a task would get; the approval view names the system's timeout decision."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from conftest import Api
+from test_lifecycle_api import submitted
+
+from community_ade.approvals.sweep import ClockSweep
+from community_ade.storage.models import Task
 
 RESOURCES = [{"type": "configuration", "id": "app", "actions": ["write"]}]
 
@@ -105,3 +111,24 @@ async def test_the_evaluation_shows_the_clock_rules_a_task_would_get(api: Api) -
     }
     assert req["on_approval_timeout"] == {"action": "re_review", "rule": "config"}
     assert req["escalated_to"] is None
+
+
+async def test_the_approval_view_carries_the_system_decision_on_timeout(api: Api) -> None:
+    rule = {"review_ttl_seconds": 60, "on_review_timeout": {"action": "reject"}}
+    r = await api.client.put("/api/v1/policies", json=document(**rule), headers=api.as_("admin"))
+    version = r.json()["version"]
+    task_id, _ = await submitted(api)
+    view = (await api.client.get(f"/api/v1/approvals/{task_id}", headers=api.as_("vic"))).json()
+    assert view["timeout_decision"] is None
+    assert view["task"]["requirements"]["on_review_timeout"]["action"] == "reject"
+    async with api.runtime.sessions.begin() as session:
+        task = await session.get(Task, uuid.UUID(task_id))
+        assert task is not None
+        assert task.review_deadline is not None
+        at = task.review_deadline + timedelta(seconds=1)
+        await ClockSweep(session, now=lambda: at).run()
+    view = (await api.client.get(f"/api/v1/approvals/{task_id}", headers=api.as_("vic"))).json()
+    assert view["task"]["state"] == "REJECTED"
+    decision = view["timeout_decision"]
+    assert (decision["event"], decision["outcome"]) == ("approval:rejected", "reject")
+    assert (decision["rule"], decision["policy_version"]) == ("config", version)

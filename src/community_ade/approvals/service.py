@@ -371,6 +371,9 @@ class TaskService:
         check_lockable(task.resources)  # a draft written before this check existed
         await self._check_secrets(task.type, task.payload)
         plan = await executor.plan(task.payload, self.plan_context)
+        # A new round (first submit, or after changes were requested): the once-only
+        # timeout outcomes are available again.
+        task.escalated_at = task.re_reviewed_at = None
         routing = await self._take_preview(task, plan, principal.owner_id)
         risk, requirements = routing.risk, routing.requirements
         now = self.now()

@@ -46,7 +46,14 @@ from community_ade.approvals.timeouts import (
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM
 from community_ade.execution.dispatch import enqueue_after_commit
-from community_ade.storage.models import Agent, Review, Task, TaskReviewGroup, utcnow
+from community_ade.storage.models import (
+    Agent,
+    AuditEvent,
+    Review,
+    Task,
+    TaskReviewGroup,
+    utcnow,
+)
 
 _OPEN = [s.value for s in OPEN_FOR_REVIEW]
 
@@ -265,6 +272,13 @@ class ClockSweep:
             data={"requirements": task.requirements, "deadline": task.review_deadline.isoformat()},
         )
         report.decided.append((task.id, decision.outcome))
+
+
+async def latest_clock_decision(session: AsyncSession, task: Task) -> AuditEvent | None:
+    """The latest decision the sweep took on ``task``'s timeouts (an event of actor
+    ``system`` carrying an ``outcome``), for the approval views; None if it took none."""
+    events = await audit.list_events(session, subject=f"task:{task.id}", limit=200)
+    return next((e for e in events if e.actor_kind == "system" and "outcome" in e.data), None)
 
 
 def _decision_data(

@@ -19,6 +19,7 @@ from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.approvals.risk import WEIGHTS
 from community_ade.approvals.service import TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
+from community_ade.approvals.sweep import latest_clock_decision
 from community_ade.audit import log as audit
 from community_ade.auth.principal import Permission
 from community_ade.dashboard.lookups import actor_names
@@ -78,14 +79,6 @@ async def task_list(
             "types": list(await session.scalars(select(Task.type).distinct().order_by(Task.type))),
         },
         visitor=visitor,
-    )
-
-
-def _clock_decision(events: list[Any]) -> Any:
-    """The latest decision the sweep took on a timeout (an event of actor ``system`` with
-    an ``outcome``), shown above the requirements: escalation and re-review included."""
-    return next(
-        (e for e in reversed(events) if e.actor_kind == "system" and "outcome" in e.data), None
     )
 
 
@@ -152,7 +145,7 @@ async def _detail(
             "accounting": accounting,
             "votes": votes,
             "events": events,
-            "clock_decision": _clock_decision(events),
+            "clock_decision": await latest_clock_decision(session, task),
             "names": names,
             "can_decide": can_decide,
             "reviewers": reviewers,
