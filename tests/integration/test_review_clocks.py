@@ -16,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_reviews import decide, events, set_policy, state, submitted_task, user
 
 from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.service import TaskService
 from community_ade.approvals.sweep import ClockSweep, SweepReport
 from community_ade.approvals.timeouts import Outcome
 from community_ade.auth.principal import Principal
 from community_ade.errors import NotEligible
+from community_ade.execution.executors.base import PlanContext
 from community_ade.storage.models import Review, Task
 
 APPROVE = ReviewAction.APPROVE
@@ -261,3 +263,23 @@ async def test_without_clock_rules_a_timeout_still_expires(
     assert report.decided == [(task.id, Outcome.EXPIRE)]
     [event] = await events(sessions, task, "approval:expired")
     assert (event.data["trigger"], event.data["rule"]) == ("review_expired", None)
+
+
+async def test_a_new_round_after_requested_changes_may_escalate_again(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    rule = {"on_review_timeout": {"action": "escalate", "group": "leads", "review_ttl_seconds": 40}}
+    alice, _, task = await setup(sessions, workspace, **rule)
+    dave = await user(sessions, "reviewer", "leads")
+    await sweep(sessions, after(task, TTL + 1))
+    await decide(sessions, dave, task, ReviewAction.REQUEST_CHANGES)
+    async with sessions.begin() as session:
+        service = TaskService(session, plan_context=PlanContext(allowed_roots=(workspace,)))
+        await service.submit(alice, task.id)
+    row = await fresh(sessions, task)
+    assert (row.state, row.escalated_at) == ("SUBMITTED", None)
+    assert row.requirements is not None
+    assert row.requirements["escalated_to"] is None
+    with pytest.raises(NotEligible):  # the escalation was for the old round
+        await decide(sessions, dave, task, APPROVE)
+    assert (await sweep(sessions, after(row, TTL + 1))).escalated == [task.id]

@@ -371,9 +371,6 @@ class TaskService:
         check_lockable(task.resources)  # a draft written before this check existed
         await self._check_secrets(task.type, task.payload)
         plan = await executor.plan(task.payload, self.plan_context)
-        # A new round (first submit, or after changes were requested): the once-only
-        # timeout outcomes are available again.
-        task.escalated_at = task.re_reviewed_at = None
         routing = await self._take_preview(task, plan, principal.owner_id)
         risk, requirements = routing.risk, routing.requirements
         now = self.now()
@@ -453,6 +450,9 @@ class TaskService:
             agent_owner=str(agent_owner) if agent_owner else None,
         )
         risk, requirements = routing.risk, routing.requirements
+        # A new preview is a new round: routed afresh (any escalation is gone from the
+        # requirements), so the once-only timeout outcomes are available again.
+        task.escalated_at = task.re_reviewed_at = None
         # Never previewed before: no preview row or reviewer groups to look for.
         first = task.submitted_at is None
         await self._store_preview(task, plan, first=first)
