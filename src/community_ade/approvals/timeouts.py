@@ -9,11 +9,11 @@ does it; nothing here reads a clock or a database.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from community_ade.approvals.risk import check_percent, parse_enum
 from community_ade.errors import InvalidInput
@@ -128,6 +128,47 @@ def combine_clocks(matched: Sequence[_RuleClocks]) -> Clocks:
             else ApprovalTimeout.EXPIRE
         ),
         approval_timeout_rule=approval.name if approval else None,
+    )
+
+
+def clocks_document(clocks: Clocks) -> dict[str, Any]:
+    """The clock rules a task got, each with the rule that set it (None: the default)."""
+    review = clocks.on_review_timeout
+    return {
+        "reminders": list(clocks.reminders),
+        "reminders_rule": clocks.reminders_rule,
+        "on_review_timeout": {
+            "action": review.action.value,
+            "group": review.group,
+            "review_ttl_seconds": int(review.ttl.total_seconds()) if review.ttl else None,
+            "risk_below": review.risk_below,
+            "rule": clocks.review_timeout_rule,
+        },
+        "on_approval_timeout": {
+            "action": clocks.on_approval_timeout.value,
+            "rule": clocks.approval_timeout_rule,
+        },
+    }
+
+
+def clocks_from_document(doc: Mapping[str, Any]) -> Clocks:
+    """The inverse of ``clocks_document``; a task stored before clocks existed gets the
+    defaults (no reminders, both timeouts expire)."""
+    review = doc.get("on_review_timeout") or {}
+    approval = doc.get("on_approval_timeout") or {}
+    ttl = review.get("review_ttl_seconds")
+    return Clocks(
+        reminders=tuple(doc.get("reminders") or ()),
+        reminders_rule=doc.get("reminders_rule"),
+        on_review_timeout=ReviewTimeoutRule(
+            ReviewTimeout(review.get("action", "expire")),
+            group=review.get("group"),
+            ttl=timedelta(seconds=ttl) if ttl else None,
+            risk_below=review.get("risk_below"),
+        ),
+        review_timeout_rule=review.get("rule"),
+        on_approval_timeout=ApprovalTimeout(approval.get("action", "expire")),
+        approval_timeout_rule=approval.get("rule"),
     )
 
 

@@ -11,8 +11,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer
 
-from community_ade.approvals.service import clocks_from_document
-from community_ade.approvals.timeouts import Clocks, ReviewTimeout
+from community_ade.approvals.timeouts import Clocks, ReviewTimeout, clocks_from_document
 
 # The bands of ``approvals.risk.RiskScore.level`` (the quorum steps), as score ranges for
 # the queue's risk filter: [low, high).

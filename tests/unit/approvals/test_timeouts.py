@@ -26,6 +26,8 @@ from community_ade.approvals.timeouts import (
     ReviewTimeoutRule,
     approval_timeout_outcome,
     check_reminders,
+    clocks_document,
+    clocks_from_document,
     due_reminder,
     first_reminder_at,
     reminder_times,
@@ -203,3 +205,23 @@ def test_escalation_opens_every_slot_to_the_group_through_the_eligibility_rules(
     # The submitter stays out, also as a member of the escalation group.
     listed = eligible_reviewers(escalated, groups, submitter="alice")
     assert dict(listed.by_group) == {"owners": ("olga",), "leads": ("dave",)}
+
+
+@given(
+    st.one_of(st.just(()), fractions.map(tuple)),
+    st.sampled_from(RULES),
+    st.sampled_from(list(ApprovalTimeout)),
+    st.sampled_from([None, "a rule"]),
+)
+def test_the_stored_form_of_the_clocks_reads_back_the_same(
+    reminders: tuple[float, ...],
+    rule: ReviewTimeoutRule,
+    approval: ApprovalTimeout,
+    name: str | None,
+) -> None:
+    clocks = Clocks(reminders, name, rule, name, approval, name)
+    assert clocks_from_document(clocks_document(clocks)) == clocks
+
+
+def test_a_task_stored_before_the_clocks_gets_the_defaults() -> None:
+    assert clocks_from_document({}) == Clocks()
