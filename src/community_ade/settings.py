@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="How often the server expires tasks past their review or approval deadline.",
+        description="How often the server sends the reminders due and settles tasks past "
+        "their review or approval deadline (docs/policies.md §6).",
     )
     idempotency_key_ttl_hours: float = Field(
         default=24.0,

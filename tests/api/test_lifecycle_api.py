@@ -307,8 +307,8 @@ async def test_the_sweep_expires_overdue_reviews(api: Api) -> None:
         task = await session.get(Task, uuid.UUID(task_id))
         assert task is not None
         task.review_deadline = utcnow() - timedelta(seconds=1)
-    assert [str(t) for t in await sweep_once(api.runtime)] == [task_id]
-    assert await sweep_once(api.runtime) == []
+    assert [str(t) for t, _ in (await sweep_once(api.runtime)).decided] == [task_id]
+    assert (await sweep_once(api.runtime)).decided == []
     view = (await api.client.get(f"/api/v1/tasks/{task_id}", headers=api.as_("vic"))).json()
     assert view["state"] == "EXPIRED"
     events = await api.client.get(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -41,8 +40,7 @@ from community_ade.api.routes import (
     ws,
 )
 from community_ade.api.schemas import Problem
-from community_ade.approvals.governance import Governance
-from community_ade.approvals.service import TaskService
+from community_ade.approvals.sweep import ClockSweep, SweepReport
 from community_ade.audit.checkpoints import checkpoint_forever, log_signer
 from community_ade.events.hub import live_events
 from community_ade.execution.claims import settle_lapsed_claims
@@ -76,31 +74,35 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 log = logging.getLogger(__name__)
 
 
-async def sweep_once(runtime: Runtime) -> list[uuid.UUID]:
-    """Expire what is overdue, in one transaction."""
+async def sweep_once(runtime: Runtime) -> SweepReport:
+    """Send the reminders due and settle what is overdue (approvals/sweep.py), in one
+    transaction."""
     async with runtime.sessions.begin() as session:
-        plan_context = runtime.plan_context(session)
-        governance = Governance(session, TaskService(session, plan_context=plan_context))
-        return await governance.sweep_expired()
+        return await ClockSweep(session).run()
 
 
 async def sweep_forever(runtime: Runtime) -> None:
-    """The periodic expiry of review and approval deadlines (architecture §3), and of stored
-    Idempotency-Key answers past their time to live."""
+    """The periodic work of the review and approval clocks (reminders, timeout outcomes;
+    architecture §3), and the expiry of stored Idempotency-Key answers."""
     incident = Incident("expiry sweep", log)
     while True:
         stop_if_cancelled()
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
         try:
-            expired = await sweep_once(runtime)
+            swept = await sweep_once(runtime)
             lapsed = await settle_lapsed_claims(runtime)
             forgotten = await forget_expired(runtime.sessions, runtime.settings)
         except Exception as exc:  # e.g. a database connection closed: the next sweep retries
             incident.failed(exc)
             continue
         incident.cleared()
-        if expired:
-            log.info("expired %d overdue task(s)", len(expired))
+        if swept.decided or swept.escalated or swept.reminded:
+            log.info(
+                "clocks: %d task(s) decided on timeout, %d escalated, %d reminded",
+                len(swept.decided),
+                len(swept.escalated),
+                len(swept.reminded),
+            )
         if lapsed:
             log.info("settled %d agent claim(s) whose lease lapsed", len(lapsed))
         if forgotten:

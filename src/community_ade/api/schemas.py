@@ -124,6 +124,17 @@ class TaskOut(BaseModel):
     policy_version: int | None
     review_deadline: datetime | None
     approval_deadline: datetime | None
+    # The review clocks (docs/policies.md §6).
+    next_reminder_at: datetime | None = Field(
+        default=None, description="When the next reminder falls, while under review."
+    )
+    reminders_sent: int = Field(default=0, description="Reminders sent in this review window.")
+    escalated_at: datetime | None = Field(
+        default=None, description="When the review timed out and escalated (once per round)."
+    )
+    re_reviewed_at: datetime | None = Field(
+        default=None, description="When the approval timed out and went back to review (once)."
+    )
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None
@@ -319,10 +330,22 @@ class DecisionOut(BaseModel):
     repeated: bool
 
 
+class ClockDecisionOut(BaseModel):
+    """The latest decision the sweep took on a timeout, by actor ``system``."""
+
+    event: str = Field(description="The audit event, e.g. approval:rejected.")
+    outcome: str = Field(description="expire, reject, escalate, auto_approve or re_review.")
+    reason: str
+    rule: str | None = Field(description="The policy rule that set the outcome; null: default.")
+    policy_version: int | None
+    at: datetime
+
+
 class ApprovalOut(BaseModel):
     task: TaskOut
     accounting: AccountingOut | None
     reviews: list[ReviewOut]
+    timeout_decision: ClockDecisionOut | None = None
 
 
 class EvaluateBody(BaseModel):

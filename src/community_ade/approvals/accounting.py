@@ -173,7 +173,10 @@ class _Network:
 
 
 def _assign(
-    slots: Sequence[Slot], approvals: Sequence[Vote], groups: Mapping[str, Collection[str]]
+    requirements: Requirements,
+    slots: Sequence[Slot],
+    approvals: Sequence[Vote],
+    groups: Mapping[str, Collection[str]],
 ) -> list[SlotFill]:
     """A maximum assignment: each act (actor) fills at most one slot, each counted user at
     most one slot. Group slots are saturated first, then the general ones; augmenting paths
@@ -191,7 +194,7 @@ def _assign(
         net.add(("act", vote.actor), ("in", user))
         net.add(("in", user), ("out", user))
         for i, slot in enumerate(slots):
-            if slot.group is None or slot.group in groups.get(user, ()):
+            if requirements.may_fill(slot, groups.get(user, ())):
                 net.add(("out", user), ("slot", str(i)))
     for phase in (True, False):
         for i, slot in enumerate(slots):
@@ -232,7 +235,8 @@ def _blocked_by(
     for g in requirements.groups:
         missing = sum(1 for s in open_slots if s.group == g.group)
         if missing:
-            reasons.append(f"needs {missing} more from {g.group}")
+            also = f" (or {requirements.escalated_to})" if requirements.escalated_to else ""
+            reasons.append(f"needs {missing} more from {g.group}{also}")
     if any(s.group is None for s in open_slots):
         needed = requirements.approvals_needed
         noun = "approval" if needed == 1 else "approvals"
@@ -269,7 +273,7 @@ def account(
         else:
             rejections.append(vote)
     slots = requirements.slots()
-    fills = _assign(slots, approvals, groups)
+    fills = _assign(requirements, slots, approvals, groups)
     used = {f.vote for f in fills}
     ignored.extend(IgnoredVote(v, _unused_reason(v, fills)) for v in approvals if v not in used)
     filled = {f.slot for f in fills}
@@ -316,16 +320,16 @@ def eligible_reviewers(
     roles = roles or {}
     users = sorted(u for u in {*groups, *roles} if u not in {submitter, agent_owner})
     eligible = [u for u in users if is_eligible(requirements, groups.get(u, ()), roles.get(u, ()))]
-    by_group = tuple(
-        (g.group, tuple(u for u in eligible if g.group in groups.get(u, ())))
-        for g in requirements.groups
-    )
+    named = [g.group for g in requirements.groups]
+    if requirements.escalated_to is not None and requirements.escalated_to not in named:
+        named.append(requirements.escalated_to)
+    by_group = tuple((g, tuple(u for u in eligible if g in groups.get(u, ()))) for g in named)
     any_slot = tuple(eligible) if requirements.general_slots else ()
     # Run the real assignment as if every eligible reviewer approved.
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     everyone = [Vote(actor=u, decision=Decision.APPROVE, at=epoch) for u in eligible]
     slots = requirements.slots()
-    filled = {f.slot for f in _assign(slots, everyone, groups)}
+    filled = {f.slot for f in _assign(requirements, slots, everyone, groups)}
     missing = [s for s in slots if s not in filled]
     reasons = _blocked_by(requirements, missing, len(filled), ())
     return EligibleReviewers(

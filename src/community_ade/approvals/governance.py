@@ -1,4 +1,4 @@
-"""Policies and delegations over storage, and the sweep that expires overdue decisions.
+"""Policies and delegations over storage (the sweep of the clocks is in ``sweep.py``).
 
 Policies are versioned: every edit stores a new version (audited as ``policy:updated``)
 and tasks record the version that routed them. ``evaluate`` answers "who would have to
@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.delegation import Delegation as DelegationRule
-from community_ade.approvals.policy_document import PolicyDocument
+from community_ade.approvals.policy_document import EscalateOnTimeout, PolicyDocument
 from community_ade.approvals.reviews import reviewer_named
 from community_ade.approvals.risk import ResourceRef, ResourceType
 from community_ade.approvals.service import (
@@ -23,18 +23,15 @@ from community_ade.approvals.service import (
     TaskService,
     actor_of,
     flush_or_conflict,
-    move,
 )
-from community_ade.approvals.states import TaskState, Trigger
 from community_ade.audit import log as audit
-from community_ade.audit.chain import SYSTEM
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Forbidden, InvalidInput, NotFound
 from community_ade.execution.executors import get_executor
 from community_ade.storage.models import (
     Delegation,
+    Group,
     PolicyVersion,
-    Task,
     utcnow,
 )
 
@@ -64,6 +61,7 @@ class Governance:
         latest = await self.session.scalar(select(func.max(PolicyVersion.version))) or 0
         version = latest + 1
         document.to_policy(version)  # refuses an invalid document before anything is stored
+        await self._check_escalation_groups(document)
         self.session.add(
             PolicyVersion(
                 version=version,
@@ -80,6 +78,27 @@ class Governance:
             data={"version": version, "rules": [r.name for r in document.rules]},
         )
         return version
+
+    async def _check_escalation_groups(self, document: PolicyDocument) -> None:
+        """An escalation names a group that exists: one that does not would leave the
+        escalated slots to no one."""
+        wanted = {
+            i: rule.on_review_timeout.group
+            for i, rule in enumerate(document.rules)
+            if isinstance(rule.on_review_timeout, EscalateOnTimeout)
+        }
+        if not wanted:
+            return
+        known = set(
+            await self.session.scalars(select(Group.name).where(Group.name.in_(wanted.values())))
+        )
+        for i, group in wanted.items():
+            if group not in known:
+                raise InvalidInput(
+                    f"rule {document.rules[i].name!r} escalates to group {group!r}, which does "
+                    "not exist: create it first",
+                    field=f"rules[{i}].on_review_timeout.group",
+                )
 
     async def evaluate(
         self,
@@ -180,29 +199,3 @@ class Governance:
                 data={},
             )
         return row
-
-    # -- expiry -----------------------------------------------------------------------
-
-    async def sweep_expired(self, limit: int = 500) -> list[uuid.UUID]:
-        """Expire tasks whose review or approval deadline has passed (architecture §3)."""
-        now = self.now()
-        overdue = await self.session.scalars(
-            select(Task)
-            .where(
-                or_(
-                    Task.state.in_((TaskState.SUBMITTED.value, TaskState.REVIEWING.value))
-                    & (Task.review_deadline < now),
-                    (Task.state == TaskState.APPROVED.value) & (Task.approval_deadline < now),
-                )
-            )
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        expired = []
-        for task in overdue:
-            approved = task.state == TaskState.APPROVED
-            trigger = Trigger.APPROVAL_EXPIRED if approved else Trigger.REVIEW_EXPIRED
-            task.decided_at = task.decided_at or now
-            await move(self.session, task, trigger, SYSTEM, "approval:expired", {})
-            expired.append(task.id)
-        return expired

@@ -33,6 +33,13 @@ from community_ade.approvals.risk import (
     risk_value,
     score_task,
 )
+from community_ade.approvals.timeouts import (
+    ApprovalTimeout,
+    Clocks,
+    ReviewTimeoutRule,
+    check_reminders,
+    combine_clocks,
+)
 from community_ade.errors import FreshAuthRequired, InvalidInput, NotEligible, SelfReview
 
 __all__ = [
@@ -146,7 +153,9 @@ class PolicyRule:
     """One stored rule. It matches a task when the task type matches one of its globs, the
     task touches one of its resource types (none listed: any), and the risk lies in
     ``[risk_min, risk_max]`` (both ends included). A TTL left ``None`` defers to the policy
-    default; ``auto_approve_below`` ``None`` forbids auto-approval."""
+    default; ``auto_approve_below`` ``None`` forbids auto-approval. The clock fields
+    (``reminders``, ``on_review_timeout``, ``on_approval_timeout``; see ``timeouts.py``)
+    left empty defer to the next matched rule, then to "no reminders, expire"."""
 
     name: str
     task_types: tuple[str, ...]
@@ -160,6 +169,9 @@ class PolicyRule:
     auto_approve_below: float | None = None
     # Step-up: deciding needs a login at most this old (docs/auth.md).
     fresh_auth: timedelta | None = None
+    reminders: tuple[float, ...] = ()
+    on_review_timeout: ReviewTimeoutRule | None = None
+    on_approval_timeout: ApprovalTimeout | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -178,6 +190,19 @@ class PolicyRule:
                 _check_ttl(getattr(self, attr), f"{where}: {attr}")
         if self.auto_approve_below is not None:
             check_percent(self.auto_approve_below, f"{where}: auto_approve_below")
+        object.__setattr__(self, "reminders", check_reminders(self.reminders, where))
+        if self.on_review_timeout is not None and not isinstance(
+            self.on_review_timeout, ReviewTimeoutRule
+        ):
+            raise InvalidInput(f"{where}: on_review_timeout must be a ReviewTimeoutRule")
+        if self.on_approval_timeout is not None:
+            object.__setattr__(
+                self,
+                "on_approval_timeout",
+                parse_enum(
+                    ApprovalTimeout, self.on_approval_timeout, f"{where}: on_approval_timeout"
+                ),
+            )
 
     def _checked_groups(self, where: str) -> tuple[GroupRequirement, ...]:
         groups = tuple(self.groups)
@@ -275,6 +300,9 @@ class Requirements:
     auto_approve: bool
     auto_apply: bool
     fresh_auth: timedelta | None = None  # the shortest a matched rule asks; None: any login
+    clocks: Clocks = field(default_factory=Clocks)
+    # Set when the review timed out and escalated: this group's members may fill any slot.
+    escalated_to: str | None = None
 
     @property
     def group_slots(self) -> int:
@@ -287,6 +315,15 @@ class Requirements:
     @property
     def general_slots(self) -> int:
         return self.approvals_needed - self.group_slots
+
+    def may_fill(self, slot: Slot, user_groups: Collection[str]) -> bool:
+        """Whether a member of ``user_groups`` (already eligible) may fill ``slot``: any
+        general slot; a group slot as a member of its group or of the escalation group."""
+        return (
+            slot.group is None
+            or slot.group in user_groups
+            or (self.escalated_to is not None and self.escalated_to in user_groups)
+        )
 
     def slots(self) -> tuple[Slot, ...]:
         """Group slots (groups in name order), then the general ones."""
@@ -343,6 +380,7 @@ def compute_requirements(
         auto_approve=threshold is not None and value < threshold,
         auto_apply=apply_mode(policy.apply_modes, task_type) is ApplyMode.AUTO,
         fresh_auth=min((r.fresh_auth for r in matched if r.fresh_auth is not None), default=None),
+        clocks=combine_clocks(matched),
     )
 
 
@@ -372,14 +410,20 @@ def is_eligible(
 ) -> bool:
     """A human may review when a member of a required group, or, only when the set has
     general slots (``min_total`` beyond the group slots), when a reviewer or admin.
-    Being an admin does not fill a group slot."""
+    Being an admin does not fill a group slot. After an escalation, the escalation group's
+    members are eligible too."""
     if any(g.group in user_groups for g in requirements.groups):
+        return True
+    if requirements.escalated_to is not None and requirements.escalated_to in user_groups:
         return True
     return requirements.general_slots > 0 and not REVIEWER_ROLES.isdisjoint(user_roles)
 
 
 def why_not_eligible(requirements: Requirements, user: str) -> str:
-    names = ", ".join(g.group for g in requirements.groups)
+    names = ", ".join(
+        [g.group for g in requirements.groups]
+        + ([requirements.escalated_to] if requirements.escalated_to else [])
+    )
     if requirements.general_slots > 0:
         member = f"a member of {names} nor " if names else ""
         return f"{user} is neither {member}a reviewer or admin"

@@ -6,13 +6,20 @@ validation; a document that cannot become a policy is refused with ``InvalidInpu
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from community_ade.approvals.policy import ApplyMode, GroupRequirement, Policy, PolicyRule
 from community_ade.approvals.risk import ResourceType
+from community_ade.approvals.timeouts import (
+    MAX_REMINDERS,
+    ApprovalTimeout,
+    ReviewTimeout,
+    ReviewTimeoutRule,
+)
 
 # Ten years: longer review or approval windows are mistakes, and far longer ones would
 # overflow date arithmetic when a deadline is computed.
@@ -26,6 +33,49 @@ class GroupRequirementDocument(BaseModel):
 
     group: str = Field(min_length=1, max_length=64)
     count: int = Field(default=1, ge=1, le=20)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExpireOnTimeout(_Strict):
+    action: Literal["expire"]
+
+
+class RejectOnTimeout(_Strict):
+    action: Literal["reject"]
+
+
+class EscalateOnTimeout(_Strict):
+    action: Literal["escalate"]
+    group: str = Field(min_length=1, max_length=64, description="An existing group's name.")
+    review_ttl_seconds: int = Field(
+        gt=0, le=MAX_TTL_SECONDS, description="The escalated review window, from the timeout."
+    )
+
+
+class AutoApproveOnTimeout(_Strict):
+    action: Literal["auto_approve"]
+    risk_below: float = Field(ge=0, le=100, description="Approve only when risk < this.")
+
+
+ReviewTimeoutDocument = Annotated[
+    ExpireOnTimeout | RejectOnTimeout | EscalateOnTimeout | AutoApproveOnTimeout,
+    Field(discriminator="action"),
+]
+
+
+def _review_timeout(doc: ReviewTimeoutDocument | None) -> ReviewTimeoutRule | None:
+    if doc is None:
+        return None
+    if isinstance(doc, EscalateOnTimeout):
+        return ReviewTimeoutRule(
+            ReviewTimeout.ESCALATE, group=doc.group, ttl=timedelta(seconds=doc.review_ttl_seconds)
+        )
+    if isinstance(doc, AutoApproveOnTimeout):
+        return ReviewTimeoutRule(ReviewTimeout.AUTO_APPROVE, risk_below=doc.risk_below)
+    return ReviewTimeoutRule(ReviewTimeout(doc.action))
 
 
 class RuleDocument(BaseModel):
@@ -47,6 +97,20 @@ class RuleDocument(BaseModel):
         le=MAX_FRESH_AUTH_SECONDS,
         description="Step-up: deciding on a matched task needs a login at most this old.",
     )
+    reminders: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=list,
+        max_length=MAX_REMINDERS,
+        description="Fractions of the review window, strictly increasing, e.g. [0.5, 0.9].",
+    )
+    on_review_timeout: ReviewTimeoutDocument | None = None
+    on_approval_timeout: ApprovalTimeout | None = None
+
+    @field_validator("reminders")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("reminders must be strictly increasing fractions of review_ttl")
+        return value
 
     def to_rule(self) -> PolicyRule:
         return PolicyRule(
@@ -61,6 +125,9 @@ class RuleDocument(BaseModel):
             approval_ttl=_ttl(self.approval_ttl_seconds),
             auto_approve_below=self.auto_approve_below,
             fresh_auth=_ttl(self.fresh_auth_seconds),
+            reminders=tuple(self.reminders),
+            on_review_timeout=_review_timeout(self.on_review_timeout),
+            on_approval_timeout=self.on_approval_timeout,
         )
 
 

@@ -32,6 +32,11 @@ from community_ade.approvals.policy import (
 from community_ade.approvals.policy_document import PolicyDocument
 from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
 from community_ade.approvals.states import TaskState, Trigger, next_state
+from community_ade.approvals.timeouts import (
+    clocks_document,
+    clocks_from_document,
+    first_reminder_at,
+)
 from community_ade.audit import log as audit
 from community_ade.audit.chain import SYSTEM, Actor
 from community_ade.auth.principal import Permission, Principal, require
@@ -130,6 +135,8 @@ def requirements_document(req: Requirements) -> dict[str, Any]:
         "auto_approve": req.auto_approve,
         "auto_apply": req.auto_apply,
         "fresh_auth_seconds": _seconds(req.fresh_auth),
+        **clocks_document(req.clocks),
+        "escalated_to": req.escalated_to,
     }
 
 
@@ -153,6 +160,8 @@ def requirements_from_document(doc: Mapping[str, Any], task_type: str) -> Requir
         auto_approve=bool(doc["auto_approve"]),
         auto_apply=bool(doc["auto_apply"]),
         fresh_auth=_duration(doc.get("fresh_auth_seconds")),
+        clocks=clocks_from_document(doc),
+        escalated_to=doc.get("escalated_to"),
     )
 
 
@@ -408,6 +417,9 @@ class TaskService:
             agent_owner=str(agent_owner) if agent_owner else None,
         )
         risk, requirements = routing.risk, routing.requirements
+        # A new preview is a new round: routed afresh (any escalation is gone from the
+        # requirements), so the once-only timeout outcomes are available again.
+        task.escalated_at = task.re_reviewed_at = None
         # Never previewed before: no preview row or reviewer groups to look for.
         first = task.submitted_at is None
         await self._store_preview(task, plan, first=first)
@@ -425,14 +437,16 @@ class TaskService:
         self, task: Task, trigger: Trigger, actor: Actor, event: str, data: Mapping[str, Any]
     ) -> None:
         requirements = requirements_from_document(task.requirements or {}, task.type)
-        task.review_deadline = requirements.review_deadline(task.submitted_at or self.now())
+        opened = task.submitted_at or self.now()
+        deadline = requirements.review_deadline(opened)
+        open_review_window(task, requirements, opened, deadline)
         await self._move(task, trigger, actor, event, data)
         await audit.append(
             self.session,
             type="approval:requested",
             actor=SYSTEM,
             subject=f"task:{task.id}",
-            data={"requirements": task.requirements, "deadline": task.review_deadline.isoformat()},
+            data={"requirements": task.requirements, "deadline": deadline.isoformat()},
         )
 
     async def _auto_approved(self, task: Task, requirements: Requirements) -> None:
@@ -599,6 +613,16 @@ async def directory(
         if group is not None:
             names.add(group)
     return groups, roles
+
+
+def open_review_window(
+    task: Task, requirements: Requirements, opened: datetime, deadline: datetime
+) -> None:
+    """Start a review window: its deadline, and its reminders from the first."""
+    task.review_opened_at = opened
+    task.review_deadline = deadline
+    task.reminders_sent = 0
+    task.next_reminder_at = first_reminder_at(opened, deadline, requirements.clocks.reminders)
 
 
 async def move(

@@ -45,12 +45,20 @@ class Trigger(StrEnum):
     REQUEST_CHANGES = "request_changes"
     # ``review_ttl`` passed before a decision.
     REVIEW_EXPIRED = "review_expired"
+    # ``review_ttl`` passed and the rule's ``on_review_timeout`` is ``reject``.
+    REVIEW_TIMEOUT_REJECT = "review_timeout_reject"
+    # ``review_ttl`` passed, the rule's ``on_review_timeout`` is ``auto_approve`` and the
+    # risk is below its bound: a decision recorded by actor ``system``.
+    REVIEW_TIMEOUT_APPROVE = "review_timeout_approve"
     # A worker holds all locks and the digest and precondition fingerprint still match.
     START_APPLY = "start_apply"
     # At apply, the preconditions moved: new preview, votes on the old digest go stale.
     PRECONDITIONS_MOVED = "preconditions_moved"
     # ``approval_ttl`` passed without an apply.
     APPROVAL_EXPIRED = "approval_expired"
+    # ``approval_ttl`` passed and the rule's ``on_approval_timeout`` is ``re_review``
+    # (once): votes go stale, a new review deadline runs.
+    APPROVAL_RE_REVIEW = "approval_re_review"
     # The apply succeeded.
     APPLY_SUCCEEDED = "apply_succeeded"
     # A transient failure with attempts left: re-queued with backoff.
@@ -73,9 +81,12 @@ _TABLE: tuple[tuple[tuple[TaskState, ...], Trigger, TaskState], ...] = (
     (_OPEN, Trigger.REJECT, _S.REJECTED),
     (_OPEN, Trigger.REQUEST_CHANGES, _S.DRAFT),
     (_OPEN, Trigger.REVIEW_EXPIRED, _S.EXPIRED),
+    (_OPEN, Trigger.REVIEW_TIMEOUT_REJECT, _S.REJECTED),
+    (_OPEN, Trigger.REVIEW_TIMEOUT_APPROVE, _S.APPROVED),
     ((_S.APPROVED,), Trigger.START_APPLY, _S.APPLYING),
     ((_S.APPROVED,), Trigger.PRECONDITIONS_MOVED, _S.SUBMITTED),
     ((_S.APPROVED,), Trigger.APPROVAL_EXPIRED, _S.EXPIRED),
+    ((_S.APPROVED,), Trigger.APPROVAL_RE_REVIEW, _S.SUBMITTED),
     ((_S.APPLYING,), Trigger.APPLY_SUCCEEDED, _S.COMPLETED),
     ((_S.APPLYING,), Trigger.APPLY_RETRY, _S.APPROVED),
     ((_S.APPLYING,), Trigger.APPLY_FAILED, _S.FAILED),

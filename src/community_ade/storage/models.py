@@ -275,6 +275,14 @@ class Task(Base):
     review_any: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     review_deadline: Mapped[datetime | None] = mapped_column(Timestamp)
     approval_deadline: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The review clocks (approvals/timeouts.py): when the current review window opened, how
+    # many of its reminders were sent and when the next falls (the sweep's index), and
+    # whether the once-only escalation and re-review happened.
+    review_opened_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_reminder_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    re_reviewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     fence: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)

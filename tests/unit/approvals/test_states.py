@@ -47,9 +47,12 @@ TRIGGERS = [
     "reject",
     "request_changes",
     "review_expired",
+    "review_timeout_reject",
+    "review_timeout_approve",
     "start_apply",
     "preconditions_moved",
     "approval_expired",
+    "approval_re_review",
     "apply_succeeded",
     "apply_retry",
     "apply_failed",
@@ -68,9 +71,14 @@ EXPECTED = {
     ("REVIEWING", "request_changes"): "DRAFT",
     ("SUBMITTED", "review_expired"): "EXPIRED",
     ("REVIEWING", "review_expired"): "EXPIRED",
+    ("SUBMITTED", "review_timeout_reject"): "REJECTED",
+    ("REVIEWING", "review_timeout_reject"): "REJECTED",
+    ("SUBMITTED", "review_timeout_approve"): "APPROVED",
+    ("REVIEWING", "review_timeout_approve"): "APPROVED",
     ("APPROVED", "start_apply"): "APPLYING",
     ("APPROVED", "preconditions_moved"): "SUBMITTED",
     ("APPROVED", "approval_expired"): "EXPIRED",
+    ("APPROVED", "approval_re_review"): "SUBMITTED",
     ("APPLYING", "apply_succeeded"): "COMPLETED",
     ("APPLYING", "apply_retry"): "APPROVED",
     ("APPLYING", "apply_failed"): "FAILED",
@@ -148,7 +156,15 @@ def test_refusal_names_the_state_the_trigger_and_what_is_allowed() -> None:
     assert error.code == "invalid_transition"
     assert "REVIEWING" in error.message
     assert "start_apply" in error.message
-    allowed = ["requirements_met", "reject", "request_changes", "review_expired", "cancel"]
+    allowed = [
+        "requirements_met",
+        "reject",
+        "request_changes",
+        "review_expired",
+        "review_timeout_reject",
+        "review_timeout_approve",
+        "cancel",
+    ]
     for trigger in allowed:
         assert trigger in error.message
     assert error.details == {"state": "REVIEWING", "trigger": "start_apply", "allowed": allowed}

@@ -18,6 +18,7 @@ from community_ade.api.schemas import (
     BatchBody,
     BatchOut,
     BatchResult,
+    ClockDecisionOut,
     DecisionBody,
     DecisionOut,
     DelegateBody,
@@ -27,6 +28,7 @@ from community_ade.api.schemas import (
 )
 from community_ade.approvals.batch import BatchDecision, decide_each
 from community_ade.approvals.reviews import COUNT_CAP, Outcome, ReviewAction, ReviewService
+from community_ade.approvals.sweep import latest_clock_decision
 from community_ade.auth.principal import Permission, Principal, require
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
@@ -58,15 +60,31 @@ async def list_approvals(
 
 @router.get("/{task_id}", response_model=ApprovalOut)
 async def get_approval(
-    task_id: uuid.UUID, principal: PrincipalDep, tasks: TasksDep, reviews: ReviewsDep
+    task_id: uuid.UUID,
+    principal: PrincipalDep,
+    tasks: TasksDep,
+    reviews: ReviewsDep,
+    session: SessionDep,
 ) -> ApprovalOut:
-    """The approval view: which vote filled which slot, and what still blocks."""
+    """The approval view: which vote filled which slot, what still blocks, and the
+    system's latest decision on a timeout (docs/policies.md §6)."""
     task = await tasks.get(principal, task_id)
     accounting = await reviews.accounting(task)
+    clock = await latest_clock_decision(session, task)
     return ApprovalOut(
         task=TaskOut.model_validate(task),
         accounting=AccountingOut.of(accounting) if accounting else None,
         reviews=[ReviewOut.model_validate(r) for r in await reviews.reviews_of(task)],
+        timeout_decision=ClockDecisionOut(
+            event=clock.type,
+            outcome=clock.data["outcome"],
+            reason=clock.data.get("reason", ""),
+            rule=clock.data.get("rule"),
+            policy_version=clock.data.get("policy_version"),
+            at=clock.ts,
+        )
+        if clock
+        else None,
     )
 
 

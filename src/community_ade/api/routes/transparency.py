@@ -27,7 +27,8 @@ from community_ade.storage.models import AuditEvent
 router = APIRouter(tags=["audit"])
 WELL_KNOWN_KEY = "/.well-known/ade-audit-key"
 # The entries a receipt is offered for: what was submitted for review, every decision on
-# it (votes, the final approval, rejection, changes requested, expiry) and its apply.
+# it (votes, the final approval, rejection, changes requested, expiry, and the system's
+# timeout outcomes: escalation, re-review) and its apply.
 RECEIPT_TYPES = frozenset(
     {
         "task:submitted",
@@ -36,6 +37,8 @@ RECEIPT_TYPES = frozenset(
         "approval:rejected",
         "approval:changes_requested",
         "approval:expired",
+        "approval:escalated",
+        "approval:re_review",
         "task:applying",
         "task:completed",
         "task:failed",

@@ -8,6 +8,7 @@
   let lastSeq = null;
   const TOASTED = new Set([
     "approval:decision", "approval:approved", "approval:rejected", "approval:expired",
+    "approval:escalated", "approval:re_review",
     "task:completed", "task:failed", "lock:force_released",
   ]);
   let delay = 500; // reconnect backoff, doubled up to 15 s, reset once connected

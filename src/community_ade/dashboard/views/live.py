@@ -23,6 +23,8 @@ OUTCOMES = {
     "approval:approved": "is approved",
     "approval:rejected": "is rejected",
     "approval:expired": "expired",
+    "approval:escalated": "was escalated: its review timed out",
+    "approval:re_review": "went back to review: its approval timed out",
     "task:completed": "was applied",
     "task:failed": "failed to apply",
 }

@@ -20,6 +20,7 @@ from community_ade.approvals.review_request import risk_breakdown
 from community_ade.approvals.reviews import ReviewAction, ReviewService
 from community_ade.approvals.service import TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
+from community_ade.approvals.sweep import latest_clock_decision
 from community_ade.audit import log as audit
 from community_ade.auth.principal import Permission
 from community_ade.dashboard.lookups import actor_names
@@ -134,6 +135,7 @@ async def _detail(
             "accounting": accounting,
             "votes": votes,
             "events": events,
+            "clock_decision": await latest_clock_decision(session, task),
             "names": names,
             "can_decide": can_decide,
             "reviewers": reviewers,
