@@ -36,6 +36,7 @@ from community_ade.api.routes import (
     task_types,
     tasks,
     transparency,
+    webhooks,
     ws,
 )
 from community_ade.api.schemas import Problem
@@ -49,6 +50,7 @@ from community_ade.execution.worker import Worker
 from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
+from community_ade.webhooks.delivery import run_webhooks
 
 API_PREFIX = "/api/v1"
 _PROBLEM: dict[str, Any] = {
@@ -132,6 +134,7 @@ def create_app(
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
             signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
+            delivering = asyncio.create_task(run_webhooks(runtime), name="ade-webhooks")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -141,7 +144,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, signing, *extra))
+                await cancel_and_wait((sweeper, health_watch, signing, delivering, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -157,7 +160,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets):
+    for module in (*modules, shell_profiles, secrets, webhooks):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)
