@@ -456,6 +456,9 @@ class WebhookSubscription(Base):
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_secret_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Events from this time on are delivered: its creation, or when it was last enabled
+    # (events while it was disabled are not, even if the outbox takes them later).
+    receives_since: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     # Since when every attempt failed (None: the last one succeeded, or none yet).
     failing_since: Mapped[datetime | None] = mapped_column(Timestamp)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))

@@ -9,8 +9,9 @@ concurrent passes queue up instead of repeating work): several ``ade serve`` and
 ``ade worker`` processes may run a pass at once and still queue each event once.
 
 A cursor is made by the first pass ever and starts at the stream's newest event: the
-history before webhooks existed is not delivered. A subscription gets the events from
-its creation on (an earlier event still being queued is skipped for it). An event older
+history before webhooks existed is not delivered. A subscription gets the events that
+happen while it is enabled (``receives_since``: its creation or its last enabling), also
+when the outbox takes them later. An event older
 than what the stream retains (``ADE_EVENTS_MAXLEN``) when the outbox gets to it is lost
 to webhooks; at the default length that takes a long stop of every process.
 
@@ -152,7 +153,7 @@ class Outbox:
         wanted = [
             s
             for s in subscriptions
-            if rules.matches(s.event_types, event_type) and (at is None or at >= s.created_at)
+            if rules.matches(s.event_types, event_type) and (at is None or at >= s.receives_since)
         ]
         if not wanted:
             return 0

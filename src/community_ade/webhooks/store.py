@@ -145,6 +145,7 @@ async def update(
     if enabled is not None:
         if enabled and not row.enabled:
             row.disabled_reason, row.failing_since = None, None
+            row.receives_since = utcnow()
         row.enabled = enabled
     row.updated_at = utcnow()
     await session.flush()

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("secret", sa.LargeBinary(), nullable=False),
         sa.Column("previous_secret", sa.LargeBinary(), nullable=True),
         sa.Column("previous_secret_until", Timestamp, nullable=True),
+        sa.Column("receives_since", Timestamp, nullable=False),
         sa.Column("failing_since", Timestamp, nullable=True),
         sa.Column("created_by", sa.Uuid(), nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
