@@ -15,6 +15,7 @@ from community_ade.cli import (
     serve,
     shell_profiles,
     users,
+    webhooks,
     worker,
 )
 
@@ -33,6 +34,7 @@ app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(agents.app, name="agents")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(shell_profiles.app, name="shell-profiles")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)

@@ -28,9 +28,10 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import delete, func, select, update
@@ -53,6 +54,7 @@ from community_ade.webhooks import rules, store
 from community_ade.webhooks.outbox import Outbox
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_MARGIN_SECONDS = 30.0
 PRUNE_EVERY_SECONDS = 300.0
@@ -305,6 +307,18 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+async def _whole(work: Awaitable[T]) -> T:
+    """Run a pass over the database to its end even if cancelled meanwhile, then stop: a
+    connection cancelled mid-query (aiosqlite) is left closing forever and hangs the
+    event loop's shutdown."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 async def _fill_forever(runtime: Runtime, outbox: Outbox, queued: asyncio.Event) -> None:
     """Fill the outbox whenever the events stream grows (a blocking read wakes it), and
     at least every poll."""
@@ -314,7 +328,7 @@ async def _fill_forever(runtime: Runtime, outbox: Outbox, queued: asyncio.Event)
     while True:
         stop_if_cancelled()
         try:
-            if await outbox.fan_out():
+            if await _whole(outbox.fan_out()):
                 queued.set()
             if last_id is None:
                 newest = stream_entries(await runtime.redis.xrevrange(keys.stream, count=1))
@@ -340,10 +354,10 @@ async def _send_forever(dispatcher: Dispatcher, queued: asyncio.Event, poll: flo
         queued.clear()
         dispatcher.done.clear()
         try:
-            await dispatcher.run_once()
+            await _whole(dispatcher.run_once())
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
-                await dispatcher.prune()
+                await _whole(dispatcher.prune())
         except Exception as exc:
             await asyncio.sleep(incident.failed(exc))
             continue

@@ -239,12 +239,10 @@ async def deliveries(
     return list(rows), total
 
 
-async def delivery(
-    session: AsyncSession, subscription_id: uuid.UUID, delivery_id: str
-) -> WebhookDelivery:
+async def delivery(session: AsyncSession, delivery_id: str) -> WebhookDelivery:
     row = await session.get(WebhookDelivery, delivery_id)
-    if row is None or row.subscription_id != subscription_id:
-        raise NotFound(f"no delivery {delivery_id[:40]!r} of webhook {subscription_id}")
+    if row is None:
+        raise NotFound(f"no webhook delivery {delivery_id[:40]!r}")
     return row
 
 
@@ -257,17 +255,15 @@ async def attempts(session: AsyncSession, delivery_id: str) -> list[WebhookAttem
     return list(rows)
 
 
-async def redeliver(
-    session: AsyncSession, subscription_id: uuid.UUID, delivery_id: str, *, actor: Actor
-) -> WebhookDelivery:
+async def redeliver(session: AsyncSession, delivery_id: str, *, actor: Actor) -> WebhookDelivery:
     """Send a delivery again now, with the same ``webhook-id`` and body (a receiver that
     deduplicates sees it once). A pending one is just moved up; the retry schedule
     starts over."""
-    row = await delivery(session, subscription_id, delivery_id)
+    row = await delivery(session, delivery_id)
     row.status, row.attempts, row.claim = "pending", 0, None
     row.next_attempt_at, row.finished_at = utcnow(), None
     await session.flush()
-    subscription = await get(session, subscription_id)
+    subscription = await get(session, row.subscription_id)
     await _audit(session, "webhook:redelivered", subscription, actor, delivery=row.id)
     return row
 

@@ -29,7 +29,10 @@ from community_ade.secrets.keys import SecretCipher
 from community_ade.webhooks import store
 from community_ade.webhooks.store import WithSecret
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(tags=["webhooks"])
+HOOKS = "/webhooks"
+# A delivery is named by its webhook-id alone (unique over every subscription).
+DELIVERIES = "/webhook-deliveries"
 DeliveryId = Annotated[str, Path(max_length=40, pattern=r"^msg_[0-9a-f]{32}$")]
 PageNo = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -39,7 +42,7 @@ def _with_secret(made: WithSecret) -> WebhookWithSecret:
     return WebhookWithSecret(**WebhookOut.of(made.subscription).model_dump(), secret=made.secret)
 
 
-@router.get("", response_model=Page[WebhookOut])
+@router.get(HOOKS, response_model=Page[WebhookOut])
 async def list_webhooks(
     principal: PrincipalDep, session: SessionDep, page: PageNo = 1, limit: Limit = 20
 ) -> Page[WebhookOut]:
@@ -48,7 +51,7 @@ async def list_webhooks(
     return Page(items=[WebhookOut.of(r) for r in rows], page=page, limit=limit, total=total)
 
 
-@router.post("", response_model=WebhookWithSecret, status_code=status.HTTP_201_CREATED)
+@router.post(HOOKS, response_model=WebhookWithSecret, status_code=status.HTTP_201_CREATED)
 async def create_webhook(
     body: WebhookCreate, principal: PrincipalDep, session: SessionDep, runtime: RuntimeDep
 ) -> WebhookWithSecret:
@@ -69,7 +72,7 @@ async def create_webhook(
     return _with_secret(made)
 
 
-@router.get("/{webhook_id}", response_model=WebhookOut)
+@router.get(HOOKS + "/{webhook_id}", response_model=WebhookOut)
 async def get_webhook(
     webhook_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
 ) -> WebhookOut:
@@ -77,7 +80,7 @@ async def get_webhook(
     return WebhookOut.of(await store.get(session, webhook_id))
 
 
-@router.patch("/{webhook_id}", response_model=WebhookOut)
+@router.patch(HOOKS + "/{webhook_id}", response_model=WebhookOut)
 async def update_webhook(
     webhook_id: uuid.UUID,
     body: WebhookPatch,
@@ -100,7 +103,7 @@ async def update_webhook(
     return WebhookOut.of(row)
 
 
-@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(HOOKS + "/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_webhook(
     webhook_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
 ) -> Response:
@@ -110,7 +113,7 @@ async def delete_webhook(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{webhook_id}/rotate-secret", response_model=WebhookWithSecret)
+@router.post(HOOKS + "/{webhook_id}/rotate-secret", response_model=WebhookWithSecret)
 async def rotate_secret(
     webhook_id: uuid.UUID,
     principal: PrincipalDep,
@@ -133,7 +136,7 @@ async def rotate_secret(
     return _with_secret(made)
 
 
-@router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
+@router.get(HOOKS + "/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
 async def list_deliveries(
     webhook_id: uuid.UUID,
     principal: PrincipalDep,
@@ -148,13 +151,13 @@ async def list_deliveries(
     return Page(items=[DeliveryOut.of(r) for r in rows], page=page, limit=limit, total=total)
 
 
-@router.get("/{webhook_id}/deliveries/{delivery_id}", response_model=DeliveryDetail)
+@router.get(DELIVERIES + "/{delivery_id}", response_model=DeliveryDetail)
 async def get_delivery(
-    webhook_id: uuid.UUID, delivery_id: DeliveryId, principal: PrincipalDep, session: SessionDep
+    delivery_id: DeliveryId, principal: PrincipalDep, session: SessionDep
 ) -> DeliveryDetail:
     """One delivery: its body and every attempt (status, latency, response excerpt)."""
     require(principal, Permission.WEBHOOK_ADMIN)
-    row = await store.delivery(session, webhook_id, delivery_id)
+    row = await store.delivery(session, delivery_id)
     attempts = [AttemptOut.of(a) for a in await store.attempts(session, row.id)]
     return DeliveryDetail(
         **DeliveryOut.of(row).model_dump(), payload=json.loads(row.payload), attempt_log=attempts
@@ -162,14 +165,14 @@ async def get_delivery(
 
 
 @router.post(
-    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    DELIVERIES + "/{delivery_id}/redeliver",
     response_model=DeliveryOut,
     status_code=status.HTTP_202_ACCEPTED,
 )
 async def redeliver(
-    webhook_id: uuid.UUID, delivery_id: DeliveryId, principal: PrincipalDep, session: SessionDep
+    delivery_id: DeliveryId, principal: PrincipalDep, session: SessionDep
 ) -> DeliveryOut:
     """Send it again now, same ``webhook-id`` and body; the retry schedule starts over."""
     require(principal, Permission.WEBHOOK_ADMIN)
-    row = await store.redeliver(session, webhook_id, delivery_id, actor=actor_of(principal))
+    row = await store.redeliver(session, delivery_id, actor=actor_of(principal))
     return DeliveryOut.of(row)
