@@ -53,7 +53,7 @@ async def test_a_server_killed_mid_retry_loses_no_delivery(
     with Receiver(status=503) as hooks:
         env = {
             "ADE_HTTP_ALLOWLIST": json.dumps([hooks.url]),
-            "ADE_WEBHOOK_RETRY_SCHEDULE": json.dumps([0] + [1.0] * 200),
+            "ADE_WEBHOOK_RETRY_SCHEDULE": json.dumps([0] + [1.0] * 30),
             "ADE_WEBHOOK_POLL_SECONDS": "0.2",
         }
         first, url = serve(database_url, backend, domain, tmp_path, "--no-worker", env=env)
