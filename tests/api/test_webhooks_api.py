@@ -2,7 +2,8 @@
 authorization matrix's): signatures that verify with the ``standardwebhooks`` library,
 receipts attached to decisions, a receiver that is down and then up getting every event
 once per ``webhook-id``, 410 Gone, the allowlist, secret rotation, the delivery log and
-redelivery, and one slow endpoint not holding back another."""
+redelivery, one slow endpoint not holding back another, and competing senders sending
+each event once."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from webhook_receiver import Received, Receiver
 
 from community_ade.audit import checkpoints, notes
+from community_ade.infra.aio import cancel_and_wait
+from community_ade.webhooks.delivery import run_webhooks
 
 URL = "/api/v1/webhooks"
 FAST = [0.0, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
@@ -283,3 +286,22 @@ async def test_a_slow_endpoint_does_not_hold_back_another(
     await other.wait_for(lambda got: len(got) == 12)
     # The slow endpoint is served too, a few at a time, while the other is done.
     assert len(hooks.got()) < 12
+
+
+async def test_competing_senders_queue_and_send_each_event_once(api: Api, hooks: Receiver) -> None:
+    """Two more delivery loops beside the app's own (as several `ade serve` and
+    `ade worker` processes run them), on the same database and stream."""
+    competitors = [asyncio.create_task(run_webhooks(api.runtime)) for _ in range(2)]
+    try:
+        sub = await subscribe(api, hooks.url, "task:created")
+        for n in range(20):
+            await new_task(api, f"task {n}")
+        await deliveries(api, sub["id"], "succeeded", 20)
+        await asyncio.sleep(1.0)  # time for a duplicate to show up, were there one
+    finally:
+        await cancel_and_wait(competitors)
+    ids = Counter(r.headers["webhook-id"] for r in hooks.got())
+    assert len(ids) == 20
+    assert set(ids.values()) == {1}
+    log = await api.client.get(f"{URL}/{sub['id']}/deliveries", headers=api.as_("admin"))
+    assert log.json()["total"] == 20  # each event queued once
