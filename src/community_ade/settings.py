@@ -428,6 +428,56 @@ class Settings(BaseSettings):
         gt=0,
         description="… or this long after the last one, when the log grew at all.",
     )
+    # -- outbound webhooks (docs/notifications.md) --
+    webhook_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="How long a webhook receiver has to answer one delivery attempt.",
+    )
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        max_length=50,
+        description="Seconds before each delivery attempt, after the previous one fails "
+        "(the first is the first attempt), as a JSON list; each gets ±10 % jitter. Default "
+        "Svix's: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.",
+    )
+    webhook_disable_after_hours: float = Field(
+        default=120.0,
+        gt=0,
+        description="A webhook endpoint whose every attempt failed for this long is "
+        "disabled and an admin told (audit event webhook:disabled, dashboard notice).",
+    )
+    webhook_secret_overlap_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 30,
+        description="After a secret rotation, how long deliveries are signed with the old "
+        "secret too (a second signature), unless the rotation names its own overlap.",
+    )
+    webhook_concurrency: int = Field(
+        default=32, ge=1, le=1024, description="Webhook requests in flight per process."
+    )
+    webhook_endpoint_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Webhook requests in flight per endpoint per process, so that one slow "
+        "endpoint cannot hold back the others.",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a process looks for due webhook deliveries (retries, and "
+        "deliveries queued by other processes); new events are delivered at once.",
+    )
+    webhook_retention_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="Finished webhook deliveries (and their attempts) older than this are "
+        "deleted from the delivery log.",
+    )
 
     @property
     def allowed_workspace_roots(self) -> tuple[Path, ...]:
@@ -452,6 +502,12 @@ class Settings(BaseSettings):
         unknown = sorted(set(self.oidc_role_map.values()) - roles)
         if unknown:
             raise ValueError(f"ADE_OIDC_ROLE_MAP names unknown roles: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _retry_schedule_well_formed(self) -> Settings:
+        if any(not 0 <= delay <= 7 * 86400 for delay in self.webhook_retry_schedule):
+            raise ValueError("ADE_WEBHOOK_RETRY_SCHEDULE holds seconds from 0 to 604800")
         return self
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from starlette.routing import WebSocketRoute
 from community_ade.api.app import create_app
 from community_ade.auth import service as auth
 from community_ade.dashboard.web import PageRoute
+from community_ade.storage.models import WebhookDelivery
 
 # -- the expected matrix ----------------------------------------------------------------------
 
@@ -134,6 +135,15 @@ DELETE /api/v1/leases/{lease_id}                    lock_lease        ok  ok  ok
 GET    /api/v1/locks                                lock_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/locks/events                         lock_read         ok  ok  ok  ok  ok  401 401
 POST   /api/v1/locks/force-release                  lock_admin        ok  403 403 403 403 401 401
+GET    /api/v1/webhooks                             webhook_admin     ok  403 403 403 403 401 401
+POST   /api/v1/webhooks                             webhook_admin     ok  403 403 403 403 401 401
+GET    /api/v1/webhooks/{webhook_id}                webhook_admin     ok  403 403 403 403 401 401
+PATCH  /api/v1/webhooks/{webhook_id}                webhook_admin     ok  403 403 403 403 401 401
+DELETE /api/v1/webhooks/{webhook_id}                webhook_admin     ok  403 403 403 403 401 401
+POST   /api/v1/webhooks/{webhook_id}/rotate-secret  webhook_admin     ok  403 403 403 403 401 401
+GET    /api/v1/webhooks/{webhook_id}/deliveries     webhook_admin     ok  403 403 403 403 401 401
+GET    /api/v1/webhook-deliveries/{delivery_id}     webhook_admin     ok  403 403 403 403 401 401
+POST   /api/v1/webhook-deliveries/{delivery_id}/redeliver webhook_admin ok  403 403 403 403 401 401
 GET    /metrics                                     -                 ok  ok  ok  ok  ok  ok  ok
 """
 
@@ -213,6 +223,7 @@ class Target:
     resource: str | None = None  # a lock resource, held by request_id
     request_id: str | None = None
     fence: int | None = None  # of a claimed task
+    delivery_id: str | None = None  # a webhook delivery of the subscription entry_id
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -1136,6 +1147,98 @@ async def put_slack_user(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "PUT", f"{SLACK}/users/carol", {"slack_user_id": "UCAROL"})
     linked = {"username": "carol", "slack_user_id": "UCAROL", "source": "admin"}
     return Reply(r, 200, lambda b: linked in b["users"])
+
+
+WEBHOOKS = "/api/v1/webhooks"
+DELIVERIES = "/api/v1/webhook-deliveries"
+# Allowed, so subscriptions can be made; nothing listens there and no event matches the
+# filter, so nothing is ever sent.
+HOOK_URL = "http://127.0.0.1:9/hooks"
+HOOK = {"url": HOOK_URL, "event_types": ["matrix:none"]}
+
+
+@pytest.fixture
+def api_settings() -> dict[str, Any]:
+    return {"http_allowlist": [HOOK_URL]}
+
+
+async def subscription(w: World, caller: str) -> Target:
+    """A webhook subscription the admin just made (``entry_id``) with one delivery
+    (``delivery_id``) in its log."""
+    r = await w.call("admin", Target(), "POST", WEBHOOKS, HOOK)
+    assert r.status_code == 201, f"setup: admin subscribes a webhook: {r.text}"
+    webhook_id = r.json()["id"]
+    delivery_id = f"msg_{uuid.uuid4().hex}"
+    async with w.api.runtime.sessions.begin() as session:
+        session.add(
+            WebhookDelivery(
+                id=delivery_id,
+                subscription_id=uuid.UUID(webhook_id),
+                event_seq=1,
+                event_type="matrix:event",
+                subject="matrix",
+                payload='{"type":"matrix:event"}',
+                status="failed",
+                attempts=8,
+            )
+        )
+    return Target(entry_id=webhook_id, delivery_id=delivery_id)
+
+
+@route("GET", WEBHOOKS, subscription)
+async def list_webhooks(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", WEBHOOKS + "?limit=100")
+    return Reply(r, 200, lambda b: t.entry_id in [h["id"] for h in b["items"]])
+
+
+@route("POST", WEBHOOKS)
+async def create_webhook(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", WEBHOOKS, HOOK)
+    return Reply(r, 201, lambda b: b["secret"].startswith("whsec_") and b["url"] == HOOK_URL)
+
+
+@route("GET", WEBHOOKS + "/{webhook_id}", subscription)
+async def get_webhook(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{WEBHOOKS}/{t.entry_id}")
+    return Reply(r, 200, lambda b: b["id"] == t.entry_id and "secret" not in b)
+
+
+@route("PATCH", WEBHOOKS + "/{webhook_id}", subscription)
+async def update_webhook(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "PATCH", f"{WEBHOOKS}/{t.entry_id}", {"enabled": False})
+    return Reply(r, 200, lambda b: b["enabled"] is False)
+
+
+@route("DELETE", WEBHOOKS + "/{webhook_id}", subscription)
+async def delete_webhook(w: World, caller: str, t: Target) -> Reply:
+    url = f"{WEBHOOKS}/{t.entry_id}"
+    r = await w.call(caller, t, "DELETE", url)
+    gone = r.status_code == 204 and await w.status("GET", url) == 404
+    return Reply(r, 204, lambda b: gone)
+
+
+@route("POST", WEBHOOKS + "/{webhook_id}/rotate-secret", subscription)
+async def rotate_webhook_secret(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"{WEBHOOKS}/{t.entry_id}/rotate-secret")
+    return Reply(r, 200, lambda b: b["secret"].startswith("whsec_") and b["previous_secret_until"])
+
+
+@route("GET", WEBHOOKS + "/{webhook_id}/deliveries", subscription)
+async def list_webhook_deliveries(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{WEBHOOKS}/{t.entry_id}/deliveries")
+    return Reply(r, 200, lambda b: [d["id"] for d in b["items"]] == [t.delivery_id])
+
+
+@route("GET", DELIVERIES + "/{delivery_id}", subscription)
+async def get_webhook_delivery(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"{DELIVERIES}/{t.delivery_id}")
+    return Reply(r, 200, lambda b: b["payload"] == {"type": "matrix:event"})
+
+
+@route("POST", DELIVERIES + "/{delivery_id}/redeliver", subscription)
+async def redeliver_webhook(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "POST", f"{DELIVERIES}/{t.delivery_id}/redeliver")
+    return Reply(r, 202, lambda b: b["status"] == "pending" and b["attempts"] == 0)
 
 
 @route("GET", SHELL_PROFILES, shell_profile)

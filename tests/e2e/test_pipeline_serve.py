@@ -52,17 +52,27 @@ async def tokens(database_url: str, backend: Backend, domain: str) -> AsyncItera
 
 
 def serve(
-    database_url: str, backend: Backend, domain: str, tmp_path: Path, *flags: str
+    database_url: str,
+    backend: Backend,
+    domain: str,
+    tmp_path: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``ade serve`` on a free port (``env``: more settings); its process and URL."""
     port = free_port()
-    env = os.environ | {
-        "ADE_DATA_DIR": str(tmp_path),
-        "ADE_DATABASE_URL": database_url,
-        "ADE_REDIS_URL": backend.url,
-        "ADE_QUEUE_NAME": domain,
-        "ADE_LOCK_DOMAIN": domain,
-        "ADE_WORKSPACE_ROOTS": json.dumps([str(tmp_path / "workspaces")]),
-    }
+    env = (
+        os.environ
+        | (env or {})
+        | {
+            "ADE_DATA_DIR": str(tmp_path),
+            "ADE_DATABASE_URL": database_url,
+            "ADE_REDIS_URL": backend.url,
+            "ADE_QUEUE_NAME": domain,
+            "ADE_LOCK_DOMAIN": domain,
+            "ADE_WORKSPACE_ROOTS": json.dumps([str(tmp_path / "workspaces")]),
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "community_ade", "serve", "--port", str(port), *flags],
         env=env,

@@ -45,6 +45,7 @@ shell_profile_write .       .         .       x     .
 user_admin          .       .         .       x     .
 secret_read         .       x         x       x     x
 secret_write        .       .         .       x     .
+webhook_admin       .       .         .       x     .
 """
 
 

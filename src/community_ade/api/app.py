@@ -37,6 +37,7 @@ from community_ade.api.routes import (
     tasks,
     tokens,
     transparency,
+    webhooks,
     ws,
 )
 from community_ade.api.schemas import Problem
@@ -50,6 +51,7 @@ from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.integrations.slack.poster import SlackPoster
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
+from community_ade.webhooks.delivery import run_webhooks
 
 API_PREFIX = "/api/v1"
 _PROBLEM: dict[str, Any] = {
@@ -139,6 +141,7 @@ def create_app(
             signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
             poster = SlackPoster(runtime.sessions, runtime.settings)
             slack_posting = asyncio.create_task(poster.run_forever(), name="ade-slack-poster")
+            delivering = asyncio.create_task(run_webhooks(runtime), name="ade-webhooks")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -148,7 +151,8 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, signing, slack_posting, *extra))
+                background = (sweeper, health_watch, signing, slack_posting, delivering)
+                await cancel_and_wait((*background, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -164,7 +168,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets, slack, tokens):
+    for module in (*modules, shell_profiles, secrets, slack, tokens, webhooks):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)

@@ -60,6 +60,25 @@ def ed25519_key(path: Path) -> Ed25519PrivateKey:
     return _decode_key(encoded, str(path))
 
 
+# The entries a receipt is offered for: what was submitted for review, every decision on
+# it (votes, the final approval, rejection, changes requested, expiry) and its apply.
+RECEIPT_TYPES = frozenset(
+    {
+        "task:submitted",
+        "approval:decision",
+        "approval:approved",
+        "approval:rejected",
+        "approval:changes_requested",
+        "approval:expired",
+        "approval:escalated",
+        "approval:re_review",
+        "task:applying",
+        "task:completed",
+        "task:failed",
+    }
+)
+
+
 def log_signer(settings: Settings) -> notes.Signer:
     """The deployment's checkpoint signer: its key (``ADE_AUDIT_SIGNING_KEY`` or the key
     file) under its origin name (``ADE_AUDIT_ORIGIN`` or one derived from the key)."""

@@ -24,6 +24,7 @@ Roles and permissions (``x`` = granted)::
     shell_profile_write                              x*    define the shell profiles tasks run
     user_admin                                       x*    users, groups, tokens
     secret_write                                     x*    store and delete secrets
+    webhook_admin                                    x*    outbound webhook subscriptions
 
 Each role holds everything of the role to its left (viewer ⊂ submitter ⊂ reviewer ⊂
 admin); ``admin`` holds every permission.
@@ -83,6 +84,7 @@ class Permission(StrEnum):
     USER_ADMIN = "user_admin"
     SECRET_READ = "secret_read"
     SECRET_WRITE = "secret_write"
+    WEBHOOK_ADMIN = "webhook_admin"
 
 
 _VIEWER = frozenset(
@@ -123,6 +125,7 @@ HUMAN_ONLY: frozenset[Permission] = frozenset(
         Permission.SHELL_PROFILE_WRITE,
         Permission.USER_ADMIN,
         Permission.SECRET_WRITE,
+        Permission.WEBHOOK_ADMIN,
     }
 )
 

@@ -16,6 +16,7 @@ from community_ade.cli import (
     shell_profiles,
     slack,
     users,
+    webhooks,
     worker,
 )
 
@@ -35,6 +36,7 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(slack.app, name="slack")
 app.add_typer(shell_profiles.app, name="shell-profiles")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("worker")(worker.worker)

@@ -13,7 +13,9 @@ import typer
 from community_ade.cli.common import console, run
 from community_ade.events.relay import relay_for
 from community_ade.execution.worker import Worker, WorkerStats
+from community_ade.infra.aio import cancel_and_wait
 from community_ade.runtime import Runtime
+from community_ade.webhooks.delivery import run_webhooks
 
 
 def worker(
@@ -35,6 +37,8 @@ def worker(
         # even when no `ade serve` runs; several relays append each event once.
         relay = relay_for(runtime)
         relaying = asyncio.create_task(relay.run(runtime.settings.events_poll_seconds))
+        # Webhooks are delivered by every process that runs this loop, each once.
+        webhooks = asyncio.create_task(run_webhooks(runtime), name="ade-webhooks")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # First signal: stop claiming and drain; in-flight applies finish.
@@ -47,6 +51,7 @@ def worker(
             relaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relaying
+            await cancel_and_wait((webhooks,))
             try:
                 await relay.relay_audit()  # the last events, before the process goes
             except Exception as exc:  # a server's relay picks them up later

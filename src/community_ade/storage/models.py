@@ -560,3 +560,88 @@ class SlackAction(Base):
     result: Mapped[str] = mapped_column(String(40))  # "ok" or the refusal's code
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class WebhookSubscription(Base):
+    """An outbound webhook endpoint (docs/notifications.md): which event types it gets,
+    and its signing secret sealed with the secrets key (``previous_secret`` signs too
+    until ``previous_secret_until``, after a rotation)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[Any]] = mapped_column()
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Why it was disabled by the system (410 Gone, failing for days); None otherwise.
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Events from this time on are delivered: its creation, or when it was last enabled
+    # (events while it was disabled are not, even if the outbox takes them later).
+    receives_since: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # Since when every attempt failed (None: the last one succeeded, or none yet).
+    failing_since: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription: the outbox row. ``id`` is the ``webhook-id`` (the
+    same on every attempt); ``payload`` the exact bytes sent each time. A pending row is
+    due at ``next_attempt_at``; a sender claims it by moving that time past its lease."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_subscription", "subscription_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    event_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    claim: Mapped[str | None] = mapped_column(String(32))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery: the delivery log (bounded response excerpt)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookCursor(Base):
+    """How far the outbox has taken the events stream: the last seq turned into
+    deliveries, within the stream's epoch (a new epoch starts at seq 0 again)."""
+
+    __tablename__ = "webhook_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from community_ade.api.deps import PrincipalDep, SessionDep, TasksDep
 from community_ade.api.schemas import MAX_SEQ
 from community_ade.audit import checkpoints
+from community_ade.audit.checkpoints import RECEIPT_TYPES
 from community_ade.audit.notes import Signer
 from community_ade.audit.tree import Tree
 from community_ade.auth.principal import Permission, require
@@ -26,24 +27,6 @@ from community_ade.storage.models import AuditEvent
 
 router = APIRouter(tags=["audit"])
 WELL_KNOWN_KEY = "/.well-known/ade-audit-key"
-# The entries a receipt is offered for: what was submitted for review, every decision on
-# it (votes, the final approval, rejection, changes requested, expiry, and the system's
-# timeout outcomes: escalation, re-review) and its apply.
-RECEIPT_TYPES = frozenset(
-    {
-        "task:submitted",
-        "approval:decision",
-        "approval:approved",
-        "approval:rejected",
-        "approval:changes_requested",
-        "approval:expired",
-        "approval:escalated",
-        "approval:re_review",
-        "task:applying",
-        "task:completed",
-        "task:failed",
-    }
-)
 
 
 def _b64(values: list[bytes]) -> list[str]:
