@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         '["https://hooks.example.com/deploy/"]. Scheme, host and port must match exactly and '
         "the path at a segment boundary. Default: empty, no URL is allowed.",
     )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s]+$",
+        max_length=500,
+        description="The server's address as reviewers reach it: the base of the dashboard "
+        "links in notifications (Slack, e-mail).",
+    )
     startup_wait_seconds: float = Field(
         default=120.0,
         ge=0,

@@ -260,7 +260,7 @@ class ReviewService:
                 "the preview changed since you saw it: review the current one",
                 current_digest=task.preview_digest,
             )
-        submitter, owner = await self._parties(task)
+        submitter, owner = await self.parties(task)
         check_can_vote(actor, submitter, owner, ActorKind.HUMAN)
         requirements = requirements_from_document(task.requirements or {}, task.type)
         if action in (ReviewAction.REQUEST_CHANGES, ReviewAction.DELEGATE):
@@ -347,7 +347,7 @@ class ReviewService:
         if delegate_to is None or delegate_to == principal.id:
             raise InvalidInput("delegate needs another user in delegate_to", field="delegate_to")
         user = await reviewer_named(self.session, delegate_to, field="delegate_to")
-        if str(delegate_to) in await self._parties(task):
+        if str(delegate_to) in await self.parties(task):
             raise InvalidInput(
                 f"{user.username} submitted this task (or owns its agent) and may never "
                 "review it: delegate to someone else",
@@ -401,7 +401,7 @@ class ReviewService:
             .limit(1)
         )
 
-    async def _parties(self, task: Task) -> tuple[str, str | None]:
+    async def parties(self, task: Task) -> tuple[str, str | None]:
         """The submitter and, for an agent's task, the agent's owner."""
         owner = None
         if task.agent_id is not None:
@@ -497,7 +497,7 @@ class ReviewService:
             if v.via_delegation_for:
                 people.add(v.via_delegation_for)
         groups, roles = await directory(self.session, people)
-        submitter, owner = await self._parties(task)
+        submitter, owner = await self.parties(task)
         requirements = requirements_from_document(task.requirements, task.type)
         return account(
             requirements, votes, submitter=submitter, agent_owner=owner, groups=groups, roles=roles

@@ -39,6 +39,8 @@ GROUP_NAME = re.compile(r"[a-z0-9._-]{2,64}")
 AGENT_NAME_LENGTH = (3, 100)
 TOKEN_NAME_LENGTH = (1, 100)
 DISPLAY_NAME_MAX = 200
+EMAIL_MAX = 254
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 INVALID_LOGIN = "invalid username or password"
@@ -73,11 +75,13 @@ async def create_user(
     *,
     password: str | None = None,
     display_name: str = "",
+    email: str | None = None,
 ) -> User:
     """A new user; without a password it can only authenticate with API tokens. The
     name is stored NFKC-normalised; one that looks like an existing user's is refused."""
     username = names.normal(username)
     _check_username(username)
+    email = normal_email(email) if email is not None else None
     checked_role = _check_role(role)
     if len(display_name) > DISPLAY_NAME_MAX:
         raise InvalidInput(f"a display name has at most {DISPLAY_NAME_MAX} characters")
@@ -92,9 +96,27 @@ async def create_user(
         display_name=display_name,
         role=checked_role.value,
         password_hash=password_hash,
+        email=email,
     )
     session.add(user)
-    await flush_unique(session, f"user {username!r}")
+    await flush_unique(session, f"user {username!r} (or e-mail {email!r})")
+    return user
+
+
+def normal_email(email: str) -> str:
+    """An e-mail address as stored: trimmed and lower-cased (the match key for Slack's
+    ``users.lookupByEmail``), or ``InvalidInput``."""
+    email = email.strip().lower()
+    if len(email) > EMAIL_MAX or not _EMAIL.fullmatch(email):
+        raise InvalidInput(f"{email!r} is not an e-mail address (name@domain, at most {EMAIL_MAX})")
+    return email
+
+
+async def set_email(session: AsyncSession, user_id: uuid.UUID, email: str | None) -> User:
+    """Set (or with None clear) a user's e-mail address; taken by another user: ``Conflict``."""
+    user = await get_user(session, user_id)
+    user.email = normal_email(email) if email is not None else None
+    await flush_unique(session, f"e-mail {user.email!r}")
     return user
 
 

@@ -59,6 +59,10 @@ def create_user(
     username: Annotated[str, typer.Argument(help="3-64 characters: a-z 0-9 . _ -")],
     role: Annotated[Role, typer.Option("--role", "-r", help="What the user may do.")],
     display_name: Annotated[str, typer.Option("--display-name", help="Shown name.")] = "",
+    email: Annotated[
+        str | None,
+        typer.Option("--email", help="Where notifications reach the user (and their Slack match)."),
+    ] = None,
     password_stdin: Annotated[
         bool,
         typer.Option(
@@ -74,7 +78,12 @@ def create_user(
     async def action(rt: Database) -> uuid.UUID:
         async with rt.sessions.begin() as session:
             user = await service.create_user(
-                session, username, role.value, password=password, display_name=display_name
+                session,
+                username,
+                role.value,
+                password=password,
+                display_name=display_name,
+                email=email,
             )
             return user.id
 
@@ -124,6 +133,22 @@ def disable_user(username: Annotated[str, typer.Argument(help="The user to disab
 
     run_database(action)
     console.print(f"disabled user {username}")
+
+
+@users_app.command("set-email")
+def set_email(
+    username: Annotated[str, typer.Argument(help="The user.")],
+    email: Annotated[str, typer.Argument(help='The address, or "" to clear it.')],
+) -> None:
+    """Set the e-mail address notifications go to (also how Slack accounts are matched)."""
+
+    async def action(rt: Database) -> None:
+        async with rt.sessions.begin() as session:
+            user = await service.get_user_by_name(session, username)
+            await service.set_email(session, user.id, email or None)
+
+    run_database(action)
+    console.print(f"{username}: e-mail {'set to ' + email if email else 'cleared'}")
 
 
 # -- groups ---------------------------------------------------------------------------------

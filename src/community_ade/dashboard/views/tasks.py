@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from community_ade.api.deps import ReviewsDep, SessionDep, TasksDep
 from community_ade.api.errors import STATUS_BY_CODE
 from community_ade.approvals.batch import BatchDecision, decide_each
+from community_ade.approvals.review_request import risk_breakdown
 from community_ade.approvals.reviews import ReviewAction, ReviewService
-from community_ade.approvals.risk import WEIGHTS
 from community_ade.approvals.service import TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.audit import log as audit
@@ -32,7 +32,6 @@ nav = NavItem("Tasks", "/tasks", Permission.TASK_READ, order=20)
 
 PAGE_SIZE = 25
 STATE_PATTERN = "^(" + "|".join(["any", *(s.value for s in TaskState)]) + ")$"
-RISK_INPUTS = ("criticality", "magnitude", "blast_radius", "failure_rate")
 DONE = {
     ReviewAction.APPROVE: "approved",
     ReviewAction.REJECT: "rejected",
@@ -125,16 +124,6 @@ async def _detail(
                 .limit(200)
             )
         )
-    inputs = task.risk_inputs or {}
-    risk_rows = [
-        {
-            "name": name.replace("_", " "),
-            "value": float(inputs.get(name, 0.0)),
-            "weight": float(weight),
-            "points": float(inputs.get(name, 0.0)) * float(weight),
-        }
-        for name, weight in zip(RISK_INPUTS, WEIGHTS, strict=True)
-    ]
     return render(
         request,
         "tasks/detail.html",
@@ -147,7 +136,7 @@ async def _detail(
             "names": names,
             "can_decide": can_decide,
             "reviewers": reviewers,
-            "risk_rows": risk_rows if task.risk_inputs else [],
+            "risk_rows": risk_breakdown(task.risk_inputs),
             "decision_error": decision_error,
         },
         visitor=visitor,
