@@ -31,6 +31,7 @@ from community_ade.api.routes import (
     leases,
     locks,
     metrics,
+    notifications,
     secrets,
     shell_profiles,
     task_types,
@@ -47,6 +48,7 @@ from community_ade.execution.claims import settle_lapsed_claims
 from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
+from community_ade.notifications.email_sender import email_forever
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 
@@ -132,6 +134,7 @@ def create_app(
             sweeper = asyncio.create_task(sweep_forever(runtime), name="ade-expiry-sweep")
             health_watch = asyncio.create_task(watch_health(runtime), name="ade-agent-health")
             signing = asyncio.create_task(checkpoint_forever(runtime), name="ade-checkpoints")
+            mailing = asyncio.create_task(email_forever(runtime), name="ade-email")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -141,7 +144,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                await cancel_and_wait((sweeper, health_watch, signing, *extra))
+                await cancel_and_wait((sweeper, health_watch, signing, mailing, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
     mcp = McpEndpoint()
@@ -157,7 +160,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets):
+    for module in (*modules, shell_profiles, secrets, notifications):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)
