@@ -39,6 +39,11 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_notification_cursors"),
     )
+    # E-mail starts now: nobody is mailed about tasks that were waiting before it existed.
+    op.execute(
+        "INSERT INTO notification_cursors (name, seq) "
+        "SELECT 'email', COALESCE(MAX(seq), 0) FROM audit_log"
+    )
     op.create_table(
         "email_outbox",
         sa.Column("id", sa.Uuid(), nullable=False),
