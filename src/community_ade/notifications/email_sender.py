@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from urllib.parse import quote
@@ -50,6 +52,16 @@ from community_ade.storage.models import utcnow
 log = logging.getLogger(__name__)
 
 CONFIRM_PATH = "/email/decide"
+
+
+@dataclass(frozen=True)
+class Built:
+    """A claimed group as a message (None: nothing left to tell), with the rows it tells
+    and the rows it leaves untold (skipped)."""
+
+    message: EmailMessage | None
+    told: tuple[uuid.UUID, ...]
+    untold: tuple[uuid.UUID, ...]
 
 
 def decide_url(public_url: str, token: str) -> str:
@@ -91,60 +103,61 @@ class EmailSender:
             return 0
         async with self.sessions() as session:
             built = [await self._message(session, group, now) for group in claimed]
-        outcomes = await self._send([m for _, m in built if m is not None])
+        results = iter(await self._send([b.message for b in built if b.message is not None]))
         sent = 0
         async with self.sessions.begin() as session:
-            for (group, _), (outcome, error) in zip(
-                built, self._outcomes(built, outcomes), strict=True
-            ):
-                sent += outcome == "sent"
-                await settle(
-                    session,
-                    [row.id for row in group.rows],
-                    outcome,
-                    now=self.now(),
-                    error=error,
-                    max_attempts=self.settings.email_max_attempts,
-                    backoff=(
-                        self.settings.email_backoff_base_seconds,
-                        self.settings.email_backoff_cap_seconds,
-                    ),
-                )
+            for message in built:
+                if message.message is not None:
+                    outcome, error = next(results)
+                    sent += outcome == "sent"
+                    await self._settle(session, message.told, outcome, error)
+                await self._settle(session, message.untold, "skipped", None)
         return sent
 
-    @staticmethod
-    def _outcomes(
-        built: Sequence[tuple[Claimed, EmailMessage | None]],
-        sent: Sequence[tuple[Outcome, str | None]],
-    ) -> list[tuple[Outcome, str | None]]:
-        results = iter(sent)
-        skipped: tuple[Outcome, str | None] = ("skipped", None)
-        return [next(results) if message is not None else skipped for _, message in built]
+    async def _settle(
+        self, session: AsyncSession, ids: Sequence[uuid.UUID], outcome: Outcome, error: str | None
+    ) -> None:
+        if not ids:
+            return
+        await settle(
+            session,
+            ids,
+            outcome,
+            now=self.now(),
+            error=error,
+            max_attempts=self.settings.email_max_attempts,
+            backoff=(
+                self.settings.email_backoff_base_seconds,
+                self.settings.email_backoff_cap_seconds,
+            ),
+        )
 
-    async def _message(
-        self, session: AsyncSession, group: Claimed, now: datetime
-    ) -> tuple[Claimed, EmailMessage | None]:
-        """The message of ``group`` (None: nothing left to tell this person)."""
+    async def _message(self, session: AsyncSession, group: Claimed, now: datetime) -> Built:
+        """The message of ``group``: the rows whose task still waits on the person are
+        told; the others (decided, or no longer theirs to decide) are not."""
         person: Person | None = None
-        items = []
+        items, told, untold = [], [], []
         expires = now + timedelta(hours=self.settings.email_link_ttl_hours)
         for row in group.rows:
             try:
                 request = await gather(session, row.task_id, public_url=self.settings.public_url)
             except NotFound:
+                untold.append(row.id)
                 continue
             me = next((p for p in request.reviewers if p.id == str(row.user_id)), None)
-            if TaskState(request.state) not in OPEN_FOR_REVIEW or me is None or not me.email:
-                continue
-            if request.digest is None:
+            still_open = TaskState(request.state) in OPEN_FOR_REVIEW
+            if not still_open or me is None or not me.email or request.digest is None:
+                untold.append(row.id)
                 continue
             person = me
             link = email_links.new_link(row.user_id, row.task_id, request.digest, expires)
             token = email_links.sign(self.link_key, link)
             items.append(Item(request, row.kind, decide_url(self.settings.public_url, token)))
-        if person is None or not items:
-            return group, None
-        return group, review_message(self.settings.smtp_from, person, items, now=now)
+            told.append(row.id)
+        if person is None:
+            return Built(None, (), tuple(untold))
+        message = review_message(self.settings.smtp_from, person, items, now=now)
+        return Built(message, tuple(told), tuple(untold))
 
     async def _send(self, messages: Sequence[EmailMessage]) -> list[tuple[Outcome, str | None]]:
         """Send over one connection; one outcome per message, in order."""
