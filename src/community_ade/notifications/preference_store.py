@@ -29,7 +29,6 @@ async def save_preferences(
     session: AsyncSession, user: uuid.UUID, prefs: NotificationPreferences
 ) -> None:
     document = prefs.model_dump(mode="json")
-    document["channels"] = sorted(document["channels"])  # a stable document
     row = await session.get(NotificationPreference, user, with_for_update=True)
     if row is None:
         session.add(NotificationPreference(user_id=user, document=document))

@@ -21,7 +21,14 @@ from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 
 class Channel(StrEnum):
@@ -91,6 +98,10 @@ class NotificationPreferences(BaseModel):
         if value not in _zones():
             raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
         return value
+
+    @field_serializer("channels")
+    def _channels_in_order(self, channels: frozenset[Channel]) -> list[str]:
+        return [c.value for c in Channel if c in channels]  # a stable document
 
     @property
     def zone(self) -> ZoneInfo:
