@@ -124,6 +124,29 @@ async def test_a_down_smtp_server_is_retried_with_backoff_then_given_up(
     assert (row.state, row.attempts) == ("failed", 3)
 
 
+async def test_a_permanent_refusal_fails_at_once_and_spares_the_others(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, workspace: Path, smtp: SmtpServer
+) -> None:
+    smtp.mailbox.refused.add("gone@example.org")
+    smtp.start()
+    clock = Clock()
+    mail = sender(sessions, tmp_path, smtp, clock)
+    await mail.run_once()
+    alice = await user(sessions, "submitter")
+    gone, bob = await reviewer(sessions, "gone"), await reviewer(sessions, "bob")
+    task = await submitted_task(sessions, workspace, alice)
+    assert await mail.run_once() == 1
+    [received] = await smtp.mailbox.wait_for(1)
+    assert received.recipients == ["bob@example.org"]
+    rows = {r.user_id: r for r in await rows_of(sessions, task)}
+    assert (rows[bob.id].state, rows[gone.id].state, rows[gone.id].attempts) == (
+        "sent",
+        "failed",
+        1,
+    )
+    assert "550" in (rows[gone.id].last_error or "")
+
+
 async def test_two_senders_send_each_message_once(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path, workspace: Path, smtp: SmtpServer
 ) -> None:
