@@ -35,7 +35,7 @@ import aiosmtplib
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from community_ade.approvals.review_request import Person, gather
+from community_ade.approvals.review_request import Person, ReviewRequest, gather
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.audit.log import APPENDED
 from community_ade.dashboard.security import load_secret
@@ -102,7 +102,9 @@ class EmailSender:
         if not claimed:
             return 0
         async with self.sessions() as session:
-            built = [await self._message(session, group, now) for group in claimed]
+            # One read per task, however many of its reviewers this pass tells.
+            requests: dict[uuid.UUID, ReviewRequest | None] = {}
+            built = [await self._message(session, group, now, requests) for group in claimed]
         results = iter(await self._send([b.message for b in built if b.message is not None]))
         sent = 0
         async with self.sessions.begin() as session:
@@ -132,16 +134,28 @@ class EmailSender:
             ),
         )
 
-    async def _message(self, session: AsyncSession, group: Claimed, now: datetime) -> Built:
+    async def _message(
+        self,
+        session: AsyncSession,
+        group: Claimed,
+        now: datetime,
+        requests: dict[uuid.UUID, ReviewRequest | None],
+    ) -> Built:
         """The message of ``group``: the rows whose task still waits on the person are
         told; the others (decided, or no longer theirs to decide) are not."""
         person: Person | None = None
         items, told, untold = [], [], []
         expires = now + timedelta(hours=self.settings.email_link_ttl_hours)
         for row in group.rows:
-            try:
-                request = await gather(session, row.task_id, public_url=self.settings.public_url)
-            except NotFound:
+            if row.task_id not in requests:
+                try:
+                    requests[row.task_id] = await gather(
+                        session, row.task_id, public_url=self.settings.public_url
+                    )
+                except NotFound:
+                    requests[row.task_id] = None
+            request = requests[row.task_id]
+            if request is None:
                 untold.append(row.id)
                 continue
             me = next((p for p in request.reviewers if p.id == str(row.user_id)), None)
