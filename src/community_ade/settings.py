@@ -6,6 +6,7 @@ import base64
 import binascii
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -477,6 +478,67 @@ class Settings(BaseSettings):
         gt=0,
         description="Finished webhook deliveries (and their attempts) older than this are "
         "deleted from the delivery log.",
+    )
+
+    # -- e-mail notifications (docs/notifications.md) --
+    smtp_host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="SMTP server that sends reviewers their e-mails. Unset: no e-mail is sent.",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (upgrade a plain connection; refused if the server cannot), "
+        "tls (TLS from the first byte, usually port 465) or none (a local relay only).",
+    )
+    smtp_user: str | None = Field(
+        default=None, min_length=1, max_length=254, description="SMTP login (unset: none)."
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None, description="SMTP password; or name a stored secret with the next setting."
+    )
+    smtp_password_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Name of a secret in the secrets store (`ade secrets set`) holding the "
+        "SMTP password, read at each connection (so a rotation needs no restart).",
+    )
+    smtp_from: str = Field(
+        default="Community ADE <ade@localhost>",
+        min_length=3,
+        max_length=254,
+        description="The From address of notification e-mails.",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="Timeout of one SMTP connection and message."
+    )
+    email_link_ttl_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a decision link in an e-mail may be used (once).",
+    )
+    email_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="How often the e-mail sender looks for new review requests committed "
+        "by other processes and for messages that became due (its own commits wake it).",
+    )
+    email_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="SMTP attempts of one message before it is given up (marked failed).",
+    )
+    email_backoff_base_seconds: float = Field(
+        default=5.0, gt=0, description="Wait after the first failed SMTP attempt; doubles."
+    )
+    email_backoff_cap_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest wait between two SMTP attempts."
     )
 
     @property

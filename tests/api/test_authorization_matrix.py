@@ -125,6 +125,8 @@ PUT    /api/v1/integrations/slack                   secret_write      ok  403 40
 DELETE /api/v1/integrations/slack                   secret_write      ok  403 403 403 403 401 401
 PUT    /api/v1/integrations/slack/channels/{kind}/{name} secret_write ok  403 403 403 403 401 401
 PUT    /api/v1/integrations/slack/users/{username}  user_admin        ok  403 403 403 403 401 401
+GET    /api/v1/users/me/notification-preferences    -                 ok  ok  ok  ok  403 401 401
+PUT    /api/v1/users/me/notification-preferences    -                 ok  ok  ok  ok  403 401 401
 GET    /api/v1/shell-profiles                       task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/shell-profiles/{name}                task_read         ok  ok  ok  ok  ok  401 401
 PUT    /api/v1/shell-profiles/{name}                shell_profile_write ok 403 403 403 403 401 401
@@ -1327,6 +1329,19 @@ async def force_release(w: World, caller: str, t: Target) -> Reply:
     holders = (await w.api.runtime.locks.inspect_resource(t.resource)).holders
     ended = [h.request for h in holders if h.state != "granted"]
     return Reply(r, 200, lambda b: b["ended"] == ended == [t.request_id])
+
+
+@route("GET", "/api/v1/users/me/notification-preferences")
+async def get_notification_preferences(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", "/api/v1/users/me/notification-preferences")
+    return Reply(r, 200, lambda b: b["timezone"] == "UTC")
+
+
+@route("PUT", "/api/v1/users/me/notification-preferences")
+async def put_notification_preferences(w: World, caller: str, t: Target) -> Reply:
+    body = {"channels": ["email"], "timezone": "Europe/Paris"}
+    r = await w.call(caller, t, "PUT", "/api/v1/users/me/notification-preferences", body)
+    return Reply(r, 200, lambda b: b["channels"] == ["email"] and b["timezone"] == "Europe/Paris")
 
 
 @route("GET", "/metrics", submitters_draft)

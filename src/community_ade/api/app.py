@@ -30,6 +30,7 @@ from community_ade.api.routes import (
     leases,
     locks,
     metrics,
+    notifications,
     secrets,
     shell_profiles,
     slack,
@@ -49,6 +50,7 @@ from community_ade.execution.executors import load_executors
 from community_ade.execution.worker import Worker
 from community_ade.infra.aio import Incident, cancel_and_wait, stop_if_cancelled
 from community_ade.integrations.slack.poster import SlackPoster
+from community_ade.notifications.email_sender import email_forever
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.webhooks.delivery import run_webhooks
@@ -142,6 +144,7 @@ def create_app(
             poster = SlackPoster(runtime.sessions, runtime.settings)
             slack_posting = asyncio.create_task(poster.run_forever(), name="ade-slack-poster")
             delivering = asyncio.create_task(run_webhooks(runtime), name="ade-webhooks")
+            mailing = asyncio.create_task(email_forever(runtime), name="ade-email")
             extra = [asyncio.create_task(job(runtime)) for job in jobs]
             worker = Worker(runtime) if run_worker else None
             working = worker and asyncio.create_task(worker.run(), name="ade-worker")
@@ -151,7 +154,7 @@ def create_app(
                 if worker and working:
                     worker.stop()  # drain: in-flight applies finish before the Runtime closes
                     await working
-                background = (sweeper, health_watch, signing, slack_posting, delivering)
+                background = (sweeper, health_watch, signing, slack_posting, delivering, mailing)
                 await cancel_and_wait((*background, *extra))
                 await LeaseLocks.close_for(runtime.locks)
 
@@ -168,7 +171,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=app_settings.max_body_bytes)
     app.include_router(health.router)
     modules = (tasks, task_types, claims, approvals, governance, audit, agents, leases)
-    for module in (*modules, shell_profiles, secrets, slack, tokens, webhooks):
+    for module in (*modules, shell_profiles, secrets, slack, tokens, webhooks, notifications):
         app.include_router(module.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(locks.router, prefix=API_PREFIX, responses=PROBLEMS)
     app.include_router(transparency.router, responses=PROBLEMS)

@@ -41,6 +41,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "fence_rejected": 409,
     "service_unavailable": 503,
     "rate_limited": 429,
+    "link_refused": 403,
 }
 
 TITLES: dict[int, str] = {

@@ -645,3 +645,68 @@ class WebhookCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     epoch: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+
+class NotificationPreference(Base):
+    """A person's notification preferences (``notifications.preferences``, stored as
+    its JSON ``document``); no row: the defaults."""
+
+    __tablename__ = "notification_preferences"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    document: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class NotificationCursor(Base):
+    """How far a notifier has read the audit log (its events become outbox rows)."""
+
+    __tablename__ = "notification_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+EMAIL_STATES = ("pending", "sent", "skipped", "failed")
+
+
+class EmailOutbox(Base):
+    """One e-mail to send: a reviewer told that a task waits on them (docs/notifications.md).
+    Written by the dispatcher from the audit event (``event_seq``) that asked for it, at
+    most once per event and recipient; sent by whichever server claims it first."""
+
+    __tablename__ = "email_outbox"
+    __table_args__ = (
+        UniqueConstraint("event_seq", "user_id"),
+        CheckConstraint(f"state IN {EMAIL_STATES}", name="state"),
+        Index("ix_email_outbox_due", "state", "not_before"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    digest: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    not_before: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class EmailLinkUse(Base):
+    """A decision link that was used (its nonce): a link decides once."""
+
+    __tablename__ = "email_link_uses"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    used_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
