@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.reviews import ReviewService
 from community_ade.approvals.service import TaskService
+from community_ade.audit.notes import Signer
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
 from community_ade.errors import Unauthenticated
@@ -26,6 +27,15 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_audit_signer(request: Request) -> Signer:
+    """The deployment's checkpoint signer, made once in the lifespan (docs/audit.md)."""
+    signer: Signer = request.app.state.audit_signer
+    return signer
+
+
+AuditSignerDep = Annotated[Signer, Depends(get_audit_signer)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:

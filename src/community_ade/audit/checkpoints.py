@@ -40,6 +40,21 @@ from community_ade.storage.models import AuditCheckpoint, AuditEvent, utcnow
 log = logging.getLogger(__name__)
 
 KEY_FILE = "audit-signing.key"
+# The entries a receipt is offered for: what was submitted for review, every decision on
+# it (votes, the final approval, rejection, changes requested, expiry) and its apply.
+RECEIPT_TYPES = frozenset(
+    {
+        "task:submitted",
+        "approval:decision",
+        "approval:approved",
+        "approval:rejected",
+        "approval:changes_requested",
+        "approval:expired",
+        "task:applying",
+        "task:completed",
+        "task:failed",
+    }
+)
 VERIFY_BATCH = 2000  # tree nodes compared with the stored ones per query
 _INSERT = insert(AuditCheckpoint.metadata.tables[AuditCheckpoint.__tablename__])
 
@@ -139,13 +154,28 @@ async def entry_of(session: AsyncSession, seq: int) -> dict[str, Any]:
     }
 
 
-async def receipt(session: AsyncSession, signer: notes.Signer, seq: int) -> dict[str, Any]:
-    """The receipt of entry ``seq``: the entry, its leaf index and a tlog-proof text
-    under the newest checkpoint (a new one when the newest does not cover it)."""
-    entry = await entry_of(session, seq)
+async def covering(session: AsyncSession, signer: notes.Signer, seq: int) -> Signed:
+    """The newest checkpoint if it covers entry ``seq``, else a new one of the log now."""
     checkpoint = await latest(session)
     if checkpoint is None or checkpoint.size < seq:
         checkpoint = await make(session, signer)
+    return checkpoint
+
+
+async def receipt(
+    session: AsyncSession, signer: notes.Signer, seq: int, size: int | None = None
+) -> dict[str, Any]:
+    """The receipt of entry ``seq``: the entry, its leaf index and a tlog-proof text
+    under the checkpoint of ``size`` (default: ``covering``). The same ``size`` always
+    gives the same receipt, so a page can show what a later download will hold."""
+    entry = await entry_of(session, seq)
+    if size is None:
+        checkpoint = await covering(session, signer, seq)
+    else:
+        found = await at_size(session, size) if size >= seq else None
+        if found is None:
+            raise NotFound(f"no checkpoint of size {size} covering entry {seq}")
+        checkpoint = found
     proof = await Tree(session).inclusion(seq - 1, checkpoint.size)
     return {
         "format": notes.PROOF_HEADER,
@@ -155,6 +185,16 @@ async def receipt(session: AsyncSession, signer: notes.Signer, seq: int) -> dict
         "checkpoint": checkpoint.document(),
         "proof": notes.proof_text(seq - 1, proof, checkpoint.note),
     }
+
+
+async def receipt_entries(session: AsyncSession, subject: str) -> list[tuple[int, str]]:
+    """``(seq, type)`` of the entries about ``subject`` that receipts are offered for."""
+    rows = await session.execute(
+        select(AuditEvent.seq, AuditEvent.type)
+        .where(AuditEvent.subject == subject, AuditEvent.type.in_(RECEIPT_TYPES))
+        .order_by(AuditEvent.seq)
+    )
+    return [(int(seq), str(event_type)) for seq, event_type in rows.all()]
 
 
 def check_receipt(receipt: dict[str, Any], verifier: notes.Verifier) -> notes.Checkpoint:
