@@ -18,9 +18,10 @@ from livesrv import Live, StartLive
 from tcpproxy import TcpProxy
 from websockets.asyncio.client import connect
 
-from community_ade.api.schemas import SubmitOut
+from community_ade.api.schemas import SubmitOut, TaskOut
 from community_ade.auth import service as auth
 from community_ade.client import AdeClient, Backoff, SyncAdeClient, WaitTimeout
+from community_ade.client.aio import UNTIL
 from community_ade.client.errors import (
     InvalidTransition,
     LockLost,
@@ -30,6 +31,7 @@ from community_ade.client.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from community_ade.client.waiting import TaskWaiter
 
 pytestmark = pytest.mark.parametrize("backend", ["server"], indirect=True)
 
@@ -174,6 +176,41 @@ async def test_wait_returns_when_a_reviewer_approves(
     assert task.state == "APPROVED"
     assert len(proxy.websocket_lines()) == 1
     assert (await bob.awaiting_me()).items == []
+
+
+async def test_wait_reads_the_task_only_when_an_event_may_end_it(
+    start_live: StartLive, clients: Any
+) -> None:
+    """A burst of decisions costs each waiting agent one read, not one per event: the
+    vote and the approval do not end a wait for a final state, so only the read after
+    the socket opened and the one after the cancellation's event are made."""
+    live = await start_live()
+    alice = clients(live, "alice")
+    bob = clients(live, "bob")
+    proposal = await alice.propose("files.write", write(live), CONFIG)
+    task_id = proposal.task.id
+    states: list[str] = []
+
+    async def read() -> TaskOut:
+        task = await alice.get(task_id)
+        states.append(task.state)
+        return task
+
+    waiter = TaskWaiter(alice.transport, str(task_id), UNTIL["final"], get=read, poll_interval=3600)
+    waiting = asyncio.create_task(waiter.run())
+    await until(lambda: states == ["SUBMITTED"], "the read after the socket opened")
+    watcher = f"{live.server.ws_url}/api/v1/ws?topics=task,approval&subject=task:{task_id}"
+    async with connect(watcher, additional_headers=live.as_("vic")) as ws:
+        await ws.recv()  # hello
+        await bob.approve(task_id, proposal.preview_digest)
+        while '"approval:approved"' not in await asyncio.wait_for(ws.recv(), WAIT):
+            pass
+        await alice.cancel(task_id, "not needed after all")
+        while '"task:cancelled"' not in await asyncio.wait_for(ws.recv(), WAIT):
+            pass
+    task = await asyncio.wait_for(waiting, WAIT)
+    assert task.state == "CANCELLED"
+    assert states == ["SUBMITTED", "CANCELLED"]
 
 
 async def test_wait_resumes_after_the_socket_drops(

@@ -20,6 +20,7 @@ from sqlalchemy import insert, text
 
 from community_ade.audit import checkpoints, merkle, notes
 from community_ade.audit.chain import GENESIS, canonical, compute_hash
+from community_ade.audit.receipts import check_receipt
 from community_ade.audit.tree import Tree
 from community_ade.execution.worker import Worker
 from community_ade.storage import db
@@ -80,7 +81,7 @@ async def test_checkpoint_proofs_and_receipts(api: Api, tmp_path: Path) -> None:
     assert "approval:approved" in types or any(t.startswith("approval:") for t in types), types
     assert "task:completed" in types, types
     for receipt in receipts:
-        checkpoints.check_receipt(receipt, verifier)
+        check_receipt(receipt, verifier)
 
     # Offline, in a process that knows no server, database or Redis.
     receipt_file = tmp_path / "receipts.json"

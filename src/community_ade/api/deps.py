@@ -1,5 +1,9 @@
 """Request dependencies: the Runtime, a database session per request (committed by the
-request, never by services), and the authenticated principal."""
+request, never by services), and the authenticated principal.
+
+Every dependency is ``async def``, even one that awaits nothing: FastAPI runs a plain
+``def`` dependency in its thread pool, a thread hand-off per dependency per request that
+showed as a tenth of the server's CPU under a burst of requests (bench/agents.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.reviews import ReviewService
 from community_ade.approvals.service import TaskService
+from community_ade.audit.notes import Signer
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
 from community_ade.errors import Unauthenticated
@@ -20,12 +25,21 @@ from community_ade.runtime import Runtime
 from community_ade.storage.models import utcnow
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_audit_signer(request: Request) -> Signer:
+    """The deployment's checkpoint signer, made once in the lifespan (docs/audit.md)."""
+    signer: Signer = request.app.state.audit_signer
+    return signer
+
+
+AuditSignerDep = Annotated[Signer, Depends(get_audit_signer)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
@@ -72,21 +86,21 @@ async def get_principal_apart(
 PrincipalApartDep = Annotated[Principal, Depends(get_principal_apart)]
 
 
-def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
+async def get_tasks(runtime: RuntimeDep, session: SessionDep) -> TaskService:
     return TaskService(session, plan_context=runtime.plan_context(session))
 
 
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
 
 
-def get_reviews(session: SessionDep) -> ReviewService:
+async def get_reviews(session: SessionDep) -> ReviewService:
     return ReviewService(session)
 
 
 ReviewsDep = Annotated[ReviewService, Depends(get_reviews)]
 
 
-def get_governance(session: SessionDep, tasks: TasksDep) -> Governance:
+async def get_governance(session: SessionDep, tasks: TasksDep) -> Governance:
     return Governance(session, tasks)
 
 

@@ -18,21 +18,19 @@ import asyncio
 import base64
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.audit import merkle, notes
 from community_ade.audit.chain import HASHED_FIELDS, canonical, normalise
+from community_ade.audit.keys import decode_key, ed25519_key
 from community_ade.audit.tree import Tree, fetch
-from community_ade.errors import AdeError, InvalidInput, NotFound
+from community_ade.errors import NotFound
 from community_ade.events.system import publish
 from community_ade.infra.aio import Incident, stop_if_cancelled
-from community_ade.infra.keyfile import read_or_create
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.storage.models import AuditCheckpoint, AuditEvent, utcnow
@@ -40,28 +38,9 @@ from community_ade.storage.models import AuditCheckpoint, AuditEvent, utcnow
 log = logging.getLogger(__name__)
 
 KEY_FILE = "audit-signing.key"
-VERIFY_BATCH = 2000  # tree nodes compared with the stored ones per query
-_INSERT = insert(AuditCheckpoint.metadata.tables[AuditCheckpoint.__tablename__])
-
-
-def _decode_key(encoded: str, where: str) -> Ed25519PrivateKey:
-    try:
-        return Ed25519PrivateKey.from_private_bytes(base64.b64decode(encoded, validate=True))
-    except ValueError:
-        raise InvalidInput(f"{where} is not base64 of a 32-byte Ed25519 seed") from None
-
-
-def ed25519_key(path: Path) -> Ed25519PrivateKey:
-    """The Ed25519 key in ``path`` (base64 of its seed), generated there once (0600)."""
-    encoded = read_or_create(
-        path,
-        lambda: base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode(),
-    )
-    return _decode_key(encoded, str(path))
-
-
 # The entries a receipt is offered for: what was submitted for review, every decision on
-# it (votes, the final approval, rejection, changes requested, expiry) and its apply.
+# it (votes, the final approval, rejection, changes requested, expiry, and the system's
+# timeout outcomes: escalation, re-review) and its apply.
 RECEIPT_TYPES = frozenset(
     {
         "task:submitted",
@@ -77,13 +56,15 @@ RECEIPT_TYPES = frozenset(
         "task:failed",
     }
 )
+VERIFY_BATCH = 2000  # tree nodes compared with the stored ones per query
+_INSERT = insert(AuditCheckpoint.metadata.tables[AuditCheckpoint.__tablename__])
 
 
 def log_signer(settings: Settings) -> notes.Signer:
     """The deployment's checkpoint signer: its key (``ADE_AUDIT_SIGNING_KEY`` or the key
     file) under its origin name (``ADE_AUDIT_ORIGIN`` or one derived from the key)."""
     if settings.audit_signing_key is not None:
-        key = _decode_key(settings.audit_signing_key.get_secret_value(), "ADE_AUDIT_SIGNING_KEY")
+        key = decode_key(settings.audit_signing_key.get_secret_value(), "ADE_AUDIT_SIGNING_KEY")
     else:
         key = ed25519_key(settings.data_dir / KEY_FILE)
     origin = settings.audit_origin
@@ -158,13 +139,28 @@ async def entry_of(session: AsyncSession, seq: int) -> dict[str, Any]:
     }
 
 
-async def receipt(session: AsyncSession, signer: notes.Signer, seq: int) -> dict[str, Any]:
-    """The receipt of entry ``seq``: the entry, its leaf index and a tlog-proof text
-    under the newest checkpoint (a new one when the newest does not cover it)."""
-    entry = await entry_of(session, seq)
+async def covering(session: AsyncSession, signer: notes.Signer, seq: int) -> Signed:
+    """The newest checkpoint if it covers entry ``seq``, else a new one of the log now."""
     checkpoint = await latest(session)
     if checkpoint is None or checkpoint.size < seq:
         checkpoint = await make(session, signer)
+    return checkpoint
+
+
+async def receipt(
+    session: AsyncSession, signer: notes.Signer, seq: int, size: int | None = None
+) -> dict[str, Any]:
+    """The receipt of entry ``seq``: the entry, its leaf index and a tlog-proof text
+    under the checkpoint of ``size`` (default: ``covering``). The same ``size`` always
+    gives the same receipt, so a page can show what a later download will hold."""
+    entry = await entry_of(session, seq)
+    if size is None:
+        checkpoint = await covering(session, signer, seq)
+    else:
+        found = await at_size(session, size) if size >= seq else None
+        if found is None:
+            raise NotFound(f"no checkpoint of size {size} covering entry {seq}")
+        checkpoint = found
     proof = await Tree(session).inclusion(seq - 1, checkpoint.size)
     return {
         "format": notes.PROOF_HEADER,
@@ -176,24 +172,14 @@ async def receipt(session: AsyncSession, signer: notes.Signer, seq: int) -> dict
     }
 
 
-def check_receipt(receipt: dict[str, Any], verifier: notes.Verifier) -> notes.Checkpoint:
-    """Verify a receipt offline: its entry's canonical bytes are the leaf its proof
-    places in a checkpoint ``verifier`` signed. Raises ``notes.NoteError`` or
-    ``merkle.ProofError`` (both ``ValueError``) with what is wrong."""
-    try:
-        entry = receipt["entry"]
-        proof = notes.Receipt.parse(receipt["proof"])
-    except (KeyError, TypeError):
-        raise notes.NoteError("a receipt has an entry and a proof") from None
-    if not isinstance(entry, dict):
-        raise notes.NoteError("the receipt's entry is not an object")
-    if entry.get("seq") != proof.index + 1:
-        raise notes.NoteError("the entry's seq is not the proof's index + 1")
-    try:
-        leaf = canonical(entry)
-    except AdeError as exc:
-        raise notes.NoteError(f"the entry is not an audit row: {exc.message}") from None
-    return proof.verify(leaf, verifier)
+async def receipt_entries(session: AsyncSession, subject: str) -> list[tuple[int, str]]:
+    """``(seq, type)`` of the entries about ``subject`` that receipts are offered for."""
+    rows = await session.execute(
+        select(AuditEvent.seq, AuditEvent.type)
+        .where(AuditEvent.subject == subject, AuditEvent.type.in_(RECEIPT_TYPES))
+        .order_by(AuditEvent.seq)
+    )
+    return [(int(seq), str(event_type)) for seq, event_type in rows.all()]
 
 
 # -- the periodic signer -------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Literal
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from community_ade.auth import names, passwords, tokens
 from community_ade.auth.principal import (
@@ -51,6 +51,7 @@ DISPLAY_NAME_MAX = 200
 EMAIL_MAX = 254
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+_OWNER = aliased(User)  # an agent token's agent's owner
 
 INVALID_LOGIN = "invalid username or password"
 
@@ -483,17 +484,27 @@ async def authenticate_token(session: AsyncSession, plaintext: str, *, now: date
     Records ``last_used_at``, at most once a minute per token (so busy tokens do not turn
     every request into a write)."""
     parsed = tokens.parse_token(plaintext)
-    result = await session.execute(select(ApiToken).where(ApiToken.token_hash == parsed.token_hash))
-    token = result.scalar_one_or_none()
-    if token is None:
+    # One round trip for the token and whoever it stands for: it is every request's first
+    # query, and under load each round trip to the database costs a context switch.
+    found = (
+        await session.execute(
+            select(ApiToken, User, Agent, _OWNER)
+            .outerjoin(User, User.id == ApiToken.user_id)
+            .outerjoin(Agent, Agent.id == ApiToken.agent_id)
+            .outerjoin(_OWNER, _OWNER.id == Agent.owner_id)
+            .where(ApiToken.token_hash == parsed.token_hash)
+        )
+    ).one_or_none()
+    if found is None:
         raise _refuse(None, "unknown token")
+    token, user, agent, owner = found
     if token.revoked_at is not None:
         raise _refuse(token, "revoked")
     if token.expires_at is not None and token.expires_at <= now:
         raise _refuse(token, "expired")
     if parsed.kind != ("user" if token.user_id is not None else "agent"):
         raise _refuse(token, "kind mark does not match the owner")
-    principal = await _token_principal(session, token)
+    principal = await _token_principal(session, user, agent, owner)
     if principal is None:
         raise _refuse(token, "owner disabled or gone")
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
@@ -510,17 +521,14 @@ def stored_scopes(token: ApiToken) -> frozenset[TokenScope]:
     return frozenset(TokenScope(v) for v in (token.scopes or "").split() if v in known)
 
 
-async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal | None:
-    if token.user_id is not None:
-        user = await session.get(User, token.user_id)
-        if user is None or user.disabled_at is not None:
-            return None
-        return await human_principal(session, user)
-    agent = await session.get(Agent, token.agent_id)
-    if agent is None:
-        return None
-    owner = await session.get(User, agent.owner_id)
-    if owner is None or owner.disabled_at is not None:
+async def _token_principal(
+    session: AsyncSession, user: User | None, agent: Agent | None, owner: User | None
+) -> Principal | None:
+    """The principal of a token's user, or of its agent on behalf of the agent's owner;
+    None when that user or owner is disabled or gone."""
+    if user is not None:
+        return None if user.disabled_at is not None else await human_principal(session, user)
+    if agent is None or owner is None or owner.disabled_at is not None:
         return None
     return Principal(
         id=agent.id,

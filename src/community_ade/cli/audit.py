@@ -1,142 +1,41 @@
-"""``ade audit``: verify the hash chain of the audit log and read its events."""
+"""``ade audit``: the hash chain and the transparency log (docs/audit.md). The commands
+that read the database are in ``audit_log``; those an auditor runs elsewhere with only
+the log's public key, in ``audit_proofs``, which starts without the database code."""
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Annotated
+from community_ade.cli.lazy import Commands, lazy_app
 
-import typer
-from rich.table import Table
-from rich.text import Text
+COMMANDS: Commands = {
+    "verify": (
+        "audit_log",
+        "verify",
+        "Re-hash every event and check each links to the one before, then check the "
+        "Merkle tree against the newest signed checkpoint (exit 1 if either is broken).",
+    ),
+    "list": ("audit_log", "list_", "Show audit events, newest first."),
+    "key": (
+        "audit_log",
+        "key",
+        "Print the public key that signs this deployment's checkpoints (C2SP vkey).",
+    ),
+    "checkpoint": (
+        "audit_log",
+        "checkpoint",
+        "Sign a checkpoint of the audit log now and print it.",
+    ),
+    "verify-receipt": (
+        "audit_proofs",
+        "verify_receipt",
+        "Check receipts offline: each entry is in the log whose checkpoint the key signed "
+        "(exit 1 if any is not).",
+    ),
+    "witness": (
+        "audit_proofs",
+        "witness",
+        "Fetch the newest checkpoint, check that it extends the last one seen (exit 1 on a "
+        "split view or rewritten history), and keep a cosigned copy in --state.",
+    ),
+}
 
-from community_ade.audit import Anchor, ChainReport
-from community_ade.audit import log as audit_log
-from community_ade.audit.checkpoints import log_signer, verify_tree
-from community_ade.cli import audit_proofs
-from community_ade.cli.common import EXIT_FAILED, console, run_database
-from community_ade.runtime import Database
-from community_ade.storage import db
-from community_ade.storage.models import AuditEvent
-
-app = typer.Typer(help="Verify and read the tamper-evident audit log.", no_args_is_help=True)
-
-_ANCHOR = re.compile(r"^(\d+):([0-9a-f]{64})$")
-
-
-def _anchor(value: str | None) -> Anchor | None:
-    if value is None:
-        return None
-    match = _ANCHOR.match(value.strip().lower())
-    if match is None:
-        raise typer.BadParameter("expected SEQ:HASH, e.g. 42:<64 hex digits>")
-    return Anchor(int(match[1]), match[2])
-
-
-def _say(message: str, style: str | None = None) -> None:
-    # No markup (a problem may quote brackets) and no wrapping (scripts grep this).
-    console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
-
-
-@app.command("verify")
-def verify(
-    anchor: Annotated[
-        str | None,
-        typer.Option(
-            "--anchor",
-            help="SEQ:HASH printed by an earlier run: also detect rows cut off the end.",
-        ),
-    ] = None,
-    batch: Annotated[
-        int, typer.Option("--batch", min=1, help="Rows read per query.", show_default=True)
-    ] = 1000,
-) -> None:
-    """Re-hash every event and check each links to the one before, then check the Merkle
-    tree against the newest signed checkpoint (exit 1 if either is broken)."""
-    expected = _anchor(anchor)
-
-    async def action(runtime: Database) -> tuple[ChainReport, str | None]:
-        verifier = log_signer(runtime.settings).verifier
-        async with db.snapshot_sessions(runtime.sessions)() as session:
-            report = await audit_log.verify_log(session, batch=batch, anchor=expected)
-            return report, await verify_tree(session, verifier)
-
-    report, tree_problem = run_database(action)
-    if not report.ok:
-        _say(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem}", "red")
-        raise typer.Exit(EXIT_FAILED)
-    _say(f"audit chain intact: {report.checked} events", "green")
-    if tree_problem is not None:
-        _say(f"audit tree BROKEN: {tree_problem}", "red")
-        raise typer.Exit(EXIT_FAILED)
-    _say("audit tree matches the newest signed checkpoint", "green")
-    if report.checked:
-        _say(f"head: {report.head_seq}:{report.head_hash} (keep it to use as --anchor later)")
-
-
-def _actor(event: AuditEvent) -> str:
-    via = " (delegated)" if event.via_delegation else ""
-    return f"{event.actor_kind}:{event.actor_id}{via}"
-
-
-def _table(events: list[AuditEvent]) -> Table:
-    table = Table(title_justify="left")
-    for column in ("seq", "time (UTC)", "type", "actor", "subject", "data"):
-        table.add_column(column, overflow="fold", min_width=3)
-    for event in events:
-        data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-        cells = (
-            str(event.seq),
-            event.ts.strftime("%Y-%m-%d %H:%M:%S"),
-            event.type,
-            _actor(event),
-            event.subject,
-            data if len(data) <= 120 else data[:119] + "…",
-        )
-        table.add_row(*(Text(cell) for cell in cells))  # Text: stored strings are not markup
-    return table
-
-
-@app.command("list")
-def list_(
-    type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
-    subject: Annotated[str | None, typer.Option("--subject", help="Only this subject.")] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Only this actor id.")] = None,
-    limit: Annotated[
-        int,
-        typer.Option("--limit", min=1, max=audit_log.MAX_LIST_LIMIT, show_default=True),
-    ] = 50,
-    before: Annotated[
-        int | None, typer.Option("--before", help="Only events older than this seq (paging).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON envelopes.")] = False,
-) -> None:
-    """Show audit events, newest first."""
-
-    async def action(runtime: Database) -> list[AuditEvent]:
-        async with runtime.sessions() as session:
-            return await audit_log.list_events(
-                session,
-                type=type_,
-                subject=subject,
-                actor_id=actor,
-                limit=limit,
-                before_seq=before,
-            )
-
-    events = run_database(action)
-    if as_json:
-        typer.echo(json.dumps([audit_log.envelope(e) for e in events], ensure_ascii=False))
-        return
-    if not events:
-        _say("no audit events")
-        return
-    console.print(_table(events))
-    if len(events) == limit:
-        _say(f"more with --before {events[-1].seq}")
-
-
-app.command("key")(audit_proofs.key)
-app.command("checkpoint")(audit_proofs.checkpoint)
-app.command("verify-receipt")(audit_proofs.verify_receipt)
-app.command("witness")(audit_proofs.witness)
+app = lazy_app(COMMANDS, help="Verify and read the tamper-evident audit log.")

@@ -1,6 +1,6 @@
-"""``ade audit key | checkpoint | verify-receipt | witness``: the audit log as a
-transparency log, from the command line (docs/audit.md). ``verify-receipt`` and
-``witness`` need no database: an auditor runs them elsewhere, with the log's public key."""
+"""``ade audit verify-receipt | witness``: checking the transparency log from outside
+(docs/audit.md). An auditor runs them elsewhere, with the log's public key: they import
+no database code, so they start fast."""
 
 from __future__ import annotations
 
@@ -12,25 +12,14 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from community_ade.audit import checkpoints, merkle, notes
-from community_ade.cli.common import (
-    EXIT_FAILED,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    console,
-    err_console,
-    load_settings,
-    run_database,
-)
-from community_ade.runtime import Database
+from community_ade.audit import merkle, notes
+from community_ade.audit.keys import ed25519_key
+from community_ade.audit.receipts import check_receipt
+from community_ade.cli.output import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, err_console, say
 
 WITNESS_KEY = "witness.key"
 PINNED_KEY = "log.vkey"
 LAST = "checkpoint.note"
-
-
-def _say(message: str, style: str | None = None) -> None:
-    console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
@@ -46,22 +35,6 @@ def _verifier(value: str) -> notes.Verifier:
         return notes.Verifier.parse(text)
     except notes.NoteError as exc:
         raise _fail(f"--key: {exc}", EXIT_USAGE) from None
-
-
-def key() -> None:
-    """Print the public key that signs this deployment's checkpoints (C2SP vkey)."""
-    _say(checkpoints.log_signer(load_settings()).verifier.encode())
-
-
-def checkpoint() -> None:
-    """Sign a checkpoint of the audit log now and print it."""
-
-    async def action(database: Database) -> checkpoints.Signed:
-        signer = checkpoints.log_signer(database.settings)
-        async with database.sessions.begin() as session:
-            return await checkpoints.make(session, signer)
-
-    _say(run_database(action).note.rstrip("\n"))
 
 
 def verify_receipt(
@@ -83,12 +56,12 @@ def verify_receipt(
         entry = receipt.get("entry", {}) if isinstance(receipt, dict) else {}
         what = f"entry {entry.get('seq', '?')} ({entry.get('type', '?')})"
         try:
-            checked = checkpoints.check_receipt(receipt, verifier)
+            checked = check_receipt(receipt, verifier)
         except ValueError as exc:
             bad += 1
-            _say(f"INVALID {what}: {exc}", "red")
+            say(f"INVALID {what}: {exc}", "red")
             continue
-        _say(f"valid {what}: in {checked.origin} at size {checked.size}", "green")
+        say(f"valid {what}: in {checked.origin} at size {checked.size}", "green")
     if bad:
         raise typer.Exit(EXIT_FAILED)
 
@@ -144,7 +117,7 @@ def witness(
         (state / "cosigned").mkdir(exist_ok=True)
         (state / "cosigned" / f"{new.size}.note").write_text(cosigned)
         last_file.write_text(fetched["note"])
-    _say(f"consistent: {new.origin} at size {new.size}; cosigned copy in {state / 'cosigned'}")
+    say(f"consistent: {new.origin} at size {new.size}; cosigned copy in {state / 'cosigned'}")
 
 
 def _consistent(client: httpx.Client, old: notes.Checkpoint, new: notes.Checkpoint) -> None:
@@ -165,4 +138,4 @@ def _consistent(client: httpx.Client, old: notes.Checkpoint, new: notes.Checkpoi
 
 
 def _witness_signer(state: Path, name: str) -> notes.Signer:
-    return notes.Signer(name, checkpoints.ed25519_key(state / WITNESS_KEY))
+    return notes.Signer(name, ed25519_key(state / WITNESS_KEY))

@@ -11,25 +11,22 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Principal
+
+# Re-exported: most commands take their output and exit codes from here with the rest.
+from community_ade.cli.output import EXIT_FAILED as EXIT_FAILED
+from community_ade.cli.output import EXIT_UNAVAILABLE as EXIT_UNAVAILABLE
+from community_ade.cli.output import EXIT_USAGE as EXIT_USAGE
+from community_ade.cli.output import console as console
+from community_ade.cli.output import err_console as err_console
 from community_ade.errors import AdeError, InvalidInput, ServiceUnavailable
 from community_ade.runtime import Database, Runtime
 from community_ade.settings import Settings
 
 T = TypeVar("T")
-
-# No emoji codes: resource names like "repo:x" must print as written, not as "repo❌".
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
-
-# Exit codes: 1 the request was refused or failed, 2 bad usage, 3 a service is unreachable.
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 
 # Reading needs no particular user: the operator of the machine reads as a viewer.
 OPERATOR = Principal(

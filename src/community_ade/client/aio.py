@@ -52,9 +52,9 @@ Until = Literal["decision", "final"]
 # ``wait`` returns once the task is out of review: approved, rejected, expired,
 # cancelled, or sent back to DRAFT with a request for changes.
 UNTIL: dict[Until, Done] = {
-    "decision": lambda task: task.state not in OPEN_FOR_REVIEW,
+    "decision": lambda state: state not in OPEN_FOR_REVIEW,
     # ... or once nothing more will happen on its own: a final state, or back in DRAFT.
-    "final": lambda task: task.state in TERMINAL_STATES or task.state == TaskState.DRAFT,
+    "final": lambda state: state in TERMINAL_STATES or state == TaskState.DRAFT,
 }
 
 

@@ -3,12 +3,16 @@
 The order matters. The socket subscribes first (the server subscribes before it sends
 ``hello``), and only then is the task read: a change committed before the read shows in
 the read, one committed after it arrives as an event, so nothing falls between them.
-Each event about the task leads to a fresh read (the task itself is the truth, events
-only say when to look). When the socket drops, the task is read once and the socket
-reopened with ``since=<last seq seen>``: the server replays what happened meanwhile.
-A ``gap`` (the stream no longer holds ``since``) or a stream reset leads to a fresh read.
-Only when the socket cannot open at all (the handshake is refused: a proxy without
-WebSocket support, say) does ``wait`` poll, every ``poll_interval`` seconds.
+An event that moves the task into a state the wait is for leads to a fresh read (the
+task itself is the truth, events only say when to look); every state change is an event
+whose ``data.to`` names the new state, so events that leave the task where the wait does
+not end (a vote short of the quorum, an edit) cost no read: in a burst of decisions, each
+waiting agent sends one request, not one per event. When the socket drops, the task is
+read once and the socket reopened with ``since=<last seq seen>``: the server replays
+what happened meanwhile. A ``gap`` (the stream no longer holds ``since``) or a stream
+reset leads to a fresh read. Only when the socket cannot open at all (the handshake is
+refused: a proxy without WebSocket support, say) does ``wait`` poll, every
+``poll_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ STREAM_RESET = 1012  # the events stream started over: a since from before means
 TOPICS = "task,approval"
 OPEN_TIMEOUT = 10.0
 
-Done = Callable[[TaskOut], bool]
+Done = Callable[[str], bool]  # of a task's state
 
 
 class WaitTimeout(TimeoutError):
@@ -78,7 +82,7 @@ class TaskWaiter:
     async def read(self) -> TaskOut | None:
         """The task if it is done; remembered as the newest state seen."""
         self.last = await self.get()
-        return self.last if self.done(self.last) else None
+        return self.last if self.done(self.last.state) else None
 
     async def run(self) -> TaskOut:
         drops = 0
@@ -117,10 +121,18 @@ class TaskWaiter:
             kind = frame.get("kind")
             if kind == "event":
                 self.since = int(frame["event"]["seq"])
+                if not self._may_end(frame["event"]):
+                    continue
             elif kind != "gap":
                 continue  # ping
             if (task := await self.read()) is not None:
                 return task
+
+    def _may_end(self, event: dict[str, Any]) -> bool:
+        """Whether ``event`` moved the task into a state the wait is for."""
+        data = event.get("data")
+        moved_to = data.get("to") if isinstance(data, dict) else None
+        return isinstance(moved_to, str) and self.done(moved_to)
 
     def _closed(self, exc: ConnectionClosed) -> None:
         code = exc.rcvd.code if exc.rcvd is not None else None

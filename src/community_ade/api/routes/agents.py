@@ -35,7 +35,7 @@ from community_ade.api.schemas import MAX_PAGE, Page
 router = APIRouter(tags=["agents"])
 
 
-def get_agents(runtime: RuntimeDep, session: SessionDep) -> AgentService:
+async def get_agents(runtime: RuntimeDep, session: SessionDep) -> AgentService:
     return AgentService.of(runtime, session)
 
 

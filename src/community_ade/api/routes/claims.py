@@ -17,7 +17,7 @@ from community_ade.execution.claims import ClaimService
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-def get_claims(runtime: RuntimeDep, session: SessionDep, agents: AgentsDep) -> ClaimService:
+async def get_claims(runtime: RuntimeDep, session: SessionDep, agents: AgentsDep) -> ClaimService:
     return ClaimService(
         session, runtime.sessions, agents, max_attempts=runtime.settings.worker_max_attempts
     )

@@ -15,7 +15,7 @@ from community_ade.execution.shell_profiles import ShellProfileService
 router = APIRouter(tags=["shell profiles"])
 
 
-def get_profiles(session: SessionDep) -> ShellProfileService:
+async def get_profiles(session: SessionDep) -> ShellProfileService:
     return ShellProfileService(session)
 
 

@@ -11,19 +11,15 @@ import base64
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import select
 
-from community_ade.api.deps import PrincipalDep, SessionDep, TasksDep
+from community_ade.api.deps import AuditSignerDep, PrincipalDep, SessionDep, TasksDep
 from community_ade.api.schemas import MAX_SEQ
 from community_ade.audit import checkpoints
-from community_ade.audit.checkpoints import RECEIPT_TYPES
-from community_ade.audit.notes import Signer
 from community_ade.audit.tree import Tree
 from community_ade.auth.principal import Permission, require
 from community_ade.errors import NotFound
-from community_ade.storage.models import AuditEvent
 
 router = APIRouter(tags=["audit"])
 WELL_KNOWN_KEY = "/.well-known/ade-audit-key"
@@ -33,15 +29,10 @@ def _b64(values: list[bytes]) -> list[str]:
     return [base64.b64encode(v).decode("ascii") for v in values]
 
 
-def _signer(request: Request) -> Signer:
-    signer: Signer = request.app.state.audit_signer
-    return signer
-
-
 @router.get(WELL_KNOWN_KEY, response_class=PlainTextResponse)
-async def audit_key(request: Request) -> str:
+async def audit_key(signer: AuditSignerDep) -> str:
     """The checkpoints' verifier key (C2SP vkey: ``<origin>+<key id>+<base64 key>``)."""
-    return _signer(request).verifier.encode() + "\n"
+    return signer.verifier.encode() + "\n"
 
 
 @router.get("/api/v1/audit/checkpoint")
@@ -56,11 +47,11 @@ async def get_checkpoint(session: SessionDep) -> dict[str, Any]:
 
 @router.post("/api/v1/audit/checkpoint")
 async def make_checkpoint(
-    principal: PrincipalDep, session: SessionDep, request: Request
+    principal: PrincipalDep, session: SessionDep, signer: AuditSignerDep
 ) -> dict[str, Any]:
     """Sign a checkpoint of the log as it is now (or answer the one of this size)."""
     require(principal, Permission.AUDIT_READ)
-    return (await checkpoints.make(session, _signer(request))).document()
+    return (await checkpoints.make(session, signer)).document()
 
 
 @router.get("/api/v1/audit/consistency")
@@ -107,20 +98,13 @@ async def task_receipts(
     principal: PrincipalDep,
     tasks: TasksDep,
     session: SessionDep,
-    request: Request,
+    signer: AuditSignerDep,
 ) -> list[dict[str, Any]]:
     """A receipt for every decision on the task and its apply: the audit entry and its
     ``c2sp.org/tlog-proof@v1`` proof under a signed checkpoint, checkable offline with
     ``ade audit verify-receipt``."""
     task = await tasks.get(principal, task_id)
-    rows = await session.execute(
-        select(AuditEvent.seq, AuditEvent.type)
-        .where(AuditEvent.subject == f"task:{task.id}")
-        .order_by(AuditEvent.seq)
-    )
-    signer = _signer(request)
     return [
         await checkpoints.receipt(session, signer, seq)
-        for seq, event_type in rows.all()
-        if event_type in RECEIPT_TYPES
+        for seq, _ in await checkpoints.receipt_entries(session, f"task:{task.id}")
     ]

@@ -172,7 +172,7 @@ async def _choices(session: AsyncSession) -> dict[str, list[str]]:
     return {"types": list(types), "agents": list(agents), "submitters": list(people)}
 
 
-def _filters(
+async def _filters(
     state: Annotated[str, Query(pattern=STATE_PATTERN)] = "open",
     type: Annotated[str, Query(max_length=100)] = "",
     risk: Literal["", "low", "medium", "high"] = "",

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from community_ade.api.deps import ReviewsDep, SessionDep, TasksDep
+from community_ade.api.deps import AuditSignerDep, ReviewsDep, SessionDep, TasksDep
 from community_ade.api.errors import STATUS_BY_CODE
 from community_ade.approvals.batch import BatchDecision, decide_each
 from community_ade.approvals.review_request import risk_breakdown
@@ -22,9 +22,11 @@ from community_ade.approvals.service import TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.approvals.sweep import latest_clock_decision
 from community_ade.audit import log as audit
+from community_ade.audit.notes import Signer
 from community_ade.auth.principal import Permission
 from community_ade.dashboard.lookups import actor_names
 from community_ade.dashboard.views.queue import RESULT_TEXT
+from community_ade.dashboard.views.receipts import receipt_list
 from community_ade.dashboard.web import NavItem, PageRoute, Visitor, VisitorDep, redirect, render
 from community_ade.errors import FreshAuthRequired, InvalidInput
 from community_ade.storage.models import Preview, Task, User
@@ -89,6 +91,7 @@ async def _detail(
     session: AsyncSession,
     tasks: TaskService,
     reviews: ReviewService,
+    signer: Signer,
     *,
     decision_error: dict[str, str] | None = None,
     status_code: int = 200,
@@ -141,6 +144,7 @@ async def _detail(
             "reviewers": reviewers,
             "risk_rows": risk_breakdown(task.risk_inputs),
             "decision_error": decision_error,
+            "receipts": await receipt_list(session, signer, task),
         },
         visitor=visitor,
         status_code=status_code,
@@ -156,8 +160,9 @@ async def task_detail(
     session: SessionDep,
     tasks: TasksDep,
     reviews: ReviewsDep,
+    signer: AuditSignerDep,
 ) -> HTMLResponse:
-    return await _detail(request, visitor, task_id, session, tasks, reviews)
+    return await _detail(request, visitor, task_id, session, tasks, reviews, signer)
 
 
 async def _step_up(
@@ -186,6 +191,7 @@ async def decide(
     session: SessionDep,
     tasks: TasksDep,
     reviews: ReviewsDep,
+    signer: AuditSignerDep,
     action: Annotated[Literal["approve", "reject", "request_changes", "delegate"], Form()],
     digest: Annotated[str, Form(max_length=64)],
     comment: Annotated[str, Form(max_length=5000)] = "",
@@ -218,6 +224,7 @@ async def decide(
         session,
         tasks,
         reviews,
+        signer,
         decision_error={
             "code": result.result,
             "text": RESULT_TEXT.get(result.result, result.result.replace("_", " ")),
