@@ -18,7 +18,8 @@ from conftest import Api
 from standardwebhooks import Webhook, WebhookVerificationError
 from webhook_receiver import Received, Receiver
 
-from community_ade.audit import checkpoints, notes
+from community_ade.audit import notes
+from community_ade.audit.receipts import check_receipt
 from community_ade.infra.aio import cancel_and_wait
 from community_ade.webhooks.delivery import run_webhooks
 
@@ -119,7 +120,7 @@ async def test_events_arrive_signed_with_receipts_and_only_those_subscribed(
     assert isinstance(event["data"]["seq"], int)
     # The decision carries its transparency receipt, which checks offline.
     vkey = (await api.client.get("/.well-known/ade-audit-key")).text.strip()
-    checkpoint = checkpoints.check_receipt(event["receipt"], notes.Verifier.parse(vkey))
+    checkpoint = check_receipt(event["receipt"], notes.Verifier.parse(vkey))
     assert checkpoint.size >= event["data"]["audit_seq"]
     assert event["receipt"]["entry"]["seq"] == event["data"]["audit_seq"]
     created = next(parsed(r) for r in got if parsed(r)["type"] == "task:created")
