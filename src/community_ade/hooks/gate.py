@@ -1,0 +1,237 @@
+"""``ade hook``: ask Community ADE before a coding agent runs a tool.
+
+A harness (Claude Code, Cursor) starts the hook once per tool call with the call on
+stdin. The hook proposes it as an ``agent.call`` task (``POST /tasks`` and ``/submit``,
+as the agent whose token is ``ADE_TOKEN``); policy decides. Auto-approved (the built-in
+policy's read-only tools): "allow" at once. Otherwise it long-polls
+``GET /tasks/{id}/decision`` until a reviewer decides or ``ADE_HOOK_WAIT_SECONDS`` pass
+(keep it below the harness's hook timeout): allow / deny with the reviewer's comment, or
+"ask" with the task left in the queue. An allowed call is claimed and reported complete
+("the harness runs it"), so it does not linger as approved-but-unapplied.
+
+When the harness gives up (it signals the hook, or exits itself) the task is cancelled,
+so the queue does not fill with stale prompts. Server unreachable, no token, a refusal:
+"ask" with the reason, so the harness falls back to its own prompt (the person at the
+terminal decides; headless ``claude -p`` runs nothing). Never "allow" without a decision.
+
+Standard library only (``http.client``): a hook runs for every tool call, so starting
+fast matters more than sharing the SDK's retries (a failed call here simply asks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from community_ade.hooks.harness import ANSWERS, EVENTS, BadEvent, ToolCall, Verdict, verdict_of
+
+API = "/api/v1"
+DEFAULT_URL = "http://127.0.0.1:8000"  # as ClientSettings.url
+DEFAULT_WAIT_SECONDS = 50.0  # Claude Code's default hook timeout is 60 s
+POLL_SECONDS = 5.0  # each long-poll; between them the hook checks its harness is alive
+MAX_EVENT_BYTES = 1 << 20
+REQUEST_TIMEOUT = 10.0
+
+
+class GaveUp(Exception):
+    """The harness signalled the hook to stop."""
+
+
+class Unavailable(Exception):
+    """The server cannot be asked (unreachable, refuses the token, an odd answer)."""
+
+
+class Server:
+    """One keep-alive connection to the API with the agent's token."""
+
+    def __init__(self, url: str, token: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Unavailable(f"ADE_URL must be an http(s) URL, got {url!r}")
+        connection = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        self.prefix = parts.path.rstrip("/") + API
+        self.connection = connection(parts.hostname, parts.port, timeout=REQUEST_TIMEOUT)
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        """The JSON answer, or ``Unavailable`` naming the problem."""
+        self.connection.timeout = timeout or REQUEST_TIMEOUT
+        if self.connection.sock is not None:
+            self.connection.sock.settimeout(self.connection.timeout)
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            self.connection.request(method, self.prefix + path, data, self.headers)
+            response = self.connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.connection.close()
+            raise Unavailable(
+                f"Community ADE at {self.connection.host} is unreachable: {exc}"
+            ) from None
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = None
+        if response.status >= 400:
+            detail = answer.get("detail") if isinstance(answer, dict) else None
+            raise Unavailable(f"Community ADE refused ({response.status}): {detail or raw[:200]!r}")
+        return answer
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@contextlib.contextmanager
+def _harness_signals() -> Iterator[None]:
+    """SIGTERM / SIGINT / SIGHUP from the harness become ``GaveUp`` in the waiting code."""
+
+    names = ("SIGTERM", "SIGINT", "SIGHUP")
+    signals = [sig for name in names if (sig := getattr(signal, name, None)) is not None]
+
+    def give_up(signum: int, frame: FrameType | None) -> None:
+        for sig in signals:  # once: a second signal must not cut the cancelling short
+            signal.signal(sig, signal.SIG_IGN)
+        raise GaveUp
+
+    previous = {sig: signal.signal(sig, give_up) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Gate:
+    """One tool call through review."""
+
+    def __init__(self, server: Server, wait_seconds: float, *, parent: int | None = None):
+        self.server = server
+        self.wait_seconds = wait_seconds
+        self.parent = parent if parent is not None else os.getppid()
+        self.task_id: str | None = None
+
+    def decide(self, call: ToolCall) -> Verdict:
+        created = self.server.call("POST", "/tasks", call.task())
+        self.task_id = str(uuid.UUID(str(created["id"])))
+        submitted = self.server.call("POST", f"/tasks/{self.task_id}/submit")
+        if submitted.get("auto_approved"):
+            status = {"task_id": self.task_id, "outcome": "approved", "decided": True}
+        else:
+            status = self._wait()
+        verdict = verdict_of(status, waited=self.wait_seconds)
+        if verdict.decision == "allow":
+            self._hand_over()
+        return verdict
+
+    def _wait(self) -> dict[str, Any]:
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            left = deadline - time.monotonic()
+            poll = max(0.0, min(POLL_SECONDS, left))
+            status: dict[str, Any] = self.server.call(
+                "GET", f"/tasks/{self.task_id}/decision?wait_seconds={poll:.3f}", timeout=poll + 10
+            )
+            if status.get("decided") or left <= 0:
+                return status
+            if os.getppid() != self.parent:  # the harness exited without a word
+                raise GaveUp
+
+    def _hand_over(self) -> None:
+        """Record that the harness runs the allowed call: claim it and report it done
+        (an ``agent.call`` is applied by the agent; the harness is that agent)."""
+        try:
+            claim = self.server.call("POST", f"/tasks/{self.task_id}/claim", {})
+            self.server.call(
+                "POST",
+                f"/tasks/{self.task_id}/complete",
+                {"fence": claim["fence"], "summary": "allowed; the coding agent runs the tool"},
+            )
+        except (Unavailable, KeyError, TypeError) as exc:  # the answer stands: it was approved
+            sys.stderr.write(f"ade hook: could not record the hand-over: {exc}\n")
+
+    def cancel(self, reason: str) -> None:
+        if self.task_id is None:
+            return
+        with contextlib.suppress(Unavailable):
+            self.server.call("POST", f"/tasks/{self.task_id}/cancel", {"reason": reason})
+
+
+def _ask(reason: str) -> Verdict:
+    return Verdict("ask", f"Community ADE could not decide: {reason}")
+
+
+def run(
+    harness: str,
+    stdin: IO[str] = sys.stdin,
+    stdout: IO[str] = sys.stdout,
+    env: dict[str, str] | None = None,
+) -> int:
+    """The hook command: one tool call in, one answer out. The exit code is 0 whenever
+    an answer was printed (the harnesses read the decision from the JSON); 143 when the
+    harness gave up (nothing printed, the task cancelled)."""
+    env = dict(os.environ) if env is None else env
+    answer: Callable[[Verdict], dict[str, Any]] = ANSWERS[harness]
+    verdict = _verdict(harness, stdin, env)
+    if verdict is None:
+        return 143
+    stdout.write(json.dumps(answer(verdict)) + "\n")
+    stdout.flush()
+    return 0
+
+
+def _verdict(harness: str, stdin: IO[str], env: dict[str, str]) -> Verdict | None:
+    try:
+        event = json.loads(stdin.read(MAX_EVENT_BYTES + 1)[: MAX_EVENT_BYTES + 1] or "null")
+        if not isinstance(event, dict):
+            raise BadEvent("the hook input must be a JSON object")
+        call = EVENTS[harness](event)
+    except (ValueError, BadEvent) as exc:
+        return _message(_ask(f"unreadable hook input ({exc})"))
+    token = env.get("ADE_TOKEN", "").strip()
+    if not token:
+        return _message(_ask("set ADE_TOKEN to the agent's API token"))
+    try:
+        wait = float(env.get("ADE_HOOK_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS)
+        if not 0 <= wait <= 3600:
+            raise ValueError
+    except ValueError:
+        return _message(_ask("ADE_HOOK_WAIT_SECONDS must be a number of seconds, 0 to 3600"))
+    try:
+        server = Server(env.get("ADE_URL") or DEFAULT_URL, token)
+    except Unavailable as exc:
+        return _message(_ask(str(exc)))
+    gate = Gate(server, wait)
+    try:
+        with _harness_signals():
+            try:
+                return gate.decide(call)
+            except GaveUp:
+                gate.cancel("the coding agent stopped waiting for the decision")
+                return None
+            except Unavailable as exc:  # the harness asks its user instead: no stale task
+                gate.cancel(f"the hook could not finish: {exc}"[:1000])
+                return _message(_ask(str(exc)))
+    finally:
+        server.close()
+
+
+def _message(verdict: Verdict) -> Verdict:
+    """Say why on stderr too: a harness shows it to the person at the terminal."""
+    sys.stderr.write(f"ade hook: {verdict.reason}\n")
+    return verdict
