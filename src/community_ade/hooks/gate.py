@@ -137,6 +137,9 @@ class Gate:
         verdict = verdict_of(status, waited=self.wait_seconds)
         if verdict.decision == "allow":
             self._hand_over()
+        elif status.get("outcome") == "changes_requested":
+            # Back in DRAFT, but the harness moves on (it asks anew): do not leave it behind.
+            self.cancel("denied with the reviewers' comments; the agent asks anew")
         return verdict
 
     def _wait(self) -> dict[str, Any]:
@@ -168,8 +171,11 @@ class Gate:
     def cancel(self, reason: str) -> None:
         if self.task_id is None:
             return
-        with contextlib.suppress(Unavailable):
+        self.server.close()  # a request may have been cut off mid-way: start afresh
+        try:
             self.server.call("POST", f"/tasks/{self.task_id}/cancel", {"reason": reason})
+        except Unavailable as exc:
+            sys.stderr.write(f"ade hook: could not cancel task {self.task_id}: {exc}\n")
 
 
 def _ask(reason: str) -> Verdict:

@@ -362,6 +362,12 @@ class Gateway:
                     wait=MAX_WAIT_SECONDS,
                 )
             verdict = harness.verdict_of(status, waited=MAX_WAIT_SECONDS)
+            if status.get("outcome") == "changes_requested":
+                # Back in DRAFT, but Claude Code moves on: do not leave it behind.
+                async with self.runtime.sessions.begin() as session:
+                    await self._tasks(session).cancel(
+                        principal, uuid.UUID(task_id), "denied with the reviewers' comments"
+                    )
         except AdeError as exc:  # refused (not allowed agent.call, input too large …): deny
             verdict = harness.Verdict("deny", f"Community ADE refused: {exc.message}")
         return _answer(harness.permission_prompt_answer(verdict, call.arguments))
