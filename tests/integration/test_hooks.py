@@ -165,9 +165,14 @@ async def test_read_only_tool_is_allowed_at_once_and_recorded(live: Live) -> Non
     async with httpx.AsyncClient(base_url=live.server.url) as c:
         page = await c.get("/api/v1/tasks", params={"type": "agent.call"}, headers=live.as_("bob"))
     [task] = page.json()["items"]
-    # Auto-approved, handed to the harness: recorded as done, not left approved.
     assert task["payload"] == {"function": "Read", "arguments": {"file_path": "/a.py"}}
-    assert task["state"] == "COMPLETED"
+    # Auto-approved, handed to the harness (after the answer, by a detached child):
+    # recorded as done, not left approved.
+    for _ in range(int(WAIT / 0.1)):
+        if (state := await task_state(live, task["id"])) == "COMPLETED":
+            break
+        await asyncio.sleep(0.1)
+    assert state == "COMPLETED"
     assert "Claude Code" in task["title"]
     assert "session abc123" in task["description"]
 

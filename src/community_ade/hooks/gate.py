@@ -6,8 +6,10 @@ as the agent whose token is ``ADE_TOKEN``); policy decides. Auto-approved (the b
 policy's read-only tools): "allow" at once. Otherwise it long-polls
 ``GET /tasks/{id}/decision`` until a reviewer decides or ``ADE_HOOK_WAIT_SECONDS`` pass
 (keep it below the harness's hook timeout): allow / deny with the reviewer's comment, or
-"ask" with the task left in the queue. An allowed call is claimed and reported complete
-("the harness runs it"), so it does not linger as approved-but-unapplied.
+"ask" with the task left in the queue. Once the answer is out, an allowed call is
+claimed and reported complete ("the harness runs it"), so it does not linger as
+approved-but-unapplied; that happens in a detached child, as the harness waits for the
+hook to exit.
 
 When the harness gives up (it signals the hook, or exits itself) the task is cancelled,
 so the queue does not fill with stale prompts. Server unreachable, no token, a refusal:
@@ -24,10 +26,10 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import IO, Any
@@ -128,16 +130,14 @@ class Gate:
 
     def decide(self, call: ToolCall) -> Verdict:
         created = self.server.call("POST", "/tasks", call.task())
-        self.task_id = str(uuid.UUID(str(created["id"])))
+        self.task_id = _task_id(created)
         submitted = self.server.call("POST", f"/tasks/{self.task_id}/submit")
         if submitted.get("auto_approved"):
             status = {"task_id": self.task_id, "outcome": "approved", "decided": True}
         else:
             status = self._wait()
         verdict = verdict_of(status, waited=self.wait_seconds)
-        if verdict.decision == "allow":
-            self._hand_over()
-        elif status.get("outcome") == "changes_requested":
+        if status.get("outcome") == "changes_requested":
             # Back in DRAFT, but the harness moves on (it asks anew): do not leave it behind.
             self.cancel("denied with the reviewers' comments; the agent asks anew")
         return verdict
@@ -155,7 +155,7 @@ class Gate:
             if os.getppid() != self.parent:  # the harness exited without a word
                 raise GaveUp
 
-    def _hand_over(self) -> None:
+    def hand_over(self) -> None:
         """Record that the harness runs the allowed call: claim it and report it done
         (an ``agent.call`` is applied by the agent; the harness is that agent)."""
         try:
@@ -178,6 +178,17 @@ class Gate:
             sys.stderr.write(f"ade hook: could not cancel task {self.task_id}: {exc}\n")
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _task_id(created: Any) -> str:
+    """The new task's id, checked to be a UUID before it goes into a URL path."""
+    task_id = created.get("id") if isinstance(created, dict) else None
+    if not isinstance(task_id, str) or not _UUID.fullmatch(task_id):
+        raise Unavailable(f"Community ADE answered no task id: {created!r:.200}")
+    return task_id
+
+
 def _ask(reason: str) -> Verdict:
     return Verdict("ask", f"Community ADE could not decide: {reason}")
 
@@ -193,48 +204,73 @@ def run(
     harness gave up (nothing printed, the task cancelled)."""
     env = dict(os.environ) if env is None else env
     answer: Callable[[Verdict], dict[str, Any]] = ANSWERS[harness]
-    verdict = _verdict(harness, stdin, env)
+    verdict, gate = _verdict(harness, stdin, env)
     if verdict is None:
         return 143
     stdout.write(json.dumps(answer(verdict)) + "\n")
     stdout.flush()
+    if gate is not None:
+        if verdict.decision == "allow":
+            _after_answer(gate.hand_over)
+        gate.server.close()
     return 0
 
 
-def _verdict(harness: str, stdin: IO[str], env: dict[str, str]) -> Verdict | None:
+def _verdict(
+    harness: str, stdin: IO[str], env: dict[str, str]
+) -> tuple[Verdict | None, Gate | None]:
+    """The answer, and the gate that proposed the call (None when nothing was)."""
     try:
         event = json.loads(stdin.read(MAX_EVENT_BYTES + 1)[: MAX_EVENT_BYTES + 1] or "null")
         if not isinstance(event, dict):
             raise BadEvent("the hook input must be a JSON object")
         call = EVENTS[harness](event)
     except (ValueError, BadEvent) as exc:
-        return _message(_ask(f"unreadable hook input ({exc})"))
+        return _message(_ask(f"unreadable hook input ({exc})")), None
     token = env.get("ADE_TOKEN", "").strip()
     if not token:
-        return _message(_ask("set ADE_TOKEN to the agent's API token"))
+        return _message(_ask("set ADE_TOKEN to the agent's API token")), None
     try:
         wait = float(env.get("ADE_HOOK_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS)
         if not 0 <= wait <= 3600:
             raise ValueError
     except ValueError:
-        return _message(_ask("ADE_HOOK_WAIT_SECONDS must be a number of seconds, 0 to 3600"))
+        message = "ADE_HOOK_WAIT_SECONDS must be a number of seconds, 0 to 3600"
+        return _message(_ask(message)), None
     try:
         server = Server(env.get("ADE_URL") or DEFAULT_URL, token)
     except Unavailable as exc:
-        return _message(_ask(str(exc)))
+        return _message(_ask(str(exc))), None
     gate = Gate(server, wait)
+    with _harness_signals():
+        try:
+            return gate.decide(call), gate
+        except GaveUp:
+            gate.cancel("the coding agent stopped waiting for the decision")
+            return None, gate
+        except Unavailable as exc:  # the harness asks its user instead: no stale task
+            gate.cancel(f"the hook could not finish: {exc}"[:1000])
+            return _message(_ask(str(exc))), gate
+
+
+def _after_answer(work: Callable[[], None]) -> None:
+    """Do ``work`` once the harness has its answer. A harness waits for the hook to
+    exit, so where there is ``fork`` the work goes on in a detached child that lets go
+    of stdin/stdout/stderr at once; elsewhere it is done here, before exiting."""
+    if not hasattr(os, "fork"):
+        work()
+        return
+    sys.stderr.flush()
+    if os.fork() != 0:
+        return
     try:
-        with _harness_signals():
-            try:
-                return gate.decide(call)
-            except GaveUp:
-                gate.cancel("the coding agent stopped waiting for the decision")
-                return None
-            except Unavailable as exc:  # the harness asks its user instead: no stale task
-                gate.cancel(f"the hook could not finish: {exc}"[:1000])
-                return _message(_ask(str(exc)))
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        work()
     finally:
-        server.close()
+        os._exit(0)
 
 
 def _message(verdict: Verdict) -> Verdict:
