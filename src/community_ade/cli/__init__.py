@@ -7,6 +7,7 @@ once per tool call, runs without loading the rest of the CLI."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,10 @@ def __getattr__(name: str) -> Any:
 def main() -> None:
     arguments = sys.argv[1:]
     if len(arguments) == 2 and arguments[0] == "hook" and arguments[1] in HOOK_HARNESSES:
+        if not os.environ.get("ADE_URL", "").lower().startswith("https:"):
+            # http.client imports ssl only to offer HTTPS; loading OpenSSL is a third of
+            # the hook's start-up, and a plain-HTTP hook never uses it.
+            sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
         from community_ade.hooks import gate
 
         sys.exit(gate.run(arguments[1]))
