@@ -221,7 +221,10 @@ def _verdict(
 ) -> tuple[Verdict | None, Gate | None]:
     """The answer, and the gate that proposed the call (None when nothing was)."""
     try:
-        event = json.loads(stdin.read(MAX_EVENT_BYTES + 1)[: MAX_EVENT_BYTES + 1] or "null")
+        raw = stdin.read(MAX_EVENT_BYTES + 1)
+        if len(raw) > MAX_EVENT_BYTES:
+            raise BadEvent(f"larger than {MAX_EVENT_BYTES} characters")
+        event = json.loads(raw or "null")
         if not isinstance(event, dict):
             raise BadEvent("the hook input must be a JSON object")
         call = EVENTS[harness](event)
