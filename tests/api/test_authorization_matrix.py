@@ -72,6 +72,7 @@ POST   /api/v1/tasks/{task_id}/claim                -                 403 403 40
 POST   /api/v1/tasks/{task_id}/complete             -                 403 403 403 403 ok  401 401
 POST   /api/v1/tasks/{task_id}/fail                 -                 403 403 403 403 ok  401 401
 GET    /api/v1/tasks/{task_id}/preview              task_read         ok  ok  ok  ok  ok  401 401
+GET    /api/v1/tasks/{task_id}/decision             task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/approvals                            task_read         ok  ok  ok  ok  ok  401 401
 GET    /api/v1/approvals/{task_id}                  task_read         ok  ok  ok  ok  ok  401 401
 POST   /api/v1/approvals/{task_id}/approve          review            ok  ok  403 403 403 401 401
@@ -712,6 +713,12 @@ async def get_preview(w: World, caller: str, t: Target) -> Reply:
     return Reply(r, 200, lambda b: b["digest"] == t.digest and "+debug = true" in b["content"])
 
 
+@route("GET", "/api/v1/tasks/{task_id}/decision", submitted_by_submitter)
+async def get_decision(w: World, caller: str, t: Target) -> Reply:
+    r = await w.call(caller, t, "GET", f"/api/v1/tasks/{t.task_id}/decision")
+    return Reply(r, 200, lambda b: b["task_id"] == t.task_id and b["decided"] is False)
+
+
 @route("GET", "/api/v1/approvals", submitted_by_submitter)
 async def list_approvals(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "GET", "/api/v1/approvals?limit=100")
@@ -777,7 +784,15 @@ async def batch(w: World, caller: str, t: Target) -> Reply:
 @route("GET", "/api/v1/policies")
 async def get_policy(w: World, caller: str, t: Target) -> Reply:
     r = await w.call(caller, t, "GET", "/api/v1/policies")
-    return Reply(r, 200, lambda b: b["version"] == 0 and b["document"]["rules"] == [])
+    return Reply(  # the built-in policy: its one rule lets coding agents' reads through
+        r,
+        200,
+        lambda b: (
+            b["version"] == 0
+            and [rule["name"] for rule in b["document"]["rules"]]
+            == ["coding agents: read-only tools"]
+        ),
+    )
 
 
 @route("PUT", "/api/v1/policies")

@@ -34,6 +34,7 @@ async def test_tools_follow_the_configuration(api: Api) -> None:
         "files.read",
         "files.write",
         "wait_for_decision",
+        "permission_prompt",
         "task_status",
         "cancel_task",
     }
@@ -42,7 +43,14 @@ async def test_tools_follow_the_configuration(api: Api) -> None:
     async with Client(Gateway(api.runtime, token=reader).server) as c:
         names2 = {t.name for t in (await c.list_tools()).tools}
         refused = await c.call_tool("files.write", {"title": "x", "payload": {}})
-    assert names2 == {"git.log", "code.search", "wait_for_decision", "task_status", "cancel_task"}
+    assert names2 == {
+        "git.log",
+        "code.search",
+        "wait_for_decision",
+        "permission_prompt",
+        "task_status",
+        "cancel_task",
+    }
     assert refused.is_error
     assert body(refused)["error"] == "tool_not_enabled"
 
@@ -96,7 +104,13 @@ async def test_allowed_task_types_prompt_and_policy(api: Api) -> None:
     )
     async with Client(Gateway(api.runtime, token=token).server) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
-        assert set(tools) == {"agent.call", "wait_for_decision", "task_status", "cancel_task"}
+        assert set(tools) == {
+            "agent.call",
+            "wait_for_decision",
+            "permission_prompt",
+            "task_status",
+            "cancel_task",
+        }
         schema = tools["agent.call"].input_schema["properties"]["payload"]
         assert schema["required"] == ["function"]
         prompt = await c.get_prompt("system_prompt")

@@ -86,6 +86,7 @@ async def test_streamable_http_propose_approve_apply(live: Live, tmp_path: Path)
             "files.read",
             "files.write",
             "wait_for_decision",
+            "permission_prompt",
             "task_status",
             "cancel_task",
         }
@@ -158,6 +159,7 @@ async def test_stdio_subprocess(live: Live, tmp_path: Path) -> None:
             "files.write",
             "code.search",
             "wait_for_decision",
+            "permission_prompt",
             "task_status",
             "cancel_task",
         }

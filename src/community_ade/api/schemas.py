@@ -354,6 +354,11 @@ class EvaluateBody(BaseModel):
     type: str = Field(min_length=1, max_length=100)
     resources: list[ResourceRefModel] = Field(default_factory=list, max_length=100)
     lines_changed: int = Field(default=0, ge=0, le=10_000_000)
+    call: str | None = Field(
+        default=None,
+        max_length=200,
+        description="For an `agent.call`: the function it calls (rules' `calls` match it).",
+    )
 
 
 class EvaluateOut(BaseModel):

@@ -15,7 +15,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade.approvals.delegation import Delegation as DelegationRule
-from community_ade.approvals.policy_document import EscalateOnTimeout, PolicyDocument
+from community_ade.approvals.policy_document import (
+    EscalateOnTimeout,
+    PolicyDocument,
+    builtin_policy_document,
+)
 from community_ade.approvals.reviews import reviewer_named
 from community_ade.approvals.risk import ResourceRef, ResourceType
 from community_ade.approvals.service import (
@@ -52,7 +56,7 @@ class Governance:
             select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1)
         )
         if row is None:
-            return 0, PolicyDocument()
+            return 0, builtin_policy_document()
         return row.version, PolicyDocument.model_validate(row.document)
 
     async def put_policy(self, principal: Principal, document: PolicyDocument) -> int:
@@ -107,6 +111,7 @@ class Governance:
         resources: Sequence[ResourceRef],
         *,
         lines_changed: int = 0,
+        call: str | None = None,
     ) -> Routing:
         """The requirement set and the eligible reviewers a task like this would get."""
         require(principal, Permission.POLICY_READ)
@@ -114,7 +119,7 @@ class Governance:
         if lines_changed < 0:
             raise InvalidInput("lines_changed must not be negative")
         return await self.tasks.route(
-            task_type, resources, lines_changed, submitter=str(principal.user_id)
+            task_type, resources, lines_changed, submitter=str(principal.user_id), call=call
         )
 
     # -- delegations ------------------------------------------------------------------

@@ -151,11 +151,13 @@ class GroupRequirement:
 @dataclass(frozen=True)
 class PolicyRule:
     """One stored rule. It matches a task when the task type matches one of its globs, the
-    task touches one of its resource types (none listed: any), and the risk lies in
-    ``[risk_min, risk_max]`` (both ends included). A TTL left ``None`` defers to the policy
-    default; ``auto_approve_below`` ``None`` forbids auto-approval. The clock fields
-    (``reminders``, ``on_review_timeout``, ``on_approval_timeout``; see ``timeouts.py``)
-    left empty defer to the next matched rule, then to "no reminders, expire"."""
+    task touches one of its resource types (none listed: any), the risk lies in
+    ``[risk_min, risk_max]`` (both ends included), and, when ``calls`` are listed, the task
+    is a call (``agent.call``: a coding agent's tool call) whose function name matches one
+    of them. A TTL left ``None`` defers to the policy default; ``auto_approve_below``
+    ``None`` forbids auto-approval. The clock fields (``reminders``, ``on_review_timeout``,
+    ``on_approval_timeout``; see ``timeouts.py``) left empty defer to the next matched
+    rule, then to "no reminders, expire"."""
 
     name: str
     task_types: tuple[str, ...]
@@ -172,12 +174,17 @@ class PolicyRule:
     reminders: tuple[float, ...] = ()
     on_review_timeout: ReviewTimeoutRule | None = None
     on_approval_timeout: ApprovalTimeout | None = None
+    # Globs on the called function's name (an ``agent.call`` task's ``function``, e.g. a
+    # coding agent's tool: ``Read``, ``Bash``, ``mcp__*``); empty: any task, call or not.
+    calls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidInput("a policy rule needs a non-empty name")
         where = f"rule {self.name!r}"
         object.__setattr__(self, "task_types", normalize_globs(self.task_types, where))
+        if self.calls:
+            object.__setattr__(self, "calls", normalize_globs(self.calls, f"{where}: calls"))
         object.__setattr__(self, "resource_types", parse_resource_types(self.resource_types))
         low = check_percent(self.risk_min, f"{where}: risk_min")
         high = check_percent(self.risk_max, f"{where}: risk_max")
@@ -215,11 +222,18 @@ class PolicyRule:
             seen.add(g.group)
         return groups
 
-    def matches(self, task_type: str, touched: Collection[ResourceType], risk: float) -> bool:
+    def matches(
+        self,
+        task_type: str,
+        touched: Collection[ResourceType],
+        risk: float,
+        call: str | None = None,
+    ) -> bool:
         return (
             task_type_matches(self.task_types, task_type)
             and (not self.resource_types or not self.resource_types.isdisjoint(touched))
             and self.risk_min <= risk <= self.risk_max
+            and (not self.calls or (call is not None and task_type_matches(self.calls, call)))
         )
 
 
@@ -256,12 +270,17 @@ class Policy:
         _check_ttl(self.default_approval_ttl, "the default approval_ttl")
 
     def matching(
-        self, task_type: str, resources: Sequence[ResourceRef], risk: RiskScore | float
+        self,
+        task_type: str,
+        resources: Sequence[ResourceRef],
+        risk: RiskScore | float,
+        call: str | None = None,
     ) -> tuple[PolicyRule, ...]:
-        """The rules that match, in policy order."""
+        """The rules that match, in policy order (``call``: the function an ``agent.call``
+        task calls)."""
         touched = {r.type for r in resources}
         value = risk_value(risk)
-        return tuple(rule for rule in self.rules if rule.matches(task_type, touched, value))
+        return tuple(rule for rule in self.rules if rule.matches(task_type, touched, value, call))
 
 
 @dataclass(frozen=True)
@@ -338,9 +357,13 @@ class Requirements:
 
 
 def compute_requirements(
-    policy: Policy, task_type: str, resources: Sequence[ResourceRef], risk: RiskScore | float
+    policy: Policy,
+    task_type: str,
+    resources: Sequence[ResourceRef],
+    risk: RiskScore | float,
+    call: str | None = None,
 ) -> Requirements:
-    """The requirement set of a task.
+    """The requirement set of a task (``call``: the function of an ``agent.call`` task).
 
     - groups: every group of every matched rule, with the largest count any rule asks;
     - TTLs: the shortest a matched rule sets, else the policy default;
@@ -352,7 +375,7 @@ def compute_requirements(
     if not isinstance(task_type, str) or not task_type.strip():
         raise InvalidInput("a task type must be a non-empty string")
     value = risk_value(risk)
-    matched = policy.matching(task_type, resources, value)
+    matched = policy.matching(task_type, resources, value, call)
     counts: dict[str, int] = {}
     for rule in matched:
         for g in rule.groups:

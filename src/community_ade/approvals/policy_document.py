@@ -111,6 +111,12 @@ class RuleDocument(BaseModel):
         if any(b <= a for a, b in itertools.pairwise(value)):
             raise ValueError("reminders must be strictly increasing fractions of review_ttl")
         return value
+    calls: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Globs on the function an `agent.call` task calls (a coding agent's "
+        "tool: `Read`, `Bash`, `mcp__*`); empty: any task.",
+    )
 
     def to_rule(self) -> PolicyRule:
         return PolicyRule(
@@ -128,6 +134,7 @@ class RuleDocument(BaseModel):
             reminders=tuple(self.reminders),
             on_review_timeout=_review_timeout(self.on_review_timeout),
             on_approval_timeout=self.on_approval_timeout,
+            calls=tuple(self.calls),
         )
 
 
@@ -156,3 +163,34 @@ class PolicyDocument(BaseModel):
 
 def _ttl(seconds: int | None) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
+
+
+# The coding agents' tools that only read (Claude Code's, Cursor's file reads): the
+# built-in policy lets them through at once, so a hook answers "allow" without a reviewer.
+# Everything else a coding agent asks (Bash, Write, Edit, MCP tools …) matches no rule and
+# goes to the reviewers by the risk quorum. An admin's stored policy replaces this one.
+READ_ONLY_AGENT_TOOLS = (
+    "Read",
+    "Grep",
+    "Glob",
+    "LS",
+    "NotebookRead",
+    "TodoWrite",
+    "TodoRead",
+    "BashOutput",
+    "ReadFile",
+)
+
+
+def builtin_policy_document() -> PolicyDocument:
+    """Version 0, in force until an admin stores a policy."""
+    return PolicyDocument(
+        rules=[
+            RuleDocument(
+                name="coding agents: read-only tools",
+                task_types=["agent.call"],
+                calls=list(READ_ONLY_AGENT_TOOLS),
+                auto_approve_below=100,
+            )
+        ]
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from community_ade.approvals.policy import (
     Requirements,
     compute_requirements,
 )
-from community_ade.approvals.policy_document import PolicyDocument
+from community_ade.approvals.policy_document import PolicyDocument, builtin_policy_document
 from community_ade.approvals.risk import ResourceRef, RiskScore, score_task
 from community_ade.approvals.states import TaskState, Trigger, next_state
 from community_ade.approvals.timeouts import (
@@ -43,6 +44,7 @@ from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from community_ade.execution.dispatch import enqueue_after_commit
 from community_ade.execution.executors import get_executor
+from community_ade.execution.executors.agent_call import TASK_TYPE as AGENT_CALL
 from community_ade.execution.executors.base import FieldError, Plan, PlanContext, invalid
 from community_ade.execution.rules import check_lockable
 from community_ade.secrets.references import UsesSecrets
@@ -415,6 +417,7 @@ class TaskService:
             plan.lines_changed,
             submitter=str(task.submitter_id),
             agent_owner=str(agent_owner) if agent_owner else None,
+            call=called_function(task.type, task.payload),
         )
         risk, requirements = routing.risk, routing.requirements
         # A new preview is a new round: routed afresh (any escalation is gone from the
@@ -476,10 +479,11 @@ class TaskService:
         *,
         submitter: str,
         agent_owner: str | None = None,
+        call: str | None = None,
     ) -> Routing:
         """Score a task and route it by the policy in force (submit and evaluate)."""
         risk = score_task(resources, lines_changed, await self.recent_failures(task_type))
-        requirements = compute_requirements(await self.policy(), task_type, resources, risk)
+        requirements = compute_requirements(await self.policy(), task_type, resources, risk, call)
         groups, roles = await directory(self.session)
         reviewers = eligible_reviewers(
             requirements, groups, roles, submitter=submitter, agent_owner=agent_owner
@@ -496,7 +500,7 @@ class TaskService:
             )
         ).first()
         if row is None:
-            return Policy(version=0)
+            return _builtin_policy()
         return _parsed_policy(row.version, row.document)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -575,6 +579,17 @@ class TaskService:
 # and validating its document again each time cost more than the rest of the routing.
 # Compared by value, so another database with the same version number is not confused.
 _last_policy: tuple[int, dict[str, Any], Policy] | None = None
+
+
+def called_function(task_type: str, payload: Mapping[str, Any]) -> str | None:
+    """The function an ``agent.call`` task calls, which policy rules' ``calls`` match."""
+    function = payload.get("function") if task_type == AGENT_CALL else None
+    return function if isinstance(function, str) else None
+
+
+@functools.cache
+def _builtin_policy() -> Policy:
+    return builtin_policy_document().to_policy(0)
 
 
 def _parsed_policy(version: int, document: dict[str, Any]) -> Policy:

@@ -15,7 +15,6 @@ decision is ``ReviewService``, cancelling is ``TaskService.cancel``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -27,38 +26,40 @@ from mcp import types
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from community_ade import __version__
 from community_ade.agents.leases import Lease, LeaseStore
 from community_ade.api.schemas import ReviewersOut, RiskOut, TaskCreate
+from community_ade.approvals.decision_wait import (
+    MAX_WAIT_SECONDS,
+    checked_wait,
+    decision_status,
+    wait_for_decision,
+)
 from community_ade.approvals.governance import Governance
-from community_ade.approvals.reviews import ReviewService
 from community_ade.approvals.service import TaskService
-from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Principal
 from community_ade.auth.service import authenticate_token
 from community_ade.auth.tokens import parse_token
 from community_ade.errors import AdeError, InvalidInput, NotFound, Unauthenticated
-from community_ade.events.envelope import Filter
 from community_ade.events.hub import Hub
 from community_ade.execution.executors import (
     description_of,
     load_executors,
     payload_schema_of,
 )
+from community_ade.hooks import harness
 from community_ade.mcp_gateway import reads
-from community_ade.mcp_gateway.tools import MAX_WAIT_SECONDS, ToolSpec, tools_for
+from community_ade.mcp_gateway.tools import ToolSpec, tools_for
 from community_ade.runtime import Runtime
-from community_ade.storage.models import Agent, Task, User, utcnow
+from community_ade.storage.models import Agent, Task, utcnow
 
 log = logging.getLogger(__name__)
 
 INVALID_PARAMS = -32602
 UNAUTHORIZED = -32001  # an application error code: the token is missing or not valid
 PREVIEW_CHARS = 8000
-POLL_SECONDS = 0.25
 POLICY_URI = "ade://policy"
 INSTRUCTIONS = (
     "Community ADE governs the changes you make. Read tools answer at once. A change tool "
@@ -67,16 +68,6 @@ INSTRUCTIONS = (
     "exactly the preview you were shown; a request for changes comes back with the "
     "reviewers' comments, so revise and propose again."
 )
-_OUTCOME = {
-    TaskState.APPROVED: "approved",
-    TaskState.APPLYING: "approved",
-    TaskState.COMPLETED: "applied",
-    TaskState.FAILED: "failed",
-    TaskState.REJECTED: "rejected",
-    TaskState.EXPIRED: "expired",
-    TaskState.CANCELLED: "cancelled",
-    TaskState.DRAFT: "changes_requested",
-}
 
 
 def _bearer(ctx: ServerRequestContext[Any, Any]) -> str | None:
@@ -226,11 +217,13 @@ class Gateway:
                         },
                         error=True,
                     )
-                if spec.name != "wait_for_decision":
+                if spec.name not in ("wait_for_decision", "permission_prompt"):
                     return await self._run(spec, arguments, principal, session)
             # Waiting holds no transaction (nor, on SQLite, the database's write lock).
             # Authenticated above, so the token parses; a revoke ends the wait at once.
             token_hash = parse_token(_bearer(ctx) or self.token or "").token_hash
+            if spec.name == "permission_prompt":
+                return await self._permission_prompt(principal, token_hash, arguments)
             return await self._wait_for_decision(principal, token_hash, arguments)
         except AdeError as exc:  # the transaction rolled back: nothing half-written
             return _refusal(exc)
@@ -246,13 +239,13 @@ class Gateway:
             return _answer(await self._propose(spec.name, arguments, principal, session))
         if spec.name == "task_status":
             task = await self._task(session, principal, arguments)
-            return _answer(await self._status(session, task))
+            return _answer(await decision_status(session, task))
         if spec.name == "cancel_task":
             tasks = self._tasks(session)
             task = await self._task(session, principal, arguments)
             reason = str(arguments.get("reason", ""))[:1000] or "cancelled by the agent"
             task = await tasks.cancel(principal, task.id, reason)
-            return _answer(await self._status(session, task))
+            return _answer(await decision_status(session, task))
         return _answer({"text": await self._read(spec.name, arguments)})
 
     async def _read(self, name: str, arguments: Mapping[str, Any]) -> str:
@@ -310,87 +303,74 @@ class Gateway:
             raise NotFound(f"no task {task_id} of yours")
         return task
 
-    async def _status(self, session: AsyncSession, task: Task) -> dict[str, Any]:
-        """Where a task stands: the decision with the reviewers' comments, or on whom it
-        still waits; the apply's result once there is one."""
-        state = TaskState(task.state)
-        reviews = ReviewService(session)
-        # The reviews of the preview the agent proposed last (a request for changes
-        # dismisses votes, but its comment is what the agent needs).
-        votes = [r for r in await reviews.reviews_of(task) if r.digest == task.preview_digest]
-        rows = await session.execute(
-            select(User.id, User.username).where(User.id.in_({r.actor_id for r in votes}))
-        )
-        names = {user_id: name for user_id, name in rows}
-        document: dict[str, Any] = {
-            "task_id": str(task.id),
-            "state": state.value,
-            "decided": state not in OPEN_FOR_REVIEW,
-            "outcome": _OUTCOME.get(state, "waiting"),
-            "reviews": [
-                {
-                    "reviewer": names.get(r.actor_id, str(r.actor_id)),
-                    "decision": r.decision,
-                    "comment": r.comment,
-                    "at": r.created_at,
-                }
-                for r in votes
-            ],
-        }
-        if state in OPEN_FOR_REVIEW:
-            accounting = await reviews.accounting(task)
-            document["waiting_on"] = list(accounting.blocked_by) if accounting else []
-            document["review_deadline"] = task.review_deadline
-        if task.result is not None:
-            document["result"] = task.result
-        if task.last_error:
-            document["last_error"] = task.last_error
-        return document
-
     async def _wait_for_decision(
         self, principal: Principal, token_hash: str, arguments: Mapping[str, Any]
     ) -> types.CallToolResult:
-        wait = arguments.get("wait_seconds", 20)
-        if (
-            isinstance(wait, bool)
-            or not isinstance(wait, int | float)
-            or not (0 <= wait <= MAX_WAIT_SECONDS)
-        ):
-            raise InvalidInput(
-                f"wait_seconds is 0 to {MAX_WAIT_SECONDS:g}",
-                errors=[{"path": "wait_seconds", "message": f"0 to {MAX_WAIT_SECONDS:g}"}],
-            )
-        deadline = asyncio.get_running_loop().time() + float(wait)
-        subscriber = None
-        if self.hub is not None:  # subscribe before reading: no event is missed between
-            subject = f"task:{arguments.get('task_id')}"
-            subscriber = self.hub.subscribe(
-                Filter(frozenset({"task", "approval"}), subject),
-                100,
+        wait = checked_wait(arguments.get("wait_seconds", 20))
+
+        async def read(session: AsyncSession) -> Task:
+            return await self._task(session, principal, arguments)
+
+        return _answer(
+            await wait_for_decision(
+                self.runtime.sessions,
+                self.hub,
+                read,
+                task_id=str(arguments.get("task_id")),
                 principal_id=principal.id,
                 token_hash=token_hash,
+                wait=wait,
             )
-        try:
-            while True:
-                async with self.runtime.sessions.begin() as session:
-                    task = await self._task(session, principal, arguments)
-                    status = await self._status(session, task)
-                left = deadline - asyncio.get_running_loop().time()
-                if status["decided"] or left <= 0:
-                    return _answer(status)
-                await self._changed(subscriber, min(left, 5.0))
-        finally:
-            if subscriber is not None and self.hub is not None:
-                self.hub.unsubscribe(subscriber)
+        )
 
-    async def _changed(self, subscriber: Any, timeout: float) -> None:
-        """Until the task's next event (with the hub), or a short poll interval."""
-        if subscriber is None:
-            await asyncio.sleep(min(timeout, POLL_SECONDS))
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await subscriber.queue.get()
+    async def _permission_prompt(
+        self, principal: Principal, token_hash: str, arguments: Mapping[str, Any]
+    ) -> types.CallToolResult:
+        """One tool call of Claude Code (``--permission-prompt-tool``) through review: the
+        same ``agent.call`` task as ``ade hook claude-code``, answered in its format. Not
+        decided within the wait: deny (this format has no "ask"), the task left queued."""
+        tool_input = arguments.get("input")
+        try:
+            call = harness.permission_prompt_call(
+                arguments.get("tool_name"), tool_input, arguments.get("tool_use_id")
+            )
+        except harness.BadEvent as exc:
+            raise InvalidInput(str(exc)) from None
+        try:
+            async with self.runtime.sessions.begin() as session:
+                proposal = await self._propose(
+                    harness.TASK_TYPE,
+                    {k: v for k, v in call.task().items() if k != "type"},
+                    principal,
+                    session,
+                )
+            task_id = proposal["task_id"]
+            if proposal["auto_approved"]:
+                status: dict[str, Any] = {"task_id": task_id, "outcome": "approved"}
+            else:
+
+                async def read(session: AsyncSession) -> Task:
+                    return await self._task(session, principal, {"task_id": task_id})
+
+                status = await wait_for_decision(
+                    self.runtime.sessions,
+                    self.hub,
+                    read,
+                    task_id=task_id,
+                    principal_id=principal.id,
+                    token_hash=token_hash,
+                    wait=MAX_WAIT_SECONDS,
+                )
+            verdict = harness.verdict_of(status, waited=MAX_WAIT_SECONDS)
+            if status.get("outcome") == "changes_requested":
+                # Back in DRAFT, but Claude Code moves on: do not leave it behind.
+                async with self.runtime.sessions.begin() as session:
+                    await self._tasks(session).cancel(
+                        principal, uuid.UUID(task_id), "denied with the reviewers' comments"
+                    )
+        except AdeError as exc:  # refused (not allowed agent.call, input too large …): deny
+            verdict = harness.Verdict("deny", f"Community ADE refused: {exc.message}")
+        return _answer(harness.permission_prompt_answer(verdict, call.arguments))
 
     # -- prompts and resources ----------------------------------------------------------
 

@@ -13,9 +13,10 @@ can call, and nothing else:
   task type's own schema (``GET /api/v1/task-types``). A type outside the agent's
   ``allowed_task_types`` is not offered.
 - **governance tools** (``wait_for_decision``, ``task_status``, ``cancel_task``): always,
-  so an agent can follow what it proposed. ``wait_for_decision`` is a short long-poll
-  (at most 25 s) the model calls again, because many clients cut a tool call off near
-  60 s.
+  so an agent can follow what it proposed; and ``permission_prompt``, the tool Claude
+  Code's ``--permission-prompt-tool`` calls to ask the reviewers about one tool call.
+  ``wait_for_decision`` is a short long-poll (at most 25 s) the model calls again,
+  because many clients cut a tool call off near 60 s.
 
 Catalogue tools this server cannot serve (``web.search``: the network is not ours to
 reach) are not listed.
@@ -27,8 +28,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from community_ade.approvals.decision_wait import MAX_WAIT_SECONDS
+
 ToolKind = Literal["read", "change", "governance"]
-MAX_WAIT_SECONDS = 25.0
 
 _UUID = {"type": "string", "format": "uuid", "description": "The task's id."}
 _PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
@@ -128,6 +130,23 @@ GOVERNANCE_TOOLS: tuple[ToolSpec, ...] = (
                 "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
             },
             ["task_id"],
+        ),
+        "governance",
+    ),
+    ToolSpec(
+        "permission_prompt",
+        "Ask the reviewers for permission",
+        "For Claude Code's --permission-prompt-tool (not for the model): asks Community "
+        f"ADE's reviewers whether a tool call may run, waiting up to {MAX_WAIT_SECONDS:g} s. "
+        'Answers {"behavior": "allow", "updatedInput": …} or {"behavior": "deny", '
+        '"message": …} with the reviewer\'s comment.',
+        _object(
+            {
+                "tool_name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "input": {"type": "object"},
+                "tool_use_id": {"type": "string", "maxLength": 200},
+            },
+            ["tool_name", "input"],
         ),
         "governance",
     ),

@@ -529,3 +529,58 @@ def test_separation_of_duties_matrix(
         assert not allowed
     else:
         assert allowed
+
+
+# -- calls: rules on the function an agent.call calls (the coding-agent hooks) --------
+
+
+def _call_rule(*calls: str) -> PolicyRule:
+    return PolicyRule(name="reads", task_types=("agent.call",), calls=calls, auto_approve_below=100)
+
+
+@pytest.mark.parametrize(
+    ("calls", "call", "matches"),
+    [
+        (("Read", "Grep"), "Read", True),
+        (("Read", "Grep"), "Bash", False),
+        (("Read",), "read", False),  # case-sensitive, like task types
+        (("mcp__*",), "mcp__github__create_issue", True),
+        (("mcp__github__*",), "mcp__slack__post", False),
+        (("Read",), None, False),  # a rule on calls never matches a task that is no call
+        ((), None, True),  # no calls listed: any task
+        ((), "Bash", True),
+    ],
+)
+def test_a_rule_matches_the_called_function_by_glob(
+    calls: tuple[str, ...], call: str | None, matches: bool
+) -> None:
+    rule = PolicyRule(name="r", task_types=("agent.call",), calls=calls)
+    assert rule.matches("agent.call", set(), 10.0, call) is matches
+
+
+def test_an_empty_call_glob_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="calls"):
+        _call_rule("Read", " ")
+
+
+def test_requirements_auto_approve_only_the_calls_a_rule_names() -> None:
+    policy = Policy(version=1, rules=(_call_rule("Read", "Grep"),))
+    read = compute_requirements(policy, "agent.call", [], 5.0, "Read")
+    bash = compute_requirements(policy, "agent.call", [], 5.0, "Bash")
+    assert read.auto_approve
+    assert read.matched_rules == ("reads",)
+    assert not bash.auto_approve
+    assert bash.matched_rules == ()
+    assert bash.approvals_needed == 1  # the risk quorum: one reviewer
+
+
+def test_the_builtin_policy_lets_read_only_agent_tools_through() -> None:
+    from community_ade.approvals.policy_document import builtin_policy_document
+
+    policy = builtin_policy_document().to_policy(0)
+    for tool in ("Read", "Grep", "Glob", "LS", "ReadFile"):
+        assert compute_requirements(policy, "agent.call", [], 0.0, tool).auto_approve
+    for tool in ("Bash", "Write", "Edit", "MultiEdit", "NotebookEdit", "Shell", "mcp__x__y"):
+        assert not compute_requirements(policy, "agent.call", [], 0.0, tool).auto_approve
+    # Only agent.call: another task type is never auto-approved by it.
+    assert not compute_requirements(policy, "files.write", [], 0.0, "Read").auto_approve

@@ -48,6 +48,7 @@ async def evaluate_policy(
         body.type,
         [r.to_domain() for r in body.resources],
         lines_changed=body.lines_changed,
+        call=body.call,
     )
     return EvaluateOut(
         risk=RiskOut.of(result.risk),

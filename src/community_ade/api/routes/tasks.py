@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from community_ade.api.deps import PrincipalDep, SessionDep, TasksDep
+from community_ade.api.deps import (
+    PrincipalApartDep,
+    PrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    TasksDep,
+    bearer,
+)
 from community_ade.api.idempotency import IdempotencyKeyHeader, idempotent
 from community_ade.api.schemas import (
     MAX_PAGE,
@@ -25,10 +34,12 @@ from community_ade.api.schemas import (
     TaskOut,
     TaskUpdate,
 )
-from community_ade.approvals.service import TaskChanges
+from community_ade.approvals.decision_wait import MAX_WAIT_SECONDS, wait_for_decision
+from community_ade.approvals.service import TaskChanges, TaskService
 from community_ade.approvals.states import TaskState
+from community_ade.auth.tokens import parse_token
 from community_ade.errors import NotFound
-from community_ade.storage.models import Preview
+from community_ade.storage.models import Preview, Task
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -126,6 +137,37 @@ async def submit_task(
         )
 
     return await idempotent(idempotency_key, request, session, principal, None, run)
+
+
+@router.get("/{task_id}/decision")
+async def task_decision(
+    task_id: uuid.UUID,
+    principal: PrincipalApartDep,
+    runtime: RuntimeDep,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    wait_seconds: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
+) -> dict[str, Any]:
+    """Where the task's decision stands (a long-poll): answers as soon as it is decided,
+    or after ``wait_seconds`` with ``decided: false`` and on whom it waits. The
+    decision's reviews carry the reviewers' comments. For clients without a WebSocket
+    (the coding-agent hooks, `ade hook`); ask again while it says waiting."""
+
+    async def read(session: AsyncSession) -> Task:
+        return await TaskService(session, plan_context=runtime.plan_context(session)).get(
+            principal, task_id
+        )
+
+    return await wait_for_decision(
+        runtime.sessions,
+        request.app.state.events_hub,
+        read,
+        task_id=task_id,
+        principal_id=principal.id,
+        # Authenticated above, so the token parses; a revoke ends the wait at once.
+        token_hash=parse_token(credentials.credentials.strip() if credentials else "").token_hash,
+        wait=wait_seconds,
+    )
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut)
