@@ -111,6 +111,7 @@ class RuleDocument(BaseModel):
         if any(b <= a for a, b in itertools.pairwise(value)):
             raise ValueError("reminders must be strictly increasing fractions of review_ttl")
         return value
+
     calls: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list,
         max_length=100,
