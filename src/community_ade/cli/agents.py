@@ -40,7 +40,6 @@ from community_ade.cli.common import (
 from community_ade.client import AdeClient, AdeProblem
 from community_ade.errors import AdeError
 from community_ade.infra.aio import Incident, wait_event
-from community_ade.runner.agent_run import run_agent
 from community_ade.runner.endpoints import ModelUnavailable
 from community_ade.runtime import Runtime
 
@@ -328,10 +327,17 @@ async def _until_stopped(work: Coroutine[Any, Any, T]) -> T:
             loop.remove_signal_handler(sig)
 
 
-async def _run_goal(server: str, token: str, name: str, goal: str, wait: float | None) -> str:
+async def _run_goal(
+    server: str, token: str, name: str, goal: str, wait: float | None, script: Path | None
+) -> str:
+    # Imported here: pydantic-ai takes seconds to import, and only a run needs it.
+    from community_ade.runner.agent_run import run_agent
+    from community_ade.runner.scripted import load_script, scripted_model
+
+    model = None if script is None else scripted_model(load_script(script))
     async with AdeClient(server, token) as client:
         result = await _until_stopped(
-            run_agent(client, name, goal, decision_timeout=wait, say=console.print)
+            run_agent(client, name, goal, model=model, decision_timeout=wait, say=console.print)
         )
     return result.output
 
@@ -349,6 +355,13 @@ def run_agent_command(
     decision_timeout: Annotated[
         float | None,
         typer.Option(help="Longest wait for a reviewers' decision per proposal (seconds)."),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay the tool calls of this JSON file instead of asking an LLM "
+            "(rehearse a governance flow; docs/agents.md)."
+        ),
     ] = None,
     lease_seconds: Annotated[
         float | None, typer.Option(help="Lease length, without a goal (default: the server's).")
@@ -376,7 +389,7 @@ def run_agent_command(
     if name is None:
         raise typer.BadParameter("name the agent to run with --goal")
     try:
-        output = asyncio.run(_run_goal(server, token, name, text, decision_timeout))
+        output = asyncio.run(_run_goal(server, token, name, text, decision_timeout, script))
     except ModelUnavailable as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(EXIT_USAGE) from None  # 2: no usable model

@@ -19,10 +19,6 @@ from pydantic import TypeAdapter
 from pydantic_ai import Agent, ModelSettings
 from pydantic_ai.exceptions import ModelAPIError
 from pydantic_ai.models import Model
-from pydantic_ai.models.anthropic import AnthropicModel
-from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.providers.anthropic import AnthropicProvider
-from pydantic_ai.providers.openai import OpenAIProvider
 
 from community_ade.agents.config import Parameters
 from community_ade.api.agent_schemas import AgentOut, CatalogueModelOut
@@ -45,11 +41,18 @@ class RunResult:
 
 def model_for(endpoint: Endpoint) -> Model:
     """The pydantic-ai model talking to ``endpoint``."""
+    # Imported here: each provider's SDK takes seconds to import, and a run needs one.
     if endpoint.kind == "anthropic":
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
         return AnthropicModel(
             endpoint.model_name,
             provider=AnthropicProvider(api_key=endpoint.api_key, base_url=endpoint.base_url),
         )
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
     return OpenAIChatModel(
         endpoint.model_name,
         provider=OpenAIProvider(base_url=endpoint.base_url, api_key=endpoint.api_key),
