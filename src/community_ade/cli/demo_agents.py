@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # A demo run waits this long for a decision, then ends (its task stays in the queue).
 DECISION_WAIT_SECONDS = 120.0
 PRESENCE_RETRY_SECONDS = 5.0
+SHUTDOWN_SECONDS = 2.0
 
 
 def _resource(ref: ResourceRef) -> dict[str, Any]:
@@ -140,9 +141,12 @@ def demo_agents(url: str) -> BackgroundJob:
                 n += 1
                 await asyncio.sleep(random.uniform(*TRICKLE_SECONDS))
         finally:
+            # At shutdown the server no longer answers: closing the leases cannot reach
+            # it, so do not wait for their retries (they lapse on their own).
             for task in work:
                 task.cancel()
-            await asyncio.gather(*work, return_exceptions=True)
+            if work:
+                await asyncio.wait(work, timeout=SHUTDOWN_SECONDS)
             for client in clients.values():
                 await client.aclose()
 
