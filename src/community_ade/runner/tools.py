@@ -5,7 +5,7 @@ same configuration gives the model the same tools whichever door it uses.
 
 - **Read tools** answer at once through the gateway's own implementations
   (``mcp_gateway.reads``), confined to this process's workspace roots
-  (``ADE_ALLOWED_WORKSPACE_ROOTS``, as for the server); ``locks.inspect`` asks the API.
+  (``ADE_WORKSPACE_ROOTS``, as for the server); ``locks.inspect`` asks the API.
 - **Change tools** propose a task with the SDK, then wait for the reviewers' decision
   in the same call (the runner is its own MCP-free client, so no 60 s tool timeout to
   dodge): approved → the worker's result; changes requested or rejected → the reviewers'
