@@ -37,6 +37,7 @@ from community_ade.mcp_gateway.tools import ToolSpec, tools_for
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
+APPLIED_NEXT = frozenset({TaskState.APPROVED, TaskState.APPLYING})
 ToolFunction = Callable[..., Awaitable[str]]
 
 
@@ -137,7 +138,8 @@ class AgentTools:
         self.say(f"proposed {task_type} task {task.id}: {task.title} ({task.state})")
         try:
             decided = await self.client.wait(task.id, self.decision_timeout)
-            if decided.state == TaskState.APPROVED and task_type not in self.applied_by_agent:
+            # Approved (the worker may have begun applying already): wait for the apply.
+            if decided.state in APPLIED_NEXT and task_type not in self.applied_by_agent:
                 decided = await self.client.wait(task.id, self.decision_timeout, until="final")
         except WaitTimeout as exc:
             state = exc.task.state if exc.task else task.state
