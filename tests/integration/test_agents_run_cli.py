@@ -36,7 +36,7 @@ async def new_agent(live: Live, name: str, model: str, tools: list[str]) -> tupl
 def agent_env(live: Live, token: str) -> dict[str, str]:
     env = {**os.environ, "ADE_AGENT_TOKEN": token, "COLUMNS": "200"}
     env["ADE_DATA_DIR"] = str(live.server.settings.data_dir)  # the same workspace roots
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ADE_LLM_MODEL"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
         env.pop(name, None)
     return env
 

@@ -18,49 +18,63 @@ OLLAMA = "http://127.0.0.1:11434/v1"
 
 
 @pytest.mark.parametrize(
-    ("model", "provider", "env", "expected"),
+    ("model", "provider", "env", "expected", "served"),
     [
-        ("gpt-4o", "OpenAI", {"OPENAI_API_KEY": "k"}, Endpoint("openai", "gpt-4o", None, "k")),
+        (
+            "gpt-4o",
+            "OpenAI",
+            {"OPENAI_API_KEY": "k"},
+            Endpoint("openai", "gpt-4o", None, "k"),
+            None,
+        ),
         (
             "gpt-4o",
             "OpenAI",
             {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "https://proxy/v1"},
             Endpoint("openai", "gpt-4o", "https://proxy/v1", "k"),
+            None,
         ),
         (
             "claude-sonnet-4",
             "Anthropic",
             {"ANTHROPIC_API_KEY": "a", "OPENAI_BASE_URL": OLLAMA},
             Endpoint("anthropic", "claude-sonnet-4", None, "a"),
+            None,
         ),
         (
             "claude-sonnet-4",
             " anthropic ",
             {"ANTHROPIC_API_KEY": "a", "ANTHROPIC_BASE_URL": "https://gw"},
             Endpoint("anthropic", "claude-sonnet-4", "https://gw", "a"),
+            None,
         ),
         (  # a local server wants no key
             "llama-3.1-70b",
             "Meta",
-            {"OPENAI_BASE_URL": OLLAMA, "ADE_LLM_MODEL": "llama3.1:70b"},
+            {"OPENAI_BASE_URL": OLLAMA},
             Endpoint("openai", "llama3.1:70b", OLLAMA, NO_KEY),
+            "llama3.1:70b",
         ),
         (
             "mistral-large",
             "Mistral AI",
             {"OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_API_KEY": "v"},
             Endpoint("openai", "mistral-large", "http://vllm:8000/v1", "v"),
+            None,
         ),
         (  # an OpenAI model served by a compatible server, blank values ignored
             "gpt-4o",
             "OpenAI",
-            {"OPENAI_BASE_URL": OLLAMA, "OPENAI_API_KEY": "k", "ADE_LLM_MODEL": "  "},
+            {"OPENAI_BASE_URL": OLLAMA, "OPENAI_API_KEY": "k"},
             Endpoint("openai", "gpt-4o", OLLAMA, "k"),
+            "  ",
         ),
     ],
 )
-def test_endpoints(model: str, provider: str, env: dict[str, str], expected: Endpoint) -> None:
-    assert endpoint_for(model, provider, env) == expected
+def test_endpoints(
+    model: str, provider: str, env: dict[str, str], expected: Endpoint, served: str | None
+) -> None:
+    assert endpoint_for(model, provider, env, served) == expected
 
 
 @pytest.mark.parametrize(

@@ -328,7 +328,14 @@ async def _until_stopped(work: Coroutine[Any, Any, T]) -> T:
 
 
 async def _run_goal(
-    server: str, token: str, name: str, goal: str, wait: float | None, script: Path | None
+    server: str,
+    token: str,
+    name: str,
+    goal: str,
+    *,
+    wait: float | None,
+    script: Path | None,
+    served_model: str | None,
 ) -> str:
     # Imported here: pydantic-ai takes seconds to import, and only a run needs it.
     from community_ade.runner.agent_run import run_agent
@@ -337,7 +344,15 @@ async def _run_goal(
     model = None if script is None else scripted_model(load_script(script))
     async with AdeClient(server, token) as client:
         result = await _until_stopped(
-            run_agent(client, name, goal, model=model, decision_timeout=wait, say=console.print)
+            run_agent(
+                client,
+                name,
+                goal,
+                model=model,
+                served_name=served_model,
+                decision_timeout=wait,
+                say=console.print,
+            )
         )
     return result.output
 
@@ -356,6 +371,14 @@ def run_agent_command(
         float | None,
         typer.Option(help="Longest wait for a reviewers' decision per proposal (seconds)."),
     ] = None,
+    served_model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's name on the endpoint, when it differs from the catalogue's "
+            "(Ollama: llama3.1:70b).",
+            max=200,
+        ),
+    ] = None,
     script: Annotated[
         Path | None,
         typer.Option(
@@ -373,7 +396,7 @@ def run_agent_command(
     configuration (model, system prompt, temperature/top_p/max tokens, exactly its enabled
     tools), online while it works; every change it makes is a task for reviewers. The
     model's endpoint comes from the environment: OPENAI_BASE_URL / OPENAI_API_KEY (OpenAI,
-    Ollama, vLLM…), ANTHROPIC_API_KEY, ADE_LLM_MODEL (see docs/agents.md). No model or
+    Ollama, vLLM…), ANTHROPIC_API_KEY (see docs/agents.md). No model or
     an unreachable one: exit 2.
 
     Without a goal: hold the agent's lease with heartbeats until stopped, so it shows
@@ -389,7 +412,16 @@ def run_agent_command(
     if name is None:
         raise typer.BadParameter("name the agent to run with --goal")
     try:
-        output = asyncio.run(_run_goal(server, token, name, text, decision_timeout, script))
+        work = _run_goal(
+            server,
+            token,
+            name,
+            text,
+            wait=decision_timeout,
+            script=script,
+            served_model=served_model,
+        )
+        output = asyncio.run(work)
     except ModelUnavailable as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(EXIT_USAGE) from None  # 2: no usable model

@@ -76,10 +76,13 @@ async def configuration(client: AdeClient, name: str) -> AgentOut:
     raise NotFound(f"no agent named {name!r}")
 
 
-async def catalogue_model(client: AdeClient, config: AgentOut, env: Mapping[str, str]) -> Model:
+async def catalogue_model(
+    client: AdeClient, config: AgentOut, env: Mapping[str, str], served_name: str | None = None
+) -> Model:
+    """The model of the agent's catalogue entry, at the endpoint the environment names."""
     models = _MODELS.validate_python(await client.transport.request("GET", "/catalogue/models"))
     provider = next((m.provider for m in models if m.id == config.model), None)
-    return model_for(endpoint_for(config.model, provider, env))
+    return model_for(endpoint_for(config.model, provider, env, served_name))
 
 
 async def run_agent(
@@ -90,6 +93,7 @@ async def run_agent(
     model: Model | None = None,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
+    served_name: str | None = None,
     decision_timeout: float | None = None,
     say: Say = lambda _: None,
 ) -> RunResult:
@@ -106,7 +110,8 @@ async def run_agent(
         raise InvalidInput(f"the goal must be 1 to {GOAL_MAX} characters")
     config = await configuration(client, name)
     if model is None:
-        model = await catalogue_model(client, config, os.environ if env is None else env)
+        environment = os.environ if env is None else env
+        model = await catalogue_model(client, config, environment, served_name)
     types = await client.task_types()
     tools = AgentTools(
         client,

@@ -9,9 +9,9 @@ environment (pure: the environment is passed in).
   AI, a model an admin added) the base URL is required, since only the operator knows
   which server hosts it (Ollama ``http://127.0.0.1:11434/v1``, vLLM
   ``http://HOST:8000/v1``), and a local server needs no key.
-- ``ADE_LLM_MODEL`` overrides the model name sent to the endpoint, when the server names
-  the model differently from the catalogue (Ollama's ``llama3.1:70b`` for the catalogue's
-  ``llama-3.1-70b``).
+- ``served_name`` (``ade agents run --served-model``) overrides the model name sent to
+  the endpoint, when the server names the model differently from the catalogue (Ollama's
+  ``llama3.1:70b`` for the catalogue's ``llama-3.1-70b``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def endpoint_for(model_id: str, provider: str | None, env: Mapping[str, str]) -> Endpoint:
+def endpoint_for(
+    model_id: str, provider: str | None, env: Mapping[str, str], served_name: str | None = None
+) -> Endpoint:
     """The endpoint for catalogue model ``model_id`` of ``provider`` (None: the model is
     not in the catalogue).
 
@@ -64,7 +66,7 @@ def endpoint_for(model_id: str, provider: str | None, env: Mapping[str, str]) ->
         raise ModelUnavailable("the agent has no model configured: set one (ade agents set)")
     if provider is None:
         raise ModelUnavailable(f"the model {model_id!r} is not in the catalogue")
-    name = _env(env, "ADE_LLM_MODEL") or model_id
+    name = (served_name or "").strip() or model_id
     if provider.strip().lower() == "anthropic":
         key = _env(env, "ANTHROPIC_API_KEY")
         if key is None:
