@@ -9,7 +9,6 @@ import uvicorn
 
 from community_ade.api.app import create_app
 from community_ade.cli.common import console, load_settings, run
-from community_ade.cli.demo_agents import demo_agents
 from community_ade.cli.demo_data import CONNECTABLE_AGENT, logins, seed
 
 
@@ -66,7 +65,12 @@ def serve(
                 f'--header "Authorization: Bearer {agent_token}"',
                 soft_wrap=True,  # one line to copy, whatever the terminal's width
             )
-    jobs = [demo_agents(_reachable(host, port))] if demo else []
+    jobs = []
+    if demo:
+        # Imported here: the demo agents bring pydantic-ai, seconds to import.
+        from community_ade.cli.demo_agents import demo_agents
+
+        jobs.append(demo_agents(_reachable(host, port)))
     uvicorn.run(
         create_app(settings, run_worker=worker, jobs=jobs),
         host=host,
