@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.box import SIMPLE
+from rich.markup import escape
 from rich.table import Table
 
 from community_ade.agents.config import AgentConfig, Parameters
@@ -351,7 +352,7 @@ async def _run_goal(
                 model=model,
                 served_name=served_model,
                 decision_timeout=wait,
-                say=console.print,
+                say=_say,
             )
         )
     return result.output
@@ -423,18 +424,23 @@ def run_agent_command(
         )
         output = asyncio.run(work)
     except ModelUnavailable as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
         raise typer.Exit(EXIT_USAGE) from None  # 2: no usable model
     except asyncio.CancelledError:
-        console.print(f"agent {name} stopped; lease released")
+        console.print(f"agent {escape(name)} stopped; lease released")
         return
     except (AdeError, AdeProblem) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
     except httpx.TransportError as exc:
         err_console.print(f"[red]error:[/red] cannot reach {server}: {exc}")
         raise typer.Exit(EXIT_UNAVAILABLE) from None
-    console.print(output, soft_wrap=True)
+    _say(output)
+
+
+def _say(text: str) -> None:
+    """Print what the model or a reviewer wrote as it is (``[…]`` is not markup)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _hold(server: str, token: str, lease_seconds: float | None) -> None:
