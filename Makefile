@@ -24,7 +24,7 @@ $(HTMX):
 # Re-install only when pyproject.toml is newer than the stamp.
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -e '.[dev,bench,examples]'
 	touch $@
 
 lint: venv

@@ -312,3 +312,34 @@ async def test_toast_sentences(api: Api) -> None:
     assert await said(type="task:failed", subject=subject) == "“raise the limit” failed to apply"
     assert await said(type="task:completed", subject=f"task:{uuid.uuid4()}") == "a task was applied"
     assert await said(type="approval:approved", subject="task:not-a-uuid") == "a task is approved"
+
+
+async def test_agents_are_shown_by_name_not_id(api: Api) -> None:
+    """A task an agent proposed, the agent's audit events and a lease toast name it."""
+    made = await api.client.post(
+        "/api/v1/agents", json={"name": "named-bot", "model": "gpt-4o"}, headers=api.as_("alice")
+    )
+    agent = made.json()
+    issued = await api.client.post(
+        f"/api/v1/agents/{agent['id']}/tokens", json={"name": "t"}, headers=api.as_("alice")
+    )
+    headers = {"Authorization": f"Bearer {issued.json()['token']}"}
+    body = {
+        "type": "files.write",
+        "title": "agent change",
+        "payload": {
+            "root": str(api.workspace),
+            "changes": [{"path": "x.conf", "action": "write", "content": "x\n"}],
+        },
+    }
+    made = await api.client.post("/api/v1/tasks", json=body, headers=headers)
+    assert made.status_code == 201, made.text
+    visitor = Visitor(api, "vic")
+    tasks = await visitor.get("/tasks?state=any")
+    is_page(tasks, 200)
+    assert "through agent named-bot" in tasks.text
+    audit = await visitor.get(f"/audit?subject=agent:{agent['id']}")
+    is_page(audit, 200)
+    assert f'agent <a href="/agents/{agent["id"]}">named-bot</a>' in audit.text
+    told = await visitor.get(f"/live/describe?type=agent:online&subject=agent:{agent['id']}")
+    assert told.text == "agent:online: agent named-bot by someone"

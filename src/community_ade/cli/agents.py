@@ -1,5 +1,6 @@
-"""``ade agents``: list, show, create, set, versions, revert; and ``run``, an agent process
-that holds a lease over HTTP until it is stopped (for demos and tests).
+"""``ade agents``: list, show, create, set, versions, revert; and ``run``: an agent run
+from its stored configuration toward a goal (``community_ade.runner``), or, without a
+goal, a process that holds the agent's lease over HTTP until it is stopped.
 
 Changes are attributed to the user named with ``--as`` (the audit log names who did it)
 and checked like the same change over the API: the user must own the agent or be an admin.
@@ -14,11 +15,14 @@ import logging
 import os
 import signal
 import uuid
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
 from rich.box import SIMPLE
+from rich.markup import escape
 from rich.table import Table
 
 from community_ade.agents.config import AgentConfig, Parameters
@@ -27,14 +31,20 @@ from community_ade.auth import service as auth
 from community_ade.cli.common import (
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     OPERATOR,
     acting_principal,
     console,
     err_console,
     run,
 )
+from community_ade.client import AdeClient, AdeProblem
+from community_ade.errors import AdeError
 from community_ade.infra.aio import Incident, wait_event
+from community_ade.runner.endpoints import ModelUnavailable
 from community_ade.runtime import Runtime
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -284,19 +294,156 @@ async def hold_lease(server: str, token: str, lease_seconds: float | None) -> No
             console.print("lease closed")
 
 
+GOAL_FILE_MAX_BYTES = 200_000
+
+
+def _goal(goal: str | None, goal_file: Path | None) -> str | None:
+    if goal is not None and goal_file is not None:
+        raise typer.BadParameter("give --goal or --goal-file, not both")
+    if goal_file is None:
+        return goal
+    try:
+        with goal_file.open("rb") as stream:
+            data = stream.read(GOAL_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {goal_file}: {exc.strerror}") from None
+    if len(data) > GOAL_FILE_MAX_BYTES:
+        raise typer.BadParameter(f"{goal_file} is over {GOAL_FILE_MAX_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{goal_file} is not UTF-8 text") from None
+
+
+async def _until_stopped(work: Coroutine[Any, Any, T]) -> T:
+    """``work``, cancelled on SIGINT/SIGTERM (its ``finally`` blocks close the lease)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_goal(
+    server: str,
+    token: str,
+    name: str,
+    goal: str,
+    *,
+    wait: float | None,
+    script: Path | None,
+    served_model: str | None,
+) -> str:
+    # Imported here: pydantic-ai takes seconds to import, and only a run needs it.
+    from community_ade.runner.agent_run import run_agent
+    from community_ade.runner.scripted import load_script, scripted_model
+
+    model = None if script is None else scripted_model(load_script(script))
+    async with AdeClient(server, token) as client:
+        result = await _until_stopped(
+            run_agent(
+                client,
+                name,
+                goal,
+                model=model,
+                served_name=served_model,
+                decision_timeout=wait,
+                say=_say,
+            )
+        )
+    return result.output
+
+
 @app.command("run")
-def run_agent(
+def run_agent_command(
+    name: Annotated[
+        str | None, typer.Argument(help="The agent to run (with --goal or --goal-file).")
+    ] = None,
+    goal: Annotated[str | None, typer.Option(help="What the agent should do.")] = None,
+    goal_file: Annotated[
+        Path | None, typer.Option(help="A UTF-8 file holding the goal (at most 200 kB).")
+    ] = None,
     server: Annotated[str, typer.Option(help="The API's base URL.")] = "http://127.0.0.1:8000",
+    decision_timeout: Annotated[
+        float | None,
+        typer.Option(help="Longest wait for a reviewers' decision per proposal (seconds)."),
+    ] = None,
+    served_model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's name on the endpoint, when it differs from the catalogue's "
+            "(Ollama: llama3.1:70b).",
+            max=200,
+        ),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay the tool calls of this JSON file instead of asking an LLM "
+            "(rehearse a governance flow; docs/agents.md)."
+        ),
+    ] = None,
     lease_seconds: Annotated[
-        float | None, typer.Option(help="Lease length (default: the server's).")
+        float | None, typer.Option(help="Lease length, without a goal (default: the server's).")
     ] = None,
 ) -> None:
-    """Be the agent whose token is in ADE_AGENT_TOKEN: hold a lease with heartbeats until
-    stopped (Ctrl-C, SIGTERM), so the agent shows as online."""
+    """Be the agent whose token is in ADE_AGENT_TOKEN.
+
+    With NAME and --goal (or --goal-file): run it as an LLM agent built from its stored
+    configuration (model, system prompt, temperature/top_p/max tokens, exactly its enabled
+    tools), online while it works; every change it makes is a task for reviewers. The
+    model's endpoint comes from the environment: OPENAI_BASE_URL / OPENAI_API_KEY (OpenAI,
+    Ollama, vLLM…), ANTHROPIC_API_KEY (see docs/agents.md). No model or
+    an unreachable one: exit 2.
+
+    Without a goal: hold the agent's lease with heartbeats until stopped, so it shows
+    online. Ctrl-C or SIGTERM stops either cleanly (the lease is released)."""
     token = os.environ.get("ADE_AGENT_TOKEN", "").strip()
     if not token:
         err_console.print("[red]error:[/red] set ADE_AGENT_TOKEN to the agent's API token")
         raise typer.Exit(EXIT_FAILED)
+    text = _goal(goal, goal_file)
+    if text is None:
+        _hold(server, token, lease_seconds)
+        return
+    if name is None:
+        raise typer.BadParameter("name the agent to run with --goal")
+    try:
+        work = _run_goal(
+            server,
+            token,
+            name,
+            text,
+            wait=decision_timeout,
+            script=script,
+            served_model=served_model,
+        )
+        output = asyncio.run(work)
+    except ModelUnavailable as exc:
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(EXIT_USAGE) from None  # 2: no usable model
+    except asyncio.CancelledError:
+        console.print(f"agent {escape(name)} stopped; lease released")
+        return
+    except (AdeError, AdeProblem) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from None
+    except httpx.TransportError as exc:
+        err_console.print(f"[red]error:[/red] cannot reach {server}: {exc}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    _say(output)
+
+
+def _say(text: str) -> None:
+    """Print what the model or a reviewer wrote as it is (``[…]`` is not markup)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _hold(server: str, token: str, lease_seconds: float | None) -> None:
     try:
         asyncio.run(hold_lease(server, token, lease_seconds))
     except httpx.HTTPError as exc:

@@ -1,6 +1,7 @@
 """Demo data for ``ade serve --demo``: people with passwords, reviewer groups, a policy,
-agents, a workspace and a git repository to change, tasks in several states — and a
-trickle of new tasks while the server runs, so the review queue is live within a minute.
+agents, a workspace and a git repository to change, tasks in several states — and the
+trickle of changes the demo agents propose while the server runs (``demo_agents``), so
+the review queue is live within a minute.
 
 Seeding happens once per data directory. The logins (passwords) and API tokens are demo
 credentials, written to ``demo-logins.json`` and ``demo-tokens.json`` there (mode 0600)
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 import secrets
 import subprocess
@@ -32,11 +32,8 @@ from community_ade.approvals.risk import Action, ResourceRef, ResourceType, Scop
 from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth import service as auth
 from community_ade.auth.principal import Principal
-from community_ade.errors import AdeError
 from community_ade.runtime import Runtime
-from community_ade.storage.models import Agent, User, utcnow
-
-log = logging.getLogger(__name__)
+from community_ade.storage.models import Agent, User
 
 PEOPLE = {"admin": "admin", "alice": "submitter", "bob": "reviewer", "carol": "reviewer"}
 GROUPS = {"sre": ("site reliability", ("carol",)), "db-owners": ("database owners", ("bob",))}
@@ -335,30 +332,3 @@ TRICKLE: tuple[tuple[TrickleItem, str], ...] = (
     (_scale, "deploy-bot"),
     (_secret, "deploy-bot"),
 )
-
-
-async def add_trickle_task(runtime: Runtime, n: int) -> str:
-    """Create and submit the ``n``-th task of the trickle, as one of the demo agents."""
-    make, agent_name = TRICKLE[n % len(TRICKLE)]
-    draft = make(runtime, n)
-    async with runtime.sessions.begin() as session:
-        agent = await _agent(session, agent_name)
-        tasks = TaskService(session, plan_context=runtime.plan_context(session))
-        created = await tasks.create(agent, draft)
-        await tasks.submit(agent, created.id)
-    return draft.title
-
-
-async def trickle(runtime: Runtime) -> None:
-    """New tasks every 20-30 s while the demo server runs (the first after a few seconds)."""
-    await asyncio.sleep(TRICKLE_FIRST_SECONDS)
-    n = int(utcnow().timestamp()) % 10_000  # a fresh series after each restart
-    while True:
-        try:
-            title = await add_trickle_task(runtime, n)
-        except (AdeError, LookupError) as exc:
-            log.warning("demo trickle: could not add a task: %s", exc)
-        else:
-            log.info("demo trickle: submitted %r", title)
-        n += 1
-        await asyncio.sleep(random.uniform(*TRICKLE_SECONDS))

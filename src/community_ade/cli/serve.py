@@ -9,17 +9,27 @@ import uvicorn
 
 from community_ade.api.app import create_app
 from community_ade.cli.common import console, load_settings, run
-from community_ade.cli.demo_data import CONNECTABLE_AGENT, logins, seed, trickle
+from community_ade.cli.demo_data import CONNECTABLE_AGENT, logins, seed
+
+
+def _reachable(host: str, port: int) -> str:
+    """The URL this process's own demo agents reach the server at."""
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: loopback works
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port (0: any free one; not with --demo).")
+    ] = 8000,
     demo: Annotated[
         bool,
         typer.Option(
             help="Seed demo people, groups, a policy, agents and tasks (once per data dir), "
-            "print the logins, and submit a new demo task every 20-30 s."
+            "print the logins, and run the demo agents: online, each proposing a change "
+            "every 20-30 s through the API like `ade agents run` (a scripted model)."
         ),
     ] = False,
     worker: Annotated[
@@ -28,6 +38,8 @@ def serve(
 ) -> None:
     """Serve the REST API; /healthz answers once Redis and the database are open."""
     settings = load_settings()
+    if demo and port == 0:
+        raise typer.BadParameter("--demo needs a fixed --port (its agents connect to it)")
     if demo:
         tokens = run(seed)
         passwords = logins(settings.data_dir)
@@ -53,8 +65,14 @@ def serve(
                 f'--header "Authorization: Bearer {agent_token}"',
                 soft_wrap=True,  # one line to copy, whatever the terminal's width
             )
+    jobs = []
+    if demo:
+        # Imported here: the demo agents bring pydantic-ai, seconds to import.
+        from community_ade.cli.demo_agents import demo_agents
+
+        jobs.append(demo_agents(_reachable(host, port)))
     uvicorn.run(
-        create_app(settings, run_worker=worker, jobs=[trickle] if demo else []),
+        create_app(settings, run_worker=worker, jobs=jobs),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

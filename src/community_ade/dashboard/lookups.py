@@ -48,3 +48,8 @@ async def actor_names(
     """Users and agents by id (an audit actor may be either)."""
     ids = list(ids)
     return {**await agent_names(session, ids), **await usernames(session, ids)}
+
+
+def subject_agent(subject: str) -> str | None:
+    """The agent id of an ``agent:<id>`` subject (audit, events), else None."""
+    return subject.removeprefix("agent:") if subject.startswith("agent:") else None

@@ -12,7 +12,7 @@ from community_ade.api.routes.audit import verify_chain
 from community_ade.audit import log as audit
 from community_ade.audit.chain import ChainReport
 from community_ade.auth.principal import Permission, require
-from community_ade.dashboard.lookups import actor_names
+from community_ade.dashboard.lookups import actor_names, subject_agent
 from community_ade.dashboard.web import NavItem, PageRoute, VisitorDep, render
 from community_ade.errors import RateLimited
 
@@ -46,7 +46,11 @@ async def audit_page(
         {
             "events": events,
             "report": report,
-            "names": await actor_names(session, [e.actor_id for e in events]),
+            # Actors and ``agent:<id>`` subjects, shown by name.
+            "names": await actor_names(
+                session,
+                [e.actor_id for e in events] + [subject_agent(e.subject) for e in events],
+            ),
             "type": type,
             "subject": subject,
             "next_before": events[-1].seq if len(events) == PAGE_SIZE else None,

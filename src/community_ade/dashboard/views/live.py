@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from community_ade.api.deps import SessionDep
 from community_ade.auth.principal import Permission, require
-from community_ade.dashboard.lookups import actor_names
+from community_ade.dashboard.lookups import actor_names, agent_names, subject_agent
 from community_ade.dashboard.web import PageRoute, VisitorDep
 from community_ade.storage.models import Task
 
@@ -42,7 +42,9 @@ async def describe(
     require(visitor.principal, Permission.TASK_READ)
     who = (await actor_names(session, [actor])).get(actor, actor or "someone")
     what = subject
-    if subject.startswith("task:"):
+    if (agent := subject_agent(subject)) is not None:
+        what = "agent " + (await agent_names(session, [agent])).get(agent, "(unknown)")
+    elif subject.startswith("task:"):
         try:
             task = await session.get(Task, uuid.UUID(subject[5:]))
         except ValueError:

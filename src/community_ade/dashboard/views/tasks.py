@@ -65,7 +65,8 @@ async def task_list(
         sort_by=sort_by,
         sort_order=sort_order,
     )
-    names = await actor_names(session, [t.submitter_id for t in items])
+    people = [t.submitter_id for t in items] + [t.agent_id for t in items]
+    names = await actor_names(session, people)
     query = {"state": state, "type": type, "sort_by": sort_by, "sort_order": sort_order}
     return render(
         request,
