@@ -21,6 +21,8 @@ from community_ade.audit.chain import SYSTEM
 from community_ade.auth import service as auth
 from community_ade.integrations.slack import config
 from community_ade.integrations.slack.poster import SlackPoster
+from community_ade.notifications.preference_store import save_preferences
+from community_ade.notifications.preferences import Channel, NotificationPreferences
 from community_ade.secrets.keys import SecretCipher
 from community_ade.settings import Settings
 from community_ade.storage.models import SlackJob, utcnow
@@ -114,6 +116,41 @@ async def test_post_once_remind_in_thread_and_update_on_decision(
     assert sorted(u.params["channel"] for u in updates) == ["C0DBA", "DCAROL"]
     assert not any(has_buttons(u.params["blocks"]) for u in updates)
     assert all("Approved" in json.dumps(u.params["blocks"]) for u in updates)
+
+
+async def test_no_dm_for_a_reviewer_who_turned_slack_off(
+    sessions: async_sessionmaker[AsyncSession],
+    workspace: Path,
+    tmp_path: Path,
+    recorder: SlackRecorder,
+) -> None:
+    """The channel message goes out; the DM follows the reviewer's preferences."""
+    settings = Settings(data_dir=tmp_path, slack_api_url=recorder.url)
+    alice = await user(sessions, "submitter")
+    carol = await user(sessions, "reviewer")
+    dave = await user(sessions, "reviewer")
+    recorder.members["UCAROL"] = "carol@example.com"
+    recorder.members["UDAVE"] = "dave@example.com"
+    async with sessions.begin() as session:
+        await auth.set_email(session, carol.id, "carol@example.com")
+        await auth.set_email(session, dave.id, "dave@example.com")
+        await save_preferences(
+            session, dave.id, NotificationPreferences(channels=[Channel.EMAIL, Channel.DASHBOARD])
+        )
+        await config.configure(
+            session,
+            SecretCipher.from_settings(settings),
+            bot_token="xoxb-poster-0000000000",
+            signing_secret="postersigningsecret000",
+            default_channel="C0DEFAULT",
+            dm_reviewers=True,
+            actor=SYSTEM,
+            user_id=None,
+        )
+    await submitted_task(sessions, workspace, alice)
+    await drain(SlackPoster(sessions, settings))
+    posts = recorder.named("chat.postMessage")
+    assert sorted(p.params["channel"] for p in posts) == ["C0DEFAULT", "UCAROL"]
 
 
 async def test_a_job_of_a_process_that_died_is_taken_over_after_its_lease(

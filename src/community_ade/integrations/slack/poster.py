@@ -37,6 +37,8 @@ from community_ade.integrations.slack.blocks import (
     review_blocks,
     summary_text,
 )
+from community_ade.notifications.preference_store import preferences_of
+from community_ade.notifications.preferences import Channel, SendNow, decide
 from community_ade.secrets.keys import SecretCipher
 from community_ade.settings import Settings
 from community_ade.storage.models import (
@@ -288,7 +290,10 @@ class SlackPoster:
         blocks: list[dict[str, object]],
     ) -> None:
         """Post where the task has no message yet: its channels, and (DMs configured) each
-        eligible reviewer found in Slack — an escalation's new group included."""
+        eligible reviewer found in Slack — an escalation's new group included — whose
+        notification preferences want a Slack message now. A DM that would fall in their
+        quiet hours or into a digest is not sent: the channel message stays, and Slack has
+        no digest of its own."""
         requirements = task.requirements or {}
         groups = [g["group"] for g in requirements.get("groups", [])]
         channels = await config.channels_for(
@@ -296,7 +301,12 @@ class SlackPoster:
         )
         targets: list[tuple[str, uuid.UUID | None]] = [(c, None) for c in channels]
         if slack.dm_reviewers:
+            wanted = await preferences_of(session, [uuid.UUID(p.id) for p in req.reviewers])
+            now = utcnow()
             for person in req.reviewers:
+                plan = decide(wanted[uuid.UUID(person.id)], Channel.SLACK, now)
+                if not isinstance(plan, SendNow):
+                    continue
                 slack_id = await config.slack_user_of(
                     session, client, uuid.UUID(person.id), person.email
                 )
