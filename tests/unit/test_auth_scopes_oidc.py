@@ -59,6 +59,7 @@ EXPECTED_SCOPE = {
         "shell_profile_write",
         "user_admin",
         "secret_write",
+        "webhook_admin",
     },
 }
 

@@ -158,6 +158,7 @@ SCOPE_OF: dict[Permission, TokenScope] = {
     Permission.SHELL_PROFILE_WRITE: TokenScope.ADMIN,
     Permission.USER_ADMIN: TokenScope.ADMIN,
     Permission.SECRET_WRITE: TokenScope.ADMIN,
+    Permission.WEBHOOK_ADMIN: TokenScope.ADMIN,
 }
 """The one scope that covers each permission (a scope adds nothing its holder's role lacks)."""
 

@@ -109,7 +109,8 @@ async def create_user(
         email=email,
     )
     session.add(user)
-    await flush_unique(session, f"user {username!r} (or e-mail {email!r})")
+    what = f"user {username!r}" if email is None else f"user {username!r} or e-mail {email!r}"
+    await flush_unique(session, what)
     return user
 
 

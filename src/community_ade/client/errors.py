@@ -60,10 +60,13 @@ class AdeProblem(Exception):
 # ``except NotEligible`` also catch ``SelfReview``, as in the server's own errors.
 PROBLEM_TYPES: tuple[tuple[str, str, str | None], ...] = (
     ("validation_failed", "ValidationFailed", None),
+    ("link_refused", "LinkRefused", "validation_failed"),
+    ("model_unavailable", "ModelUnavailable", None),
     ("unauthenticated", "Unauthenticated", None),
     ("forbidden", "Forbidden", None),
     ("not_eligible", "NotEligible", None),
     ("self_review", "SelfReview", "not_eligible"),
+    ("fresh_auth_required", "FreshAuthRequired", None),
     ("not_found", "NotFound", None),
     ("method_not_allowed", "MethodNotAllowed", None),
     ("conflict", "Conflict", None),
