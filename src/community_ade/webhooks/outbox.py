@@ -117,6 +117,10 @@ class Outbox:
             entries = stream_entries(
                 await self.redis.xrange(self.keys.stream, min=f"({after}-0", count=self.batch)
             )
+            if str(await self.redis.get(self.keys.epoch) or "") != epoch:
+                # The first event (or a new sequence) arrived between the two reads: these
+                # entries may not be of the epoch read before them. Read both again.
+                raise CursorMoved
             if not entries and read_epoch == epoch:
                 return 0, False
             subscriptions = list(
