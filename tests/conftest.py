@@ -36,6 +36,10 @@ from community_ade.runtime import Runtime
 from community_ade.settings import Settings
 from community_ade.storage import db
 
+# Local stand-ins for services outside this machine (Slack's Web API, a webhook receiver,
+# an SMTP server): shared with the benchmarks (bench/notify.py), so not under tests/.
+sys.path.append(str(Path(__file__).parents[1] / "standins"))
+
 # The live-server fixture (start_live) for WebSocket and browser tests.
 pytest_plugins = ("livesrv",)
 

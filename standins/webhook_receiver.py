@@ -27,6 +27,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int  # what the receiver answered
+    at: float  # time.time() when the request had been read (before any delay)
 
 
 @dataclass
@@ -42,12 +43,13 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                at = time.time()
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 status = receiver.status
                 with receiver._lock:
                     receiver.received.append(
-                        Received({k.lower(): v for k, v in self.headers.items()}, body, status)
+                        Received({k.lower(): v for k, v in self.headers.items()}, body, status, at)
                     )
                 self.send_response(status)
                 self.send_header("content-type", "text/plain")

@@ -23,6 +23,7 @@ class Call:
     params: dict[str, Any]
     token: str
     answer: dict[str, Any]
+    at: float  # time.time() when the call had been read
 
 
 @dataclass
@@ -59,9 +60,10 @@ class SlackRecorder:
             params |= await request.json()
         elif request.can_read_body:
             params |= dict(await request.post())
+        at = time.time()
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         answer = self._answer(method, params)
-        self.calls.append(Call(method, params, token, answer))
+        self.calls.append(Call(method, params, token, answer, at))
         return web.json_response(answer)
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

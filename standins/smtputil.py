@@ -1,5 +1,5 @@
-"""A real SMTP server for the e-mail tests: aiosmtpd's Controller on a free loopback
-port, in its own thread, keeping every message it accepted."""
+"""A real SMTP server for the e-mail tests and bench/notify.py: aiosmtpd's Controller on
+a free loopback port, in its own thread, keeping every message it accepted."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def free_port() -> int:
 class Received:
     recipients: list[str]
     message: EmailMessage
+    at: float  # time.time() when the server accepted it (its DATA handler ran)
 
 
 @dataclass
@@ -44,10 +45,11 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        at = time.time()
         parsed = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         with self.lock:
-            self.received.append(Received(list(envelope.rcpt_tos), parsed))
+            self.received.append(Received(list(envelope.rcpt_tos), parsed, at))
         return "250 OK"
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
