@@ -49,7 +49,10 @@ class Database:
         """
         settings = settings or Settings()
         make_private(settings.data_dir)
-        engine = db.create_engine(settings.database_url or db.default_url(settings.data_dir))
+        engine = db.create_engine(
+            settings.database_url or db.default_url(settings.data_dir),
+            pool_size=settings.database_pool_size,
+        )
         try:
             automatic = settings.database_url is None
             await until_available(

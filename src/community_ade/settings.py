@@ -62,6 +62,15 @@ class Settings(BaseSettings):
         description="Database (postgresql://… or sqlite:///…). Unset: the SQLite file "
         "ade.db in the data directory, migrated automatically.",
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections a process keeps open (and as many more at a "
+        "peak, closed after it). Requests and the background loops of one `ade serve` "
+        "need more than SQLAlchemy's default 5 at once: below that, connections are "
+        "opened and closed all the time, each with an empty statement cache.",
+    )
     workspace_roots: list[Path] = Field(
         default_factory=list,
         description="Directories executors may change (files.write roots, git.patch "

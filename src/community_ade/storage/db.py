@@ -107,7 +107,9 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
     event.listen(engine.sync_engine, "checkout", checked_out)
 
 
-def create_engine(url: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> AsyncEngine:
+def create_engine(
+    url: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS, pool_size: int = 5
+) -> AsyncEngine:
     url = async_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
@@ -117,7 +119,8 @@ def create_engine(url: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> 
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    engine = create_async_engine(url)
+    # A peak may open as many again; they are closed when returned.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
     _ping_when_idle(engine, idle_ping_seconds)
     return engine
 
