@@ -5,6 +5,8 @@
 PYTHON      ?= python3
 VENV        := .venv
 CLUSTER_DIR ?= $(CURDIR)/.data/redis-cluster
+# Test processes: most tests wait on servers, so three share two cores well.
+TEST_WORKERS ?= 3
 
 .PHONY: venv lint test screenshots run demo cluster-up cluster-down
 
@@ -33,7 +35,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 test: venv lint
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Refresh the README's dashboard screenshots (docs/img/) from a real browser.
 screenshots: venv
