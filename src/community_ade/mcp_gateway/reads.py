@@ -136,6 +136,11 @@ async def code_search(context: PlanContext, arguments: Mapping[str, Any]) -> str
     return await asyncio.to_thread(_search, context, root, query, limit)
 
 
+# The read tools confined to the workspace roots, by tool name (locks.inspect needs the
+# lock manager: the MCP server asks it directly, an agent run over the API).
+WORKSPACE_READS = {"files.read": files_read, "git.log": git_log, "code.search": code_search}
+
+
 async def locks_inspect(locks: LockManager, arguments: Mapping[str, Any]) -> str:
     resource = arguments.get("resource")
     if resource is None:

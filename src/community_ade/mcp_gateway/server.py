@@ -249,12 +249,8 @@ class Gateway:
         return _answer({"text": await self._read(spec.name, arguments)})
 
     async def _read(self, name: str, arguments: Mapping[str, Any]) -> str:
-        if name == "files.read":
-            return await reads.files_read(self.plan_context, arguments)
-        if name == "git.log":
-            return await reads.git_log(self.plan_context, arguments)
-        if name == "code.search":
-            return await reads.code_search(self.plan_context, arguments)
+        if name in reads.WORKSPACE_READS:
+            return await reads.WORKSPACE_READS[name](self.plan_context, arguments)
         return await reads.locks_inspect(self.runtime.locks, arguments)
 
     async def _propose(

@@ -113,12 +113,8 @@ class AgentTools:
         return call
 
     async def read(self, name: str, arguments: Mapping[str, Any]) -> str:
-        if name == "files.read":
-            return await reads.files_read(self.plan_context, arguments)
-        if name == "git.log":
-            return await reads.git_log(self.plan_context, arguments)
-        if name == "code.search":
-            return await reads.code_search(self.plan_context, arguments)
+        if name in reads.WORKSPACE_READS:
+            return await reads.WORKSPACE_READS[name](self.plan_context, arguments)
         resource = arguments.get("resource")
         params = {"resource": str(resource)[:200]} if resource else {}
         return _answer(await self.client.transport.request("GET", "/locks", params=params))
