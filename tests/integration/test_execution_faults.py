@@ -10,6 +10,7 @@ a real entry point (``slow_write_plugin``)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 import uuid
@@ -288,7 +289,9 @@ async def test_a_worker_outlives_database_connections_killed_under_it(
         task_id = await slow_task(runtime, 0)
         await wait_for_state(runtime, task_id, "COMPLETED", 30)
         assert worker.poll() is None, pool.output(0)
-        assert "reconciling approved tasks failing" in pool.output(0)
+        # The worker's loops (the reconciler, webhook deliveries) share its pool: whichever
+        # checks out a killed connection first meets it, logs it once and carries on.
+        assert re.search(r"(reconciling approved tasks|webhook deliveries) failing", pool.output(0))
 
 
 async def wait_for_output(pool: Workers, index: int, text: str, limit: float) -> None:
