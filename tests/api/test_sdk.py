@@ -346,7 +346,10 @@ async def test_problems_become_exceptions_by_type(start_live: StartLive, clients
 
 async def agent_token(live: Live) -> str:
     """A new agent of alice's, and a token of its own."""
-    async with httpx.AsyncClient(base_url=live.server.url, headers=live.as_("alice")) as http:
+    # A fresh live server's first requests can take seconds on a loaded machine (parallel
+    # test workers): httpx's default 5 s read timeout failed this setup step in CI.
+    headers = live.as_("alice")
+    async with httpx.AsyncClient(base_url=live.server.url, headers=headers, timeout=30) as http:
         agent = await http.post("/api/v1/agents", json={"name": "deployer", "model": "gpt-4o"})
         assert agent.status_code == 201, agent.text
         token = await http.post(f"/api/v1/agents/{agent.json()['id']}/tokens", json={"name": "t"})
