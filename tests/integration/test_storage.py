@@ -50,6 +50,42 @@ async def test_upgrade_creates_the_models_schema_and_downgrade_removes_it(
         await engine.dispose()
 
 
+async def test_0015_moves_the_slack_cursor_into_notification_cursors_and_back(
+    database_url: str,
+) -> None:
+    engine = db.create_engine(database_url)
+
+    async def slack_cursors() -> tuple[list[object], list[object]]:
+        async with engine.connect() as connection:
+            named = await connection.execute(
+                text("SELECT seq FROM notification_cursors WHERE name = 'slack'")
+            )
+            tables = await connection.run_sync(_tables)
+            old = (
+                await connection.execute(text("SELECT id, seq FROM slack_cursor"))
+                if "slack_cursor" in tables
+                else None
+            )
+            return [tuple(r) for r in named], [tuple(r) for r in old or ()]
+
+    try:
+        await db.upgrade(engine, "0014")
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO slack_cursor (id, seq) VALUES (1, 7)"))
+        await db.upgrade(engine, "0015")
+        assert await slack_cursors() == ([(7,)], [])  # the position carried over
+        await db.downgrade(engine, "0014")
+        assert await slack_cursors() == ([], [(1, 7)])  # and back
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO notification_cursors (name, seq) VALUES ('slack', 9)")
+            )
+        await db.upgrade(engine, "0015")
+        assert await slack_cursors() == ([(9,)], [])  # a row already there is kept
+    finally:
+        await engine.dispose()
+
+
 async def test_rows_round_trip_with_json_uuids_and_aware_timestamps(database_url: str) -> None:
     engine = db.create_engine(database_url)
     try:

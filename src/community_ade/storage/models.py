@@ -536,15 +536,6 @@ class SlackJob(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
 
 
-class SlackCursor(Base):
-    """How far the poster has read the audit log (row id 1)."""
-
-    __tablename__ = "slack_cursor"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
-
-
 class SlackAction(Base):
     """A decision taken through a Slack button or modal, keyed by the interaction, so a
     retried delivery is answered as before and never decides twice."""
@@ -661,7 +652,8 @@ class NotificationPreference(Base):
 
 
 class NotificationCursor(Base):
-    """How far a notifier has read the audit log (its events become outbox rows)."""
+    """How far a notifier has read the audit log (its events become outbox rows): one row
+    per notifier, by name ("email", "slack")."""
 
     __tablename__ = "notification_cursors"
 

@@ -25,8 +25,8 @@ from community_ade.secrets.keys import SecretCipher
 from community_ade.storage.db import flush_unique
 from community_ade.storage.models import (
     AuditEvent,
+    NotificationCursor,
     SlackChannel,
-    SlackCursor,
     SlackSettings,
     SlackUserLink,
     User,
@@ -34,7 +34,8 @@ from community_ade.storage.models import (
 )
 
 SETTINGS_ID = 1
-CURSOR_ID = 1
+# The poster's row in ``notification_cursors`` (how far it has read the audit log).
+CURSOR = "slack"
 
 
 class RouteKind(StrEnum):
@@ -115,10 +116,10 @@ async def configure(
     if row is None:
         if bot_token is None or signing_secret is None:
             raise InvalidInput("the first configuration needs the bot token and signing secret")
-        if await session.get(SlackCursor, CURSOR_ID) is None:
+        if await session.get(NotificationCursor, CURSOR) is None:
             # The poster reads the audit log from here on: history is not announced.
             head = await session.scalar(select(func.max(AuditEvent.seq)))
-            session.add(SlackCursor(id=CURSOR_ID, seq=head or 0))
+            session.add(NotificationCursor(name=CURSOR, seq=head or 0))
         row = SlackSettings(
             id=SETTINGS_ID,
             bot_token=cipher.seal(_TOKEN_AAD, bot_token),

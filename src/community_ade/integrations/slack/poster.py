@@ -1,14 +1,15 @@
 """The Slack poster: keeps every task's Slack messages in step with the task (IO).
 
-It reads the audit log from a cursor kept in SQL (every state change of a task, every
-review request, reminder and escalation is an audit event), marks each task concerned as
-a job (``slack_jobs``, the outbox), then brings each due job's messages up to date:
-post the review request to the channels of its rules and groups (and DM each eligible
-reviewer when configured) while it is open, reply in thread on a reminder or escalation,
-and ``chat.update`` every message already posted (buttons gone once decided). A job is
-claimed with a compare-and-set lease, so several processes never work on the same task
-at once; posted messages are remembered as (channel, ts) as soon as they are posted, so
-a restart neither loses nor repeats them. Delivery is at least once: a process killed
+It reads the audit log from a cursor kept in SQL (``notification_cursors``, row
+``slack``; every state change of a task, every review request, reminder and escalation
+is an audit event), marks each task concerned as a job (``slack_jobs``, the outbox),
+then brings each due job's messages up to date: post the review request to the
+channels of its rules and groups (and DM each eligible reviewer when configured) while
+it is open, reply in thread on a reminder or escalation, and ``chat.update`` every
+message already posted (buttons gone once decided). A job is claimed with a
+compare-and-set lease, so several processes never work on the same task at once;
+posted messages are remembered as (channel, ts) as soon as they are posted, so a
+restart neither loses nor repeats them. Delivery is at least once: a process killed
 between a post and its commit posts that message again.
 """
 
@@ -43,9 +44,9 @@ from community_ade.secrets.keys import SecretCipher
 from community_ade.settings import Settings
 from community_ade.storage.models import (
     AuditEvent,
+    NotificationCursor,
     Review,
     SlackAction,
-    SlackCursor,
     SlackJob,
     SlackMessage,
     SlackSettings,
@@ -133,11 +134,11 @@ class SlackPoster:
                 return False
         try:
             async with self.sessions.begin() as session:
-                cursor = await session.get(SlackCursor, config.CURSOR_ID, with_for_update=True)
+                cursor = await session.get(NotificationCursor, config.CURSOR, with_for_update=True)
                 if cursor is None:
-                    # Configured before this table existed, say: start at the present.
+                    # Configured before the cursor existed, say: start at the present.
                     head = await session.scalar(select(func.max(AuditEvent.seq)))
-                    session.add(SlackCursor(id=config.CURSOR_ID, seq=head or 0))
+                    session.add(NotificationCursor(name=config.CURSOR, seq=head or 0))
                     return False
                 rows = (
                     await session.execute(
