@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from community_ade.defaults import DEFAULT_URL
+
 # The pattern lives in settings (not locks.model) so settings import nothing of the domain.
 DOMAIN_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -611,7 +613,7 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADE_", extra="ignore", frozen=True)
 
     url: str = Field(
-        default="http://127.0.0.1:8000",
+        default=DEFAULT_URL,
         description="Base URL of the server the SDK talks to (`ade serve`'s address).",
     )
     token: SecretStr | None = Field(

@@ -56,3 +56,30 @@ def test_a_command_imports_only_its_own_module() -> None:
         "community_ade.cli.agents",
     } & set(loaded)
     assert "community_ade.cli.serve" in imported_by("serve", "--help")
+
+
+# What ``ade hook HARNESS`` imports on its way to ``gate.run``, beyond the interpreter's
+# start-up: the standard library and the hook's own modules, nothing else (no pydantic).
+HOOK_PROBE = """
+import json, sys
+before = set(sys.modules)
+import community_ade.cli, community_ade.hooks.gate
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_hook_imports_only_the_standard_library() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HOOK_PROBE], capture_output=True, text=True, check=True
+    )
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = {m for m in loaded if m.split(".")[0] == "community_ade"}
+    assert ours == {
+        "community_ade",
+        "community_ade.cli",
+        "community_ade.defaults",
+        "community_ade.hooks",
+        "community_ade.hooks.gate",
+        "community_ade.hooks.harness",
+    }
+    assert {m.split(".")[0] for m in loaded} - {"community_ade"} <= sys.stdlib_module_names

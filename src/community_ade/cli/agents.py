@@ -39,6 +39,7 @@ from community_ade.cli.common import (
     run,
 )
 from community_ade.client import AdeClient, AdeProblem
+from community_ade.defaults import DEFAULT_URL
 from community_ade.errors import AdeError
 from community_ade.infra.aio import Incident, wait_event
 from community_ade.runner.endpoints import ModelUnavailable
@@ -367,7 +368,7 @@ def run_agent_command(
     goal_file: Annotated[
         Path | None, typer.Option(help="A UTF-8 file holding the goal (at most 200 kB).")
     ] = None,
-    server: Annotated[str, typer.Option(help="The API's base URL.")] = "http://127.0.0.1:8000",
+    server: Annotated[str, typer.Option(help="The API's base URL.")] = DEFAULT_URL,
     decision_timeout: Annotated[
         float | None,
         typer.Option(help="Longest wait for a reviewers' decision per proposal (seconds)."),

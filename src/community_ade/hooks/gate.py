@@ -35,10 +35,10 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from community_ade.defaults import DEFAULT_URL
 from community_ade.hooks.harness import ANSWERS, EVENTS, BadEvent, ToolCall, Verdict, verdict_of
 
 API = "/api/v1"
-DEFAULT_URL = "http://127.0.0.1:8000"  # as ClientSettings.url
 DEFAULT_WAIT_SECONDS = 50.0  # Claude Code's default hook timeout is 60 s
 POLL_SECONDS = 5.0  # each long-poll; between them the hook checks its harness is alive
 MAX_EVENT_BYTES = 1 << 20
