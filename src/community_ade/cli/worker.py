@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from community_ade.cli.common import console, run
-from community_ade.events.relay import relay_for
+from community_ade.events.relay import relay_for, run_relay
 from community_ade.execution.worker import Worker, WorkerStats
 from community_ade.infra.aio import cancel_and_wait
 from community_ade.runtime import Runtime
@@ -35,8 +35,7 @@ def worker(
         work = Worker(runtime, concurrency=concurrency, burst=burst)
         # The worker's own events (task:applying, task:completed, ...) go live at once,
         # even when no `ade serve` runs; several relays append each event once.
-        relay = relay_for(runtime)
-        relaying = asyncio.create_task(relay.run(runtime.settings.events_poll_seconds))
+        relaying = asyncio.create_task(run_relay(runtime), name="ade-events-relay")
         # Webhooks are delivered by every process that runs this loop, each once.
         webhooks = asyncio.create_task(run_webhooks(runtime), name="ade-webhooks")
         loop = asyncio.get_running_loop()
@@ -53,7 +52,8 @@ def worker(
                 await relaying
             await cancel_and_wait((webhooks,))
             try:
-                await relay.relay_audit()  # the last events, before the process goes
+                # The last events, before the process goes.
+                await relay_for(runtime).relay_audit()
             except Exception as exc:  # a server's relay picks them up later
                 console.print(f"[yellow]events not relayed yet: {exc}[/yellow]")
 

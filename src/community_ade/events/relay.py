@@ -13,13 +13,15 @@ once row n is visible every row before it is too. A relay that reads ``seq > cur
 can never see row n + 1 without row n. (Were rows ever deleted, the relay would step
 over the hole: it relays what exists past its cursor.)
 
-Latency: a commit in this process that appended audit rows wakes the relays of this
-process at once (a SQLAlchemy ``after_commit`` hook) to relay the audit log; rows
-committed by other processes, lock events and agent health changes are picked up by
-polling every ``ADE_EVENTS_POLL_SECONDS``. A wake-up reads only the audit log: the
-Redis sources (four calls or more) cannot have changed because of a commit, and a
-worker commits twice per task. Woken passes start at least ``MIN_GAP_SECONDS`` apart,
-so that under load one pass relays several commits.
+Latency: a commit that appended audit rows wakes the relay at once, in every process:
+this process's commits by a SQLAlchemy ``after_commit`` hook, every process's by
+PostgreSQL ``NOTIFY`` (``events.commits``). Lock events and agent health changes, and
+commits a lost listening connection missed, are picked up by polling every
+``ADE_EVENTS_POLL_SECONDS``. A wake-up reads only the audit log: the Redis sources (four
+calls or more) cannot have changed because of a commit, and a worker commits twice per
+task. Woken passes start at least ``MIN_GAP_SECONDS`` apart, so that under load one pass
+relays several commits. ``run_relay`` reads on connections of its own (two: one listens),
+so that a burst of requests holding the shared pool cannot hold events back.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from collections.abc import Callable
 
 from redis.commands.core import AsyncScript
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from community_ade.audit import log as audit
+from community_ade.events.commits import hear_commits
 from community_ade.events.envelope import (
     StoredEvent,
     from_audit_row,
@@ -42,7 +45,7 @@ from community_ade.events.envelope import (
 )
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.system import system_stream
-from community_ade.infra.aio import Incident, wait_event
+from community_ade.infra.aio import Incident, cancel_and_wait, wait_event
 from community_ade.infra.lua import register_lua
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.locks import keys as lock_keys
@@ -167,48 +170,60 @@ class Relay:
         appended, _last_seq = await self._append(keys=keys, args=args)
         return int(appended)
 
-    async def run(self, poll_seconds: float) -> None:
-        """Relay until cancelled: the audit log at once after a local commit, every
-        source every poll."""
-        loop = asyncio.get_running_loop()
+    async def run(self, poll_seconds: float, *, listen: AsyncEngine | None = None) -> None:
+        """Relay until cancelled: the audit log at once after a commit (this process's;
+        any process's with a ``listen`` engine on PostgreSQL), every source every poll."""
         nudge = asyncio.Event()
+        hearing = [asyncio.create_task(hear_commits(listen, nudge))] if listen else []
+        try:
+            with audit.APPENDED.waking(nudge):
+                await self._relay_until_cancelled(nudge, poll_seconds)
+        finally:
+            await cancel_and_wait(hearing)
+
+    async def _relay_until_cancelled(self, nudge: asyncio.Event, poll_seconds: float) -> None:
+        loop = asyncio.get_running_loop()
         next_poll = loop.time()
         gap = min(MIN_GAP_SECONDS, poll_seconds)
         # When the last pass woken by a commit started: the gap is kept between those
         # only, so a commit right after a periodic poll is not held back.
         last_woken = -gap
         incident = Incident("event relay", log, cap=poll_seconds * 4)
-        with audit.APPENDED.waking(nudge):
-            while True:
-                nudge.clear()
-                started = loop.time()
-                polling = started >= next_poll
+        while True:
+            nudge.clear()
+            started = loop.time()
+            polling = started >= next_poll
+            if polling:
+                next_poll = started + poll_seconds
+            try:
+                await self.relay_audit()
                 if polling:
-                    next_poll = started + poll_seconds
-                try:
-                    await self.relay_audit()
-                    if polling:
-                        await self.relay_streams()
-                except Exception as exc:
-                    # Redis or the database is away (the cursors keep our place), or a bug
-                    # in one pass: live events must not stop for good.
-                    await asyncio.sleep(incident.failed(exc))
-                    next_poll = loop.time()
-                    continue
-                incident.cleared()
-                if await wait_event(nudge, max(0.0, next_poll - loop.time())):
-                    await asyncio.sleep(max(0.0, last_woken + gap - loop.time()))
-                    last_woken = loop.time()
+                    await self.relay_streams()
+            except Exception as exc:
+                # Redis or the database is away (the cursors keep our place), or a bug in
+                # one pass: live events must not stop for good.
+                await asyncio.sleep(incident.failed(exc))
+                next_poll = loop.time()
+                continue
+            incident.cleared()
+            if await wait_event(nudge, max(0.0, next_poll - loop.time())):
+                await asyncio.sleep(max(0.0, last_woken + gap - loop.time()))
+                last_woken = loop.time()
 
 
-def relay_for(runtime: Runtime) -> Relay:
+def relay_for(runtime: Runtime, sessions: async_sessionmaker[AsyncSession] | None = None) -> Relay:
     settings = runtime.settings
     return Relay(
-        runtime.redis, runtime.sessions, settings.lock_domain, maxlen=settings.events_maxlen
+        runtime.redis,
+        sessions or runtime.sessions,
+        settings.lock_domain,
+        maxlen=settings.events_maxlen,
     )
 
 
 async def run_relay(runtime: Runtime) -> None:
-    """Relay this runtime's audit log and lock events until cancelled (``ade serve``
-    runs one in its lifespan; a worker process may run one too)."""
-    await relay_for(runtime).run(runtime.settings.events_poll_seconds)
+    """Relay this runtime's audit log and lock events until cancelled, on connections of
+    its own (``ade serve`` runs one in its lifespan, ``ade worker`` one too)."""
+    async with db.own_engine(runtime.engine, connections=2) as engine:
+        relay = relay_for(runtime, db.sessionmaker(engine))
+        await relay.run(runtime.settings.events_poll_seconds, listen=engine)

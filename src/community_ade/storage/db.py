@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,23 @@ def create_engine(
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
     _ping_when_idle(engine, idle_ping_seconds)
     return engine
+
+
+@contextlib.asynccontextmanager
+async def own_engine(engine: AsyncEngine, connections: int) -> AsyncIterator[AsyncEngine]:
+    """An engine of its own on ``engine``'s database, of at most ``connections``
+    connections: for a background loop whose latency matters (the events relay), which
+    must not queue behind a burst of requests for the shared pool. On SQLite, ``engine``
+    itself: one file, and connections that cost nothing to open."""
+    if engine.dialect.name != "postgresql":
+        yield engine
+        return
+    own = create_async_engine(engine.url, pool_size=connections, max_overflow=0)
+    _ping_when_idle(own, IDLE_PING_SECONDS)
+    try:
+        yield own
+    finally:
+        await own.dispose()
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
