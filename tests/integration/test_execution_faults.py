@@ -289,9 +289,14 @@ async def test_a_worker_outlives_database_connections_killed_under_it(
         task_id = await slow_task(runtime, 0)
         await wait_for_state(runtime, task_id, "COMPLETED", 30)
         assert worker.poll() is None, pool.output(0)
-        # The worker's loops (the reconciler, webhook deliveries) share its pool: whichever
-        # checks out a killed connection first meets it, logs it once and carries on.
-        assert re.search(r"(reconciling approved tasks|webhook deliveries) failing", pool.output(0))
+        # Whichever of the worker's loops (the reconciler and webhook deliveries on its
+        # pool, the event relay on connections of its own) meets a killed connection
+        # first logs it once and carries on.
+        failing = (
+            r"(reconciling approved tasks|webhook deliveries|event relay"
+            r"|listening for audit-log commits) failing"
+        )
+        assert re.search(failing, pool.output(0))
 
 
 async def wait_for_output(pool: Workers, index: int, text: str, limit: float) -> None:

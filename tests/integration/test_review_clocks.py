@@ -117,11 +117,11 @@ async def test_a_late_sweep_sends_only_the_latest_reminder_due(
     assert [e.data["fraction"] for e in reminders] == [0.5, 0.9]
 
 
+# SQLite has one writer: concurrent sweeps are PostgreSQL's case.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_two_processes_sweeping_at_once_send_a_reminder_once(
-    sessions: async_sessionmaker[AsyncSession], workspace: Path, database_url: str
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
 ) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite has one writer: concurrent sweeps are PostgreSQL's case")
     _, _, task = await setup(sessions, workspace, reminders=[0.5])
     reports = await asyncio.gather(*(sweep(sessions, after(task, 51)) for _ in range(4)))
     assert sum(len(r.reminded) for r in reports) == 1
