@@ -619,3 +619,9 @@ class ClientSettings(BaseSettings):
     token: SecretStr | None = Field(
         default=None, description="The API token the SDK sends (`ade tokens create`)."
     )
+    events_url: str | None = Field(
+        default=None,
+        description="Base URL of the server processes the SDK's `wait` follows tasks on "
+        "(their events WebSocket and reads); default `ADE_URL`. Point it at processes "
+        "kept for waiting so decisions reach agents at once under load (docs/sdk.md).",
+    )

@@ -178,6 +178,28 @@ async def test_wait_returns_when_a_reviewer_approves(
     assert (await bob.awaiting_me()).items == []
 
 
+async def test_waits_follow_the_task_on_the_events_url(
+    start_live: StartLive, clients: Any, proxies: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``events_url`` (or ``ADE_EVENTS_URL``), ``wait`` opens its socket and reads
+    there; proposing and deciding still go to ``url``."""
+    live = await start_live()
+    waits = await proxies(live)  # stands for server processes kept for waiting
+    monkeypatch.setenv("ADE_EVENTS_URL", waits.url)
+    alice = clients(live, "alice", live.server.url)
+    assert alice.events.url == waits.url
+    bob = clients(live, "bob")
+    proposal = await alice.propose("files.write", write(live), CONFIG)
+    waiting = asyncio.create_task(alice.wait(proposal.task.id, WAIT, poll_interval=3600))
+    await until(waits.frames_arrived, "the events socket")
+    await bob.approve(proposal.task.id, proposal.preview_digest)
+    assert (await waiting).state == "APPROVED"
+    assert len(waits.websocket_lines()) == 1
+    assert any(line.startswith(f"GET /api/v1/tasks/{proposal.task.id} ") for line in waits.lines)
+    assert not any(line.startswith("POST") for line in waits.lines)
+    assert clients(live, "bob", events_url="http://elsewhere:1").events.url == "http://elsewhere:1"
+
+
 async def test_wait_reads_the_task_only_when_an_event_may_end_it(
     start_live: StartLive, clients: Any
 ) -> None:

@@ -94,18 +94,28 @@ class AdeClient:
         url: str | None = None,
         token: str | None = None,
         *,
+        events_url: str | None = None,
         timeout: float = 30.0,
         backoff: Backoff | None = None,
         poll_interval: float = 2.0,
     ) -> None:
-        if url is None or token is None:
+        if url is None or token is None or events_url is None:
             settings = ClientSettings()
             url = url or settings.url
+            events_url = events_url or settings.events_url
             if token is None and settings.token is not None:
                 token = settings.token.get_secret_value()
         if not token:
             raise ValueError("no API token: pass token=… or set ADE_TOKEN")
         self.transport = Transport(url, token, timeout=timeout, backoff=backoff)
+        # Where waits follow their tasks (the events socket and the reads it leads to):
+        # server processes kept for that, so they answer at once while the others are
+        # busy with a burst of proposals and approvals (docs/sdk.md).
+        self.events = (
+            Transport(events_url, token, timeout=timeout, backoff=backoff)
+            if events_url
+            else self.transport
+        )
         self.poll_interval = poll_interval
 
     async def __aenter__(self) -> Self:
@@ -121,6 +131,8 @@ class AdeClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+        if self.events is not self.transport:
+            await self.events.aclose()
 
     # -- submitting ------------------------------------------------------------------
 
@@ -214,11 +226,16 @@ class AdeClient:
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (``exc.task``: the last state).
         """
+        ref = task_ref(task_id)
+
+        async def read() -> TaskOut:
+            return TaskOut.model_validate(await self.events.request("GET", f"/tasks/{ref}"))
+
         waiter = TaskWaiter(
-            self.transport,
-            task_ref(task_id),
+            self.events,
+            ref,
             UNTIL[until],
-            get=lambda: self.get(task_id),
+            get=read,
             poll_interval=self.poll_interval if poll_interval is None else poll_interval,
         )
         try:
