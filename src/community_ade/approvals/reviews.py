@@ -281,8 +281,10 @@ class ReviewService:
         for d in delegations if decision is Decision.APPROVE else ():
             self._record(task, actor, decision, comment, via=d.delegator)
         await self.session.flush()
-        await self._log_vote(principal, task, review, [d.delegator for d in delegations])
         accounting = await self._account(task)
+        # Logged after the accounting's reads: the first audit append takes the log's
+        # append lock, which every process's appends wait for until this commits.
+        await self._log_vote(principal, task, review, [d.delegator for d in delegations])
         await self._settle(task, accounting, requirements)
         return Outcome(task, review, tuple(d.delegator for d in delegations), accounting)
 
