@@ -23,6 +23,10 @@ Issue 13 §5. In one run:
 * **MCP agents**: ``--mcp-agents`` agents, each with an MCP client session
   (``mcp.Client`` over streamable HTTP, the agent's Bearer token) call the ``files.write``
   tool, then ``wait_for_decision``; measured: approve → ``wait_for_decision`` returned;
+* ``--events-server``: a second ``ade serve --no-worker`` kept for the SDK agents' waits
+  (their ``events_url``, docs/sdk.md): proposals and approvals go to the first server,
+  the agents' events sockets and the reads after them to the second. ``cpu/task`` counts
+  the first server only;
 * **floor**: a bare Redis pub/sub round trip between two processes (ping on one channel,
   pong on another, redis-py asyncio both sides), on the same Redis.
 
@@ -140,7 +144,12 @@ async def mcp_agent(session: Client, agent: int, round_no: int, workspace: str) 
 
 
 async def _agents(
-    url: str, agents: list[tuple[int, str]], mode: str, workspace: str, pipe: Connection
+    url: str,
+    events_url: str | None,
+    agents: list[tuple[int, str]],
+    mode: str,
+    workspace: str,
+    pipe: Connection,
 ) -> None:
     """Serve rounds until told to stop: ``(count, round)`` → that many of this process's
     agents propose and wait at once; their samples go back."""
@@ -148,7 +157,8 @@ async def _agents(
         sessions: list[Any] = []
         for _, token in agents:
             if mode == "sdk":
-                sessions.append(await stack.enter_async_context(AdeClient(url, token)))
+                client = AdeClient(url, token, events_url=events_url)
+                sessions.append(await stack.enter_async_context(client))
             else:
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -171,15 +181,28 @@ async def _agents(
 
 
 def agent_process(
-    url: str, agents: list[tuple[int, str]], mode: str, workspace: str, pipe: Connection
+    url: str,
+    events_url: str | None,
+    agents: list[tuple[int, str]],
+    mode: str,
+    workspace: str,
+    pipe: Connection,
 ) -> None:
-    asyncio.run(_agents(url, agents, mode, workspace, pipe))
+    asyncio.run(_agents(url, events_url, agents, mode, workspace, pipe))
 
 
 class Fleet:
     """Agent processes, each with a share of the agents (index, token)."""
 
-    def __init__(self, url: str, tokens: list[str], mode: str, workspace: Path, procs: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        tokens: list[str],
+        mode: str,
+        workspace: Path,
+        procs: int,
+        events_url: str | None = None,
+    ) -> None:
         context = mp.get_context("spawn")
         self.pipes: list[Connection] = []
         self.children: list[Any] = []
@@ -190,7 +213,7 @@ class Fleet:
             parent_end, child_end = context.Pipe()
             child = context.Process(
                 target=agent_process,
-                args=(url, mine, mode, str(workspace), child_end),
+                args=(url, events_url, mine, mode, str(workspace), child_end),
                 daemon=True,
             )
             child.start()
@@ -472,6 +495,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 env, tmp / "server.log", ["--no-worker"] if args.separate_worker else []
             )
             await server.start()
+            # Processes kept for the agents' waits (--events-server): the SDK's events_url.
+            events_server = None
+            if args.events_server:
+                events_server = Server(env, tmp / "events-server.log", ["--no-worker"])
+                await events_server.start()
             worker = await start_worker(env, tmp / "worker.log") if args.separate_worker else None
             try:
                 floor = await pubsub_floor(redis_url, args.floor_messages)
@@ -479,12 +507,16 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     f"pub/sub floor: p50 {percentile(floor, 0.5):.2f} "
                     f"p99 {percentile(floor, 0.99):.2f} ms"
                 )
-                return await run_levels(args, server, database, cast, workspace, floor)
+                return await run_levels(
+                    args, server, events_server, database, cast, workspace, floor
+                )
             finally:
                 if worker is not None:
                     worker.send_signal(signal.SIGINT)  # drain and exit
                     await asyncio.wait_for(worker.wait(), 30)
                 await server.stop()
+                if events_server is not None:
+                    await events_server.stop()
     finally:
         await drop_database(database)
 
@@ -492,6 +524,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 async def run_levels(
     args: argparse.Namespace,
     server: Server,
+    events_server: Server | None,
     database: Database,
     cast: Cast,
     workspace: Path,
@@ -504,7 +537,8 @@ async def run_levels(
     levels: list[Level] = []
     round_no = 0
     try:
-        sdk = Fleet(server.base_url, cast.sdk, "sdk", workspace, args.agent_procs)
+        events_url = events_server.base_url if events_server else None
+        sdk = Fleet(server.base_url, cast.sdk, "sdk", workspace, args.agent_procs, events_url)
         try:
             await sdk.ready()
             for agents in args.levels:
@@ -614,6 +648,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--separate-worker",
         action="store_true",
         help="the worker in a process of its own (ade serve --no-worker + ade worker)",
+    )
+    parser.add_argument(
+        "--events-server",
+        action="store_true",
+        help="a second `ade serve --no-worker` kept for the SDK agents' waits (their "
+        "events_url): the layout docs/deployment.md recommends for many agents",
     )
     parser.add_argument("--think", type=float, default=0.5, help="reviewer's delay, s (0.5)")
     parser.add_argument("--floor-messages", type=int, help="pub/sub round trips (1000; quick 300)")
