@@ -2,7 +2,7 @@
 links, posted messages, the outbox and its audit cursor, decisions taken in Slack)
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 
 from __future__ import annotations

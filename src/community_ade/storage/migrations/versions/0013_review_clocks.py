@@ -1,7 +1,7 @@
 """Review clocks: reminders sent, the next reminder's time, escalation and re-review marks
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 """
 
 from __future__ import annotations

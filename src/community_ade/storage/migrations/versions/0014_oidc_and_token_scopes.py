@@ -4,7 +4,7 @@ Existing tokens get no scopes (NULL: every right of their holder, as before) and
 authentication time.
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0013
 """
 
 from __future__ import annotations
