@@ -74,6 +74,10 @@ def task_ref(task_id: TaskId) -> str:
         raise request_invalid(exc, "path", "task_id") from None
 
 
+async def _read_task(transport: Transport, ref: str) -> TaskOut:
+    return TaskOut.model_validate(await transport.request("GET", f"/tasks/{ref}"))
+
+
 def new_key() -> str:
     """A fresh Idempotency-Key: one per logical call, reused by each of its retries."""
     return f"sdk-{uuid.uuid4()}"
@@ -193,9 +197,7 @@ class AdeClient:
         return _TASK_TYPES.validate_python(body)
 
     async def get(self, task_id: TaskId) -> TaskOut:
-        return TaskOut.model_validate(
-            await self.transport.request("GET", f"/tasks/{task_ref(task_id)}")
-        )
+        return await _read_task(self.transport, task_ref(task_id))
 
     async def preview(self, task_id: TaskId) -> PreviewOut:
         """The change set a decision approves; its ``digest`` is what decisions name."""
@@ -227,15 +229,11 @@ class AdeClient:
             WaitTimeout: ``timeout`` seconds passed first (``exc.task``: the last state).
         """
         ref = task_ref(task_id)
-
-        async def read() -> TaskOut:
-            return TaskOut.model_validate(await self.events.request("GET", f"/tasks/{ref}"))
-
         waiter = TaskWaiter(
             self.events,
             ref,
             UNTIL[until],
-            get=read,
+            get=lambda: _read_task(self.events, ref),
             poll_interval=self.poll_interval if poll_interval is None else poll_interval,
         )
         try:
