@@ -312,6 +312,16 @@ class Api:
     def as_(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
+    async def logged_surfaces(
+        self, task_id: str, event_type: str = "approval:decision"
+    ) -> list[str | None]:
+        """The ``surface`` in the data of each ``event_type`` audit event about the task
+        (where it was decided), oldest first, as the audit API gives it."""
+        query = {"subject": f"task:{task_id}", "type": event_type}
+        page = await self.client.get("/api/v1/audit", params=query, headers=self.as_("vic"))
+        assert page.status_code == 200, page.text
+        return [e["data"].get("surface") for e in reversed(page.json()["items"])]
+
 
 ROLES = {
     "admin": "admin",

@@ -67,6 +67,7 @@ async def test_create_submit_review_approve_and_audit(api: Api) -> None:
     types = [e["type"] for e in reversed(events["items"])]
     assert types[:3] == ["task:created", "task:submitted", "approval:requested"]
     assert "approval:approved" in types
+    assert await api.logged_surfaces(task_id) == ["api"]
     verify = (await c.get("/api/v1/audit/verify", headers=api.as_("vic"))).json()
     assert verify["ok"] is True
 
@@ -184,6 +185,7 @@ async def test_batch_decisions_report_each_item_and_half_apply_none(api: Api) ->
         ("not_found", None),
         ("already_decided", None),
     ]
+    assert await api.logged_surfaces(first) == ["api"]
     view = (await c.get(f"/api/v1/approvals/{second}", headers=api.as_("vic"))).json()
     assert view["reviews"] == []  # the refused item left nothing behind
     assert view["task"]["state"] == "SUBMITTED"

@@ -174,6 +174,7 @@ async def test_review_request_posted_then_refusals_then_approve_by_button(
     assert buttons(final) == {}
     assert "Approved" in text_of(final)
     assert "carol via Slack" in text_of(final)
+    assert await api.logged_surfaces(task_id) == ["slack"]
 
     # Slack retries the same interaction: answered as before, decided once.
     r = await click(
@@ -276,6 +277,7 @@ async def test_request_changes_opens_a_modal_whose_submission_decides(
     r = await api.client.post(INTERACT, content=body, headers=headers)
     assert r.json() == {"response_action": "clear"}
     assert await task_state(api, task_id) == "DRAFT"
+    assert await api.logged_surfaces(task_id, "approval:changes_requested") == ["slack"]
     [update] = await recorder.wait_for("chat.update")
     assert "Changes requested" in text_of(update)
     assert "split the change" in text_of(update)

@@ -98,6 +98,7 @@ async def test_decisions_need_the_review_permission(api: Api, who: str) -> None:
     if who in REVIEWERS:
         assert decided.status_code == 303
         assert decided.headers["location"] == f"/tasks/{task_id}"
+        assert await api.logged_surfaces(task_id) == ["dashboard"]
     else:
         is_page(decided, 403)
     other, other_digest = await submitted(api)
@@ -107,6 +108,7 @@ async def test_decisions_need_the_review_permission(api: Api, who: str) -> None:
     if who in REVIEWERS:
         is_page(batch, 200)
         assert re.search(rf'data-result="ok" data-task-id="{other}"', batch.text)
+        assert await api.logged_surfaces(other) == ["dashboard"]
     else:
         is_page(batch, 403)
 

@@ -48,6 +48,8 @@ async def test_the_approval_view_lists_receipts_that_verify_offline(
     types = [kind for _, _, _, kind, _, _ in rows]
     assert types[0] == "task:submitted", types
     assert "approval:approved" in types, types
+    assert "approval:decision" in types, types
+    assert "<span data-surface>(dashboard)</span>" in page.text  # bob decided on this page
     assert types[-1] == "task:completed", types
     api_receipts = (
         await api.client.get(f"/api/v1/tasks/{task_id}/receipts", headers=api.as_("vic"))
@@ -69,6 +71,8 @@ async def test_the_approval_view_lists_receipts_that_verify_offline(
         assert receipt["index"] == int(index)
         assert receipt["entry"]["type"] == kind
         assert receipt["checkpoint"]["size"] == size
+        if kind == "approval:decision":  # where bob decided, under the signed root
+            assert receipt["entry"]["data"]["surface"] == "dashboard"
         said = verify(tmp_path, f"{seq}.json", download.content, vkey)
         assert f"valid entry {seq} ({kind}): in " in said
         assert f"at size {size}" in said

@@ -22,7 +22,7 @@ from community_ade.cli.demo_data import (
 )
 from community_ade.runtime import Runtime
 from community_ade.settings import Settings
-from community_ade.storage.models import Agent, Task
+from community_ade.storage.models import Agent, AuditEvent, Task
 
 
 async def test_demo_logins_and_every_kind_of_agent_proposal(tmp_path: Path) -> None:
@@ -38,6 +38,10 @@ async def test_demo_logins_and_every_kind_of_agent_proposal(tmp_path: Path) -> N
                 principal = await auth.authenticate_password(session, name, password)
                 assert principal.role == PEOPLE[name]
             agents = set(await session.scalars(select(Agent.name)))
+            seeded = await session.scalars(
+                select(AuditEvent.data).where(AuditEvent.type == "approval:decision")
+            )
+            assert [data["surface"] for data in seeded] == ["demo"]  # nobody decided in person
         assert {"deploy-bot", "docs-bot"} <= agents
 
         with serve(settings) as server:

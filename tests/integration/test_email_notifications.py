@@ -154,6 +154,8 @@ async def test_each_eligible_reviewer_gets_a_message_whose_link_decides_once(
     assert [
         (r["actor_id"], r["decision"], r["digest"], r["comment"]) for r in reviews["reviews"]
     ] == [(api.ids["bob"], "approve", digest, "ok")]
+    assert await api.logged_surfaces(task_id) == ["email"]
+    assert "(e-mail)" in (await bob.get(f"/tasks/{task_id}")).text
 
     # Used: refused, on both methods.
     again = await bob.post("/email/decide", {"t": token, "action": "reject"})

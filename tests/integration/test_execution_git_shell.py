@@ -28,7 +28,7 @@ from execution_util import (
 )
 from sqlalchemy import select
 
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.states import TaskState
 from community_ade.execution.executors import ApplyContext
@@ -172,7 +172,7 @@ async def test_a_moved_branch_sends_the_task_back_with_stale_votes(
     old_digest, old_fingerprint = task.preview_digest, task.precondition_fingerprint
     async with runtime.sessions.begin() as session:
         outcome = await ReviewService(session).decide(
-            bob, task.id, ReviewAction.APPROVE, str(old_digest)
+            bob, task.id, ReviewAction.APPROVE, str(old_digest), surface=DecisionSurface.API
         )
         assert outcome.task.state == TaskState.APPROVED
     (repo / "b.txt").write_text("moved\n")

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.decision_wait import decision_status
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.approvals.risk import ResourceRef
 from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.audit import log as audit
@@ -99,13 +100,15 @@ async def decide(
     task: Task,
     action: ReviewAction,
     digest: str | None = None,
+    *,
+    surface: DecisionSurface = DecisionSurface.API,
     **kwargs: Any,
 ) -> Any:
     async with sessions.begin() as session:
         fresh = await session.get(Task, task.id)
         assert fresh is not None
         return await ReviewService(session).decide(
-            who, task.id, action, digest or fresh.preview_digest or "", **kwargs
+            who, task.id, action, digest or fresh.preview_digest or "", surface=surface, **kwargs
         )
 
 
@@ -253,6 +256,67 @@ async def test_request_changes_dismisses_votes_and_returns_to_draft(
             select(func.count()).where(Review.task_id == task.id, Review.stale.is_(False))
         )
     assert live == 0
+
+
+async def test_each_review_shows_the_surface_its_audit_events_recorded(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    await set_policy(sessions, {"rules": [{"name": "four", "task_types": ["*"], "min_total": 4}]})
+    alice = await user(sessions, "submitter")
+    bob, carol, dave = [await user(sessions, "reviewer") for _ in range(3)]
+    task = await submitted_task(sessions, workspace, alice)
+    first_digest = task.preview_digest
+    await decide(sessions, bob, task, APPROVE, surface=DecisionSurface.EMAIL)
+    await decide(
+        sessions, carol, task, ReviewAction.REQUEST_CHANGES, surface=DecisionSurface.DASHBOARD
+    )
+    async with sessions.begin() as session:
+        service = TaskService(session, plan_context=PlanContext(allowed_roots=(workspace,)))
+        resubmitted = await service.submit(alice, task.id)
+    # The same preview again: bob's second approval has his first one's key, so only the
+    # order tells them apart.
+    assert resubmitted.plan.digest == first_digest
+    await decide(sessions, bob, task, APPROVE, surface=DecisionSurface.SLACK)
+    await decide(
+        sessions,
+        carol,
+        task,
+        ReviewAction.DELEGATE,
+        surface=DecisionSurface.API,
+        delegate_to=dave.id,
+    )
+    outcome = await decide(sessions, dave, task, APPROVE, surface=DecisionSurface.EMAIL)
+    assert outcome.delegated_for == (str(carol.id),)
+
+    logged = [e.data["surface"] for e in await events(sessions, task, "approval:decision")]
+    assert logged == ["email", "slack", "email", "email"]  # dave's vote and its copy for carol
+    [sent_back] = await events(sessions, task, "approval:changes_requested")
+    [handed_on] = await events(sessions, task, "delegation:created")
+    assert (sent_back.data["surface"], handed_on.data["surface"]) == ("dashboard", "api")
+    async with sessions() as session:
+        fresh = await session.get(Task, task.id)
+        assert fresh is not None
+        reviews = ReviewService(session)
+        every = await reviews.reviews_of(fresh)
+        surfaces = await reviews.surfaces(fresh, every)
+        status = await decision_status(session, fresh)
+    by_review = [(r.actor_id, r.decision, r.via_delegation_for, surfaces.get(r.id)) for r in every]
+    assert by_review == [
+        (bob.id, "approve", None, DecisionSurface.EMAIL),
+        (carol.id, "request_changes", None, DecisionSurface.DASHBOARD),
+        (bob.id, "approve", None, DecisionSurface.SLACK),
+        (carol.id, "delegate", None, DecisionSurface.API),
+        (dave.id, "approve", None, DecisionSurface.EMAIL),
+        (dave.id, "approve", carol.id, DecisionSurface.EMAIL),
+    ]
+    assert [r["surface"] for r in status["reviews"]] == [
+        "email",
+        "dashboard",
+        "slack",
+        "api",
+        "email",
+        "email",
+    ]
 
 
 async def test_a_repeated_decision_is_idempotent_and_a_changed_one_refused(

@@ -20,7 +20,7 @@ from execution_util import AUTO, make_user, open_runtime, reload, set_policy, su
 from shellutil import IS_ROOT, NOBODY, SECRET, Site, require_bwrap, require_root, site
 from sqlalchemy import select
 
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.approvals.states import TaskState
 from community_ade.errors import FenceRejected, InvalidInput
 from community_ade.execution.executors import ApplyContext, Plan, Snapshot
@@ -455,7 +455,11 @@ async def test_a_profile_changed_after_approval_sends_the_task_back_to_review(
     assert task.state == TaskState.SUBMITTED
     async with runtime.sessions.begin() as session:
         outcome = await ReviewService(session).decide(
-            bob, task.id, ReviewAction.APPROVE, str(task.preview_digest)
+            bob,
+            task.id,
+            ReviewAction.APPROVE,
+            str(task.preview_digest),
+            surface=DecisionSurface.API,
         )
         assert outcome.task.state == TaskState.APPROVED
     await save_profile(runtime, "hello", {"command": ["echo", "something", "else"]})

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.errors import AdeError
 
@@ -40,6 +40,8 @@ async def decide_each(
     reviews: ReviewService,
     principal: Principal,
     decisions: Iterable[BatchDecision],
+    *,
+    surface: DecisionSurface,
 ) -> list[ItemResult]:
     # Refused whole, not item by item: without the permission no item could succeed.
     require(principal, Permission.REVIEW)
@@ -52,6 +54,7 @@ async def decide_each(
                     item.task_id,
                     item.action,
                     item.digest,
+                    surface=surface,
                     comment=item.comment,
                     delegate_to=item.delegate_to,
                 )

@@ -63,7 +63,9 @@ async def decision_status(session: AsyncSession, task: Task) -> dict[str, Any]:
     reviews = ReviewService(session)
     # The reviews of the preview proposed last (a request for changes dismisses votes,
     # but its comment is what the agent needs).
-    votes = [r for r in await reviews.reviews_of(task) if r.digest == task.preview_digest]
+    every = await reviews.reviews_of(task)
+    surfaces = await reviews.surfaces(task, every)
+    votes = [r for r in every if r.digest == task.preview_digest]
     rows = await session.execute(
         select(User.id, User.username).where(User.id.in_({r.actor_id for r in votes}))
     )
@@ -78,6 +80,7 @@ async def decision_status(session: AsyncSession, task: Task) -> dict[str, Any]:
                 "reviewer": names.get(r.actor_id, str(r.actor_id)),
                 "decision": r.decision,
                 "comment": r.comment,
+                "surface": surfaces.get(r.id),
                 "at": r.created_at,
             }
             for r in votes

@@ -10,10 +10,12 @@ the task row locked, so concurrent decisions serialise into one outcome.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +48,7 @@ from community_ade.execution.executors import load_executors
 from community_ade.storage.json_sql import HasMemberWith
 from community_ade.storage.models import (
     Agent,
+    AuditEvent,
     Review,
     Task,
     TaskReviewGroup,
@@ -67,6 +70,17 @@ class ReviewAction(StrEnum):
     REJECT = "reject"
     REQUEST_CHANGES = "request_changes"
     DELEGATE = "delegate"
+
+
+class DecisionSurface(StrEnum):
+    """Where a reviewer decided. Recorded in the decision's audit event, so its receipt
+    shows it too."""
+
+    API = "api"
+    DASHBOARD = "dashboard"
+    EMAIL = "email"
+    SLACK = "slack"
+    DEMO = "demo"  # seeded by ``ade serve --demo``, decided by no one in person
 
 
 @dataclass(frozen=True)
@@ -225,6 +239,29 @@ async def reviewer_named(session: AsyncSession, user_id: uuid.UUID, *, field: st
     return user
 
 
+# The audit events a review is recorded by: a vote (and each copy for a delegator), a
+# request for changes, a hand-over of this task's review.
+_REVIEW_EVENTS = ("approval:decision", "approval:changes_requested", "delegation:created")
+
+
+def _event_key(event_type: str, actor_id: str, data: dict[str, Any]) -> tuple[str, ...]:
+    if event_type == "approval:changes_requested":
+        return (ReviewAction.REQUEST_CHANGES.value, actor_id)
+    if event_type == "delegation:created":
+        return (ReviewAction.DELEGATE.value, actor_id, data["delegate"])
+    return (data["decision"], actor_id, data["digest"], data.get("for", ""))
+
+
+def _review_key(review: Review) -> tuple[str, ...]:
+    actor_id = str(review.actor_id)
+    if review.decision == ReviewAction.REQUEST_CHANGES:
+        return (ReviewAction.REQUEST_CHANGES.value, actor_id)
+    if review.decision == ReviewAction.DELEGATE:
+        return (ReviewAction.DELEGATE.value, actor_id, str(review.delegate_to))
+    via = str(review.via_delegation_for) if review.via_delegation_for else ""
+    return (review.decision, actor_id, review.digest, via)
+
+
 class ReviewService:
     def __init__(self, session: AsyncSession, *, now: Callable[[], datetime] = utcnow) -> None:
         self.session = session
@@ -237,6 +274,7 @@ class ReviewService:
         action: ReviewAction,
         digest: str,
         *,
+        surface: DecisionSurface,
         comment: str = "",
         delegate_to: uuid.UUID | None = None,
     ) -> Outcome:
@@ -270,8 +308,8 @@ class ReviewService:
             groups, roles = await directory(self.session, {actor})
             check_eligible(requirements, actor, groups, roles)
             if action is ReviewAction.REQUEST_CHANGES:
-                return await self._request_changes(principal, task, comment)
-            return await self._delegate(principal, task, delegate_to, comment)
+                return await self._request_changes(principal, task, comment, surface)
+            return await self._delegate(principal, task, delegate_to, comment, surface)
         decision = Decision(action.value)
         delegations = await self._triggered(task, actor, requirements, submitter, owner)
         voters = {actor, *(d.delegator for d in delegations)}
@@ -284,7 +322,7 @@ class ReviewService:
         accounting = await self._account(task)
         # Logged after the accounting's reads: the first audit append takes the log's
         # append lock, which every process's appends wait for until this commits.
-        await self._log_vote(principal, task, review, [d.delegator for d in delegations])
+        await self._log_vote(principal, task, review, [d.delegator for d in delegations], surface)
         await self._settle(task, accounting, requirements)
         return Outcome(task, review, tuple(d.delegator for d in delegations), accounting)
 
@@ -322,13 +360,38 @@ class ReviewService:
             )
         )
 
+    async def surfaces(
+        self, task: Task, reviews: Sequence[Review]
+    ) -> dict[uuid.UUID, DecisionSurface]:
+        """Where each of the task's ``reviews`` (all of them, oldest first, as
+        ``reviews_of`` gives them) was decided, read from the audit events that recorded
+        them; a review logged before surfaces were recorded has none. The n-th review of
+        who decided what (on which preview, for or to whom) is the n-th such event."""
+        rows = await self.session.execute(
+            select(AuditEvent.type, AuditEvent.actor_id, AuditEvent.data)
+            .where(AuditEvent.subject == f"task:{task.id}", AuditEvent.type.in_(_REVIEW_EVENTS))
+            .order_by(AuditEvent.seq)
+        )
+        logged: dict[tuple[str, ...], deque[str | None]] = defaultdict(deque)
+        for event_type, actor_id, data in rows:
+            logged[_event_key(event_type, actor_id, data)].append(data.get("surface"))
+        found = {}
+        for review in reviews:
+            queue = logged.get(_review_key(review))
+            surface = queue.popleft() if queue else None
+            if surface is not None:
+                found[review.id] = DecisionSurface(surface)
+        return found
+
     async def accounting(self, task: Task) -> Accounting | None:
         """The approval view: which vote filled which slot, and what still blocks."""
         return await self._account(task)
 
     # -- the pieces -------------------------------------------------------------------
 
-    async def _request_changes(self, principal: Principal, task: Task, comment: str) -> Outcome:
+    async def _request_changes(
+        self, principal: Principal, task: Task, comment: str, surface: DecisionSurface
+    ) -> Outcome:
         review = self._record(task, str(principal.id), ReviewAction.REQUEST_CHANGES, comment)
         await self.session.flush()
         # Every vote of this round is dismissed: the next submit starts afresh.
@@ -341,12 +404,17 @@ class ReviewService:
             Trigger.REQUEST_CHANGES,
             actor_of(principal),
             "approval:changes_requested",
-            {"comment": comment},
+            {"comment": comment, "surface": surface.value},
         )
         return Outcome(task, review, (), None)
 
     async def _delegate(
-        self, principal: Principal, task: Task, delegate_to: uuid.UUID | None, comment: str
+        self,
+        principal: Principal,
+        task: Task,
+        delegate_to: uuid.UUID | None,
+        comment: str,
+        surface: DecisionSurface,
     ) -> Outcome:
         if delegate_to is None or delegate_to == principal.id:
             raise InvalidInput("delegate needs another user in delegate_to", field="delegate_to")
@@ -365,7 +433,12 @@ class ReviewService:
             type="delegation:created",
             actor=actor_of(principal),
             subject=f"task:{task.id}",
-            data={"delegate": str(delegate_to), "scope": "this task", "comment": comment},
+            data={
+                "delegate": str(delegate_to),
+                "scope": "this task",
+                "comment": comment,
+                "surface": surface.value,
+            },
         )
         return Outcome(task, review, (), await self._account(task))
 
@@ -529,14 +602,24 @@ class ReviewService:
             await move(self.session, task, Trigger.FIRST_REVIEW, SYSTEM, "task:reviewing", data)
 
     async def _log_vote(
-        self, principal: Principal, task: Task, review: Review, delegators: Collection[str]
+        self,
+        principal: Principal,
+        task: Task,
+        review: Review,
+        delegators: Collection[str],
+        surface: DecisionSurface,
     ) -> None:
         await audit.append(
             self.session,
             type="approval:decision",
             actor=actor_of(principal),
             subject=f"task:{task.id}",
-            data={"decision": review.decision, "digest": review.digest, "comment": review.comment},
+            data={
+                "decision": review.decision,
+                "digest": review.digest,
+                "comment": review.comment,
+                "surface": surface.value,
+            },
         )
         for delegator in delegators:
             await audit.append(
@@ -544,5 +627,10 @@ class ReviewService:
                 type="approval:decision",
                 actor=Actor(kind="human", id=str(principal.id), via_delegation=True),
                 subject=f"task:{task.id}",
-                data={"decision": review.decision, "digest": review.digest, "for": delegator},
+                data={
+                    "decision": review.decision,
+                    "digest": review.digest,
+                    "for": delegator,
+                    "surface": surface.value,
+                },
             )

@@ -27,7 +27,7 @@ from community_ade.agents.leases import LeaseStore
 from community_ade.agents.service import AgentService
 from community_ade.approvals.governance import Governance
 from community_ade.approvals.policy_document import PolicyDocument
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.approvals.risk import Action, ResourceRef, ResourceType, Scope
 from community_ade.approvals.service import TaskDraft, TaskService
 from community_ade.auth import service as auth
@@ -248,7 +248,11 @@ async def _initial_tasks(
         submission = await tasks.submit(alice, created.id)
         if draft.title == "document the demo service":
             await reviews.decide(
-                people["bob"], created.id, ReviewAction.APPROVE, submission.plan.digest
+                people["bob"],
+                created.id,
+                ReviewAction.APPROVE,
+                submission.plan.digest,
+                surface=DecisionSurface.DEMO,
             )
 
 

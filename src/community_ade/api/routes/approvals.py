@@ -27,7 +27,13 @@ from community_ade.api.schemas import (
     TaskOut,
 )
 from community_ade.approvals.batch import BatchDecision, decide_each
-from community_ade.approvals.reviews import COUNT_CAP, Outcome, ReviewAction, ReviewService
+from community_ade.approvals.reviews import (
+    COUNT_CAP,
+    DecisionSurface,
+    Outcome,
+    ReviewAction,
+    ReviewService,
+)
 from community_ade.approvals.sweep import latest_clock_decision
 from community_ade.auth.principal import Permission, Principal, require
 
@@ -114,6 +120,7 @@ async def _decide(
             task_id,
             action,
             body.digest,
+            surface=DecisionSurface.API,
             comment=body.comment,
             delegate_to=body.delegate_to if isinstance(body, DelegateBody) else None,
         )
@@ -196,7 +203,9 @@ async def batch(
             BatchDecision(item.task_id, ReviewAction(item.action), item.digest, item.comment)
             for item in body.items
         ]
-        results = await decide_each(session, reviews, principal, decisions)
+        results = await decide_each(
+            session, reviews, principal, decisions, surface=DecisionSurface.API
+        )
         return BatchOut(
             results=[
                 BatchResult(task_id=r.task_id, result=r.result, state=r.state, detail=r.detail)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from community_ade.api.deps import ReviewsDep, SessionDep
 from community_ade.api.errors import STATUS_BY_CODE
 from community_ade.approvals.batch import BatchDecision, decide_each
-from community_ade.approvals.reviews import ReviewAction
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.dashboard.views.queue import RESULT_TEXT
 from community_ade.dashboard.web import PageRoute, Visitor, VisitorDep, redirect, render, secret_of
@@ -105,7 +105,9 @@ async def decide_by_link(
 ) -> Response:
     link = await _usable_link(request, session, visitor, t)
     decision = BatchDecision(link.task, ReviewAction(action), link.digest, comment, None)
-    [result] = await decide_each(session, reviews, visitor.principal, [decision])
+    [result] = await decide_each(
+        session, reviews, visitor.principal, [decision], surface=DecisionSurface.EMAIL
+    )
     task = await _task(session, link)
     if result.result != "ok":
         refusal = {

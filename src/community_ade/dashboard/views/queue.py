@@ -16,7 +16,13 @@ from starlette.datastructures import FormData
 
 from community_ade.api.deps import ReviewsDep, SessionDep
 from community_ade.approvals.batch import BatchDecision, ItemResult, decide_each
-from community_ade.approvals.reviews import COUNT_CAP, ReviewAction, awaiting, standing_covers
+from community_ade.approvals.reviews import (
+    COUNT_CAP,
+    DecisionSurface,
+    ReviewAction,
+    awaiting,
+    standing_covers,
+)
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.auth.principal import Permission, Principal, require
 from community_ade.dashboard.filters import RISK_BANDS
@@ -275,7 +281,9 @@ async def batch(
     request: Request, session: SessionDep, reviews: ReviewsDep, visitor: VisitorDep
 ) -> HTMLResponse:
     decisions = _decisions(await request.form())
-    results = await decide_each(session, reviews, visitor.principal, decisions)
+    results = await decide_each(
+        session, reviews, visitor.principal, decisions, surface=DecisionSurface.DASHBOARD
+    )
     rows = await session.execute(
         select(Task.id, Task.title).where(Task.id.in_([r.task_id for r in results]))
     )

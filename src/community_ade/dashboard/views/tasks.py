@@ -17,7 +17,7 @@ from community_ade.api.deps import AuditSignerDep, ReviewsDep, SessionDep, Tasks
 from community_ade.api.errors import STATUS_BY_CODE
 from community_ade.approvals.batch import BatchDecision, decide_each
 from community_ade.approvals.review_request import risk_breakdown
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.approvals.service import TaskService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.approvals.sweep import latest_clock_decision
@@ -41,6 +41,14 @@ DONE = {
     ReviewAction.REJECT: "rejected",
     ReviewAction.REQUEST_CHANGES: "asked for changes on",
     ReviewAction.DELEGATE: "delegated",
+}
+# How the Reviews list names where each review was made.
+SURFACE_NAMES = {
+    DecisionSurface.API: "API",
+    DecisionSurface.DASHBOARD: "dashboard",
+    DecisionSurface.EMAIL: "e-mail",
+    DecisionSurface.SLACK: "Slack",
+    DecisionSurface.DEMO: "demo data",
 }
 
 
@@ -105,6 +113,7 @@ async def _detail(
         )
     accounting = await reviews.accounting(task)
     votes = await reviews.reviews_of(task)
+    surfaces = await reviews.surfaces(task, votes)
     events = list(reversed(await audit.list_events(session, subject=f"task:{task.id}", limit=200)))
     people: list[Any] = [task.submitter_id, task.agent_id]
     people += [v.actor_id for v in votes] + [v.via_delegation_for for v in votes]
@@ -138,6 +147,7 @@ async def _detail(
             "preview": preview,
             "accounting": accounting,
             "votes": votes,
+            "surfaces": {review_id: SURFACE_NAMES[s] for review_id, s in surfaces.items()},
             "events": events,
             "clock_decision": await latest_clock_decision(session, task),
             "names": names,
@@ -209,7 +219,9 @@ async def decide(
             raise InvalidInput(f"no user {delegate_to!r}")
         delegate_id = user.id
     decision = BatchDecision(task_id, ReviewAction(action), digest, comment, delegate_id)
-    [result] = await decide_each(session, reviews, visitor.principal, [decision])
+    [result] = await decide_each(
+        session, reviews, visitor.principal, [decision], surface=DecisionSurface.DASHBOARD
+    )
     if result.result == "ok":
         task = await tasks.get(visitor.principal, task_id)
         return redirect(

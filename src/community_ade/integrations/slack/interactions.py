@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.batch import BatchDecision, ItemResult, decide_each
-from community_ade.approvals.reviews import ReviewAction, ReviewService
+from community_ade.approvals.reviews import DecisionSurface, ReviewAction, ReviewService
 from community_ade.auth.service import human_principal
 from community_ade.errors import AdeError, InvalidInput, Unauthenticated
 from community_ade.integrations.slack import config
@@ -214,7 +214,11 @@ class Interactions:
                 decision = BatchDecision(task_id, action, digest, comment)
                 try:
                     [result] = await decide_each(
-                        session, ReviewService(session), principal, [decision]
+                        session,
+                        ReviewService(session),
+                        principal,
+                        [decision],
+                        surface=DecisionSurface.SLACK,
                     )
                 except AdeError as exc:  # refused whole: the role may not review at all
                     result = ItemResult(task_id, exc.code, detail=exc.message)
