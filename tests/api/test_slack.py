@@ -235,8 +235,7 @@ async def test_a_decision_on_the_api_updates_the_message(api: Api, recorder: Sla
     [update] = await recorder.wait_for("chat.update")
     assert buttons(update) == {}
     assert "Rejected" in text_of(update)
-    assert "by carol" in text_of(update)
-    assert "via Slack" not in text_of(update)
+    assert "by carol via API" in text_of(update)
 
 
 async def test_request_changes_opens_a_modal_whose_submission_decides(

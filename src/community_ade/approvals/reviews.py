@@ -82,6 +82,20 @@ class DecisionSurface(StrEnum):
     SLACK = "slack"
     DEMO = "demo"  # seeded by ``ade serve --demo``, decided by no one in person
 
+    @property
+    def label(self) -> str:
+        """How people read it: "bob approved (e-mail)", "… via Slack"."""
+        return _SURFACE_LABELS[self]
+
+
+_SURFACE_LABELS = {
+    DecisionSurface.API: "API",
+    DecisionSurface.DASHBOARD: "dashboard",
+    DecisionSurface.EMAIL: "e-mail",
+    DecisionSurface.SLACK: "Slack",
+    DecisionSurface.DEMO: "demo data",
+}
+
 
 @dataclass(frozen=True)
 class Outcome:

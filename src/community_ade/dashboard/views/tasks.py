@@ -42,14 +42,6 @@ DONE = {
     ReviewAction.REQUEST_CHANGES: "asked for changes on",
     ReviewAction.DELEGATE: "delegated",
 }
-# How the Reviews list names where each review was made.
-SURFACE_NAMES = {
-    DecisionSurface.API: "API",
-    DecisionSurface.DASHBOARD: "dashboard",
-    DecisionSurface.EMAIL: "e-mail",
-    DecisionSurface.SLACK: "Slack",
-    DecisionSurface.DEMO: "demo data",
-}
 
 
 @router.get("/tasks")
@@ -147,7 +139,7 @@ async def _detail(
             "preview": preview,
             "accounting": accounting,
             "votes": votes,
-            "surfaces": {review_id: SURFACE_NAMES[s] for review_id, s in surfaces.items()},
+            "surfaces": {review_id: s.label for review_id, s in surfaces.items()},
             "events": events,
             "clock_decision": await latest_clock_decision(session, task),
             "names": names,

@@ -44,7 +44,7 @@ class Decided:
     Slack, bob" at ``at``."""
 
     verb: str  # "Approved", "Rejected", "Changes requested", "Cancelled", "Expired", …
-    by: tuple[str, ...]  # names, each maybe with " via Slack"
+    by: tuple[str, ...]  # names, each maybe with where they decided (" via Slack")
     at: datetime | None
     comment: str = ""
 

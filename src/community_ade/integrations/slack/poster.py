@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from community_ade.approvals.review_request import ReviewRequest, gather
+from community_ade.approvals.reviews import ReviewService
 from community_ade.approvals.states import OPEN_FOR_REVIEW, TaskState
 from community_ade.audit import log as audit
 from community_ade.infra.aio import Incident
@@ -45,8 +46,6 @@ from community_ade.settings import Settings
 from community_ade.storage.models import (
     AuditEvent,
     NotificationCursor,
-    Review,
-    SlackAction,
     SlackJob,
     SlackMessage,
     SlackSettings,
@@ -332,17 +331,8 @@ class SlackPoster:
 
 
 async def decided_of(session: AsyncSession, task: Task) -> Decided:
-    """How ``task`` left review, for its updated message: who decided (and whether in
-    Slack), and when."""
-    slack_ok = set(
-        (
-            await session.execute(
-                select(SlackAction.user_id, SlackAction.action).where(
-                    SlackAction.task_id == task.id, SlackAction.result == "ok"
-                )
-            )
-        ).all()
-    )
+    """How ``task`` left review, for its updated message: who decided (and on which
+    surface, as each decision's audit event records it), and when."""
     state = task.state
     at = task.decided_at or task.updated_at
     if state in APPROVED_STATES:
@@ -353,10 +343,14 @@ async def decided_of(session: AsyncSession, task: Task) -> Decided:
         verb, wanted, stale = "Changes requested", "request_changes", True
     else:
         return Decided(verb=state.capitalize(), by=(), at=at)
-    query = select(Review).where(Review.task_id == task.id, Review.decision == wanted)
-    if not stale:
-        query = query.where(Review.stale.is_(False), Review.digest == task.preview_digest)
-    reviews = list(await session.scalars(query.order_by(Review.created_at)))
+    service = ReviewService(session)
+    every = await service.reviews_of(task)
+    surfaces = await service.surfaces(task, every)
+    reviews = [
+        r
+        for r in every
+        if r.decision == wanted and (stale or (not r.stale and r.digest == task.preview_digest))
+    ]
     if stale:
         reviews = reviews[-1:]
     names = dict(
@@ -371,8 +365,8 @@ async def decided_of(session: AsyncSession, task: Task) -> Decided:
         if review.via_delegation_for is not None:
             continue
         name = names.get(review.actor_id, str(review.actor_id))
-        if (review.actor_id, wanted) in slack_ok:
-            name += " via Slack"
+        if (surface := surfaces.get(review.id)) is not None:
+            name += f" via {surface.label}"
         by.append(name)
     if state in APPROVED_STATES and not by:
         by = ["policy (auto-approved)"]
