@@ -9,6 +9,7 @@ the task row locked, so concurrent decisions serialise into one outcome.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Sequence
@@ -393,8 +394,10 @@ class ReviewService:
         for review in reviews:
             queue = logged.get(_review_key(review))
             surface = queue.popleft() if queue else None
-            if surface is not None:
-                found[review.id] = DecisionSurface(surface)
+            # A surface this version does not know (a newer one wrote it) is left unnamed.
+            with contextlib.suppress(ValueError):
+                if surface is not None:
+                    found[review.id] = DecisionSurface(surface)
         return found
 
     async def accounting(self, task: Task) -> Accounting | None:
