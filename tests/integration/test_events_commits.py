@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from community_ade.events.commits import hear_commits
 from community_ade.events.keys import EventKeys, stream_entries
 from community_ade.events.relay import Relay
+from community_ade.infra.aio import wait_event
 from community_ade.infra.redis_client import AnyRedis
 from community_ade.storage import db
 
@@ -33,15 +34,6 @@ async def background(coroutine: Any) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def set_within(event: asyncio.Event, seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 APPEND = """
@@ -74,12 +66,12 @@ async def test_a_commit_wakes_the_listener_and_a_rollback_does_not(
 ) -> None:
     nudge = asyncio.Event()
     async with background(hear_commits(engine, nudge)):
-        assert await set_within(nudge, 10)  # listening: it looks once for what it missed
+        assert await wait_event(nudge, 10)  # listening: it looks once for what it missed
         nudge.clear()
         await other_process_appends(database_url, commit=False)
-        assert not await set_within(nudge, 0.5)
+        assert not await wait_event(nudge, 0.5)
         await other_process_appends(database_url, commit=True)
-        assert await set_within(nudge, 5)
+        assert await wait_event(nudge, 5)
 
 
 async def test_a_lost_listening_connection_is_opened_again(
@@ -87,7 +79,7 @@ async def test_a_lost_listening_connection_is_opened_again(
 ) -> None:
     nudge = asyncio.Event()
     async with background(hear_commits(engine, nudge)):
-        assert await set_within(nudge, 10)
+        assert await wait_event(nudge, 10)
         conn = await asyncpg.connect(db.async_url(database_url).replace("+asyncpg", ""))
         try:
             killed = await conn.fetchval(
@@ -98,10 +90,10 @@ async def test_a_lost_listening_connection_is_opened_again(
             await conn.close()
         assert killed == 1
         nudge.clear()
-        assert await set_within(nudge, 10)  # listening again (and looking once)
+        assert await wait_event(nudge, 10)  # listening again (and looking once)
         nudge.clear()
         await other_process_appends(database_url, commit=True)
-        assert await set_within(nudge, 5)
+        assert await wait_event(nudge, 5)
 
 
 @pytest.mark.parametrize("backend", ["server"], indirect=True)
