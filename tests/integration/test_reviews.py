@@ -239,6 +239,22 @@ async def test_a_delegated_vote_fills_the_delegators_group_slot(
     assert len(marked) == 1
 
 
+async def test_a_delegates_rejection_is_recorded_for_its_author_alone(
+    sessions: async_sessionmaker[AsyncSession], workspace: Path
+) -> None:
+    owner, stand_in, task = await db_owners_task(sessions, workspace)
+    await standing_delegation(sessions, owner, stand_in, task_types=["files.*"])
+    outcome = await decide(sessions, stand_in, task, ReviewAction.REJECT)
+    assert outcome.delegated_for == ()
+    # The stand-in holds no slot of their own: no veto either.
+    assert await state(sessions, task) == "REVIEWING"
+    logged = await events(sessions, task, "approval:decision")
+    assert [(e.actor_id, e.via_delegation) for e in logged] == [(str(stand_in.id), False)]
+    async with sessions() as session:
+        votes = list(await session.scalars(select(Review).where(Review.task_id == task.id)))
+    assert [v.via_delegation_for for v in votes] == [None]
+
+
 async def test_request_changes_dismisses_votes_and_returns_to_draft(
     sessions: async_sessionmaker[AsyncSession], workspace: Path
 ) -> None:

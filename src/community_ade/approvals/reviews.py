@@ -331,15 +331,17 @@ class ReviewService:
         groups, roles = await directory(self.session, voters)
         check_eligible(requirements, actor, groups, roles, [d.delegator for d in delegations])
         review = self._record(task, actor, decision, comment)
-        for d in delegations if decision is Decision.APPROVE else ():
-            self._record(task, actor, decision, comment, via=d.delegator)
+        # Only an approval is cast for the delegators too; a rejection is its author's alone.
+        delegated = tuple(d.delegator for d in delegations if decision is Decision.APPROVE)
+        for delegator in delegated:
+            self._record(task, actor, decision, comment, via=delegator)
         await self.session.flush()
         accounting = await self._account(task)
         # Logged after the accounting's reads: the first audit append takes the log's
         # append lock, which every process's appends wait for until this commits.
-        await self._log_vote(principal, task, review, [d.delegator for d in delegations], surface)
+        await self._log_vote(principal, task, review, delegated, surface)
         await self._settle(task, accounting, requirements)
-        return Outcome(task, review, tuple(d.delegator for d in delegations), accounting)
+        return Outcome(task, review, delegated, accounting)
 
     async def open_for_review(
         self, principal: Principal, *, awaiting_me: bool, page: int, limit: int
