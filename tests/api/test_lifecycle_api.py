@@ -68,6 +68,8 @@ async def test_create_submit_review_approve_and_audit(api: Api) -> None:
     assert types[:3] == ["task:created", "task:submitted", "approval:requested"]
     assert "approval:approved" in types
     assert await api.logged_surfaces(task_id) == ["api"]
+    view = (await c.get(f"/api/v1/approvals/{task_id}", headers=api.as_("vic"))).json()
+    assert [r["surface"] for r in view["reviews"]] == ["api"]
     verify = (await c.get("/api/v1/audit/verify", headers=api.as_("vic"))).json()
     assert verify["ok"] is True
 

@@ -281,6 +281,12 @@ class ReviewOut(BaseModel):
     comment: str
     stale: bool
     created_at: datetime
+    surface: str | None = Field(
+        default=None,
+        description="Where it was decided (api, dashboard, email, slack, demo), as the "
+        "decision's audit event records it; null for decisions logged before surfaces "
+        "were recorded, and where not looked up (a decision's own answer).",
+    )
 
 
 class DecisionBody(BaseModel):

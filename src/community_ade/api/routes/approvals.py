@@ -77,10 +77,15 @@ async def get_approval(
     task = await tasks.get(principal, task_id)
     accounting = await reviews.accounting(task)
     clock = await latest_clock_decision(session, task)
+    votes = await reviews.reviews_of(task)
+    surfaces = await reviews.surfaces(task, votes)
     return ApprovalOut(
         task=TaskOut.model_validate(task),
         accounting=AccountingOut.of(accounting) if accounting else None,
-        reviews=[ReviewOut.model_validate(r) for r in await reviews.reviews_of(task)],
+        reviews=[
+            ReviewOut.model_validate(r).model_copy(update={"surface": surfaces.get(r.id)})
+            for r in votes
+        ],
         timeout_decision=ClockDecisionOut(
             event=clock.type,
             outcome=clock.data["outcome"],
