@@ -46,7 +46,6 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -70,6 +69,7 @@ from api import (
     percentile,
     progress,
     rounded,
+    run_in_scratch,
     server_env,
 )
 from locks import redis_server
@@ -143,21 +143,27 @@ async def mcp_agent(session: Client, agent: int, round_no: int, workspace: str) 
     return {"task": task_id, "waiting": waiting, "returned": time.time(), "state": decided["state"]}
 
 
-async def _agents(
-    url: str,
-    events_url: str | None,
-    agents: list[tuple[int, str]],
-    mode: str,
-    workspace: str,
-    pipe: Connection,
-) -> None:
+@dataclass(frozen=True)
+class AgentShare:
+    """What one agent process is given: the server (and where SDK waits go), its agents
+    (index, token), ``sdk`` or ``mcp``, and the workspace their files go to."""
+
+    url: str
+    events_url: str | None
+    agents: list[tuple[int, str]]
+    mode: str
+    workspace: str
+
+
+async def _agents(share: AgentShare, pipe: Connection) -> None:
     """Serve rounds until told to stop: ``(count, round)`` → that many of this process's
     agents propose and wait at once; their samples go back."""
+    url, agents, mode, workspace = share.url, share.agents, share.mode, share.workspace
     async with contextlib.AsyncExitStack() as stack:
         sessions: list[Any] = []
         for _, token in agents:
             if mode == "sdk":
-                client = AdeClient(url, token, events_url=events_url)
+                client = AdeClient(url, token, events_url=share.events_url)
                 sessions.append(await stack.enter_async_context(client))
             else:
                 http = await stack.enter_async_context(
@@ -180,15 +186,8 @@ async def _agents(
             pipe.send([s if isinstance(s, dict) else {"error": repr(s)} for s in samples])
 
 
-def agent_process(
-    url: str,
-    events_url: str | None,
-    agents: list[tuple[int, str]],
-    mode: str,
-    workspace: str,
-    pipe: Connection,
-) -> None:
-    asyncio.run(_agents(url, events_url, agents, mode, workspace, pipe))
+def agent_process(share: AgentShare, pipe: Connection) -> None:
+    asyncio.run(_agents(share, pipe))
 
 
 class Fleet:
@@ -213,7 +212,7 @@ class Fleet:
             parent_end, child_end = context.Pipe()
             child = context.Process(
                 target=agent_process,
-                args=(url, events_url, mine, mode, str(workspace), child_end),
+                args=(AgentShare(url, events_url, mine, mode, str(workspace)), child_end),
                 daemon=True,
             )
             child.start()
@@ -666,10 +665,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ade-bench-agents-") as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
-    print_report(result["levels"], result["floor"], time.monotonic() - started)
+    result, seconds = run_in_scratch("ade-bench-agents-", lambda tmp: run(args, tmp))
+    print_report(result["levels"], result["floor"], seconds)
     print(json.dumps(summary(result["levels"], result["floor"])))
 
 

@@ -49,13 +49,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -127,6 +127,8 @@ RITA_VOTES = 0.4  # chance that rita is the (first) voter where she may vote
 MAX_LINES = 300  # lines changed: log-uniform in 1..MAX_LINES
 COPY_CHUNK = 20_000
 
+T = TypeVar("T")
+
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -145,6 +147,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def rounded(value: float, digits: int = 2) -> float | None:
     return None if math.isnan(value) else round(value, digits)
+
+
+def run_in_scratch(prefix: str, run: Callable[[Path], Coroutine[Any, Any, T]]) -> tuple[T, float]:
+    """``run(tmp)`` on a fresh event loop with a scratch directory removed afterwards;
+    its result and the wall-clock seconds it took (a benchmark's ``main``)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        result = asyncio.run(run(Path(tmp)))
+    return result, time.monotonic() - started
 
 
 # -- CPU accounting: client, server process, PostgreSQL backends -------------------------

@@ -29,7 +29,6 @@ import http.client
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ from api import (
     percentile,
     progress,
     rounded,
+    run_in_scratch,
     server_env,
 )
 from locks import redis_server
@@ -258,10 +258,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ade-bench-hooks-") as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
-    print_report(result, time.monotonic() - started)
+    result, seconds = run_in_scratch("ade-bench-hooks-", lambda tmp: run(args, tmp))
+    print_report(result, seconds)
     print(json.dumps(summary(result)))
 
 

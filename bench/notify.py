@@ -35,7 +35,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from api import (
     percentile,
     progress,
     rounded,
+    run_in_scratch,
     server_env,
 )
 from locks import redis_server
@@ -568,10 +568,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ade-bench-notify-") as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
-    print_report(args, result, time.monotonic() - started)
+    result, seconds = run_in_scratch("ade-bench-notify-", lambda tmp: run(args, tmp))
+    print_report(args, result, seconds)
     print(json.dumps(summary(result)))
 
 
