@@ -44,6 +44,20 @@ def workspace(tmp_path: Path) -> Path:
     return root
 
 
+async def configure(session: AsyncSession, settings: Settings, *, dm_reviewers: bool) -> None:
+    """The poster's Slack configuration: the recorder's tokens, channel C0DEFAULT."""
+    await config.configure(
+        session,
+        SecretCipher.from_settings(settings),
+        bot_token="xoxb-poster-0000000000",
+        signing_secret="postersigningsecret000",
+        default_channel="C0DEFAULT",
+        dm_reviewers=dm_reviewers,
+        actor=SYSTEM,
+        user_id=None,
+    )
+
+
 async def drain(*posters: SlackPoster) -> None:
     """Run the posters side by side until none finds work."""
     for _ in range(50):
@@ -76,16 +90,7 @@ async def test_post_once_remind_in_thread_and_update_on_decision(
     recorder.members["UCAROL"] = "carol@example.com"
     async with sessions.begin() as session:
         await auth.set_email(session, carol.id, "carol@example.com")
-        await config.configure(
-            session,
-            SecretCipher.from_settings(settings),
-            bot_token="xoxb-poster-0000000000",
-            signing_secret="postersigningsecret000",
-            default_channel="C0DEFAULT",
-            dm_reviewers=True,
-            actor=SYSTEM,
-            user_id=None,
-        )
+        await configure(session, settings, dm_reviewers=True)
         await config.set_channel(session, "group", "dba", "C0DBA", actor=SYSTEM)
 
     task = await submitted_task(sessions, workspace, alice)
@@ -137,16 +142,7 @@ async def test_no_dm_for_a_reviewer_who_turned_slack_off(
         await save_preferences(
             session, dave.id, NotificationPreferences(channels=[Channel.EMAIL, Channel.DASHBOARD])
         )
-        await config.configure(
-            session,
-            SecretCipher.from_settings(settings),
-            bot_token="xoxb-poster-0000000000",
-            signing_secret="postersigningsecret000",
-            default_channel="C0DEFAULT",
-            dm_reviewers=True,
-            actor=SYSTEM,
-            user_id=None,
-        )
+        await configure(session, settings, dm_reviewers=True)
     await submitted_task(sessions, workspace, alice)
     await drain(SlackPoster(sessions, settings))
     posts = recorder.named("chat.postMessage")
@@ -163,16 +159,7 @@ async def test_a_job_of_a_process_that_died_is_taken_over_after_its_lease(
     alice = await user(sessions, "submitter")
     await user(sessions, "reviewer")
     async with sessions.begin() as session:
-        await config.configure(
-            session,
-            SecretCipher.from_settings(settings),
-            bot_token="xoxb-poster-0000000000",
-            signing_secret="postersigningsecret000",
-            default_channel="C0DEFAULT",
-            dm_reviewers=False,
-            actor=SYSTEM,
-            user_id=None,
-        )
+        await configure(session, settings, dm_reviewers=False)
     await submitted_task(sessions, workspace, alice)
     dying = SlackPoster(sessions, settings)
     assert await dying.scan()
