@@ -591,6 +591,10 @@ def summary(levels: list[Level], floor: list[float]) -> dict[str, Any]:
         out[f"complete_p50_ms_{n}"] = r(percentile(level.complete_ms, 0.5))
         out[f"complete_p99_ms_{n}"] = r(percentile(level.complete_ms, 0.99))
         out[f"server_cpu_ms_per_task_{n}"] = r(level.server_cpu_ms / max(1, level.tasks))
+        # Against the floor: how many bare pub/sub round trips a notification costs.
+        out[f"notify_p99_over_floor_p99_{n}"] = r(
+            percentile(level.notify_ms, 0.99) / percentile(floor, 0.99)
+        )
     if mcp:
         out["mcp_notify_p50_ms"] = r(percentile(mcp[0].notify_ms, 0.5))
     out["notify_target_met"] = (
@@ -628,6 +632,9 @@ def print_report(levels: list[Level], floor: list[float], seconds: float) -> Non
         f"floor (Redis pub/sub round trip, 2 processes): p50 {percentile(floor, 0.5):.2f} ms,"
         f" p99 {percentile(floor, 0.99):.2f} ms over {len(floor)} trips"
     )
+    for level in levels:
+        ratio = percentile(level.notify_ms, 0.99) / percentile(floor, 0.99)
+        print(f"{level.label} {level.agents}: notify p99 / floor p99 = {ratio:.0f}×")
     print(f"\n({seconds:.0f} s; {machine()})")
 
 
