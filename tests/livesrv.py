@@ -83,6 +83,10 @@ def serve(settings: Settings) -> Iterator[LiveServer]:
         server.should_exit = True
         thread.join(timeout=30)
         listener.close()
+        # A server still running would go on holding connections (on SQLite, maybe the
+        # write lock) under whatever the test does next: say so instead.
+        if thread.is_alive():
+            raise RuntimeError("the live server did not stop within 30 s")
 
 
 @dataclass
